@@ -1,0 +1,178 @@
+"""The everos error hierarchy, mapped to the EverOS error envelope in one place.
+
+Every error the server can answer with is an :class:`EverosError`. Each class carries the HTTP
+``status`` and the EverOS ``code`` it is rendered as; ``web`` renders them, nothing else does::
+
+    EverosError                      500 INTERNAL_ERROR
+    ├── ConfigError                  500 CONFIGURATION_ERROR   (also stops startup)
+    ├── BadRequest                   400 BAD_REQUEST
+    │   └── PathTraversal            400 BAD_REQUEST
+    ├── NotFound                     404 NOT_FOUND
+    ├── MethodNotAllowed             405 METHOD_NOT_ALLOWED
+    ├── Conflict                     409 CONFLICT
+    ├── PayloadTooLarge              413 PAYLOAD_TOO_LARGE
+    ├── UnsupportedFormat            415 UNSUPPORTED_FORMAT
+    ├── InvalidInput                 422 INVALID_INPUT
+    ├── ExtractionEmpty              422 EXTRACTION_EMPTY
+    ├── QueueSaturated               429 QUEUE_SATURATED       (Retry-After)
+    ├── ServiceUnavailable           503 SERVICE_UNAVAILABLE   (Retry-After)
+    │   ├── ExternalServiceUnavailable 503 EXTERNAL_SERVICE_UNAVAILABLE
+    │   └── StoreBusy                503 STORE_BUSY
+    ├── RequestTimeout               504 REQUEST_TIMEOUT
+    └── RootLocked                   (CLI only: another process owns the root)
+
+Messages are written for the person reading the response: they say what was wrong and what is
+allowed, and never include a traceback or local values.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+__all__ = [
+    "BadRequest",
+    "ConfigError",
+    "Conflict",
+    "EverosError",
+    "ExternalServiceUnavailable",
+    "ExtractionEmpty",
+    "InvalidInput",
+    "MethodNotAllowed",
+    "NotFound",
+    "PathTraversal",
+    "PayloadTooLarge",
+    "QueueSaturated",
+    "RequestTimeout",
+    "RootLocked",
+    "ServiceUnavailable",
+    "StoreBusy",
+    "UnsupportedFormat",
+]
+
+
+class EverosError(Exception):
+    """Root of every error everos raises on purpose.
+
+    ``status`` and ``code`` are what the HTTP edge answers with. ``retry_after_s``, when set,
+    becomes a ``Retry-After`` header.
+    """
+
+    status: ClassVar[int] = 500
+    code: ClassVar[str] = "INTERNAL_ERROR"
+
+    def __init__(self, message: str, *, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retry_after_s = retry_after_s
+
+
+class ConfigError(EverosError):
+    """A setting is missing, mistyped or out of range; startup stops with this message."""
+
+    code = "CONFIGURATION_ERROR"
+
+
+class BadRequest(EverosError):
+    """The request is not one the server can read at all."""
+
+    status = 400
+    code = "BAD_REQUEST"
+
+
+class PathTraversal(BadRequest):
+    """A name would escape the memory root (``..``, absolute paths, NUL bytes)."""
+
+
+class NotFound(EverosError):
+    """The route, document, topic or task does not exist."""
+
+    status = 404
+    code = "NOT_FOUND"
+
+
+class MethodNotAllowed(EverosError):
+    """The route exists but not for this HTTP method."""
+
+    status = 405
+    code = "METHOD_NOT_ALLOWED"
+
+
+class Conflict(EverosError):
+    """The request conflicts with the current state (for example a reused idempotency key)."""
+
+    status = 409
+    code = "CONFLICT"
+
+
+class PayloadTooLarge(EverosError):
+    """The body is larger than the configured cap; the connection is closed after the answer."""
+
+    status = 413
+    code = "PAYLOAD_TOO_LARGE"
+
+
+class UnsupportedFormat(EverosError):
+    """The upload cannot be decoded as text by any available parser."""
+
+    status = 415
+    code = "UNSUPPORTED_FORMAT"
+
+
+class InvalidInput(EverosError):
+    """A field is missing or malformed; ``field`` names it."""
+
+    status = 422
+    code = "INVALID_INPUT"
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class ExtractionEmpty(EverosError):
+    """The document produced no topics (for example it holds no text)."""
+
+    status = 422
+    code = "EXTRACTION_EMPTY"
+
+
+class QueueSaturated(EverosError):
+    """A bounded queue is full; try again after ``retry_after_s`` (guarantee G9)."""
+
+    status = 429
+    code = "QUEUE_SATURATED"
+
+    def __init__(self, message: str, *, retry_after_s: float = 5.0) -> None:
+        super().__init__(message, retry_after_s=retry_after_s)
+
+
+class ServiceUnavailable(EverosError):
+    """The server is starting, stopping or cannot take this work right now."""
+
+    status = 503
+    code = "SERVICE_UNAVAILABLE"
+
+
+class ExternalServiceUnavailable(ServiceUnavailable):
+    """An LLM, embedding or rerank endpoint failed, timed out or has its circuit open."""
+
+    code = "EXTERNAL_SERVICE_UNAVAILABLE"
+
+
+class StoreBusy(ServiceUnavailable):
+    """A store call (SQLite, LanceDB, disk) did not finish within its deadline."""
+
+    code = "STORE_BUSY"
+
+
+class RequestTimeout(EverosError):
+    """The request did not finish within its deadline (guarantee G1)."""
+
+    status = 504
+    code = "REQUEST_TIMEOUT"
+
+
+class RootLocked(EverosError):
+    """Another process owns this memory root (a running server, or a writing CLI command)."""
+
+    code = "ROOT_LOCKED"
