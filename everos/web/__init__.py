@@ -1,1 +1,14 @@
+"""The HTTP surface: path router, health app, request layer and the Quart-Trio app."""
 
+from everos.web._app import create_app, current_request_id, ok
+from everos.web._asgi import HEALTH_PATHS, HealthApp, PathRouter, RequestLayer
+
+__all__ = [
+    "HEALTH_PATHS",
+    "HealthApp",
+    "PathRouter",
+    "RequestLayer",
+    "create_app",
+    "current_request_id",
+    "ok",
+]

@@ -1,0 +1,141 @@
+"""The ``everos`` command line.
+
+::
+
+    everos init [--root DIR] [--force] [--print]
+    everos config show [--root DIR]
+    everos server start [--host H] [--port P] [--root DIR] [--log-level L]
+
+Exit codes: 0 success; 1 a configuration or usage problem (the message says which key and what is
+allowed); 3 another process owns the root.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from everos import __version__
+from everos.config import (
+    CONFIG_FILENAME,
+    config_path,
+    display_value,
+    iter_settings,
+    load_config,
+    render_template,
+    resolve_root,
+)
+from everos.errors import ConfigError, RootLocked
+
+__all__ = ["main"]
+
+EXIT_CONFIG = 1
+EXIT_ROOT_LOCKED = 3
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="everos", description="A local-first knowledge server that cannot hang.")
+    parser.add_argument("--version", action="version", version=f"everos {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    init = commands.add_parser("init", help=f"write {CONFIG_FILENAME} with every setting, commented")
+    init.add_argument("--root", help="memory root (default: $EVEROS_ROOT, else ~/.everos)")
+    init.add_argument("--force", action="store_true", help=f"overwrite an existing {CONFIG_FILENAME}")
+    init.add_argument("--print", dest="print_only", action="store_true", help="print the template instead")
+
+    config = commands.add_parser("config", help="inspect the configuration")
+    config_commands = config.add_subparsers(dest="config_command", required=True, metavar="SUBCOMMAND")
+    show = config_commands.add_parser("show", help="print every effective value and where it came from")
+    show.add_argument("--root", help="memory root (default: $EVEROS_ROOT, else ~/.everos)")
+
+    server = commands.add_parser("server", help="run the HTTP server")
+    server_commands = server.add_subparsers(dest="server_command", required=True, metavar="SUBCOMMAND")
+    start = server_commands.add_parser("start", help="start the server in the foreground (SIGINT/SIGTERM stop it)")
+    start.add_argument("--host", help="bind address (default from [api] host, 127.0.0.1)")
+    start.add_argument("--port", type=int, help="TCP port (default from [api] port, 8000)")
+    start.add_argument("--root", help="memory root (default: $EVEROS_ROOT, else ~/.everos)")
+    start.add_argument("--log-level", choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"),
+                       type=str.upper, help="log level (default from [api] log_level or $EVEROS_LOG_LEVEL)")
+    return parser
+
+
+def _cmd_init(args: argparse.Namespace) -> int:
+    template = render_template()
+    if args.print_only:
+        sys.stdout.write(template)
+        return 0
+    root = resolve_root(args.root)
+    path = config_path(root)
+    if path.exists() and not args.force:
+        print(f"{path} exists; kept as it is (use --force to overwrite).")
+        return EXIT_CONFIG
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(template, encoding="utf-8")
+    os.replace(tmp, path)
+    print(f"wrote {path}")
+    print(f"next: everos server start --root {root}")
+    return 0
+
+
+def _cmd_config_show(args: argparse.Namespace) -> int:
+    root = resolve_root(args.root)
+    loaded = load_config(root, require_file=False)
+    path = config_path(root)
+    print(f"# root: {root}")
+    print(f"# config file: {path}" + ("" if path.exists() else " (missing: defaults apply; run `everos init`)"))
+    section = None
+    for name, key, value, field in iter_settings(loaded.config):
+        if name != section:
+            print(f"\n[{name}]")
+            section = name
+        print(f"{key} = {display_value(value, field)}  # {loaded.source_of(name, key)}")
+    for item in loaded.ignored:
+        print(f"# ignored: {item}")
+    return 0
+
+
+def _cmd_server_start(args: argparse.Namespace) -> int:
+    from everos.logs import configure_logging
+    from everos.server import run
+    from everos.services import default_services
+
+    root = resolve_root(args.root)
+    overrides: dict[tuple[str, str], object] = {}
+    if args.host is not None:
+        overrides[("api", "host")] = args.host
+    if args.port is not None:
+        overrides[("api", "port")] = args.port
+    log_level = args.log_level or os.environ.get("EVEROS_LOG_LEVEL", "").upper() or None
+    if log_level:
+        overrides[("api", "log_level")] = log_level
+    loaded = load_config(root, overrides=overrides)
+    configure_logging(loaded.config.api.log_level)
+    run(loaded, services=default_services(loaded))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "init":
+            return _cmd_init(args)
+        if args.command == "config":
+            return _cmd_config_show(args)
+        if args.command == "server":
+            return _cmd_server_start(args)
+    except ConfigError as exc:
+        print(f"everos: configuration error: {exc.message}", file=sys.stderr)
+        return EXIT_CONFIG
+    except RootLocked as exc:
+        print(f"everos: {exc.message}", file=sys.stderr)
+        return EXIT_ROOT_LOCKED
+    except KeyboardInterrupt:
+        return 130
+    raise AssertionError(f"unhandled command {args.command!r}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

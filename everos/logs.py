@@ -1,0 +1,123 @@
+"""Logging that never blocks the event loop (guarantee G5).
+
+EverOS 1.1 froze for seconds per failed upload because it rendered rich tracebacks with local
+variables on the event-loop thread. Here the loop thread does only two cheap things per record: it
+renders the exception as a plain traceback without locals, cut to ``MAX_TRACEBACK_FRAMES`` frames
+and ``MAX_TRACEBACK_CHARS`` characters, and puts the record on a bounded queue without waiting. A
+listener thread formats and writes. When the queue is full the record is dropped and counted
+(``dropped_records()``), so a flood of errors costs the loop microseconds each, never a stall on a
+slow or blocked stderr.
+
+Each line is ``time level logger message key=value ...``; ``extra={"fields": {...}}`` adds
+key=value pairs (the request log line uses it).
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import logging.handlers
+import queue
+import sys
+import threading
+import time
+import traceback
+from typing import Any, TextIO
+
+__all__ = ["configure_logging", "dropped_records", "format_exception_bounded", "shutdown_logging"]
+
+MAX_TRACEBACK_FRAMES = 12
+MAX_TRACEBACK_CHARS = 4000
+QUEUE_MAX_RECORDS = 10_000
+
+_dropped = 0
+_dropped_lock = threading.Lock()
+_listener: logging.handlers.QueueListener | None = None
+
+
+def format_exception_bounded(exc: BaseException) -> str:
+    """A plain traceback of ``exc``: no locals, at most ``MAX_TRACEBACK_FRAMES`` innermost frames
+    per exception and ``MAX_TRACEBACK_CHARS`` characters in all."""
+    text = "".join(
+        traceback.format_exception(type(exc), exc, exc.__traceback__, limit=-MAX_TRACEBACK_FRAMES, chain=True)
+    )
+    if len(text) > MAX_TRACEBACK_CHARS:
+        text = "...(cut)...\n" + text[-MAX_TRACEBACK_CHARS:]
+    return text.rstrip("\n")
+
+
+def dropped_records() -> int:
+    """How many log records were dropped because the queue to the writer thread was full."""
+    return _dropped
+
+
+class _BoundedQueueHandler(logging.handlers.QueueHandler):
+    """Hands records to the writer thread; never waits, never renders locals."""
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        # Merge args now (they may be mutated later) and flatten the exception to bounded text.
+        record.msg = record.getMessage()
+        record.args = None
+        if record.exc_info and record.exc_info[1] is not None:
+            record.exc_text = format_exception_bounded(record.exc_info[1])
+        record.exc_info = None
+        record.stack_info = None
+        return record
+
+    def enqueue(self, record: logging.LogRecord) -> None:
+        global _dropped
+        try:
+            self.queue.put_nowait(record)
+        except queue.Full:
+            with _dropped_lock:
+                _dropped += 1
+
+
+class _LineFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+        line = f"{stamp}.{int(record.msecs):03d}Z {record.levelname:<7} {record.name}: {record.getMessage()}"
+        fields: dict[str, Any] | None = getattr(record, "fields", None)
+        if fields:
+            line += " " + " ".join(f"{k}={_field(v)}" for k, v in fields.items())
+        if record.exc_text:
+            line += "\n" + record.exc_text
+        return line
+
+
+def _field(value: Any) -> str:
+    text = str(value)
+    if not text or any(c.isspace() or c in '"=' for c in text):
+        return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+    return text
+
+
+def configure_logging(level: str = "INFO", stream: TextIO | None = None) -> None:
+    """Route every log record through the bounded queue to one writer thread on ``stream``
+    (stderr by default). Safe to call again: the previous listener is stopped first."""
+    global _listener
+    shutdown_logging()
+    records: queue.Queue[logging.LogRecord] = queue.Queue(maxsize=QUEUE_MAX_RECORDS)
+    writer = logging.StreamHandler(stream or sys.stderr)
+    writer.setFormatter(_LineFormatter())
+    _listener = logging.handlers.QueueListener(records, writer, respect_handler_level=False)
+    _listener.start()
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    root.addHandler(_BoundedQueueHandler(records))
+    root.setLevel(level)
+    # Third-party chatter that would flood the log at INFO (one line per outgoing request).
+    for noisy in ("httpx", "httpx2", "httpcore", "hypercorn.access"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+
+
+def shutdown_logging() -> None:
+    """Flush and stop the writer thread. Idempotent."""
+    global _listener
+    if _listener is not None:
+        _listener.stop()
+        _listener = None
+
+
+atexit.register(shutdown_logging)

@@ -1,0 +1,219 @@
+"""The server process: the root nursery, its wiring and its orderly stop.
+
+::
+
+    serve()
+    └─ root nursery
+       ├─ signal watcher (SIGINT/SIGTERM -> stop)           when handle_signals
+       ├─ loop-lag probe -> status board
+       ├─ supervised workers (each service's long-lived tasks)
+       └─ HTTP: hypercorn.trio.serve(PathRouter, shutdown_trigger=stop)
+                 /health /livez /readyz -> HealthApp (snapshot only)
+                 everything else        -> RequestLayer (id, deadline, log) -> Quart app
+
+Stopping: ``stop`` is set (a signal, or ``Runtime.request_stop()``); the board says ``stopping``
+(``/readyz`` 503); hypercorn stops accepting, gives in-flight requests ``graceful_timeout_seconds``
+and returns; then the nursery is cancelled, which stops every worker; services close their stores.
+A worker in a crash loop cancels the nursery too, and :func:`serve` raises.
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+import logging
+import resource
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import hypercorn.config
+import hypercorn.trio
+import trio
+from quart import Blueprint
+from quart_trio import QuartTrio
+
+from everos import __version__
+from everos.config import LoadedConfig
+from everos.rootlock import hold_root_lock
+from everos.status import LoopLagProbe, StatusBoard
+from everos.supervisor import Supervisor
+from everos.web import HealthApp, PathRouter, RequestLayer, create_app
+
+__all__ = ["Limiters", "Runtime", "Service", "raise_open_file_limit", "serve"]
+
+log = logging.getLogger("everos.server")
+
+
+@dataclass(frozen=True)
+class Limiters:
+    """The named thread budgets (guarantee G5): every thread call takes one of these."""
+
+    sqlite: trio.CapacityLimiter
+    lancedb: trio.CapacityLimiter
+    files: trio.CapacityLimiter
+    cpu: trio.CapacityLimiter
+
+    @classmethod
+    def from_config(cls, loaded: LoadedConfig) -> Limiters:
+        limits = loaded.config.limits
+        return cls(
+            sqlite=trio.CapacityLimiter(limits.sqlite_threads),
+            lancedb=trio.CapacityLimiter(limits.lancedb_threads),
+            files=trio.CapacityLimiter(limits.file_threads),
+            cpu=trio.CapacityLimiter(limits.cpu_threads),
+        )
+
+
+@dataclass
+class Runtime:
+    """What every service receives: the config, the status board, the thread budgets."""
+
+    loaded: LoadedConfig
+    board: StatusBoard
+    limiters: Limiters
+    stop: trio.Event = field(default_factory=trio.Event)
+
+    @property
+    def config(self):
+        return self.loaded.config
+
+    def request_stop(self) -> None:
+        """Begin an orderly stop, as SIGTERM would. Not a checkpoint; idempotent."""
+        self.stop.set()
+
+
+class Service(Protocol):
+    """A part of the server (ingest, cascade, search...) as the root nursery sees it."""
+
+    blueprints: list[Blueprint]
+
+    async def open(self, runtime: Runtime) -> None:
+        """Open stores and recover state; runs under the startup deadline before serving."""
+
+    def start_workers(self, supervisor: Supervisor) -> None:
+        """Start long-lived workers under supervision. Not a checkpoint."""
+
+    async def aclose(self) -> None:
+        """Close stores. Idempotent; runs shielded under a short deadline at stop."""
+
+
+def raise_open_file_limit() -> tuple[int, int]:
+    """Raise the soft open-file limit to the hard one where allowed; return (soft, hard)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):
+            pass
+    return soft, hard
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+async def _watch_signals(stop: trio.Event, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        task_status.started()
+        async for signum in signals:
+            log.info("received %s, stopping", signal.Signals(signum).name)
+            stop.set()
+            return
+
+
+SHUTDOWN_CLOSE_TIMEOUT_S = 10.0
+
+
+async def serve(
+    loaded: LoadedConfig,
+    *,
+    services: list[Service] | None = None,
+    handle_signals: bool = False,
+    configure_app: Callable[[QuartTrio], None] | None = None,
+    runtime_ready: Callable[[Runtime], Any] | None = None,
+    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run the server on ``loaded.config.api.host``/``port`` until stopped.
+
+    ``task_status.started()`` reports the bound addresses (``http://127.0.0.1:PORT``) once the
+    server answers and ``/readyz`` says ready. Returns after an orderly stop.
+
+    Raises:
+        RootLocked: another process owns the root.
+        WorkerCrashLoop: a worker kept crashing; the server stopped.
+    """
+    config = loaded.config
+    services = services or []
+    with hold_root_lock(loaded.root):
+        soft, hard = raise_open_file_limit()
+        log.info("everos %s starting", __version__,
+                 extra={"fields": {"root": loaded.root, "open_files_soft": soft, "open_files_hard": hard}})
+        if not is_loopback(config.api.host):
+            log.warning("binding to %s: everos has no authentication yet; anyone who can reach this address "
+                        "can read and change the knowledge base", config.api.host)
+        for item in loaded.ignored:
+            log.info("config ignored: %s", item)
+        board = StatusBoard()
+        runtime = Runtime(loaded=loaded, board=board, limiters=Limiters.from_config(loaded))
+        try:
+            async with trio.open_nursery() as nursery:
+                if handle_signals:
+                    await nursery.start(_watch_signals, runtime.stop)
+                nursery.start_soon(LoopLagProbe(board, config.limits.loop_lag_probe_interval_seconds).run)
+                with trio.fail_after(config.api.startup_timeout_seconds):
+                    for service in services:
+                        await service.open(runtime)
+                supervisor = Supervisor(nursery, board, restart_limit=config.limits.worker_restart_limit,
+                                        restart_window_s=config.limits.worker_restart_window_seconds)
+                for service in services:
+                    service.start_workers(supervisor)
+
+                app = create_app(
+                    max_upload_bytes=config.knowledge.max_upload_bytes,
+                    blueprints=[bp for service in services for bp in service.blueprints],
+                    configure=configure_app,
+                )
+                asgi = PathRouter(RequestLayer(app, config.api.request_timeout_seconds), HealthApp(board))
+                hconfig = hypercorn.config.Config()
+                hconfig.bind = [f"{config.api.host}:{config.api.port}"]
+                hconfig.accesslog = None
+                hconfig.errorlog = logging.getLogger("hypercorn.error")
+                hconfig.graceful_timeout = config.api.graceful_timeout_seconds
+                hconfig.keep_alive_timeout = 30
+
+                async def shutdown_trigger() -> None:
+                    await runtime.stop.wait()
+                    board.set_state("stopping")
+                    log.info("stopping: draining in-flight requests (up to %g s)",
+                             config.api.graceful_timeout_seconds)
+
+                async def run_http(*, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
+                    await hypercorn.trio.serve(asgi, hconfig, shutdown_trigger=shutdown_trigger,
+                                               task_status=task_status)
+                    nursery.cancel_scope.cancel()
+
+                binds = await nursery.start(run_http)
+                board.set_state("ready")
+                log.info("ready", extra={"fields": {"listening": " ".join(binds)}})
+                if runtime_ready is not None:
+                    runtime_ready(runtime)
+                task_status.started(binds)
+        finally:
+            # Workers are all cancelled by now; close the stores they used.
+            with trio.CancelScope(shield=True), trio.move_on_after(SHUTDOWN_CLOSE_TIMEOUT_S):
+                for service in reversed(services):
+                    await service.aclose()
+    log.info("stopped")
+
+
+def run(loaded: LoadedConfig, *, services: list[Service] | None = None) -> None:
+    """Blocking entry point for the CLI: run until SIGINT/SIGTERM."""
+    trio.run(functools.partial(serve, loaded, services=services, handle_signals=True))

@@ -1,0 +1,140 @@
+"""The raw ASGI layers in front of Quart: the path router, the health app and the request layer.
+
+Order of a request (design, "The nursery tree")::
+
+    PathRouter
+      /health /livez /readyz -> HealthApp            (snapshot only: no middleware, lock, DB)
+      /mcp, /mcp/...         -> the MCP app, if mounted
+      everything else        -> RequestLayer -> Quart app
+
+``RequestLayer`` gives every request its id, its deadline (guarantee G1: a request that is not
+answered in time gets 504 ``REQUEST_TIMEOUT``, never silence) and one structured log line.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import trio
+
+from everos.errors import RequestTimeout
+from everos.status import StatusBoard
+from everos.web._envelope import REQUEST_ID_HEADER, dumps, error_body_for, error_headers, pick_request_id
+
+__all__ = ["HEALTH_PATHS", "HealthApp", "PathRouter", "RequestLayer"]
+
+ASGIApp = Callable[[dict, Callable[[], Awaitable[dict]], Callable[[dict], Awaitable[None]]], Awaitable[None]]
+
+HEALTH_PATHS = ("/health", "/livez", "/readyz")
+
+access_log = logging.getLogger("everos.access")
+
+
+class HealthApp:
+    """Answers ``/health``, ``/livez`` and ``/readyz`` from the status board alone (guarantee G2).
+
+    ``/health`` always answers 200 with the snapshot (EverOS's ``{"status": "ok"}`` plus readiness
+    blocks), ``/livez`` 200 while the process runs, ``/readyz`` 200 when ready and 503 while
+    starting or stopping. Any method but GET and HEAD gets 405.
+    """
+
+    def __init__(self, board: StatusBoard) -> None:
+        self.board = board
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        path = scope["path"]
+        status = 200
+        if scope["method"] not in ("GET", "HEAD"):
+            status, body = 405, {"error": {"code": "METHOD_NOT_ALLOWED", "message": "use GET", "path": path}}
+        elif path == "/livez":
+            body = {"status": "ok"}
+        elif path == "/readyz":
+            ready = self.board.state == "ready"
+            status = 200 if ready else 503
+            body = {"status": "ok" if ready else self.board.state, "state": self.board.state}
+        else:
+            body = self.board.snapshot()
+        payload = dumps(body)
+        await send({
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"cache-control", b"no-store"),
+                        (b"content-length", str(len(payload)).encode())],
+        })
+        await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else payload})
+
+
+class PathRouter:
+    """Dispatches by path prefix before any middleware; lifespan goes to the default app."""
+
+    def __init__(self, default: ASGIApp, health: ASGIApp, mounts: dict[str, ASGIApp] | None = None) -> None:
+        self.default = default
+        self.health = health
+        self.mounts = dict(mounts or {})
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] in ("http", "websocket"):
+            path = scope["path"]
+            if scope["type"] == "http" and path in HEALTH_PATHS:
+                return await self.health(scope, receive, send)
+            for prefix, app in self.mounts.items():
+                if path == prefix or path.startswith(prefix + "/"):
+                    return await app(scope, receive, send)
+        return await self.default(scope, receive, send)
+
+
+class RequestLayer:
+    """Request id, deadline and access log for every request it wraps.
+
+    The id is a well-formed incoming ``X-Request-Id`` or a minted one; it is stored in
+    ``scope["everos.request_id"]`` for the app and returned in the response header. The app runs in
+    a cancel scope with ``deadline_s``; if the deadline passes before the response has started, the
+    whole handler subtree is cancelled and the client gets 504 ``REQUEST_TIMEOUT`` with the
+    connection closed. If the response had already started, the connection is cut.
+    """
+
+    def __init__(self, app: ASGIApp, deadline_s: float | Callable[[dict], float]) -> None:
+        self.app = app
+        self.deadline_s = deadline_s
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        incoming = next((v.decode("latin-1") for k, v in scope.get("headers", ())
+                         if k.lower() == REQUEST_ID_HEADER.encode()), None)
+        request_id = pick_request_id(incoming)
+        scope["everos.request_id"] = request_id
+        started_at = time.perf_counter()
+        response: dict[str, Any] = {"status": None}
+
+        async def send_with_id(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                response["status"] = message["status"]
+                headers = [(k, v) for k, v in message.get("headers", ()) if k.lower() != REQUEST_ID_HEADER.encode()]
+                headers.append((REQUEST_ID_HEADER.encode(), request_id.encode()))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        deadline_s = self.deadline_s(scope) if callable(self.deadline_s) else self.deadline_s
+        with trio.move_on_after(deadline_s) as cancel_scope:
+            await self.app(scope, receive, send_with_id)
+        if cancel_scope.cancelled_caught and response["status"] is None:
+            exc = RequestTimeout(f"the request did not finish within its deadline of {deadline_s:g} s")
+            body = dumps(error_body_for(request_id, exc, scope["path"]))
+            response["status"] = exc.status
+            await send({"type": "http.response.start", "status": exc.status,
+                        "headers": error_headers(request_id, exc, close=True)})
+            await send({"type": "http.response.body", "body": body})
+        access_log.info(
+            "request",
+            extra={"fields": {
+                "request_id": request_id,
+                "method": scope["method"],
+                "path": scope["path"],
+                "status": response["status"] if response["status"] is not None else "cut",
+                "duration_ms": round((time.perf_counter() - started_at) * 1000, 1),
+            }},
+        )

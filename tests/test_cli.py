@@ -1,0 +1,111 @@
+"""The command line: init, config show, and server start as a real subprocess."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import tomllib
+from pathlib import Path
+
+import httpx
+import pytest
+
+from everos.cli import main
+from everos.config import Config, load_config
+
+from .conftest import write_config
+
+
+def test_init_writes_a_config_that_loads_to_the_defaults(tmp_path: Path, capsys) -> None:
+    root = tmp_path / "fresh"
+    assert main(["init", "--root", str(root)]) == 0
+    assert load_config(root, environ={}).config == Config()
+    assert "everos server start" in capsys.readouterr().out
+
+
+def test_init_keeps_an_existing_file_unless_forced(tmp_path: Path) -> None:
+    write_config(tmp_path, "[api]\nport = 9999\n")
+    assert main(["init", "--root", str(tmp_path)]) == 1
+    assert "9999" in (tmp_path / "everos.toml").read_text()
+    assert main(["init", "--root", str(tmp_path), "--force"]) == 0
+    assert load_config(tmp_path, environ={}).config.api.port == 8000
+
+
+def test_init_print_writes_nothing(tmp_path: Path, capsys, monkeypatch) -> None:
+    monkeypatch.setenv("EVEROS_ROOT", str(tmp_path / "r"))
+    assert main(["init", "--print"]) == 0
+    assert tomllib.loads(capsys.readouterr().out)["api"]["port"] == 8000
+    assert not (tmp_path / "r").exists()
+
+
+def test_config_show_prints_values_sources_and_masks_secrets(tmp_path: Path, capsys, monkeypatch) -> None:
+    write_config(tmp_path, "[llm]\napi_key = 'sk-abcdefghijklmnop'\n")
+    monkeypatch.setenv("EVEROS_API__PORT", "9100")
+    assert main(["config", "show", "--root", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "port = 9100  # env EVEROS_API__PORT" in out
+    assert 'host = "127.0.0.1"  # default' in out
+    assert "abcdefghijklmnop" not in out
+    assert f"api_key = \"sk***\"  # {tmp_path / 'everos.toml'}" in out
+
+
+def test_bad_config_exits_1_naming_the_key(tmp_path: Path, capsys) -> None:
+    write_config(tmp_path, "[api]\nrequest_timeout_seconds = -5\n")
+    assert main(["server", "start", "--root", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "request_timeout_seconds" in err and "greater than 0" in err
+
+
+def test_server_refuses_to_start_without_config(tmp_path: Path, capsys) -> None:
+    assert main(["server", "start", "--root", str(tmp_path / "empty")]) == 1
+    assert "everos init" in capsys.readouterr().err
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_subprocess(root: Path, port: int) -> subprocess.Popen:
+    env = {**os.environ, "EVEROS_ROOT": str(root)}
+    return subprocess.Popen(
+        [sys.executable, "-m", "everos.cli", "server", "start", "--port", str(port)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+def wait_healthy(url: str, process: subprocess.Popen, timeout_s: float = 20.0) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate()
+        try:
+            return httpx.get(url + "/health", timeout=1).json()
+        except httpx.TransportError:
+            time.sleep(0.1)
+    raise AssertionError("the server did not answer /health in time")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_server_subprocess_answers_health_and_stops_on_signal_with_exit_0(tmp_path: Path, signum) -> None:
+    write_config(tmp_path, "[api]\ngraceful_timeout_seconds = 3\n")
+    port = free_port()
+    process = start_subprocess(tmp_path, port)
+    try:
+        assert wait_healthy(f"http://127.0.0.1:{port}", process)["status"] == "ok"
+        second = start_subprocess(tmp_path, free_port())
+        _, err = second.communicate(timeout=20)
+        assert second.returncode == 3 and "owns the root" in err
+        process.send_signal(signum)
+        process.wait(timeout=3 + 5)  # graceful timeout plus a margin
+        assert process.returncode == 0
+        assert "stopped" in process.stderr.read()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()

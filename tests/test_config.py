@@ -1,0 +1,121 @@
+"""Configuration: precedence, validation and the init template."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from everos.config import Config, display_value, iter_settings, load_config, render_template, resolve_root
+from everos.errors import ConfigError
+
+from .conftest import write_config
+
+
+def test_template_parses_back_to_the_defaults(tmp_path: Path) -> None:
+    write_config(tmp_path)
+    loaded = load_config(tmp_path, environ={})
+    assert loaded.config == Config()
+    # Every key of every section is in the template, each with a comment line above it.
+    data = tomllib.loads(render_template())
+    assert data["knowledge"]["search"]["rrf_k"] == 60
+    lines = render_template().splitlines()
+    for index, line in enumerate(lines):
+        if " = " in line and not line.startswith("#"):
+            assert lines[index - 1].startswith("# ") and "Default:" in lines[index - 1]
+
+
+def test_precedence_defaults_file_env_flags(tmp_path: Path) -> None:
+    write_config(tmp_path, "[api]\nport = 9001\nrequest_timeout_seconds = 12\n[knowledge.search]\nrecall_n = 5\n")
+    environ = {"EVEROS_API__PORT": "9002", "EVEROS_KNOWLEDGE__SEARCH__RECALL_N": "6"}
+    loaded = load_config(tmp_path, environ=environ, overrides={("api", "port"): 9003})
+    assert loaded.config.api.port == 9003
+    assert loaded.source_of("api", "port") == "command line"
+    assert loaded.config.api.request_timeout_seconds == 12.0
+    assert loaded.source_of("api", "request_timeout_seconds") == str(tmp_path / "everos.toml")
+    assert loaded.config.knowledge_search.recall_n == 6
+    assert loaded.source_of("knowledge.search", "recall_n") == "env EVEROS_KNOWLEDGE__SEARCH__RECALL_N"
+    assert loaded.config.api.host == "127.0.0.1"
+    assert loaded.source_of("api", "host") == "default"
+
+
+def test_root_resolution_order(tmp_path: Path) -> None:
+    assert resolve_root(tmp_path / "flag", {"EVEROS_ROOT": str(tmp_path / "env")}) == tmp_path / "flag"
+    assert resolve_root(None, {"EVEROS_ROOT": str(tmp_path / "env")}) == tmp_path / "env"
+    assert resolve_root(None, {}) == Path.home().resolve() / ".everos"
+
+
+@pytest.mark.parametrize(
+    ("text", "environ", "expected"),
+    [
+        ("[api]\nport = 'eighty'\n", {}, "[api] port = 'eighty' from"),
+        ("[api]\nportt = 1\n", {}, "unknown key [api] portt"),
+        ("[apii]\nport = 1\n", {}, "unknown section [apii]"),
+        ("[llm]\ntimeout_seconds = -1\n", {}, "greater than 0"),
+        ("[llm]\ntimeout_seconds = 0\n", {}, "greater than 0"),
+        ("[knowledge]\ndedupe = 'sometimes'\n", {}, "one of 'content', 'none'"),
+        ("[api\nport = 1\n", {}, "is not valid TOML"),
+        ("port = 1\n", {}, "not inside a section"),
+        ("", {"EVEROS_API__PORT": "x"}, "environment variable EVEROS_API__PORT"),
+        ("", {"EVEROS_API__NOPE": "1"}, "unknown key in environment variable EVEROS_API__NOPE"),
+        ("", {"EVEROS_NOPE__X": "1"}, "unknown section in environment variable EVEROS_NOPE__X"),
+        ("", {"EVEROS_CASCADE__WATCH": "maybe"}, "true or false"),
+    ],
+)
+def test_bad_values_stop_with_one_clear_message(tmp_path: Path, text: str, environ: dict, expected: str) -> None:
+    write_config(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_config(tmp_path, environ=environ)
+    assert expected in info.value.message
+
+
+def test_unreadable_file_is_named(tmp_path: Path) -> None:
+    (tmp_path / "everos.toml").write_bytes(b"\xff\xfe[api]")
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path, environ={})
+
+
+def test_missing_file_says_to_run_init(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="everos init"):
+        load_config(tmp_path, environ={})
+
+
+def test_everos_1x_config_loads_with_its_memory_sections_ignored(tmp_path: Path) -> None:
+    write_config(tmp_path, (
+        "[memory]\ntimezone = 'Asia/Shanghai'\n"
+        "[llm]\nmodel = 'gpt-4.1-mini'\napi_key = 'sk-1234567890'\nbase_url = 'https://example.invalid/v1'\n"
+        "[sqlite]\nbusy_timeout_ms = 5000\npool_size = 5\n"
+        "[knowledge]\nmax_upload_bytes = 52428800\n"
+        "[knowledge.search]\nrecall_n = 200\nlambda = 0.1\n"
+        "[memorize]\nmode = 'agent'\n[clustering]\nthreshold = 0.65\n"
+    ))
+    loaded = load_config(tmp_path, environ={"EVEROS_MEMORIZE__MODE": "chat"})
+    assert loaded.config.memory.timezone == "Asia/Shanghai"
+    assert loaded.config.llm.model == "gpt-4.1-mini"
+    ignored = "\n".join(loaded.ignored)
+    for name in ("[memorize]", "[clustering]", "pool_size", "lambda", "EVEROS_MEMORIZE__MODE"):
+        assert name in ignored
+
+
+def test_secrets_are_masked_for_display() -> None:
+    config = Config()
+    shown = {(s, k): display_value(v, f) for s, k, v, f in iter_settings(config)}
+    assert shown[("llm", "api_key")] == '""'
+    from dataclasses import replace
+
+    secret = replace(config, llm=replace(config.llm, api_key="sk-very-secret-key"))
+    for section, key, value, field in iter_settings(secret):
+        if (section, key) == ("llm", "api_key"):
+            assert "very-secret" not in display_value(value, field)
+
+
+def test_env_values_are_typed() -> None:
+    loaded = load_config(Path("/nonexistent-root"), require_file=False, environ={
+        "EVEROS_CASCADE__WATCH": "false",
+        "EVEROS_LLM__EXTRA": '{"temperature": 0}',
+        "EVEROS_LLM__TIMEOUT_SECONDS": "2.5",
+    })
+    assert loaded.config.cascade.watch is False
+    assert loaded.config.llm.extra == {"temperature": 0}
+    assert loaded.config.llm.timeout_seconds == 2.5

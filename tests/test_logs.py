@@ -1,0 +1,64 @@
+"""Logging never blocks the loop: bounded tracebacks without locals, a bounded queue, dropped counted."""
+
+from __future__ import annotations
+
+import io
+import logging
+import time
+
+from everos import logs
+
+
+def nested(depth: int) -> None:
+    secret_local = "do-not-render-me"  # noqa: F841 - a local that must not appear in the log
+    if depth == 0:
+        raise ValueError("deep failure")
+    nested(depth - 1)
+
+
+def test_traceback_is_bounded_and_has_no_locals() -> None:
+    try:
+        nested(200)
+    except ValueError as exc:
+        text = logs.format_exception_bounded(exc)
+    assert "ValueError: deep failure" in text
+    assert "do-not-render-me" not in text
+    assert text.count("in nested") <= logs.MAX_TRACEBACK_FRAMES
+    assert len(text) <= logs.MAX_TRACEBACK_CHARS + 20
+
+
+def test_records_are_written_by_the_listener_with_fields() -> None:
+    stream = io.StringIO()
+    logs.configure_logging("INFO", stream)
+    try:
+        logging.getLogger("everos.test").info("hello", extra={"fields": {"path": "/x y", "status": 200}})
+        try:
+            raise KeyError("k")
+        except KeyError:
+            logging.getLogger("everos.test").exception("failed")
+    finally:
+        logs.shutdown_logging()
+    out = stream.getvalue()
+    assert 'everos.test: hello path="/x y" status=200' in out
+    assert "KeyError: 'k'" in out
+
+
+class BlockedStream(io.StringIO):
+    """A stream whose writes block, like stderr into a pipe nobody reads."""
+
+    def write(self, text: str) -> int:
+        time.sleep(3600)
+        return 0
+
+
+def test_a_blocked_writer_drops_records_instead_of_blocking_the_caller(monkeypatch) -> None:
+    monkeypatch.setattr(logs, "QUEUE_MAX_RECORDS", 10)
+    before = logs.dropped_records()
+    logs.configure_logging("INFO", BlockedStream())
+    log = logging.getLogger("everos.test")
+    for index in range(100):
+        log.error("record %d", index)  # returns at once even though the writer is stuck
+    assert logs.dropped_records() - before >= 100 - 10 - 1
+    # The listener thread is stuck in write(); detach it rather than join it.
+    logs._listener = None
+    logging.getLogger().handlers.clear()
