@@ -1,0 +1,326 @@
+"""Atomic file and directory writes under the memory root (G5, G6, G8, G10).
+
+Readers never see a half-written file or a half-replaced directory:
+
+* :func:`atomic_write_bytes` writes a temporary file in the target's directory, fsyncs it, renames
+  it over the target and fsyncs the directory: after a crash the target is whole, old or new.
+* :func:`publish_directory` moves a fully written staging directory into place. Replacing an
+  existing directory swaps the two in one ``renameat2(RENAME_EXCHANGE)`` on Linux; elsewhere it
+  renames the old one to a hidden backup, renames the new one in and removes the backup, putting
+  the backup back if the second rename fails (readers may find nothing between the two renames).
+* Staging directories live under ``<root>/.tmp/`` (:func:`staging_dir`), on the same filesystem as
+  the tree, so those renames are atomic; :func:`clean_staging` empties it at startup.
+
+Each operation has a blocking ``*_sync`` form, for code already running in a worker thread, and an
+async form that runs it in ``trio.to_thread.run_sync`` under the caller's file ``limiter``.
+**Cancellation handling** (every async form): the Trio side returns at once and the operation
+finishes in its thread, whole or not at all, still holding its limiter token; the caller does not
+learn which, and may simply run it again (every operation here is idempotent).
+
+:func:`safe_join` is pure (no filesystem access); :func:`ensure_within` resolves symlinks.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import functools
+import os
+import secrets
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path, PurePath
+from typing import Any, TypeVar
+
+import trio
+
+from everos.errors import PathTraversal
+
+__all__ = [
+    "STAGING_DIRNAME",
+    "atomic_write_bytes",
+    "atomic_write_bytes_sync",
+    "atomic_write_text",
+    "atomic_write_text_sync",
+    "clean_staging",
+    "clean_staging_sync",
+    "ensure_within",
+    "ensure_within_sync",
+    "publish_directory",
+    "publish_directory_sync",
+    "remove_tree",
+    "remove_tree_sync",
+    "safe_join",
+    "staging_dir",
+    "staging_dir_sync",
+]
+
+T = TypeVar("T")
+
+STAGING_DIRNAME = ".tmp"
+
+# renameat2(2) constants (linux/fs.h, fcntl.h).
+_AT_FDCWD = -100
+_RENAME_EXCHANGE = 2
+
+
+# -- pure path logic ---------------------------------------------------------------------------
+
+
+def safe_join(root: Path, *parts: str) -> Path:
+    """``root / part / ...`` for untrusted names, checked without touching the filesystem.
+
+    Each part may hold ``/``-separated components. Returns the joined path.
+
+    Raises:
+        PathTraversal: a part is empty or absolute, or a component is ``..`` or holds a NUL byte
+            or a backslash (a Windows separator smuggled into a POSIX name).
+    """
+    components: list[str] = []
+    for part in parts:
+        if not part or "\x00" in part or "\\" in part or part.startswith("/"):
+            raise PathTraversal(f"path {part!r} is not allowed: it must be a non-empty relative name")
+        for component in part.split("/"):
+            if component == "..":
+                raise PathTraversal(f"path {part!r} is not allowed: '..' would leave the root")
+            if component not in ("", "."):
+                components.append(component)
+    if not components:
+        raise PathTraversal(f"path {'/'.join(parts)!r} names the root itself")
+    return root.joinpath(*components)
+
+
+def _sibling_name(path: PurePath, token: str, suffix: str) -> str:
+    """A hidden name next to ``path``, unique per operation: ``.<name>.<token>.<suffix>``.
+
+    The name part is cut so the whole stays within the 255-byte limit of a file name even when
+    ``path``'s own name is already close to it.
+    """
+    room = 255 - len(f"..{token}.{suffix}".encode())
+    name = path.name.encode()[:room].decode(errors="ignore")
+    return f".{name}.{token}.{suffix}"
+
+
+# -- blocking operations -------------------------------------------------------------------------
+
+
+def ensure_within_sync(root: Path, path: Path | str) -> Path:
+    """Resolve ``path`` (relative paths against ``root``), following symlinks; return it.
+
+    Blocks briefly (one lstat per component).
+
+    Raises:
+        PathTraversal: the resolved path is not ``root`` or inside it (``..``, an absolute path
+            elsewhere, a symlink pointing out), or the path holds a NUL byte.
+    """
+    if "\x00" in os.fspath(path):
+        raise PathTraversal("path holds a NUL byte")
+    resolved_root = root.resolve()
+    resolved = (resolved_root / path).resolve()
+    if not resolved.is_relative_to(resolved_root):
+        raise PathTraversal(f"path {os.fspath(path)!r} leaves the root")
+    return resolved
+
+
+def atomic_write_bytes_sync(path: Path, data: bytes | bytearray | memoryview) -> None:
+    """Write ``data`` to ``path`` atomically and durably; create missing parent directories.
+
+    On any failure the temporary file is removed and ``path`` is left as it was.
+    """
+    directory = path.parent
+    _make_dirs(directory)
+    temp = directory / _sibling_name(path, secrets.token_hex(8), "tmp")
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(directory)
+
+
+def atomic_write_text_sync(path: Path, text: str, encoding: str = "utf-8") -> None:
+    """:func:`atomic_write_bytes_sync` of ``text`` encoded as is (no newline translation)."""
+    atomic_write_bytes_sync(path, text.encode(encoding))
+
+
+def publish_directory_sync(staging: Path, final: Path) -> None:
+    """Move the fully written directory ``staging`` to ``final``, replacing ``final`` if present.
+
+    ``staging`` must be on the same filesystem as ``final`` (use :func:`staging_dir`). A reader
+    sees the old tree or the new one, never a mix. On failure ``final`` is as it was.
+
+    Raises:
+        OSError: ``staging`` is missing, or a rename failed (``EXDEV`` across filesystems).
+    """
+    if not staging.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, "staging directory is missing", str(staging))
+    _make_dirs(final.parent)
+    if not os.path.lexists(final):
+        os.rename(staging, final)
+        _fsync_dirs(final.parent, staging.parent)
+        return
+    if _exchange(staging, final):
+        # ``staging`` now holds the old tree.
+        _fsync_dirs(final.parent, staging.parent)
+        _remove(staging)
+        return
+    backup = final.with_name(_sibling_name(final, secrets.token_hex(8), "old"))
+    os.rename(final, backup)
+    try:
+        os.rename(staging, final)
+    except BaseException:
+        os.rename(backup, final)
+        raise
+    _fsync_dirs(final.parent, staging.parent)
+    _remove(backup)
+
+
+def remove_tree_sync(path: Path, *, root: Path | None = None) -> bool:
+    """Remove a file, symlink or directory tree; True if something was there.
+
+    With ``root``, the tree is first renamed into a fresh staging directory of ``root`` (same
+    filesystem), so it disappears from its place at once and a crash leaves it only under
+    ``<root>/.tmp/``, which :func:`clean_staging` empties. Without it, a reader may see the tree
+    half removed.
+    """
+    if not os.path.lexists(path):
+        return False
+    if root is not None:
+        trash = staging_dir_sync(root)
+        os.rename(path, trash / "removed")
+        _fsync_dir(path.parent)
+        path = trash
+    _remove(path)
+    return True
+
+
+def staging_dir_sync(root: Path) -> Path:
+    """Create and return a new, empty, uniquely named directory under ``<root>/.tmp/``."""
+    parent = root / STAGING_DIRNAME
+    _make_dirs(parent)
+    return Path(tempfile.mkdtemp(prefix="stage-", dir=parent))
+
+
+def clean_staging_sync(root: Path) -> int:
+    """Remove everything under ``<root>/.tmp/``; return how many entries went.
+
+    Only at startup, before anything stages: an entry in use would be removed under its writer.
+    """
+    parent = root / STAGING_DIRNAME
+    if not parent.is_dir():
+        return 0
+    removed = 0
+    for entry in parent.iterdir():
+        _remove(entry)
+        removed += 1
+    return removed
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _make_dirs(directory: Path) -> None:
+    """``mkdir -p``, fsyncing the parent of each directory it creates so the entries are durable."""
+    missing: list[Path] = []
+    while not directory.exists():
+        missing.append(directory)
+        directory = directory.parent
+    for created in reversed(missing):
+        try:
+            created.mkdir()
+        except FileExistsError:
+            continue
+        _fsync_dir(created.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dirs(*directories: Path) -> None:
+    for directory in dict.fromkeys(directories):
+        _fsync_dir(directory)
+
+
+@functools.cache
+def _renameat2() -> Callable[..., int] | None:
+    try:
+        func = ctypes.CDLL(None, use_errno=True).renameat2
+    except (AttributeError, OSError):
+        return None
+    func.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    func.restype = ctypes.c_int
+    return func  # type: ignore[no-any-return]
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap ``a`` and ``b`` in one atomic step; False when this system or filesystem cannot."""
+    renameat2 = _renameat2()
+    if renameat2 is None:
+        return False
+    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), str(a), None, str(b))
+
+
+# -- async forms -----------------------------------------------------------------------------------
+
+
+async def _in_thread(limiter: trio.CapacityLimiter, fn: Callable[..., T], *args: Any) -> T:
+    return await trio.to_thread.run_sync(fn, *args, limiter=limiter, abandon_on_cancel=True)
+
+
+async def ensure_within(root: Path, path: Path | str, *, limiter: trio.CapacityLimiter) -> Path:
+    """:func:`ensure_within_sync` in a thread. Raises :class:`~everos.errors.PathTraversal`."""
+    return await _in_thread(limiter, ensure_within_sync, root, path)
+
+
+async def atomic_write_bytes(path: Path, data: bytes | bytearray | memoryview, *,
+                             limiter: trio.CapacityLimiter) -> None:
+    """:func:`atomic_write_bytes_sync` in a thread: returning means the bytes are durable."""
+    await _in_thread(limiter, atomic_write_bytes_sync, path, data)
+
+
+async def atomic_write_text(path: Path, text: str, *, limiter: trio.CapacityLimiter, encoding: str = "utf-8") -> None:
+    """:func:`atomic_write_text_sync` in a thread: returning means the text is durable."""
+    await _in_thread(limiter, atomic_write_text_sync, path, text, encoding)
+
+
+async def publish_directory(staging: Path, final: Path, *, limiter: trio.CapacityLimiter) -> None:
+    """:func:`publish_directory_sync` in a thread."""
+    await _in_thread(limiter, publish_directory_sync, staging, final)
+
+
+async def remove_tree(path: Path, *, limiter: trio.CapacityLimiter, root: Path | None = None) -> bool:
+    """:func:`remove_tree_sync` in a thread; True if something was there."""
+    return await _in_thread(limiter, functools.partial(remove_tree_sync, root=root), path)
+
+
+async def staging_dir(root: Path, *, limiter: trio.CapacityLimiter) -> Path:
+    """:func:`staging_dir_sync` in a thread: a new empty directory under ``<root>/.tmp/``."""
+    return await _in_thread(limiter, staging_dir_sync, root)
+
+
+async def clean_staging(root: Path, *, limiter: trio.CapacityLimiter) -> int:
+    """:func:`clean_staging_sync` in a thread (startup only); the number of entries removed."""
+    return await _in_thread(limiter, clean_staging_sync, root)
