@@ -1,0 +1,318 @@
+"""The EverOS 1.x knowledge markdown format: render and parse ``index.md`` and topic files.
+
+A file is a YAML frontmatter block (``yaml.safe_dump(sort_keys=False, allow_unicode=True)``, as
+EverOS writes it) followed by the body. Keys and their order follow EverOS's writer field by field
+(reference §4); :data:`INDEX_KEYS` and :data:`TOPIC_KEYS` list them. The only everos additions are
+``language`` and ``keywords`` at the end of ``index.md``, written when known; EverOS's readers
+allow extra keys and ignore them.
+
+Topic 0 (the root) has no topic file: it *is* ``index.md``, whose body is the document summary, as
+in EverOS. Its ``content`` is not written, so extractors keep all prose in topics >= 1.
+
+Parsing is tolerant of what people do to files (CRLF, a BOM, a missing frontmatter, numbers where
+strings were) and strict about what identifies a record (type, ids, indexes): a file it cannot
+trust raises :class:`~everos.errors.InvalidInput`. Pure functions only.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Mapping
+from typing import Any, Final
+
+import yaml
+
+from everos.errors import InvalidInput
+from everos.knowledge._layout import INDEX_FILENAME, topic_filename
+from everos.knowledge._models import (
+    DOC_ID_RE,
+    OTHERS_CATEGORY,
+    TOPIC_ID_RE,
+    ExtractedDocument,
+    KnowledgeDocument,
+    KnowledgeTopic,
+    document_record,
+    flatten,
+)
+
+__all__ = [
+    "INDEX_KEYS",
+    "TOPIC_KEYS",
+    "dump_frontmatter",
+    "parse_index_md",
+    "parse_markdown",
+    "parse_topic_md",
+    "render_document_files",
+    "render_index_md",
+    "render_topic_md",
+]
+
+INDEX_KEYS: Final = (
+    "type", "id", "doc_id", "category_id", "title", "schema_version", "source_name", "source_type",
+)
+"""EverOS's ``index.md`` keys in writing order; the last two only when set."""
+
+TOPIC_KEYS: Final = (
+    "type", "id", "node_id", "doc_id", "category_id", "topic_index", "topic_name", "topic_path",
+    "summary", "depth", "parent_node_id", "children_node_ids", "content_labels", "schema_version",
+)
+"""EverOS's topic file keys in writing order."""
+
+SCHEMA_VERSION: Final = 1
+_DELIMITER: Final = "---"
+# A frontmatter larger than this is not one everos wrote or a person edited; refuse to parse it.
+_FRONTMATTER_MAX_CHARS: Final = 1_048_576
+_YAML_ERRORS: Final = (yaml.YAMLError, ValueError, TypeError, RecursionError, OverflowError)
+
+
+def dump_frontmatter(meta: Mapping[str, Any]) -> str:
+    """``---\\n<yaml>---\\n`` with the keys in the given order (EverOS's dump options)."""
+    block = yaml.safe_dump(dict(meta), sort_keys=False, allow_unicode=True, default_flow_style=False)
+    return f"{_DELIMITER}\n{block}{_DELIMITER}\n"
+
+
+def parse_markdown(text: str) -> tuple[dict[str, Any], str]:
+    """Split a markdown file into ``(frontmatter, body)``.
+
+    A leading BOM is dropped and CRLF / CR become LF. Without a frontmatter (no ``---`` first
+    line, or no closing ``---`` line) the result is ``({}, text)``. The body is everything after
+    the closing line, unchanged.
+
+    Raises:
+        InvalidInput: the frontmatter is not a YAML mapping, or is larger than 1 MiB.
+    """
+    text = text.removeprefix("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
+    if not (text.startswith(_DELIMITER + "\n") or text == _DELIMITER):
+        return {}, text
+    rest = text[len(_DELIMITER) + 1 :]
+    if rest == _DELIMITER or rest.startswith(_DELIMITER + "\n"):
+        block, body = "", rest[len(_DELIMITER) + 1 :]
+    else:
+        end = rest.find(f"\n{_DELIMITER}\n")
+        if end == -1:
+            if not rest.endswith(f"\n{_DELIMITER}"):
+                return {}, text
+            end = len(rest) - len(_DELIMITER) - 1
+        block, body = rest[: end + 1], rest[end + len(_DELIMITER) + 2 :]
+    if len(block) > _FRONTMATTER_MAX_CHARS:
+        raise InvalidInput("frontmatter is larger than 1 MiB", field="frontmatter")
+    try:
+        meta = yaml.safe_load(block) if block.strip() else {}
+    except _YAML_ERRORS as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 2})" if mark is not None else ""
+        raise InvalidInput(f"frontmatter is not valid YAML{where}", field="frontmatter") from None
+    if meta is None:
+        meta = {}
+    if not isinstance(meta, dict):
+        raise InvalidInput("frontmatter must be a YAML mapping", field="frontmatter")
+    return meta, body
+
+
+def render_index_md(doc: KnowledgeDocument) -> str:
+    """The ``index.md`` of a document: EverOS keys, then ``language``/``keywords``; body = summary."""
+    meta: dict[str, Any] = {
+        "type": "knowledge_document",
+        "id": doc.doc_id,
+        "doc_id": doc.doc_id,
+        "category_id": doc.category_id or OTHERS_CATEGORY,
+        "title": doc.title,
+        "schema_version": SCHEMA_VERSION,
+    }
+    if doc.source_name is not None:
+        meta["source_name"] = doc.source_name
+    if doc.source_type is not None:
+        meta["source_type"] = doc.source_type
+    if doc.language:
+        meta["language"] = doc.language
+    if doc.keywords:
+        meta["keywords"] = list(doc.keywords)
+    return dump_frontmatter(meta) + _body(doc.summary)
+
+
+def render_topic_md(topic: KnowledgeTopic) -> str:
+    """A topic file (``topic_index`` >= 1): EverOS keys in order; body = the topic's prose."""
+    if topic.topic_index < 1:
+        raise ValueError("topic 0 is the document; render it with render_index_md")
+    meta: dict[str, Any] = {
+        "type": "knowledge_topic",
+        "id": topic.topic_id,
+        "node_id": topic.topic_id,
+        "doc_id": topic.doc_id,
+        "category_id": topic.category_id or OTHERS_CATEGORY,
+        "topic_index": topic.topic_index,
+        "topic_name": topic.topic_name,
+        "topic_path": topic.topic_path,
+        "summary": topic.summary,
+        "depth": topic.depth,
+        "parent_node_id": topic.parent_topic_id,
+        "children_node_ids": list(topic.children_topic_ids),
+        "content_labels": list(topic.content_labels),
+        "schema_version": SCHEMA_VERSION,
+    }
+    return dump_frontmatter(meta) + _body(topic.content)
+
+
+def render_document_files(
+    doc_id: str,
+    title: str,
+    extracted: ExtractedDocument,
+    *,
+    source_name: str | None = None,
+    source_type: str | None = None,
+) -> dict[str, str]:
+    """Every markdown file of one document, by file name relative to its directory.
+
+    ``index.md`` first (topic 0), then ``<n>_<slug>.md`` for every topic n >= 1 in DFS order. The
+    original upload under ``_original/`` is the caller's to write.
+    """
+    doc = document_record(doc_id, title, extracted, source_name=source_name, source_type=source_type)
+    files = {INDEX_FILENAME: render_index_md(doc)}
+    for topic in flatten(doc_id, title, extracted)[1:]:
+        files[topic_filename(topic.topic_index, topic.topic_name)] = render_topic_md(topic)
+    return files
+
+
+def parse_index_md(text: str) -> KnowledgeDocument:
+    """Read an ``index.md``; the body (without surrounding newlines) is the summary.
+
+    Raises:
+        InvalidInput: not a ``knowledge_document``, a missing or malformed ``doc_id``/``title``,
+            or a frontmatter that is not a YAML mapping.
+    """
+    meta, body = parse_markdown(text)
+    _expect_type(meta, "knowledge_document")
+    doc_id = _same_id(meta, "doc_id", "id", DOC_ID_RE)
+    return KnowledgeDocument(
+        doc_id=doc_id,
+        title=_required_str(meta, "title"),
+        category_id=_optional_str(meta, "category_id") or OTHERS_CATEGORY,
+        summary=body.strip("\n"),
+        source_name=_optional_str(meta, "source_name"),
+        source_type=_optional_str(meta, "source_type"),
+        language=_optional_str(meta, "language") or "",
+        keywords=_str_tuple(meta, "keywords"),
+    )
+
+
+def parse_topic_md(text: str) -> KnowledgeTopic:
+    """Read a topic file back into the :class:`KnowledgeTopic` it was rendered from.
+
+    ``parent_index`` is 0 for depth-1 topics (EverOS writes ``parent_node_id: null`` there).
+
+    Raises:
+        InvalidInput: not a ``knowledge_topic``; ids that are malformed or disagree with each
+            other (``id``/``node_id``/``doc_id``/``topic_index``/parent/children); a missing
+            ``topic_name``; a depth below 1.
+    """
+    meta, body = parse_markdown(text)
+    _expect_type(meta, "knowledge_topic")
+    node_id = _same_id(meta, "node_id", "id", TOPIC_ID_RE)
+    node_match = TOPIC_ID_RE.fullmatch(node_id)
+    assert node_match is not None  # _same_id checked it
+    doc_id, index_from_id = node_match.group(1), int(node_match.group(2))
+    if meta.get("doc_id") is not None and meta.get("doc_id") != doc_id:
+        raise InvalidInput("doc_id does not match node_id", field="doc_id")
+    topic_index = _int(meta, "topic_index", default=index_from_id)
+    if topic_index != index_from_id or topic_index < 1:
+        raise InvalidInput("topic_index must be >= 1 and match node_id", field="topic_index")
+    depth = _int(meta, "depth", default=1)
+    if depth < 1:
+        raise InvalidInput("depth of a topic file must be >= 1", field="depth")
+    parent_raw = meta.get("parent_node_id")
+    if depth == 1 and parent_raw is None:
+        parent_index = 0
+    elif isinstance(parent_raw, str):
+        parent_index = _index_in_doc(parent_raw, doc_id, "parent_node_id")
+    else:
+        raise InvalidInput("a topic below depth 1 needs parent_node_id", field="parent_node_id")
+    children = tuple(
+        _index_in_doc(child, doc_id, "children_node_ids") for child in _str_tuple(meta, "children_node_ids")
+    )
+    topic_name = _required_str(meta, "topic_name")
+    return KnowledgeTopic(
+        doc_id=doc_id,
+        topic_index=topic_index,
+        topic_id=node_id,
+        topic_name=topic_name,
+        topic_path=_optional_str(meta, "topic_path") or topic_name,
+        depth=depth,
+        summary=_optional_str(meta, "summary") or "",
+        content=body.strip("\n"),
+        content_labels=_str_tuple(meta, "content_labels"),
+        parent_index=parent_index,
+        children_index=children,
+        category_id=_optional_str(meta, "category_id") or OTHERS_CATEGORY,
+    )
+
+
+def _body(text: str) -> str:
+    # EverOS ends a non-empty body with one newline and writes nothing for an empty one.
+    text = text.rstrip("\n")
+    return f"{text}\n" if text else ""
+
+
+def _expect_type(meta: Mapping[str, Any], expected: str) -> None:
+    if meta.get("type") != expected:
+        raise InvalidInput(f"frontmatter type must be {expected!r}", field="type")
+
+
+def _same_id(meta: Mapping[str, Any], key: str, alias: str, pattern: Any) -> str:
+    value, alias_value = meta.get(key), meta.get(alias)
+    if value is None:
+        value = alias_value
+    elif alias_value is not None and alias_value != value:
+        raise InvalidInput(f"{alias} and {key} disagree", field=key)
+    if not isinstance(value, str) or not pattern.fullmatch(value):
+        raise InvalidInput(f"{key} is missing or malformed", field=key)
+    return value
+
+
+def _index_in_doc(topic_id: str, doc_id: str, field: str) -> int:
+    match = TOPIC_ID_RE.fullmatch(topic_id)
+    if match is None or match.group(1) != doc_id:
+        raise InvalidInput(f"{field} must hold topic ids of this document", field=field)
+    return int(match.group(2))
+
+
+def _scalar_str(value: Any, key: str) -> str:
+    # A hand edit like `title: 2024` or `title: 2024-05-01` loads as a number or a date.
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (int, float, datetime.date)) and not isinstance(value, bool):
+        return str(value)
+    raise InvalidInput(f"{key} must be a string", field=key)
+
+
+def _required_str(meta: Mapping[str, Any], key: str) -> str:
+    value = meta.get(key)
+    if value is None:
+        raise InvalidInput(f"{key} is missing", field=key)
+    return _scalar_str(value, key)
+
+
+def _optional_str(meta: Mapping[str, Any], key: str) -> str | None:
+    value = meta.get(key)
+    return None if value is None else _scalar_str(value, key)
+
+
+def _int(meta: Mapping[str, Any], key: str, *, default: int) -> int:
+    value = meta.get(key)
+    if value is None:
+        return default
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidInput(f"{key} must be an integer", field=key)
+    return value
+
+
+def _str_tuple(meta: Mapping[str, Any], key: str) -> tuple[str, ...]:
+    value = meta.get(key)
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return (value,)
+    if not isinstance(value, list):
+        raise InvalidInput(f"{key} must be a list of strings", field=key)
+    return tuple(_scalar_str(item, key) for item in value)
