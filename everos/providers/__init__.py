@@ -1,1 +1,79 @@
+"""Model providers that cannot hang: OpenAI-compatible chat, embeddings and rerank clients, the
+built-in embedder, and the one attempt policy (deadlines, retries, budgets, circuit breaker) that
+every endpoint uses (guarantees G3, G4, G11)."""
 
+from everos.providers._answers import (
+    AnswerError,
+    DimensionMismatch,
+    chat_content,
+    fit_dimension,
+    parse_embeddings,
+    parse_json_object,
+    parse_rerank,
+)
+from everos.providers._builtin_embedder import BuiltinEmbedder
+from everos.providers._circuit import Admission, CircuitBreaker, CircuitState
+from everos.providers._errors import (
+    CircuitOpen,
+    EmbeddingDimensionError,
+    ProviderConnectionError,
+    ProviderError,
+    ProviderHTTPError,
+    ProviderResponseError,
+    ProviderTimeout,
+)
+from everos.providers._openai import ChatClient, EmbeddingClient, RerankClient
+from everos.providers._policy import (
+    AttemptPolicy,
+    Budget,
+    Budgets,
+    backoff_seconds,
+    is_retryable_exception,
+    is_retryable_status,
+    parse_retry_after,
+    retry_delay_seconds,
+)
+from everos.providers._registry import Embedder, Providers, make_chat, make_embedder, make_reranker
+
+__all__ = [
+    "Admission",
+    "AnswerError",
+    "AttemptPolicy",
+    "Budget",
+    "Budgets",
+    "BuiltinEmbedder",
+    "ChatClient",
+    "CircuitBreaker",
+    "CircuitOpen",
+    "CircuitState",
+    "DimensionMismatch",
+    "Embedder",
+    "EmbeddingClient",
+    "EmbeddingDimensionError",
+    "ProviderConnectionError",
+    "ProviderError",
+    "ProviderHTTPError",
+    "ProviderResponseError",
+    "ProviderTimeout",
+    "Providers",
+    "RerankClient",
+    "backoff_seconds",
+    "chat_content",
+    "fit_dimension",
+    "is_retryable_exception",
+    "is_retryable_status",
+    "make_chat",
+    "make_embedder",
+    "make_reranker",
+    "parse_embeddings",
+    "parse_json_object",
+    "parse_rerank",
+    "parse_retry_after",
+    "retry_delay_seconds",
+]
+
+for _name in __all__:
+    _value = globals()[_name]
+    if getattr(_value, "__module__", "").startswith("everos.providers."):
+        _value.__module__ = __name__
+del _name, _value

@@ -1,1 +1,40 @@
+"""Test tools that ship with everos: a fake OpenAI-compatible server with scripted faults.
 
+``python -m everos.testing.fake_llm --port 8089 --fault stall,route=chat`` runs it for people
+who want to watch their own deployment survive a misbehaving model endpoint.
+"""
+
+from everos.testing._fake_answers import (
+    chat_answer,
+    classification_answer,
+    embedding_vectors,
+    format_block_refs,
+    paragraphs_of,
+    rerank_results,
+    topic_tree_answer,
+)
+from everos.testing._fake_llm import FakeLLM, RecordedRequest
+from everos.testing._faults import Effects, Fault, combine, parse_fault_spec, select_faults
+
+__all__ = [
+    "Effects",
+    "FakeLLM",
+    "Fault",
+    "RecordedRequest",
+    "chat_answer",
+    "classification_answer",
+    "combine",
+    "embedding_vectors",
+    "format_block_refs",
+    "paragraphs_of",
+    "parse_fault_spec",
+    "rerank_results",
+    "select_faults",
+    "topic_tree_answer",
+]
+
+for _name in __all__:
+    _value = globals()[_name]
+    if getattr(_value, "__module__", "").startswith("everos.testing."):
+        _value.__module__ = __name__
+del _name, _value

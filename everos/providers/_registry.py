@@ -1,0 +1,175 @@
+"""Choosing providers from the configuration, and the one object that owns them all.
+
+``[llm] provider = "builtin"`` means no LLM client (the built-in extractor runs instead);
+``[embedding] provider = "builtin"`` means the :class:`BuiltinEmbedder`; ``[rerank] provider =
+"none"`` means no reranking. Any other provider value means an OpenAI-compatible endpoint.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Protocol
+
+import httpx
+
+from everos.providers._builtin_embedder import BuiltinEmbedder
+from everos.providers._openai import ChatClient, EmbeddingClient, RerankClient
+from everos.providers._policy import Budget, Budgets
+
+if TYPE_CHECKING:
+    from everos.config import Config, EmbeddingSettings, LLMSettings, RerankSettings
+
+__all__ = ["Embedder", "Providers", "make_chat", "make_embedder", "make_reranker"]
+
+
+class Embedder(Protocol):
+    """What search and indexing need from an embedder, built-in or remote."""
+
+    dim: int
+    model: str
+
+    async def embed(self, texts: Sequence[str], *, budget: Budget | str) -> list[list[float]]:
+        """One vector of ``dim`` floats per text, in order, drawn on ``budget``."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release what the embedder holds. Idempotent."""
+        ...
+
+
+def make_embedder(
+    settings: EmbeddingSettings,
+    *,
+    transport: httpx.AsyncBaseTransport | None = None,
+    random: Callable[[], float] | None = None,
+) -> BuiltinEmbedder | EmbeddingClient:
+    """The embedder ``settings.provider`` names: built-in (offline) or an OpenAI-compatible one.
+
+    ``transport`` replaces httpx's network transport (tests pass ``httpx.MockTransport``);
+    ``random`` is the retry jitter source. Raises ConfigError when an endpoint has no base_url.
+    """
+    if settings.provider == "builtin":
+        return BuiltinEmbedder(
+            settings.dim, budgets=Budgets.from_settings(settings), max_input_chars=settings.max_input_chars
+        )
+    return EmbeddingClient(settings, transport=transport, random=random)
+
+
+def make_chat(
+    settings: LLMSettings,
+    *,
+    transport: httpx.AsyncBaseTransport | None = None,
+    random: Callable[[], float] | None = None,
+) -> ChatClient | None:
+    """A chat client, or None when ``provider = "builtin"`` (no LLM: the built-in extractor)."""
+    if settings.provider == "builtin":
+        return None
+    return ChatClient(settings, transport=transport, random=random)
+
+
+def make_reranker(
+    settings: RerankSettings,
+    *,
+    transport: httpx.AsyncBaseTransport | None = None,
+    random: Callable[[], float] | None = None,
+) -> RerankClient | None:
+    """A rerank client, or None when ``provider = "none"``."""
+    if settings.provider == "none":
+        return None
+    return RerankClient(settings, transport=transport, random=random)
+
+
+class Providers:
+    """The model clients of one server: ``llm`` (or None), ``embedder``, ``reranker`` (or None).
+
+    Each endpoint owns its connection pool, its two budgets and its circuit breaker. Use as
+    ``async with Providers.from_config(config) as providers:``, or call :meth:`aclose`.
+    """
+
+    def __init__(
+        self,
+        *,
+        llm: ChatClient | None,
+        embedder: BuiltinEmbedder | EmbeddingClient,
+        reranker: RerankClient | None,
+    ) -> None:
+        self.llm = llm
+        self.embedder = embedder
+        self.reranker = reranker
+
+    @classmethod
+    def from_config(
+        cls,
+        config: Config,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        random: Callable[[], float] | None = None,
+    ) -> Providers:
+        """Build every client from ``config``. Opens no connection (pools connect lazily).
+
+        Raises:
+            ConfigError: an OpenAI-compatible provider has no base_url.
+        """
+        kwargs = {"transport": transport, "random": random}
+        return cls(
+            llm=make_chat(config.llm, **kwargs),
+            embedder=make_embedder(config.embedding, **kwargs),
+            reranker=make_reranker(config.rerank, **kwargs),
+        )
+
+    def snapshot(self) -> dict[str, dict[str, Any]]:
+        """Plain data for /health, per endpoint (``llm``, ``embedding``, ``rerank``): provider,
+        model, base_url, circuit state and in-flight attempts per budget. Not a checkpoint; does
+        no I/O. Call it from inside trio: circuit states read trio's clock."""
+        return {
+            "llm": _describe_chat(self.llm),
+            "embedding": _describe_embedder(self.embedder),
+            "rerank": _describe_endpoint(self.reranker) if self.reranker is not None else {"provider": "none"},
+        }
+
+    async def aclose(self) -> None:
+        """Close every client's connections. Idempotent; each close is bounded and shielded."""
+        for client in (self.llm, self.embedder, self.reranker):
+            if client is not None:
+                await client.aclose()
+
+    async def __aenter__(self) -> Providers:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
+def _describe_endpoint(client: ChatClient | EmbeddingClient | RerankClient) -> dict[str, Any]:
+    breaker = client.policy.breaker
+    return {
+        "provider": "openai",
+        "model": client.model,
+        "base_url": client.base_url,
+        "circuit": breaker.snapshot() if breaker is not None else None,
+        "budgets": client.policy.budgets.snapshot(),
+    }
+
+
+def _describe_chat(client: ChatClient | None) -> dict[str, Any]:
+    if client is None:
+        return {"provider": "builtin"}
+    return {**_describe_endpoint(client), "json_mode": client.json_mode_supported}
+
+
+def _describe_embedder(embedder: BuiltinEmbedder | EmbeddingClient) -> dict[str, Any]:
+    if isinstance(embedder, BuiltinEmbedder):
+        return {
+            "provider": "builtin",
+            "model": embedder.model,
+            "dim": embedder.dim,
+            "circuit": None,
+            "budgets": embedder.budgets.snapshot(),
+        }
+    return {**_describe_endpoint(embedder), "dim": embedder.dim}

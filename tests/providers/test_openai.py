@@ -1,0 +1,260 @@
+"""OpenAI-compatible clients against ``httpx.MockTransport``: request shapes, parsing, fallbacks.
+
+Virtual time: the mock transport does no I/O, so retries and Retry-After run in milliseconds.
+"""
+
+import json
+import math
+
+import httpx
+import pytest
+import trio
+
+from everos.config import EmbeddingSettings, LLMSettings, RerankSettings
+from everos.errors import ConfigError
+from everos.providers import (
+    ChatClient,
+    EmbeddingClient,
+    EmbeddingDimensionError,
+    ProviderHTTPError,
+    ProviderResponseError,
+    RerankClient,
+)
+
+BASE = "http://models.test/v1"
+
+
+class Server:
+    """A scripted mock endpoint: ``answer(request_json, request)`` returns an httpx.Response."""
+
+    def __init__(self, answer):
+        self.answer = answer
+        self.requests = []
+        self.times = []
+
+    async def __call__(self, request):
+        await trio.lowlevel.checkpoint()
+        body = json.loads(request.content) if request.content else None
+        self.requests.append((request, body))
+        self.times.append(trio.current_time())
+        return self.answer(body, request)
+
+    @property
+    def bodies(self):
+        return [body for _, body in self.requests]
+
+
+def chat_response(content):
+    return httpx.Response(200, json={"choices": [{"index": 0, "message": {"role": "assistant", "content": content}}]})
+
+
+def llm(server, **overrides):
+    settings = LLMSettings(provider="openai", base_url=BASE + "/", model="m", **overrides)
+    return ChatClient(settings, transport=httpx.MockTransport(server), random=lambda: 0.0)
+
+
+def embedder(server, **overrides):
+    settings = EmbeddingSettings(provider="openai", base_url=BASE, model="e", **overrides)
+    return EmbeddingClient(settings, transport=httpx.MockTransport(server), random=lambda: 0.0)
+
+
+def reranker(server, **overrides):
+    settings = RerankSettings(provider="openai", base_url=BASE, model="r", **overrides)
+    return RerankClient(settings, transport=httpx.MockTransport(server), random=lambda: 0.0)
+
+
+def unit(*values):
+    norm = math.sqrt(sum(v * v for v in values))
+    return [v / norm for v in values]
+
+
+def vectors_answer(dim):
+    def answer(body, request):
+        data = [{"index": i, "embedding": unit(*([1.0] * (i + 1) + [0.5] * (dim - i - 1)))}
+                for i, _ in enumerate(body["input"])]
+        return httpx.Response(200, json={"data": list(reversed(data))})
+    return answer
+
+
+MESSAGES = [{"role": "user", "content": "[0] hello"}]
+
+
+# --- chat -------------------------------------------------------------------------------------
+
+async def test_chat_request_shape(autojump_clock):
+    server = Server(lambda body, request: chat_response('{"ok": true}'))
+    client = llm(server, api_key="sk-test", extra={"temperature": 0.2, "model": "override"})
+    assert await client.complete_json(MESSAGES, budget="interactive") == {"ok": True}
+    request, body = server.requests[0]
+    assert str(request.url) == f"{BASE}/chat/completions"
+    assert request.headers["authorization"] == "Bearer sk-test"
+    assert body == {"model": "override", "messages": MESSAGES, "response_format": {"type": "json_object"},
+                    "temperature": 0.2}
+
+
+async def test_chat_sends_no_authorization_without_an_api_key(autojump_clock):
+    server = Server(lambda body, request: chat_response("{}"))
+    await llm(server).complete_json(MESSAGES, budget="interactive")
+    assert "authorization" not in server.requests[0][0].headers
+
+
+async def test_chat_parses_fenced_json(autojump_clock):
+    server = Server(lambda body, request: chat_response('Here:\n```json\n{"topics": []}\n```'))
+    assert await llm(server).complete_json(MESSAGES, budget="interactive") == {"topics": []}
+
+
+async def test_schema_hint_extends_the_system_message(autojump_clock):
+    server = Server(lambda body, request: chat_response("{}"))
+    messages = [{"role": "system", "content": "You extract topics."}, *MESSAGES]
+    await llm(server).complete_json(messages, budget="interactive", schema_hint={"topics": []})
+    sent = server.bodies[0]["messages"]
+    assert len(sent) == 2
+    assert sent[0]["content"].startswith("You extract topics.") and '{"topics": []}' in sent[0]["content"]
+    assert messages[0]["content"] == "You extract topics."  # the caller's list is untouched
+
+
+async def test_schema_hint_adds_a_system_message_when_there_is_none(autojump_clock):
+    server = Server(lambda body, request: chat_response("{}"))
+    await llm(server).complete_json(MESSAGES, budget="interactive", schema_hint="{category_id: string}")
+    sent = server.bodies[0]["messages"]
+    assert sent[0]["role"] == "system" and "{category_id: string}" in sent[0]["content"]
+    assert sent[1:] == MESSAGES
+
+
+async def test_rejected_response_format_falls_back_once_and_is_remembered(autojump_clock):
+    def answer(body, request):
+        if "response_format" in body:
+            return httpx.Response(400, json={"error": {"message": "Unrecognized field response_format"}})
+        return chat_response('{"n": 1}')
+
+    server = Server(answer)
+    client = llm(server)
+    assert await client.complete_json(MESSAGES, budget="interactive") == {"n": 1}
+    assert await client.complete_json(MESSAGES, budget="interactive") == {"n": 1}
+    assert ["response_format" in body for body in server.bodies] == [True, False, False]
+    assert not client.json_mode_supported
+    assert server.times == [0.0, 0.0, 0.0]  # no backoff: the fallback is part of the attempt
+
+
+async def test_other_400_answers_are_raised_without_fallback(autojump_clock):
+    server = Server(lambda body, request: httpx.Response(400, json={"error": {"message": "context too long"}}))
+    client = llm(server)
+    with pytest.raises(ProviderHTTPError) as caught:
+        await client.complete_json(MESSAGES, budget="interactive")
+    assert caught.value.status == 400 and "context too long" in str(caught.value)
+    assert len(server.requests) == 1
+    assert client.json_mode_supported
+
+
+async def test_malformed_model_text_is_reported_with_its_content(autojump_clock):
+    server = Server(lambda body, request: chat_response('{"topics": [ cut'))
+    with pytest.raises(ProviderResponseError) as caught:
+        await llm(server).complete_json(MESSAGES, budget="interactive")
+    assert caught.value.content == '{"topics": [ cut'
+    assert len(server.requests) == 1
+
+
+async def test_a_body_that_is_not_json_is_a_response_error(autojump_clock):
+    server = Server(lambda body, request: httpx.Response(200, content=b"<html>proxy error</html>"))
+    with pytest.raises(ProviderResponseError, match="not JSON"):
+        await llm(server).complete_json(MESSAGES, budget="interactive")
+
+
+async def test_retry_after_from_the_server_is_honoured(autojump_clock):
+    answers = iter([httpx.Response(429, headers={"Retry-After": "7"}, json={}), chat_response("{}")])
+    server = Server(lambda body, request: next(answers))
+    await llm(server, retry_backoff_max_seconds=30.0).complete_json(MESSAGES, budget="background")
+    assert server.times == [0.0, 7.0]
+
+
+async def test_unauthorized_is_not_retried(autojump_clock):
+    server = Server(lambda body, request: httpx.Response(401, json={"error": {"message": "bad key"}}))
+    with pytest.raises(ProviderHTTPError) as caught:
+        await llm(server).complete_json(MESSAGES, budget="interactive")
+    assert caught.value.status == 401
+    assert len(server.requests) == 1
+
+
+def test_openai_provider_without_base_url_is_a_config_error():
+    with pytest.raises(ConfigError, match=r"\[llm\].*base_url"):
+        ChatClient(LLMSettings(provider="openai"))
+
+
+async def test_aclose_is_idempotent(autojump_clock):
+    client = llm(Server(lambda body, request: chat_response("{}")))
+    await client.aclose()
+    await client.aclose()
+
+
+# --- embeddings -------------------------------------------------------------------------------
+
+async def test_embed_batches_and_cuts_inputs(autojump_clock):
+    server = Server(vectors_answer(8))
+    client = embedder(server, dim=8, batch_size=2, max_input_chars=16, extra={"user": "everos"})
+    texts = ["a" * 40, "", "two", "three", "four"]
+    vectors = await client.embed(texts, budget="background")
+    assert len(vectors) == 5 and all(len(v) == 8 for v in vectors)
+    assert [body["input"] for body in server.bodies] == [["a" * 16, " "], ["two", "three"], ["four"]]
+    assert server.bodies[0]["model"] == "e" and server.bodies[0]["user"] == "everos"
+    assert str(server.requests[0][0].url) == f"{BASE}/embeddings"
+
+
+async def test_embed_keeps_input_order(autojump_clock):
+    server = Server(vectors_answer(8))
+    vectors = await embedder(server, dim=8).embed(["x", "y"], budget="interactive")
+    assert vectors[0] == pytest.approx(unit(1.0, *[0.5] * 7))
+    assert vectors[1] == pytest.approx(unit(1.0, 1.0, *[0.5] * 6))
+
+
+async def test_embed_truncates_wider_vectors_and_renormalises(autojump_clock):
+    server = Server(vectors_answer(32))
+    vectors = await embedder(server, dim=8).embed(["x"], budget="interactive")
+    assert len(vectors[0]) == 8
+    assert math.isclose(sum(x * x for x in vectors[0]), 1.0)
+
+
+async def test_embed_refuses_narrower_vectors_without_retrying(autojump_clock):
+    server = Server(vectors_answer(4))
+    with pytest.raises(EmbeddingDimensionError, match="dim = 8"):
+        await embedder(server, dim=8).embed(["x"], budget="interactive")
+    assert len(server.requests) == 1
+
+
+async def test_embed_of_nothing_sends_nothing(autojump_clock):
+    server = Server(vectors_answer(8))
+    assert await embedder(server, dim=8).embed([], budget="interactive") == []
+    assert server.requests == []
+
+
+async def test_large_answers_are_decoded_off_the_event_loop():
+    """G5: a multi-megabyte answer is parsed in a worker thread (real clock: a thread runs)."""
+    server = Server(vectors_answer(1024))
+    vectors = await embedder(server, dim=1024, batch_size=64).embed([str(i) for i in range(64)], budget="interactive")
+    assert len(vectors) == 64 and len(vectors[0]) == 1024
+
+
+# --- rerank -----------------------------------------------------------------------------------
+
+async def test_rerank_request_shape_and_merged_batches(autojump_clock):
+    def answer(body, request):
+        results = [{"index": i, "relevance_score": float(len(doc))} for i, doc in enumerate(body["documents"])]
+        return httpx.Response(200, json={"results": results})
+
+    server = Server(answer)
+    ranked = await reranker(server, batch_size=2).rerank("q", ["a", "bbb", "cc", "dddd", "e"], budget="interactive")
+    assert ranked == [(3, 4.0), (1, 3.0), (2, 2.0), (0, 1.0), (4, 1.0)]
+    assert str(server.requests[0][0].url) == f"{BASE}/rerank"
+    assert server.bodies[0] == {"model": "r", "query": "q", "documents": ["a", "bbb"], "top_n": 2}
+    assert server.bodies[2]["documents"] == ["e"]
+
+
+async def test_rerank_refuses_unknown_indexes(autojump_clock):
+    server = Server(lambda body, request: httpx.Response(200, json={"results": [{"index": 9, "relevance_score": 1}]}))
+    with pytest.raises(ProviderResponseError, match="index 9"):
+        await reranker(server).rerank("q", ["a"], budget="interactive")
+
+
+async def test_rerank_of_nothing_sends_nothing(autojump_clock):
+    server = Server(lambda body, request: httpx.Response(500))
+    assert await reranker(server).rerank("q", [], budget="interactive") == []
+    assert server.requests == []
