@@ -100,7 +100,7 @@ def _cmd_config_show(args: argparse.Namespace) -> int:
 def _cmd_server_start(args: argparse.Namespace) -> int:
     from everos.logs import configure_logging
     from everos.server import run
-    from everos.services import default_services
+    from everos.services import build_services
 
     root = resolve_root(args.root)
     overrides: dict[tuple[str, str], object] = {}
@@ -113,7 +113,8 @@ def _cmd_server_start(args: argparse.Namespace) -> int:
         overrides[("api", "log_level")] = log_level
     loaded = load_config(root, overrides=overrides)
     configure_logging(loaded.config.api.log_level)
-    run(loaded, services=default_services(loaded))
+    services, blueprints = build_services(loaded)
+    run(loaded, services=services, blueprints=blueprints)
     return 0
 
 

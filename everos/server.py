@@ -87,8 +87,6 @@ class Runtime:
 class Service(Protocol):
     """A part of the server (ingest, cascade, search...) as the root nursery sees it."""
 
-    blueprints: list[Blueprint]
-
     async def open(self, runtime: Runtime) -> None:
         """Open stores and recover state; runs under the startup deadline before serving."""
 
@@ -136,6 +134,7 @@ async def serve(
     loaded: LoadedConfig,
     *,
     services: list[Service] | None = None,
+    blueprints: list[Blueprint] | None = None,
     handle_signals: bool = False,
     configure_app: Callable[[QuartTrio], None] | None = None,
     runtime_ready: Callable[[Runtime], Any] | None = None,
@@ -178,7 +177,7 @@ async def serve(
 
                 app = create_app(
                     max_upload_bytes=config.knowledge.max_upload_bytes,
-                    blueprints=[bp for service in services for bp in service.blueprints],
+                    blueprints=blueprints or [],
                     configure=configure_app,
                 )
                 asgi = PathRouter(RequestLayer(app, config.api.request_timeout_seconds), HealthApp(board))
@@ -214,6 +213,6 @@ async def serve(
     log.info("stopped")
 
 
-def run(loaded: LoadedConfig, *, services: list[Service] | None = None) -> None:
+def run(loaded: LoadedConfig, *, services: list[Service], blueprints: list[Blueprint]) -> None:
     """Blocking entry point for the CLI: run until SIGINT/SIGTERM."""
-    trio.run(functools.partial(serve, loaded, services=services, handle_signals=True))
+    trio.run(functools.partial(serve, loaded, services=services, blueprints=blueprints, handle_signals=True))

@@ -52,6 +52,7 @@ async def running_server(
     root: Path,
     *,
     services: list | None = None,
+    blueprints: list | None = None,
     configure_app: Callable | None = None,
     **overrides: Any,
 ) -> AsyncIterator[RunningServer]:
@@ -60,7 +61,7 @@ async def running_server(
     holder: dict[str, Runtime] = {}
     async with trio.open_nursery() as nursery:
         binds = await nursery.start(functools.partial(
-            serve, loaded, services=services, configure_app=configure_app,
+            serve, loaded, services=services, blueprints=blueprints, configure_app=configure_app,
             runtime_ready=lambda runtime: holder.setdefault("runtime", runtime),
         ))
         base_url = binds[0]
@@ -69,3 +70,14 @@ async def running_server(
                 yield RunningServer(base_url=base_url, runtime=holder["runtime"], client=client)
             finally:
                 holder["runtime"].request_stop()
+
+
+@contextlib.asynccontextmanager
+async def knowledge_server(root: Path, **overrides: Any) -> AsyncIterator[RunningServer]:
+    """The full server (every service of ``everos server start``) on loopback."""
+    from everos.services import build_services
+
+    services, blueprints = build_services(loaded_config(root, **overrides))
+    async with running_server(root, services=services, blueprints=blueprints, **overrides) as server:
+        server.service = services[0]
+        yield server

@@ -202,8 +202,6 @@ async def test_second_server_on_the_same_root_is_refused(root: Path) -> None:
 class CrashingService:
     """A service whose worker crashes ``crashes`` times, then runs forever."""
 
-    blueprints: list = []
-
     def __init__(self, crashes: float) -> None:
         self.crashes = crashes
         self.runs = 0

@@ -1,0 +1,268 @@
+"""The EverOS knowledge routes, mounted under ``/api/v1/knowledge`` and ``/api/v2/knowledge``.
+
+Field names, id patterns, status codes and envelopes follow EverOS 1.x (reference §2.3); where
+everos adds something (202 with a task, ``/tasks``, ``duplicate``, ``Idempotency-Key``) an EverOS
+client that does not ask for it sees EverOS's answers.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import zoneinfo
+from typing import Any
+
+from quart import Blueprint, Response, request
+
+from everos.errors import InvalidInput, PayloadTooLarge
+from everos.knowledge import validate_app_id, validate_doc_id, validate_project_id, validate_topic_id
+from everos.knowledge._repository import SORT_COLUMNS, DocumentRow
+from everos.knowledge._service import (
+    TERMINAL,
+    KnowledgeService,
+    Upload,
+    validate_category_name,
+    validate_filename,
+    validate_title,
+)
+from everos.store import Job, JobStatus
+from everos.web._app import current_request_id, ok
+from everos.web._envelope import dumps, now_iso
+
+__all__ = ["knowledge_blueprints"]
+
+EXTRACTION_ERROR_STATUS = {"EXTRACTION_EMPTY": 422, "UNSUPPORTED_FORMAT": 415, "INVALID_INPUT": 422,
+                           "BAD_REQUEST": 400, "NOT_FOUND": 404}
+
+
+def knowledge_blueprints(service: KnowledgeService) -> list[Blueprint]:
+    return [_blueprint(service, version) for version in ("v1", "v2")]
+
+
+def _blueprint(service: KnowledgeService, version: str) -> Blueprint:
+    bp = Blueprint(f"knowledge_{version}", __name__, url_prefix=f"/api/{version}/knowledge")
+    prefix = f"/api/{version}/knowledge"
+
+    def timestamp(epoch: float | None) -> str | None:
+        if epoch is None:
+            return None
+        tz = zoneinfo.ZoneInfo(service.config.memory.timezone)
+        return dt.datetime.fromtimestamp(epoch, tz).isoformat(timespec="milliseconds")
+
+    def task_body(job: Job) -> dict[str, Any]:
+        return {
+            "task_id": job.id,
+            "doc_id": (job.payload or {}).get("doc_id"),
+            "status": str(job.status),
+            "attempts": job.attempts,
+            "max_attempts": job.max_attempts,
+            "last_error": job.last_error,
+            "result": job.result if job.status is JobStatus.SUCCEEDED else None,
+            "created_at": timestamp(job.created_at),
+            "updated_at": timestamp(job.updated_at),
+            "started_at": timestamp(job.started_at),
+            "finished_at": timestamp(job.finished_at),
+            "status_url": f"{prefix}/tasks/{job.id}",
+        }
+
+    def scope_from(source: Any) -> tuple[str, str]:
+        return (validate_app_id(source.get("app_id", "default")),
+                validate_project_id(source.get("project_id", "default")))
+
+    async def read_upload() -> Upload:
+        form = await request.form
+        files = await request.files
+        if "file" not in files:
+            raise InvalidInput("file is required (multipart field 'file')", field="file")
+        storage = files["file"]
+        data = storage.read()
+        if len(data) > service.config.knowledge.max_upload_bytes:
+            raise PayloadTooLarge(
+                f"file is {len(data)} bytes; the limit is {service.config.knowledge.max_upload_bytes} bytes")
+        app_id, project_id = scope_from(form if "app_id" in form or "project_id" in form else request.args)
+        return Upload(
+            data=data, title=validate_title(form.get("title")), filename=validate_filename(storage.filename),
+            app_id=app_id, project_id=project_id, source_type=form.get("source_type") or None,
+            category_id=validate_category_name(form.get("category_id")),
+        )
+
+    def job_answer(job: Job, success_status: int) -> tuple[int, dict[str, Any], dict[str, str]]:
+        if job.status is JobStatus.SUCCEEDED:
+            return success_status, {"request_id": None, "data": job.result}, {}
+        if job.status in TERMINAL:
+            code, _, message = (job.last_error or "INTERNAL_ERROR: failed").partition(": ")
+            status = EXTRACTION_ERROR_STATUS.get(code, 503)
+            return status, {"request_id": None, "error": {"code": code, "message": message, "task_id": job.id,
+                                                          "path": request.path}}, {}
+        body = {"doc_id": job.payload["doc_id"], "task_id": job.id, "status": str(job.status),
+                "status_url": f"{prefix}/tasks/{job.id}"}
+        return 202, {"request_id": None, "data": body}, {"Location": body["status_url"]}
+
+    def render(status: int, body: dict[str, Any], headers: dict[str, str]) -> Response:
+        if "error" in body:
+            error = {**body["error"], "timestamp": now_iso()}
+            response = Response(dumps({"request_id": current_request_id(), "error": error}), status=status,
+                                content_type="application/json")
+            for name, value in headers.items():
+                response.headers[name] = value
+            return response
+        return ok(body["data"], status, headers)
+
+    async def ingest(op: str, doc_id: str | None) -> Response:
+        upload = await read_upload()
+        key = request.headers.get("Idempotency-Key")
+        request_hash = upload.request_hash(op, doc_id)
+        idem_scope = f"{op}:{upload.app_id}:{upload.project_id}"
+        if key:
+            stored = await service.idempotent_answer(idem_scope, key, request_hash)
+            if stored is not None:
+                status, body = stored
+                response = render(status, body, {})
+                response.headers["Idempotent-Replayed"] = "true"
+                return response
+        job, existing = await service.accept(upload, replace_doc_id=doc_id)
+        if existing is not None:
+            status, body, headers = 200, {"data": {**document_created_body(existing), "duplicate": True}}, {}
+        else:
+            prefer_async = "respond-async" in request.headers.get("Prefer", "").lower()
+            wait_s = 0.0 if prefer_async else service.config.knowledge.sync_wait_seconds
+            job = await service.wait(job.id, wait_s) if wait_s > 0 else job
+            status, body, headers = job_answer(job, 201 if op == "create" else 200)
+        if key and status < 500:
+            await service.remember_answer(idem_scope, key, request_hash, status, body)
+        return render(status, body, headers)
+
+    def document_created_body(doc: DocumentRow) -> dict[str, Any]:
+        root = service.root
+        return {
+            "doc_id": doc.doc_id, "category_id": doc.category_id, "topic_count": doc.topic_count,
+            "source_name": doc.source_name, "md_path": str((root / doc.md_path).parent),
+            "original_file_path": str(root / doc.original_path) if doc.original_path else None,
+        }
+
+    @bp.post("/documents")
+    async def create_document() -> Response:
+        return await ingest("create", None)
+
+    @bp.put("/documents/<doc_id>")
+    async def replace_document(doc_id: str) -> Response:
+        return await ingest("replace", validate_doc_id(doc_id))
+
+    @bp.patch("/documents/<doc_id>")
+    async def patch_document(doc_id: str) -> Response:
+        doc_id = validate_doc_id(doc_id)
+        body = await json_body()
+        unknown = set(body) - {"title", "category_id", "app_id", "project_id"}
+        if unknown:
+            raise InvalidInput(f"unknown fields: {', '.join(sorted(unknown))}", field=sorted(unknown)[0])
+        title = validate_title(body["title"]) if body.get("title") is not None else None
+        category = validate_category_name(body.get("category_id"))
+        result = await service.update(doc_id, title=title, category_id=category)
+        return ok({**result, "updated_at": timestamp(result["updated_at"])})
+
+    @bp.delete("/documents/<doc_id>")
+    async def delete_document(doc_id: str) -> Response:
+        doc_id = validate_doc_id(doc_id)
+        scope_from(request.args)
+        deleted = await service.delete(doc_id)
+        if not deleted:
+            return Response(status=204)
+        return ok({"doc_id": doc_id, "deleted_topics": deleted})
+
+    @bp.get("/documents")
+    async def list_documents() -> Response:
+        args = request.args
+        app_id, project_id = scope_from(args)
+        page = int_arg("page", 1, 1, 1_000_000)
+        page_size = int_arg("page_size", 20, 1, 100)
+        sort_by = args.get("sort_by", "created_at")
+        if sort_by not in SORT_COLUMNS:
+            raise InvalidInput(f"sort_by must be one of {', '.join(SORT_COLUMNS)}", field="sort_by")
+        sort_order = args.get("sort_order", "desc")
+        if sort_order not in ("asc", "desc"):
+            raise InvalidInput("sort_order must be asc or desc", field="sort_order")
+        category = validate_category_name(args.get("category_id"))
+        docs, total = await service.list_documents(app_id=app_id, project_id=project_id, category_id=category,
+                                                   page=page, page_size=page_size, sort_by=sort_by,
+                                                   sort_order=sort_order)
+        return ok({
+            "documents": [{"doc_id": d.doc_id, "category_id": d.category_id, "title": d.title,
+                           "topic_count": d.topic_count, "created_at": timestamp(d.created_at),
+                           "updated_at": timestamp(d.updated_at)} for d in docs],
+            "total": total, "page": page, "page_size": page_size,
+        })
+
+    @bp.get("/documents/<doc_id>")
+    async def get_document(doc_id: str) -> Response:
+        doc, topics = await service.get_document(validate_doc_id(doc_id))
+        return ok({
+            "doc_id": doc.doc_id, "category_id": doc.category_id, "title": doc.title, "summary": doc.summary,
+            "source_name": doc.source_name, "source_type": doc.source_type,
+            "original_file_path": str(service.root / doc.original_path) if doc.original_path else None,
+            "md_path": str((service.root / doc.md_path).parent),
+            "app_id": doc.app_id, "project_id": doc.project_id,
+            "topics": [{"topic_id": t["node_id"], "topic_name": t["topic_name"], "topic_path": t["topic_path"],
+                        "depth": t["depth"], "summary": t["summary"]} for t in topics if t["topic_index"]],
+            "created_at": timestamp(doc.created_at), "updated_at": timestamp(doc.updated_at),
+        })
+
+    @bp.get("/topics/<topic_id>")
+    async def get_topic(topic_id: str) -> Response:
+        t = await service.get_topic(validate_topic_id(topic_id))
+        return ok({
+            "topic_id": t["node_id"], "doc_id": t["doc_id"], "category_id": t["category_id"],
+            "topic_name": t["topic_name"], "topic_path": t["topic_path"], "depth": t["depth"],
+            "summary": t["summary"], "content": t["content"], "content_labels": json.loads(t["content_labels"]),
+            "parent_topic_id": t["parent_node_id"], "children_topic_ids": json.loads(t["children_node_ids"]),
+            "created_at": timestamp(t["created_at"]), "updated_at": timestamp(t["updated_at"]),
+        })
+
+    @bp.get("/categories")
+    async def categories() -> Response:
+        app_id, project_id = scope_from(request.args)
+        return ok({"categories": await service.category_listing(app_id, project_id)})
+
+    @bp.get("/tasks/<task_id>")
+    async def get_task(task_id: str) -> Response:
+        if not task_id.startswith("t_") or not validate_hex(task_id[2:]):
+            raise InvalidInput("task_id must look like t_<hex>", field="task_id")
+        return ok(task_body(await service.get_task(task_id)))
+
+    @bp.get("/tasks")
+    async def list_tasks() -> Response:
+        status = request.args.get("status")
+        if status is not None and status not in {str(s) for s in JobStatus}:
+            raise InvalidInput(f"status must be one of {', '.join(str(s) for s in JobStatus)}", field="status")
+        page = int_arg("page", 1, 1, 1_000_000)
+        page_size = int_arg("page_size", 20, 1, 100)
+        jobs = await service.list_tasks(status, limit=page_size, offset=(page - 1) * page_size)
+        return ok({"tasks": [task_body(job) for job in jobs], "page": page, "page_size": page_size})
+
+    return bp
+
+
+def validate_hex(text: str) -> bool:
+    return 12 <= len(text) <= 32 and all(c in "0123456789abcdef" for c in text)
+
+
+def int_arg(name: str, default: int, low: int, high: int) -> int:
+    raw = request.args.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise InvalidInput(f"{name} must be a whole number", field=name) from None
+    if not low <= value <= high:
+        raise InvalidInput(f"{name} must be between {low} and {high}", field=name)
+    return value
+
+
+async def json_body() -> dict[str, Any]:
+    try:
+        body = await request.get_json(force=True, silent=False)
+    except Exception:
+        raise InvalidInput("the body must be a JSON object", field="body") from None
+    if not isinstance(body, dict):
+        raise InvalidInput("the body must be a JSON object", field="body")
+    return body
