@@ -29,10 +29,11 @@ __all__ = ["configure_logging", "dropped_records", "format_exception_bounded", "
 MAX_TRACEBACK_FRAMES = 12
 MAX_TRACEBACK_CHARS = 4000
 QUEUE_MAX_RECORDS = 10_000
+SHUTDOWN_WAIT_S = 5.0
 
 _dropped = 0
 _dropped_lock = threading.Lock()
-_listener: logging.handlers.QueueListener | None = None
+_listener: logging.handlers.QueueListener | None = None  # the writer thread
 
 
 def format_exception_bounded(exc: BaseException) -> str:
@@ -73,6 +74,22 @@ class _BoundedQueueHandler(logging.handlers.QueueHandler):
                 _dropped += 1
 
 
+class _Listener(logging.handlers.QueueListener):
+    def enqueue_sentinel(self) -> None:
+        # At shutdown the queue may be full: wait a little for room rather than fail.
+        try:
+            self.queue.put(self._sentinel, timeout=SHUTDOWN_WAIT_S)
+        except queue.Full:
+            pass
+
+    def stop(self) -> None:
+        # A writer stuck on a blocked stream must not hold up the process's exit.
+        if self._thread is not None:
+            self.enqueue_sentinel()
+            self._thread.join(timeout=SHUTDOWN_WAIT_S)
+            self._thread = None
+
+
 class _LineFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
@@ -100,7 +117,7 @@ def configure_logging(level: str = "INFO", stream: TextIO | None = None) -> None
     records: queue.Queue[logging.LogRecord] = queue.Queue(maxsize=QUEUE_MAX_RECORDS)
     writer = logging.StreamHandler(stream or sys.stderr)
     writer.setFormatter(_LineFormatter())
-    _listener = logging.handlers.QueueListener(records, writer, respect_handler_level=False)
+    _listener = _Listener(records, writer, respect_handler_level=False)
     _listener.start()
     root = logging.getLogger()
     for handler in list(root.handlers):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
-import time
+import threading
 
 from everos import logs
 
@@ -44,21 +44,28 @@ def test_records_are_written_by_the_listener_with_fields() -> None:
 
 
 class BlockedStream(io.StringIO):
-    """A stream whose writes block, like stderr into a pipe nobody reads."""
+    """A stream whose writes block until released, like stderr into a pipe nobody reads."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
 
     def write(self, text: str) -> int:
-        time.sleep(3600)
-        return 0
+        self.release.wait(timeout=60)
+        return len(text)
 
 
 def test_a_blocked_writer_drops_records_instead_of_blocking_the_caller(monkeypatch) -> None:
     monkeypatch.setattr(logs, "QUEUE_MAX_RECORDS", 10)
     before = logs.dropped_records()
-    logs.configure_logging("INFO", BlockedStream())
-    log = logging.getLogger("everos.test")
-    for index in range(100):
-        log.error("record %d", index)  # returns at once even though the writer is stuck
-    assert logs.dropped_records() - before >= 100 - 10 - 1
-    # The listener thread is stuck in write(); detach it rather than join it.
-    logs._listener = None
-    logging.getLogger().handlers.clear()
+    stream = BlockedStream()
+    logs.configure_logging("INFO", stream)
+    try:
+        log = logging.getLogger("everos.test")
+        for index in range(100):
+            log.error("record %d", index)  # returns at once even though the writer is stuck
+        assert logs.dropped_records() - before >= 100 - 10 - 1
+    finally:
+        stream.release.set()
+        logs.shutdown_logging()
+        logging.getLogger().handlers.clear()

@@ -1,7 +1,8 @@
 """Knowledge documents: records, on-disk layout, the EverOS markdown format, taxonomy, extraction.
 
 This package holds the pure core of ingest: everything here is plain functions over plain data,
-except :class:`BuiltinExtractor`, which runs the built-in extractor in a worker thread.
+except the extractors (:class:`BuiltinExtractor`, :class:`LLMExtractor`), which run in worker threads
+or talk to a model.
 """
 
 from everos.knowledge._builtin_extractor import (
@@ -36,6 +37,7 @@ from everos.knowledge._layout import (
     taxonomy_path,
     topic_filename,
 )
+from everos.knowledge._llm_extractor import LLMExtractor
 from everos.knowledge._markdown import (
     INDEX_KEYS,
     TOPIC_KEYS,
@@ -89,6 +91,7 @@ __all__ = [
     "INDEX_KEYS",
     "KnowledgeDocument",
     "KnowledgeTopic",
+    "LLMExtractor",
     "MAX_TOPICS",
     "ORIGINAL_DIRNAME",
     "OTHERS_CATEGORY",

@@ -157,6 +157,9 @@ class KnowledgeService:
     async def aclose(self) -> None:
         if self.db is not None:
             await self.db.aclose()
+        close_extractor = getattr(getattr(self, "extractor", None), "aclose", None)
+        if close_extractor is not None:
+            await close_extractor()
 
     def status_block(self) -> dict[str, Any]:
         stats = self._stats
