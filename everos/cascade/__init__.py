@@ -1,0 +1,1 @@
+"""The cascade: from markdown under the root to the search index, through a leased queue."""

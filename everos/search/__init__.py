@@ -1,0 +1,1 @@
+"""Search over the index: keyword, vector and hybrid recall, fusion and rerank."""
