@@ -15,27 +15,45 @@ from everos.config import LoadedConfig
 from everos.knowledge._extractor import BuiltinExtractor, Extractor
 from everos.knowledge._llm_extractor import LLMExtractor
 from everos.knowledge._service import KnowledgeService
-from everos.providers import make_chat
+from everos.providers import Providers
 from everos.server import Service
 from everos.web._knowledge import knowledge_blueprints
 
-__all__ = ["build_services"]
+__all__ = ["ProvidersService", "build_services"]
+
+
+class ProvidersService:
+    """Owns the model clients (LLM, embedder, reranker) of the server and reports them in /health.
+
+    The clients are built when the server opens (no connection is made until first use) and
+    closed last, after every service that uses them.
+    """
+
+    def __init__(self) -> None:
+        self.providers: Providers | None = None
+
+    async def open(self, runtime: Any) -> None:
+        self.providers = Providers.from_config(runtime.config)
+        runtime.board.blocks["providers"] = self.providers.snapshot
+
+    def start_workers(self, supervisor: Any) -> None:
+        pass
+
+    async def aclose(self) -> None:
+        if self.providers is not None:
+            await self.providers.aclose()
 
 
 def build_services(loaded: LoadedConfig) -> tuple[list[Service], list[Blueprint]]:
     """The services of a full server for ``loaded``'s root, in start order, and their routes."""
-    knowledge = KnowledgeService(extractor_factory=_make_extractor)
-    return [knowledge], knowledge_blueprints(knowledge)
+    providers = ProvidersService()
 
+    def make_extractor(runtime: Any) -> Extractor:
+        """The LLM extractor when ``[llm] provider`` names an endpoint, else the built-in one."""
+        chat = providers.providers.llm
+        if chat is None:
+            return BuiltinExtractor(runtime.limiters.cpu)
+        return LLMExtractor(chat, runtime.config.llm, runtime.limiters.cpu)
 
-def _make_extractor(runtime: Any) -> Extractor:
-    """The LLM extractor when ``[llm] provider`` names an endpoint, else the built-in one.
-
-    The chat client is created here, when the service opens, and closed with the service
-    (``KnowledgeService.aclose`` closes the extractor). Raises ConfigError without a base_url.
-    """
-    settings = runtime.config.llm
-    chat = make_chat(settings)
-    if chat is None:
-        return BuiltinExtractor(runtime.limiters.cpu)
-    return LLMExtractor(chat, settings, runtime.limiters.cpu)
+    knowledge = KnowledgeService(extractor_factory=make_extractor)
+    return [providers, knowledge], knowledge_blueprints(knowledge)

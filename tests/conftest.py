@@ -75,9 +75,10 @@ async def running_server(
 @contextlib.asynccontextmanager
 async def knowledge_server(root: Path, **overrides: Any) -> AsyncIterator[RunningServer]:
     """The full server (every service of ``everos server start``) on loopback."""
+    from everos.knowledge._service import KnowledgeService
     from everos.services import build_services
 
     services, blueprints = build_services(loaded_config(root, **overrides))
     async with running_server(root, services=services, blueprints=blueprints, **overrides) as server:
-        server.service = services[0]
+        server.service = next(s for s in services if isinstance(s, KnowledgeService))
         yield server

@@ -380,8 +380,10 @@ class KnowledgeService:
         doc_id, title = p["doc_id"], p["title"]
         previous = await self.db.read(repo.get_document, doc_id)
         final = document_dir(self.root, p["app_id"], p["project_id"], extracted.category_id, title, doc_id)
-        files = render_document_files(doc_id, title, extracted, source_name=p["filename"],
-                                      source_type=p["source_type"])
+        # Rendering and flattening walk the whole text: CPU work, off the event loop (G5).
+        files, topics = await self._cpu(lambda: (
+            render_document_files(doc_id, title, extracted, source_name=p["filename"], source_type=p["source_type"]),
+            flatten(doc_id, title, extracted)))
         original = original_path(final, p["filename"])
 
         def write_and_publish() -> None:
@@ -398,7 +400,6 @@ class KnowledgeService:
                     remove_tree_sync(old, root=knowledge_dir(self.root, previous.app_id, previous.project_id))
 
         await self._files(write_and_publish)
-        topics = flatten(doc_id, title, extracted)
         doc = document_record(doc_id, title, extracted, source_name=p["filename"], source_type=p["source_type"])
         topic_paths = {t.topic_index: self._relative(final / topic_filename(t.topic_index, t.topic_name))
                        for t in topics if t.topic_index}

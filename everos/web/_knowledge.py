@@ -12,6 +12,7 @@ import json
 import zoneinfo
 from typing import Any
 
+import trio
 from quart import Blueprint, Response, request
 
 from everos.errors import InvalidInput, PayloadTooLarge
@@ -32,7 +33,7 @@ from everos.web._envelope import dumps, now_iso
 __all__ = ["knowledge_blueprints"]
 
 EXTRACTION_ERROR_STATUS = {"EXTRACTION_EMPTY": 422, "UNSUPPORTED_FORMAT": 415, "INVALID_INPUT": 422,
-                           "BAD_REQUEST": 400, "NOT_FOUND": 404}
+                           "BAD_REQUEST": 400, "NOT_FOUND": 404, "INTERNAL_ERROR": 500}
 
 
 def knowledge_blueprints(service: KnowledgeService) -> list[Blueprint]:
@@ -75,7 +76,8 @@ def _blueprint(service: KnowledgeService, version: str) -> Blueprint:
         if "file" not in files:
             raise InvalidInput("file is required (multipart field 'file')", field="file")
         storage = files["file"]
-        data = storage.read()
+        # A large part is spooled to a temporary file: read it off the event loop (G5).
+        data = await trio.to_thread.run_sync(storage.read, limiter=service.limiters.files)
         if len(data) > service.config.knowledge.max_upload_bytes:
             raise PayloadTooLarge(
                 f"file is {len(data)} bytes; the limit is {service.config.knowledge.max_upload_bytes} bytes")
@@ -111,9 +113,10 @@ def _blueprint(service: KnowledgeService, version: str) -> Blueprint:
     async def ingest(op: str, doc_id: str | None) -> Response:
         upload = await read_upload()
         key = request.headers.get("Idempotency-Key")
-        request_hash = upload.request_hash(op, doc_id)
         idem_scope = f"{op}:{upload.app_id}:{upload.project_id}"
         if key:
+            request_hash = await trio.to_thread.run_sync(upload.request_hash, op, doc_id,
+                                                         limiter=service.limiters.cpu)
             stored = await service.idempotent_answer(idem_scope, key, request_hash)
             if stored is not None:
                 status, body = stored

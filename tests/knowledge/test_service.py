@@ -164,3 +164,34 @@ def test_sigkill_mid_ingest_then_restart_loses_no_acknowledged_document(tmp_path
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=15)
         assert process.returncode == 0
+
+
+class FailingOnMarker:
+    """The built-in extractor, except that text containing FAIL-MARKER raises mid-extraction."""
+
+    def __init__(self, runtime) -> None:
+        from everos.knowledge import BuiltinExtractor
+
+        self.inner = BuiltinExtractor(runtime.limiters.cpu)
+
+    async def extract(self, source, categories):
+        if "FAIL-MARKER" in source.text:
+            raise RuntimeError("extractor broke halfway")
+        return await self.inner.extract(source, categories)
+
+
+async def test_a_replace_that_fails_leaves_the_old_version_whole(root: Path) -> None:
+    service = KnowledgeService(extractor_factory=FailingOnMarker)
+    async with running_server(root, services=[service], blueprints=knowledge_blueprints(service),
+                              ingest__max_attempts=1) as server:
+        created = (await post(server.client, 1)).json()["data"]
+        doc_dir = Path(created["md_path"])
+        before = {p.name: p.read_bytes() for p in doc_dir.rglob("*") if p.is_file()}
+        response = await server.client.put(f"{API}/documents/{created['doc_id']}",
+                                           files={"file": ("d.md", b"# New\n\nFAIL-MARKER here.\n")},
+                                           data={"title": "Doc 1"})
+        assert response.status_code == 500, response.text
+        assert "extractor broke halfway" in response.json()["error"]["message"]
+        assert {p.name: p.read_bytes() for p in doc_dir.rglob("*") if p.is_file()} == before
+        doc = (await server.client.get(f"{API}/documents/{created['doc_id']}")).json()["data"]
+        assert [t["topic_name"] for t in doc["topics"]] == ["Doc 1"]
