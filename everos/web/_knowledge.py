@@ -14,8 +14,9 @@ from typing import Any
 
 import trio
 from quart import Blueprint, Response, request
+from werkzeug.exceptions import RequestEntityTooLarge
 
-from everos.errors import InvalidInput, PayloadTooLarge
+from everos.errors import InvalidInput, PayloadTooLarge, ServiceUnavailable
 from everos.knowledge import validate_app_id, validate_doc_id, validate_project_id, validate_topic_id
 from everos.knowledge._repository import SORT_COLUMNS, DocumentRow
 from everos.knowledge._service import (
@@ -36,11 +37,44 @@ EXTRACTION_ERROR_STATUS = {"EXTRACTION_EMPTY": 422, "UNSUPPORTED_FORMAT": 415, "
                            "BAD_REQUEST": 400, "NOT_FOUND": 404, "INTERNAL_ERROR": 500}
 
 
-def knowledge_blueprints(service: KnowledgeService) -> list[Blueprint]:
-    return [_blueprint(service, version) for version in ("v1", "v2")]
+SEARCH_METHODS = ("keyword", "vector", "hybrid")
+MAX_QUERY_CHARS = 2000
 
 
-def _blueprint(service: KnowledgeService, version: str) -> Blueprint:
+def knowledge_blueprints(service: KnowledgeService, search: Any = None) -> list[Blueprint]:
+    """The routes for ``/api/v1`` and ``/api/v2``. ``search`` is the search service (an object with
+    EverOS's ``search(...)``); without one, ``POST /search`` answers 503."""
+    return [_blueprint(service, search, version) for version in ("v1", "v2")]
+
+
+def parse_search_request(body: dict[str, Any], top_k_cap: int) -> dict[str, Any]:
+    """Validate EverOS's search body; return the keyword arguments of ``search(...)``."""
+    query = body.get("query")
+    if not isinstance(query, str) or not query.strip():
+        raise InvalidInput("query is required", field="query")
+    if len(query) > MAX_QUERY_CHARS:
+        raise InvalidInput(f"query must be at most {MAX_QUERY_CHARS} characters", field="query")
+    method = body.get("method", "hybrid")
+    if method not in SEARCH_METHODS:
+        raise InvalidInput(f"method must be one of {', '.join(SEARCH_METHODS)}", field="method")
+    top_k = body.get("top_k", 10)
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= top_k_cap:
+        raise InvalidInput(f"top_k must be a whole number from 1 to {top_k_cap}", field="top_k")
+    threshold = body.get("score_threshold")
+    if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, (int, float))):
+        raise InvalidInput("score_threshold must be a number", field="score_threshold")
+    include_content = body.get("include_content", False)
+    if not isinstance(include_content, bool):
+        raise InvalidInput("include_content must be true or false", field="include_content")
+    return {
+        "query": query.strip(), "method": method, "top_k": top_k,
+        "score_threshold": None if threshold is None else float(threshold), "include_content": include_content,
+        "app_id": validate_app_id(body.get("app_id", "default")),
+        "project_id": validate_project_id(body.get("project_id", "default")),
+    }
+
+
+def _blueprint(service: KnowledgeService, search: Any, version: str) -> Blueprint:
     bp = Blueprint(f"knowledge_{version}", __name__, url_prefix=f"/api/{version}/knowledge")
     prefix = f"/api/{version}/knowledge"
 
@@ -220,6 +254,13 @@ def _blueprint(service: KnowledgeService, version: str) -> Blueprint:
             "created_at": timestamp(t["created_at"]), "updated_at": timestamp(t["updated_at"]),
         })
 
+    @bp.post("/search")
+    async def search_route() -> Response:
+        arguments = parse_search_request(await json_body(), service.config.knowledge_search.top_k_cap)
+        if search is None:
+            raise ServiceUnavailable("search is not available on this server")
+        return ok(await search.search(**arguments))
+
     @bp.get("/categories")
     async def categories() -> Response:
         app_id, project_id = scope_from(request.args)
@@ -264,6 +305,8 @@ def int_arg(name: str, default: int, low: int, high: int) -> int:
 async def json_body() -> dict[str, Any]:
     try:
         body = await request.get_json(force=True, silent=False)
+    except RequestEntityTooLarge:
+        raise PayloadTooLarge("the request body is larger than the server accepts") from None
     except Exception:
         raise InvalidInput("the body must be a JSON object", field="body") from None
     if not isinstance(body, dict):
