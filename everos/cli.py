@@ -5,9 +5,10 @@
     everos init [--root DIR] [--force] [--print]
     everos config show [--root DIR]
     everos server start [--host H] [--port P] [--root DIR] [--log-level L]
+    everos replay SCENARIO [--url URL] [--scale F] [--rounds N] [--root DIR]
 
 Exit codes: 0 success; 1 a configuration or usage problem (the message says which key and what is
-allowed); 3 another process owns the root.
+allowed); 3 another process owns the root; ``replay`` exits 1 when a guarantee broke.
 """
 
 from __future__ import annotations
@@ -58,7 +59,36 @@ def _parser() -> argparse.ArgumentParser:
     start.add_argument("--root", help="memory root (default: $EVEROS_ROOT, else ~/.everos)")
     start.add_argument("--log-level", choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"),
                        type=str.upper, help="log level (default from [api] log_level or $EVEROS_LOG_LEVEL)")
+    replay = commands.add_parser("replay", help="drive a server through a hang scenario while probing /health")
+    replay.add_argument("scenario", help="seed-316, llm-stall, llm-flaky, llm-slow, burst, embed-stall, fd-256, "
+                                         "kill-restart")
+    replay.add_argument("--url", help="drive this running server instead of starting one (burst only)")
+    replay.add_argument("--scale", type=float, default=1.0, help="scale document count and size (default 1)")
+    replay.add_argument("--rounds", type=int, default=1, help="upload the corpus this many times")
+    replay.add_argument("--root", help="root for the server the harness starts (default: a new temp dir)")
     return parser
+
+
+def _cmd_replay(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    import trio
+
+    from everos.testing.replay import SCENARIOS, ReplayOptions, run_scenario
+
+    if args.scenario not in SCENARIOS:
+        print(f"everos: unknown scenario {args.scenario!r}; scenarios: {', '.join(SCENARIOS)}", file=sys.stderr)
+        return EXIT_CONFIG
+    options = ReplayOptions(scale=args.scale, url=args.url, rounds=args.rounds,
+                            root=Path(args.root) if args.root else None)
+    try:
+        report = trio.run(run_scenario, args.scenario, options)
+    except ValueError as exc:
+        print(f"everos: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    print(json.dumps(report, indent=2, ensure_ascii=False))
+    return 1 if report["breaches"] else 0
 
 
 def _cmd_init(args: argparse.Namespace) -> int:
@@ -127,6 +157,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_config_show(args)
         if args.command == "server":
             return _cmd_server_start(args)
+        if args.command == "replay":
+            return _cmd_replay(args)
     except ConfigError as exc:
         print(f"everos: configuration error: {exc.message}", file=sys.stderr)
         return EXIT_CONFIG
