@@ -71,6 +71,7 @@ from everos.store import (
     remove_tree_sync,
     staging_dir_sync,
 )
+from everos.store._attempt import run_leased_attempt
 
 __all__ = ["KnowledgeService", "Upload", "job_id_for"]
 
@@ -312,30 +313,18 @@ class KnowledgeService:
             await self._run_job(jobs[0], owner)
 
     async def _run_job(self, job: Job, owner: str) -> None:
-        """One attempt: the job's steps under its deadline, its lease renewed alongside."""
+        """One attempt: the job's steps under its deadline and lease, then settle it."""
         settings = self.config.ingest
-        outcome: dict[str, Any] = {}
-        try:
-            with trio.fail_after(settings.job_timeout_seconds):
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(self._renew_lease, job.id, owner, nursery.cancel_scope)
-                    try:
-                        outcome["result"] = await self._process(job)
-                    except Exception as exc:
-                        outcome["error"] = exc
-                    nursery.cancel_scope.cancel()
-        except trio.TooSlowError:
-            outcome["error"] = StoreBusy(f"extraction did not finish within {settings.job_timeout_seconds:g} s")
-        except trio.Cancelled:
-            with trio.CancelScope(shield=True), trio.move_on_after(5):
-                await self.queue.release(job.id, owner)
-            raise
+        outcome = await run_leased_attempt(
+            self.queue, job, owner, lambda: self._process(job), lease_seconds=settings.lease_seconds,
+            timeout_seconds=settings.job_timeout_seconds,
+            timeout_error=lambda: StoreBusy(f"extraction did not finish within {settings.job_timeout_seconds:g} s"))
         with trio.CancelScope(shield=True):
-            if "result" in outcome:
-                await self.queue.complete(job.id, owner, outcome["result"])
+            if outcome.succeeded:
+                await self.queue.complete(job.id, owner, outcome.result)
                 await self._files(lambda: (self.inbox / job.payload["inbox"]).unlink(missing_ok=True))
-            elif "error" in outcome:
-                exc = outcome["error"]
+            elif outcome.error is not None:
+                exc = outcome.error
                 code = exc.code if isinstance(exc, EverosError) else "INTERNAL_ERROR"
                 message = exc.message if isinstance(exc, EverosError) else f"{exc.__class__.__name__}: {exc}"
                 if not isinstance(exc, EverosError):
@@ -344,20 +333,6 @@ class KnowledgeService:
                                       retryable=not isinstance(exc, PERMANENT_ERRORS))
             # else: the lease was lost and another worker owns the job now.
             self._notify(job.id)
-
-    async def _renew_lease(self, job_id: str, owner: str, job_scope: trio.CancelScope) -> None:
-        """Renew every third of the lease; if the lease is lost, stop the attempt (G7)."""
-        lease_s = self.config.ingest.lease_seconds
-        while True:
-            await trio.sleep(lease_s / 3)
-            try:
-                renewed = await self.queue.renew(job_id, owner, lease_s)
-            except StoreBusy:
-                continue  # the lease still has two thirds left; try again next round
-            if not renewed:
-                log.warning("lost the lease of %s; abandoning the attempt", job_id)
-                job_scope.cancel()
-                return
 
     async def _process(self, job: Job) -> dict[str, Any]:
         """One attempt at one job. Every step can run twice without harm (G8)."""
