@@ -225,7 +225,9 @@ class CascadeSettings:
     scan_interval_seconds: float = setting(30.0, "How often the scanner reconciles markdown with the index.",
                                            positive=True)
     optimize_interval_seconds: float = setting(60.0, "How often LanceDB tables are compacted.", positive=True)
-    cleanup_older_than_seconds: float = setting(300.0, "LanceDB versions older than this are removed.", minimum=0)
+    cleanup_older_than_seconds: float = setting(
+        60.0, "LanceDB versions older than this are removed (keep it above [lancedb] call_timeout_seconds).",
+        minimum=0)
     writer_batch_rows: int = setting(500, "Rows per LanceDB write batch.", minimum=1)
     writer_queue_batches: int = setting(16, "Batches waiting for the index writer before workers wait.", minimum=1)
 

@@ -1,0 +1,224 @@
+"""The one task that writes the LanceDB index.
+
+:class:`IndexWriter` is the only writer (G9): one task draining a bounded channel of document
+operations, coalescing what is queued into one ``merge_insert`` per table, which replaces a
+document's rows in a single commit (G8). It compacts and prunes old versions every
+``optimize_interval_seconds`` and every ``optimize_every_writes`` commits, which keeps both the files
+on disk and the files a search opens bounded (G5b: EverOS 1.1 ran out of file descriptors here).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from typing import Any
+
+import trio
+
+from everos.config import CascadeSettings
+from everos.errors import ServiceUnavailable, StoreBusy
+from everos.store._index_rows import FactRow, TopicRow
+from everos.store._lancedb import IndexStore, _WriteOp
+
+__all__ = ["IndexWriter"]
+
+log = logging.getLogger("everos.index")
+
+
+class IndexWriter:
+    """The one task that writes the index; implements :class:`~everos.store.IndexSink`.
+
+    Start :meth:`run` in the root nursery (``await nursery.start(writer.run)``). Callers of
+    :meth:`replace_document` and :meth:`delete_document` put an operation on a channel of
+    ``writer_queue_batches`` slots and wait for its commit; when the channel is full they wait too
+    (backpressure, G9). The writer takes what is queued, up to ``writer_batch_rows`` rows, and
+    commits it in one merge per table; after ``optimize_every_writes`` commits, or every
+    ``optimize_interval_seconds`` while old versions may remain, it optimizes both tables.
+
+    Cancellation: an operation that was handed to the writer lands whole even if its caller is
+    cancelled, and a batch in progress is finished (shielded) when the writer itself is cancelled.
+    """
+
+    def __init__(
+        self, store: IndexStore, settings: CascadeSettings, *, optimize_every_writes: int = 32
+    ) -> None:
+        self._store = store
+        self._settings = settings
+        self._optimize_every_writes = optimize_every_writes
+        self._send, self._receive = trio.open_memory_channel[_WriteOp](settings.writer_queue_batches)
+        self._carry: _WriteOp | None = None
+        self._writes_since_optimize = 0
+        self._last_write_at: float | None = None  # trio clock
+        self._last_optimize_at: float | None = None  # trio clock
+        self._stats: dict[str, Any] = {
+            "writes": 0, "operations": 0, "optimizations": 0, "last_optimize_at": None,
+            "last_optimize_seconds": None, "last_error": None, "last_error_at": None,
+        }
+
+    # -- the sink ------------------------------------------------------------------------------------
+
+    async def replace_document(self, doc_id: str, topics: list[TopicRow], facts: list[FactRow]) -> None:
+        """Make the index hold exactly ``topics`` and ``facts`` for ``doc_id``; return once committed.
+
+        Raises:
+            ValueError: a row belongs to another document, an id repeats, or a vector is neither
+                empty nor ``dim`` wide (nothing is queued).
+            StoreBusy: the queue stayed full, or the commit did not come, within
+                ``call_timeout_seconds`` each (in the second case it may still land: retry).
+            ServiceUnavailable: the writer stopped before committing it.
+        """
+        dim = self._store.dim
+        for rows in (topics, facts):
+            if len({row.id for row in rows}) != len(rows):
+                raise ValueError(f"row ids repeat in the rows of {doc_id}")
+            for row in rows:
+                if row.doc_id != doc_id:
+                    raise ValueError(f"row {row.id} belongs to {row.doc_id}, not {doc_id}")
+                if row.vector and len(row.vector) != dim:
+                    raise ValueError(f"row {row.id} has a {len(row.vector)}-wide vector; the index holds {dim}")
+        await self._submit(_WriteOp(doc_id, tuple(topics), tuple(facts)))
+
+    async def delete_document(self, doc_id: str) -> int:
+        """Remove every topic and fact of ``doc_id``; return how many topic rows were removed.
+        Raises as :meth:`replace_document`."""
+        op = _WriteOp(doc_id, None, ())
+        await self._submit(op)
+        return op.removed_topics
+
+    async def topic_hashes(self, doc_id: str) -> dict[str, str]:
+        """``{topic_id: content_sha256}`` for ``doc_id``: a read, it does not wait for the writer."""
+        return await self._store.topic_hashes(doc_id)
+
+    async def _submit(self, op: _WriteOp) -> None:
+        timeout = self._store.settings.call_timeout_seconds
+        with trio.move_on_after(timeout) as sending:
+            await self._send.send(op)
+        if sending.cancelled_caught:
+            raise StoreBusy(f"the index writer's queue stayed full for {timeout} s", retry_after_s=5.0)
+        with trio.move_on_after(timeout) as waiting:
+            await op.done.wait()
+        if waiting.cancelled_caught:
+            raise StoreBusy(f"the index write of {op.doc_id} was not committed within {timeout} s; "
+                            "it may still land", retry_after_s=5.0)
+        if op.error is not None:
+            raise op.error
+
+    # -- the task ------------------------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Drain the channel forever. Returns only by cancellation; operations still queued then
+        fail with :class:`~everos.errors.ServiceUnavailable` (their callers retry)."""
+        task_status.started()
+        try:
+            while True:
+                batch = await self._next_batch()
+                if batch:
+                    await self._write(batch)
+                if self._optimize_due():
+                    await self._optimize()
+        finally:
+            self._fail_queued()
+
+    async def _next_batch(self) -> list[_WriteOp]:
+        first, self._carry = self._carry, None
+        if first is None:
+            with trio.move_on_at(self._next_periodic_optimize_at()):
+                first = await self._receive.receive()
+            if first is None:
+                return []
+        batch, rows = [first], first.rows
+        while rows < self._settings.writer_batch_rows:
+            try:
+                op = self._receive.receive_nowait()
+            except trio.WouldBlock:
+                break
+            if rows + op.rows > self._settings.writer_batch_rows:
+                self._carry = op  # first of the next batch: one batch never exceeds the row budget
+                break
+            batch.append(op)
+            rows += op.rows
+        return batch
+
+    async def _write(self, batch: list[_WriteOp]) -> None:
+        with trio.CancelScope(shield=True):  # bounded: one batch, its limiter wait under a deadline
+            try:
+                await self._store._commit(batch)
+            except Exception as exc:
+                self._record_error(exc)
+                for op in batch:
+                    op.error = exc
+                if len(batch) > 1 and not isinstance(exc, StoreBusy):
+                    await self._write_one_by_one(batch)  # one bad operation must not fail the others
+            finally:
+                self._writes_since_optimize += 1
+                self._last_write_at = trio.current_time()
+                self._stats["writes"] += 1
+                self._stats["operations"] += len(batch)
+                for op in batch:
+                    op.done.set()
+
+    async def _write_one_by_one(self, batch: list[_WriteOp]) -> None:
+        for op in batch:
+            try:
+                await self._store._commit([op])
+                op.error = None
+            except Exception as exc:
+                op.error = exc
+
+    def _optimize_due(self) -> bool:
+        if self._writes_since_optimize >= self._optimize_every_writes:
+            return True
+        return trio.current_time() >= self._next_periodic_optimize_at()
+
+    def _next_periodic_optimize_at(self) -> float:
+        """When the periodic optimize is due: only while writes happened since the last one, or
+        recently enough before it that the versions they left are not yet removed."""
+        if self._last_write_at is None:
+            return math.inf
+        last = self._last_optimize_at
+        if last is not None and self._last_write_at < last - self._settings.cleanup_older_than_seconds:
+            return math.inf
+        start = last if last is not None else self._last_write_at
+        return start + self._settings.optimize_interval_seconds
+
+    async def _optimize(self) -> None:
+        started, started_wall = trio.current_time(), time.time()
+        self._writes_since_optimize = 0
+        self._last_optimize_at = started
+        try:
+            await self._store.optimize(self._settings.cleanup_older_than_seconds)
+        except Exception as exc:
+            self._record_error(exc)
+            log.warning("index optimize failed: %s", exc)
+            return
+        self._stats["optimizations"] += 1
+        self._stats["last_optimize_at"] = started_wall
+        self._stats["last_optimize_seconds"] = round(trio.current_time() - started, 3)
+
+    def _record_error(self, exc: BaseException) -> None:
+        self._stats["last_error"] = f"{type(exc).__name__}: {exc}"[:500]
+        self._stats["last_error_at"] = time.time()
+
+    def _fail_queued(self) -> None:
+        pending = [self._carry] if self._carry is not None else []
+        self._carry = None
+        while True:
+            try:
+                pending.append(self._receive.receive_nowait())
+            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                break
+        for op in pending:
+            op.error = ServiceUnavailable("the index writer stopped before this write", retry_after_s=5.0)
+            op.done.set()
+
+    def statistics(self) -> dict[str, Any]:
+        """Plain data for /health: rows and version per table, pending operations, commits,
+        optimizations and the last error. Not a checkpoint; no I/O."""
+        return {
+            **self._stats,
+            "pending_operations": self._send.statistics().current_buffer_used + (self._carry is not None),
+            "queue_capacity": self._settings.writer_queue_batches,
+            "rows": dict(self._store.rows),
+            "versions": dict(self._store.versions),
+        }

@@ -1,0 +1,410 @@
+"""The LanceDB index: topic and fact tables, the one task that writes them, and the reads search needs.
+
+:class:`IndexStore` owns ``<root>/.index/lancedb`` and its two tables, ``knowledge_topic`` (EverOS's
+columns, everos's vector width) and ``knowledge_fact``, each with native full-text indexes over its
+pre-segmented token columns. Every LanceDB call runs through the sync API in a worker thread under
+the ``lancedb`` limiter and a ``call_timeout_seconds`` deadline (G3, G5; the async API does not run
+under Trio). Reads abandon their thread on cancel (a stale result is harmless); writes never do, so
+their outcome is known when they return (G5a).
+
+Writes go through :class:`everos.store._index_writer.IndexWriter`, the only writer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+import math
+import os
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+import lancedb
+import numpy as np
+import pyarrow as pa
+import trio
+from lancedb.index import FTS
+
+from everos.config import LanceDBSettings
+from everos.errors import ConfigError, StoreBusy
+from everos.store._index_rows import FactRow, TopicRow
+
+__all__ = ["FACT_TABLE", "TOPIC_TABLE", "IndexStore", "fact_schema", "topic_schema"]
+
+log = logging.getLogger("everos.index")
+T = TypeVar("T")
+
+TOPIC_TABLE = "knowledge_topic"
+FACT_TABLE = "knowledge_fact"
+_FTS_COLUMNS = {TOPIC_TABLE: ("summary_tokens", "content_tokens"), FACT_TABLE: ("text_tokens",)}
+# Tokens arrive lowercased and segmented (CJK included), so the index only splits on whitespace; it
+# stems English words (at index and query time alike) so "eruption" meets "erupt".
+_FTS = FTS(base_tokenizer="whitespace", lower_case=True, stem=True, remove_stop_words=False,
+           ascii_folding=False, with_position=False)
+_TOPIC_FIELDS = tuple(f.name for f in dataclasses.fields(TopicRow))
+_FACT_FIELDS = tuple(f.name for f in dataclasses.fields(FactRow))
+_TOPIC_RESULT_COLUMNS = [name for name in _TOPIC_FIELDS if name != "vector"]
+# Rows one read may return: bounds memory when a query matches far more than anyone asked for.
+_MAX_FACTS_SCANNED = 20_000
+_MAX_ROWS_PER_DOCUMENT = 100_000
+
+
+def topic_schema(dim: int) -> pa.Schema:
+    """The ``knowledge_topic`` columns; ``vector`` is a fixed-size list of ``dim`` float32 (nullable)."""
+    text = pa.string()
+    return pa.schema([
+        pa.field("id", text, nullable=False), ("doc_id", text), ("app_id", text), ("project_id", text),
+        ("category_id", text), ("topic_name", text), ("topic_path", text), ("depth", pa.int32()),
+        ("parent_node_id", text), ("summary", text), ("summary_tokens", text), ("content_tokens", text),
+        ("content_labels", pa.list_(text)), ("md_path", text), ("content_sha256", text),
+        ("vector", pa.list_(pa.float32(), dim)), ("created_at", pa.float64()), ("updated_at", pa.float64()),
+    ])
+
+
+def fact_schema(dim: int) -> pa.Schema:
+    """The ``knowledge_fact`` columns; ``vector`` as in :func:`topic_schema`."""
+    text = pa.string()
+    return pa.schema([
+        pa.field("id", text, nullable=False), ("topic_id", text), ("doc_id", text), ("app_id", text),
+        ("project_id", text), ("fact_index", pa.int32()), ("text", text), ("text_tokens", text),
+        ("md_path", text), ("vector", pa.list_(pa.float32(), dim)),
+    ])
+
+
+def _quote(value: str) -> str:
+    """A SQL string literal (scope ids are validated upstream; quotes are escaped all the same)."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _in_list(column: str, values: Iterable[str]) -> str:
+    return f"{column} IN ({', '.join(_quote(v) for v in values)})"
+
+
+def _scope(app_id: str, project_id: str) -> str:
+    return f"app_id = {_quote(app_id)} AND project_id = {_quote(project_id)}"
+
+
+def _arrow_rows(rows: Sequence[Any], names: tuple[str, ...], schema: pa.Schema) -> pa.Table:
+    """Dataclass rows as one Arrow table; an empty vector becomes a null (keyword-only row)."""
+    columns: dict[str, list[Any]] = {name: [getattr(row, name) for row in rows] for name in names}
+    columns["vector"] = [list(v) if v else None for v in columns["vector"]]
+    if "content_labels" in columns:
+        columns["content_labels"] = [list(v) for v in columns["content_labels"]]
+    return pa.table(columns, schema=schema)
+
+
+@dataclass(eq=False)
+class _WriteOp:
+    """One document operation in the writer's channel; ``topics is None`` means delete."""
+
+    doc_id: str
+    topics: tuple[TopicRow, ...] | None
+    facts: tuple[FactRow, ...]
+    done: trio.Event = field(default_factory=trio.Event)
+    removed_topics: int = 0
+    error: BaseException | None = None
+
+    @property
+    def rows(self) -> int:
+        return max(1, len(self.topics or ()) + len(self.facts))
+
+
+class IndexStore:
+    """The two LanceDB tables of one root, opened once; table handles are reused by every call.
+
+    Open with :meth:`open`. Every method is a checkpoint that runs LanceDB in a thread under the
+    limiter and raises :class:`~everos.errors.StoreBusy` when ``call_timeout_seconds`` passes first
+    (for reads, the thread is abandoned and finishes on its own, bounded by the same timeout inside
+    LanceDB). Writes go through :class:`IndexWriter`; :meth:`optimize` is safe to call directly
+    when no writer runs (CLI).
+    """
+
+    def __init__(self, path: Path, dim: int, settings: LanceDBSettings, limiter: trio.CapacityLimiter) -> None:
+        self.path = path
+        self.dim = dim
+        self.settings = settings
+        self._limiter = limiter
+        self._tables: dict[str, Any] = {}
+        self.rows: dict[str, int] = {TOPIC_TABLE: 0, FACT_TABLE: 0}
+        self.versions: dict[str, int] = {TOPIC_TABLE: 0, FACT_TABLE: 0}
+
+    @classmethod
+    async def open(
+        cls, path: Path, *, dim: int, settings: LanceDBSettings, limiter: trio.CapacityLimiter, reset: bool = False
+    ) -> IndexStore:
+        """Open (creating if missing) both tables and their full-text indexes under ``path``.
+
+        ``reset`` drops both tables first (``cascade rebuild``). Not bounded by
+        ``call_timeout_seconds``: the caller bounds it with its startup deadline; if cancelled, the
+        thread finishes opening and the store is dropped.
+
+        Raises:
+            ConfigError: an existing table stores vectors of another width than ``dim``, or has
+                other columns than this everos writes (rebuild the index to fix either).
+        """
+        store = cls(path, dim, settings, limiter)
+        await trio.to_thread.run_sync(store._open_sync, reset, limiter=limiter)
+        return store
+
+    def _open_sync(self, reset: bool) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        db = self._connect_sync()
+        existing = set(db.list_tables().tables)
+        for name, schema in ((TOPIC_TABLE, topic_schema(self.dim)), (FACT_TABLE, fact_schema(self.dim))):
+            if reset and name in existing:
+                db.drop_table(name)
+                existing.discard(name)
+            if name in existing:
+                table = db.open_table(name)
+                self._check_schema(name, table.schema, schema)
+            else:
+                table = db.create_table(name, schema=schema)
+            indexed = {column for index in table.list_indices() for column in index.columns}
+            for column in _FTS_COLUMNS[name]:
+                if column not in indexed:
+                    table.create_index(column, config=_FTS, replace=True)
+            self._tables[name] = table
+            self.rows[name] = table.count_rows()
+            self.versions[name] = table.version
+
+    def _connect_sync(self) -> Any:
+        session = lancedb.Session(index_cache_size_bytes=self.settings.index_cache_size_bytes)
+        return lancedb.connect(
+            self.path, session=session,
+            read_consistency_interval=timedelta(seconds=self.settings.read_consistency_seconds),
+        )
+
+    def _reopen_sync(self) -> None:
+        """Swap in fresh handles on a fresh session. The index cache keeps every index file it
+        read open, including files of index versions optimize replaced and deleted; dropping the
+        session is what gives those descriptors back (G5b). Searches in flight keep the old
+        handles until they finish."""
+        if not self._tables:
+            return  # closed meanwhile
+        db = self._connect_sync()
+        self._tables.update({name: db.open_table(name) for name in (TOPIC_TABLE, FACT_TABLE)})
+
+    def _check_schema(self, name: str, found: pa.Schema, expected: pa.Schema) -> None:
+        vector = found.field("vector").type if "vector" in found.names else None
+        width = getattr(vector, "list_size", None)
+        if width is not None and width != self.dim:
+            raise ConfigError(
+                f"the index table {name} at {self.path} stores {width}-wide vectors but [embedding] dim is "
+                f"{self.dim}; set dim back to {width} or run `everos cascade rebuild` to re-index"
+            )
+        if not found.remove_metadata().equals(expected):
+            raise ConfigError(
+                f"the index table {name} at {self.path} was written with other columns than this everos "
+                "uses; run `everos cascade rebuild` to re-index"
+            )
+
+    async def aclose(self) -> None:
+        """Drop the table handles (LanceDB closes its files when they are collected). Idempotent."""
+        self._tables.clear()
+        await trio.lowlevel.checkpoint()
+
+    def _table(self, name: str) -> Any:
+        try:
+            return self._tables[name]
+        except KeyError:
+            raise trio.ClosedResourceError("the index store is closed") from None
+
+    # -- calls ---------------------------------------------------------------------------------------
+
+    async def _call(self, fn: Callable[..., T], *args: Any, write: bool) -> T:
+        timeout = self.settings.call_timeout_seconds
+        try:
+            with trio.fail_after(timeout):
+                return await trio.to_thread.run_sync(
+                    functools.partial(fn, *args), limiter=self._limiter, abandon_on_cancel=not write
+                )
+        except trio.TooSlowError:
+            raise StoreBusy(f"a LanceDB call did not finish within {timeout} s", retry_after_s=1.0) from None
+
+    def _query_timeout(self) -> timedelta:
+        return timedelta(seconds=self.settings.call_timeout_seconds)
+
+    # -- writes (the writer's thread calls) ----------------------------------------------------------
+
+    async def _commit(self, ops: list[_WriteOp]) -> None:
+        await self._call(self._commit_sync, ops, write=True)
+
+    def _commit_sync(self, ops: list[_WriteOp]) -> None:
+        """Apply ``ops`` in order, last operation per document wins: one merge per table.
+
+        Facts go first and topics last, so a crash in between leaves the old topic hashes and the
+        cascade redoes the document.
+        """
+        deleted = sorted({op.doc_id for op in ops if op.topics is None})
+        counts = self._topic_counts_sync(deleted) if deleted else Counter()
+        final: dict[str, _WriteOp] = {}
+        for op in ops:
+            if op.topics is None:
+                op.removed_topics = counts[op.doc_id]
+                counts[op.doc_id] = 0
+            else:
+                counts[op.doc_id] = len(op.topics)
+            final[op.doc_id] = op
+        docs = _in_list("doc_id", final)
+        kept = [op for op in final.values() if op.topics is not None]
+        facts = [fact for op in kept for fact in op.facts]
+        topics = [topic for op in kept for topic in op.topics or ()]
+        self._merge_sync(FACT_TABLE, _arrow_rows(facts, _FACT_FIELDS, fact_schema(self.dim)), docs)
+        self._merge_sync(TOPIC_TABLE, _arrow_rows(topics, _TOPIC_FIELDS, topic_schema(self.dim)), docs)
+
+    def _merge_sync(self, name: str, rows: pa.Table, doc_filter: str) -> None:
+        table = self._table(name)
+        result = (
+            table.merge_insert("id").when_matched_update_all().when_not_matched_insert_all()
+            .when_not_matched_by_source_delete(doc_filter)
+            # "null" lets keyword-only rows (no vector) in; widths were checked before queueing.
+            # The timeout bounds the write inside its thread (G5a). A commit is atomic (stack notes
+            # §4), so a write stopped by it raises having changed nothing.
+            .execute(rows, on_bad_vectors="null", timeout=self._query_timeout())
+        )
+        self.versions[name] = result.version
+        self.rows[name] = table.count_rows()
+
+    def _topic_counts_sync(self, doc_ids: Sequence[str]) -> Counter[str]:
+        found = (
+            self._table(TOPIC_TABLE).search().where(_in_list("doc_id", doc_ids)).select(["doc_id"])
+            .limit(_MAX_ROWS_PER_DOCUMENT * len(doc_ids)).to_arrow(timeout=self._query_timeout())
+        )
+        return Counter(found.column("doc_id").to_pylist())
+
+    async def optimize(self, cleanup_older_than_seconds: float) -> None:
+        """Compact both tables, fold new rows into their indexes and remove versions older than
+        ``cleanup_older_than_seconds``. Only one writer may run it at a time. A short window can
+        fail a search still reading a removed version; the default (300 s) cannot."""
+        # LanceDB warns on exactly 0 ("every version but the latest"); 1 ms means the same here.
+        older_than = timedelta(seconds=max(cleanup_older_than_seconds, 0.001))
+        for name in (FACT_TABLE, TOPIC_TABLE):
+            await self._call(self._optimize_sync, name, older_than, write=True)
+        await self._call(self._reopen_sync, write=True)
+
+    def _optimize_sync(self, name: str, older_than: timedelta) -> None:
+        table = self._table(name)
+        table.optimize(cleanup_older_than=older_than)
+        self.versions[name] = table.version
+        self.rows[name] = table.count_rows()
+
+    # -- reads ---------------------------------------------------------------------------------------
+
+    async def topic_hashes(self, doc_id: str) -> dict[str, str]:
+        """``{topic_id: content_sha256}`` of the topics indexed for ``doc_id`` (empty if none)."""
+        return await self._call(self._topic_hashes_sync, doc_id, write=False)
+
+    def _topic_hashes_sync(self, doc_id: str) -> dict[str, str]:
+        found = (
+            self._table(TOPIC_TABLE).search().where(f"doc_id = {_quote(doc_id)}")
+            .select(["id", "content_sha256"]).limit(_MAX_ROWS_PER_DOCUMENT).to_arrow(timeout=self._query_timeout())
+        )
+        return dict(zip(found.column("id").to_pylist(), found.column("content_sha256").to_pylist()))
+
+    async def keyword_topics(
+        self, query_tokens: Sequence[str], app_id: str, project_id: str, limit: int
+    ) -> list[tuple[dict[str, Any], float]]:
+        """BM25 over ``summary_tokens`` and ``content_tokens`` in the scope, merged per topic keeping
+        the higher score (as EverOS does); best first, at most ``limit``. No tokens, no hits."""
+        if not query_tokens:
+            await trio.lowlevel.checkpoint()
+            return []
+        return await self._call(self._keyword_sync, " ".join(query_tokens), _scope(app_id, project_id), limit,
+                                write=False)
+
+    def _keyword_sync(self, text: str, scope: str, limit: int) -> list[tuple[dict[str, Any], float]]:
+        best: dict[str, tuple[dict[str, Any], float]] = {}
+        for column in _FTS_COLUMNS[TOPIC_TABLE]:
+            found = (
+                self._table(TOPIC_TABLE).search(text, query_type="fts", fts_columns=column)
+                .where(scope, prefilter=True).select([*_TOPIC_RESULT_COLUMNS, "_score"]).limit(limit)
+                .to_arrow(timeout=self._query_timeout())
+            )
+            for row in found.to_pylist():
+                score = float(row.pop("_score"))
+                if row["id"] not in best or score > best[row["id"]][1]:
+                    best[row["id"]] = (row, score)
+        return sorted(best.values(), key=lambda pair: -pair[1])[:limit]
+
+    async def vector_topics(
+        self, vector: Sequence[float], app_id: str, project_id: str, limit: int
+    ) -> list[tuple[dict[str, Any], float]]:
+        """Nearest topics by cosine in the scope; score = 1 - cosine distance (the similarity),
+        best first, at most ``limit``. Rows without a vector are never returned."""
+        return await self._call(self._vector_sync, list(vector), _scope(app_id, project_id), limit, write=False)
+
+    def _vector_sync(self, vector: list[float], scope: str, limit: int) -> list[tuple[dict[str, Any], float]]:
+        found = (
+            self._table(TOPIC_TABLE).search(vector, vector_column_name="vector").distance_type("cosine")
+            .where(scope, prefilter=True).select([*_TOPIC_RESULT_COLUMNS, "_distance"]).limit(limit)
+            .to_arrow(timeout=self._query_timeout())
+        )
+        hits = []
+        for row in found.to_pylist():
+            score = 1.0 - float(row.pop("_distance"))
+            if not math.isnan(score):
+                hits.append((row, score))
+        return hits
+
+    async def facts_for_topics(
+        self,
+        topic_ids: Sequence[str],
+        vector: Sequence[float] | None,
+        query_tokens: Sequence[str],
+        limit_per_topic: int,
+    ) -> dict[str, list[tuple[dict[str, Any], float]]]:
+        """The best facts of each topic, ``{topic_id: [(fact, score), ...]}`` best first.
+
+        A fact scores its cosine similarity to ``vector`` when both have one, else the share of
+        ``query_tokens`` it contains; facts scoring 0 or less are left out. A fact is a dict with
+        ``id``, ``topic_id``, ``fact_index`` and ``text``.
+        """
+        if not topic_ids or limit_per_topic <= 0:
+            await trio.lowlevel.checkpoint()
+            return {}
+        query = None if vector is None else list(vector)
+        return await self._call(self._facts_sync, list(topic_ids), query, list(query_tokens), limit_per_topic,
+                                write=False)
+
+    def _facts_sync(
+        self, topic_ids: list[str], vector: list[float] | None, query_tokens: list[str], limit: int
+    ) -> dict[str, list[tuple[dict[str, Any], float]]]:
+        found = (
+            self._table(FACT_TABLE).search().where(_in_list("topic_id", topic_ids))
+            .select(["id", "topic_id", "fact_index", "text", "text_tokens", "vector"])
+            .limit(_MAX_FACTS_SCANNED).to_arrow(timeout=self._query_timeout())
+        )
+        wanted = set(query_tokens)
+        query = None if vector is None else np.asarray(vector, dtype=np.float32)
+        query_norm = 0.0 if query is None else float(np.linalg.norm(query))
+        scored: dict[str, list[tuple[dict[str, Any], float]]] = {}
+        for row in found.to_pylist():
+            fact_vector = row.pop("vector")
+            tokens = set(row.pop("text_tokens").split())
+            if query is not None and query_norm > 0 and fact_vector is not None:
+                v = np.asarray(fact_vector, dtype=np.float32)
+                norm = float(np.linalg.norm(v))
+                score = float(v @ query) / (norm * query_norm) if norm > 0 else 0.0
+            else:
+                score = len(wanted & tokens) / len(wanted) if wanted else 0.0
+            if score > 0:
+                scored.setdefault(row["topic_id"], []).append((row, score))
+        for facts in scored.values():
+            facts.sort(key=lambda pair: (-pair[1], pair[0]["fact_index"]))
+            del facts[limit:]
+        return scored
+
+    async def count_rows(self) -> dict[str, int]:
+        """``{table name: rows}`` as committed now."""
+        return await self._call(
+            lambda: {name: self._table(name).count_rows() for name in (TOPIC_TABLE, FACT_TABLE)}, write=False
+        )
+
+    async def file_count(self) -> int:
+        """How many files lie under the LanceDB directory (data, deletions, manifests, indexes)."""
+        return await self._call(lambda: sum(len(files) for _, _, files in os.walk(self.path)), write=False)
