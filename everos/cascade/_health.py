@@ -1,0 +1,52 @@
+"""The cascade block of /health and of ``everos cascade status``. Pure."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from everos.store import JobStatus, QueueStats
+
+__all__ = ["cascade_health", "stall_after_seconds"]
+
+
+def stall_after_seconds(row_timeout_seconds: float, lease_seconds: float) -> float:
+    """How long rows may wait with no attempt finishing before the cascade is called stalled:
+    twice the longest an attempt can hold a row (its deadline, or its lease if longer), and at
+    least a minute."""
+    return max(60.0, 2 * max(row_timeout_seconds, lease_seconds))
+
+
+def cascade_health(
+    stats: QueueStats, index_counts: Mapping[str, int], *, now: float, stall_after_s: float
+) -> dict[str, Any]:
+    """The status block: depth per queue state, ``dead`` and ``failed`` counts, the oldest lease
+    age, the lag (age of the oldest row waiting), the last progress time (seconds since the
+    epoch), the documents per ``index_status``, and ``healthy: false`` with ``reasons`` when rows
+    have waited longer than ``stall_after_s`` while no attempt finished for as long, or an
+    attempt has held its row for longer than that."""
+    reasons = []
+    lag = stats.oldest_queued_age_seconds
+    since_progress = None if stats.last_progress_at is None else max(0.0, now - stats.last_progress_at)
+    if lag is not None and lag > stall_after_s and (since_progress is None or since_progress > stall_after_s):
+        idle = "no attempt ever finished" if since_progress is None else f"none finished for {since_progress:.0f} s"
+        reasons.append(f"{stats.counts[JobStatus.QUEUED]} index rows waiting, the oldest for {lag:.0f} s, and {idle}")
+    lease_age = stats.oldest_lease_age_seconds
+    if lease_age is not None and lease_age > stall_after_s:
+        reasons.append(f"an index row has been running for {lease_age:.0f} s")
+    return {
+        "healthy": not reasons,
+        "reasons": reasons,
+        "depth": {str(status): count for status, count in stats.counts.items()},
+        "pending": stats.pending,
+        "dead": stats.counts[JobStatus.DEAD],
+        "failed": stats.counts[JobStatus.FAILED],
+        "oldest_lease_age_s": _round(lease_age),
+        "lag_s": _round(lag),
+        "last_progress_at": stats.last_progress_at,
+        "index_status": dict(index_counts),
+    }
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)

@@ -1,0 +1,271 @@
+"""One attempt at one document directory: markdown in, SQLite rows and index rows out.
+
+::
+
+    read the files (files thread)  ── gone? ── its doc lives in another directory: forget this one
+                                           └── else: delete it from the index and from SQLite
+    record the fingerprint seen        (so the scanner knows what this attempt saw)
+    parse (cpu thread)                 same signature as last indexed: nothing else to do
+    upsert the document and topic rows (list/get/topic see hand edits)
+    topic digests == the index's       the index is current: done
+    facts + tokens + vectors           only for topics whose digest has no cached derivation;
+                                       vectors in chunks, each cached when done
+    replace_document                   the full set, so removed topics and facts go too
+    record indexed + the topic cache
+
+Every step is idempotent (G8): running an attempt twice, or after a crash anywhere in it, leaves
+the same rows, and a document already in the index is not embedded or written again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import trio
+
+from everos.cascade import _state as state
+from everos.cascade._facts import FactExtractor
+from everos.cascade._rows import (
+    GONE,
+    DocumentLocation,
+    ParsedDocument,
+    TopicParts,
+    embedding_text,
+    fact_rows,
+    locate_document,
+    parse_document,
+    topic_content_sha256,
+    topic_row,
+)
+from everos.cascade._snapshot import find_document_dirs, read_document_dir, sha256_file
+from everos.knowledge import _repository as repo
+from everos.knowledge._layout import ORIGINAL_DIRNAME
+from everos.knowledge._models import KnowledgeTopic
+from everos.providers import Budget, ProviderResponseError
+from everos.store import Database
+from everos.store._index_rows import FactRow, IndexSink, TopicRow
+
+__all__ = ["EMBED_CHUNK_TEXTS", "DocumentIndexer", "IndexOutcome", "embedder_identity"]
+
+T = TypeVar("T")
+
+SearchTokens = Callable[[str], list[str]]
+
+# Texts per embedding call of one attempt; each chunk's vectors are cached before the next.
+EMBED_CHUNK_TEXTS = 256
+
+
+@dataclass(frozen=True)
+class IndexOutcome:
+    """What an attempt did: ``action`` is ``indexed``, ``unchanged`` (the index was current),
+    ``deleted`` or ``moved`` (the directory is gone but its document lives in another one).
+    ``embedded`` counts the texts sent to the embedder."""
+
+    doc_dir: str
+    doc_id: str
+    action: str
+    topics: int = 0
+    facts: int = 0
+    embedded: int = 0
+
+    def as_result(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _chunks(items: Sequence[T], size_of: Callable[[T], int], max_size: int) -> list[list[T]]:
+    """Consecutive groups of ``items`` whose sizes add up to at most ``max_size`` (an item
+    larger than that gets a group of its own)."""
+    groups: list[list[T]] = []
+    total = 0
+    for item in items:
+        size = size_of(item)
+        if not groups or total + size > max_size:
+            groups.append([])
+            total = 0
+        groups[-1].append(item)
+        total += size
+    return groups
+
+
+def embedder_identity(embedder: Any) -> str:
+    """Which embedder made a vector: cached vectors of another embedder are not reused."""
+    return f"{type(embedder).__name__}:{getattr(embedder, 'model', '')}:{embedder.dim}"
+
+
+class DocumentIndexer:
+    """Indexes document directories under ``root``; see the module docstring.
+
+    ``search_tokens(text) -> list[str]`` tokenises for full-text search (run in a cpu thread);
+    ``embedder`` has ``dim`` and ``await embed(texts, budget=...)`` (background budget here).
+    """
+
+    def __init__(
+        self,
+        *,
+        root: Path,
+        db: Database,
+        sink: IndexSink,
+        embedder: Any,
+        facts: FactExtractor,
+        search_tokens: SearchTokens,
+        files_limiter: trio.CapacityLimiter,
+        cpu_limiter: trio.CapacityLimiter,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.root = root
+        self._db = db
+        self._sink = sink
+        self._embedder = embedder
+        self._embedder_id = embedder_identity(embedder)
+        self._facts = facts
+        self._search_tokens = search_tokens
+        self._files_limiter = files_limiter
+        self._cpu_limiter = cpu_limiter
+        self._clock = clock
+
+    async def _files(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await trio.to_thread.run_sync(fn, *args, limiter=self._files_limiter)
+
+    async def _cpu(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await trio.to_thread.run_sync(fn, *args, limiter=self._cpu_limiter)
+
+    async def index(self, doc_dir: str) -> IndexOutcome:
+        """Bring the index and the SQLite rows in line with ``root/doc_dir``. A checkpoint; runs
+        until done (the caller bounds it).
+
+        Raises:
+            InvalidInput: the path or a file is not a valid document (retrying will not help).
+            ProviderError, StoreBusy, ...: a dependency failed (worth retrying).
+
+        Cancellation handling: whatever was committed stays committed and is consistent; the
+        next attempt picks up from the files again.
+        """
+        location = locate_document(doc_dir)
+        files = await self._files(read_document_dir, self.root, doc_dir)
+        if files is None:
+            return await self._gone(location)
+        last_signature = await self._db.write(state.begin_attempt, doc_dir, location.doc_id, files.fingerprint,
+                                              self._clock())
+        parsed: ParsedDocument = await self._cpu(parse_document, files)
+        if last_signature == parsed.signature:
+            await self._db.write(state.finish_indexed, doc_dir, parsed.signature, self._clock())
+            return IndexOutcome(doc_dir, parsed.doc_id, "unchanged", len(parsed.indexed_topics))
+        await self._save_rows(parsed, files.original_name)
+        digests = {t.topic_id: topic_content_sha256(t, parsed.topic_paths[t.topic_index])
+                   for t in parsed.indexed_topics}
+        if await self._sink.topic_hashes(parsed.doc_id) == digests:
+            await self._db.write(state.finish_indexed, doc_dir, parsed.signature, self._clock())
+            return IndexOutcome(doc_dir, parsed.doc_id, "unchanged", len(digests))
+        topics, facts, embedded = await self._derive(parsed, digests)
+        await self._sink.replace_document(parsed.doc_id, topics, facts)
+
+        def record(conn) -> None:
+            state.finish_indexed(conn, doc_dir, parsed.signature, self._clock())
+            state.prune_cache(conn, parsed.doc_id, digests)
+
+        await self._db.write(record)
+        return IndexOutcome(doc_dir, parsed.doc_id, "indexed", len(topics), len(facts), embedded)
+
+    async def _gone(self, location: DocumentLocation) -> IndexOutcome:
+        doc_dir, doc_id = location.doc_dir, location.doc_id
+        await self._db.write(state.begin_attempt, doc_dir, doc_id, GONE, self._clock())
+        elsewhere = [d for d in await self._files(find_document_dirs, self.root, location) if d != doc_dir]
+        if elsewhere:
+            # Moved (a PATCH, or by hand): the directory it lives in now has its own row.
+            await self._db.write(state.forget_dir, doc_dir)
+            return IndexOutcome(doc_dir, doc_id, "moved")
+        removed = await self._sink.delete_document(doc_id)
+
+        def forget(conn) -> None:
+            repo.delete_document(conn, doc_id)
+            state.forget_document(conn, doc_id)
+
+        await self._db.write(forget)
+        return IndexOutcome(doc_dir, doc_id, "deleted", removed)
+
+    async def _save_rows(self, parsed: ParsedDocument, original_name: str | None) -> None:
+        """Upsert the document and topic rows from the markdown, keeping what only ingest knows
+        (the upload's digest, used for content dedupe)."""
+        doc_dir = parsed.location.doc_dir
+        original = f"{doc_dir}/{ORIGINAL_DIRNAME}/{original_name}" if original_name else None
+        existing = await self._db.read(repo.get_document, parsed.doc_id)
+        content_sha256 = existing.content_sha256 if existing is not None else None
+        if content_sha256 is None and original is not None:
+            content_sha256 = await self._files(sha256_file, self.root / original)
+        now = self._clock()
+        await self._db.write(lambda conn: repo.save_document(
+            conn, doc=parsed.document, topics=parsed.topics, topic_paths=dict(parsed.topic_paths),
+            app_id=parsed.location.app_id, project_id=parsed.location.project_id, md_path=parsed.md_path,
+            original_path=original, content_sha256=content_sha256, now=now))
+
+    async def _derive(
+        self, parsed: ParsedDocument, digests: dict[str, str]
+    ) -> tuple[list[TopicRow], list[FactRow], int]:
+        """Rows for every topic: cached facts and vectors where the digest matches, fresh ones
+        for the rest (facts, then embeddings in chunks, each chunk cached as soon as it is done,
+        so an attempt cut short by its deadline leaves progress for the next one)."""
+        cache = await self._db.read(state.load_cache, parsed.doc_id)
+        derived = {
+            topic_id: cached for topic_id, cached in cache.items()
+            if cached.content_sha256 == digests.get(topic_id) and cached.embedder == self._embedder_id
+            and (cached.facts_source == "llm" or self._facts.source == "splitter")
+        }
+        stale = [t for t in parsed.indexed_topics if t.topic_id not in derived]
+        facts_of = {tid: (list(c.facts), c.facts_source) for tid, c in derived.items()}
+        facts_of |= await self._facts.extract(stale)
+        tokens = await self._cpu(self._tokenize, parsed.indexed_topics, facts_of)
+        embedded = 0
+        for chunk in _chunks(stale, lambda t: 1 + len(facts_of[t.topic_id][0]), EMBED_CHUNK_TEXTS):
+            texts = [embedding_text(t) for t in chunk] + [f for t in chunk for f in facts_of[t.topic_id][0]]
+            vectors = await self._embed(texts)
+            embedded += len(texts)
+            now = self._clock()
+            entries = []
+            position = len(chunk)
+            for index, topic in enumerate(chunk):
+                facts, source = facts_of[topic.topic_id]
+                entries.append(state.CachedTopic(
+                    topic_id=topic.topic_id, content_sha256=digests[topic.topic_id], embedder=self._embedder_id,
+                    facts_source=source, facts=tuple(facts), vector=tuple(vectors[index]),
+                    fact_vectors=tuple(tuple(v) for v in vectors[position:position + len(facts)]), created_at=now))
+                position += len(facts)
+            await self._db.write(state.store_cache, parsed.doc_id, entries)
+            derived.update((entry.topic_id, entry) for entry in entries)
+        now = self._clock()
+        topic_rows: list[TopicRow] = []
+        all_facts: list[FactRow] = []
+        for topic in parsed.indexed_topics:
+            cached = derived[topic.topic_id]
+            summary_tokens, content_tokens, fact_tokens = tokens[topic.topic_id]
+            parts = TopicParts(summary_tokens, content_tokens, cached.vector, cached.facts, fact_tokens,
+                               cached.fact_vectors)
+            topic_rows.append(topic_row(parsed, topic, parts, content_sha256=digests[topic.topic_id],
+                                        created_at=cached.created_at, updated_at=now))
+            all_facts.extend(fact_rows(parsed, topic, parts))
+        return topic_rows, all_facts, embedded
+
+    def _tokenize(
+        self, topics: Sequence[KnowledgeTopic], facts_of: dict[str, tuple[list[str], str]]
+    ) -> dict[str, tuple[str, str, list[str]]]:
+        """In a cpu thread: ``{topic_id: (summary_tokens, content_tokens, [fact_tokens])}``."""
+        join = lambda text: " ".join(self._search_tokens(text))  # noqa: E731
+        return {
+            t.topic_id: (join(f"{t.topic_name}\n{t.summary}"), join(t.content),
+                         [join(fact) for fact in facts_of[t.topic_id][0]])
+            for t in topics
+        }
+
+    async def _embed(self, texts: list[str]) -> list[list[float]]:
+        if not texts:
+            return []
+        vectors = await self._embedder.embed(texts, budget=Budget.BACKGROUND)
+        dim = self._embedder.dim
+        if len(vectors) != len(texts) or any(len(v) != dim for v in vectors):
+            raise ProviderResponseError(
+                "embedder", f"expected {len(texts)} vectors of {dim} floats, got {len(vectors)}")
+        return vectors

@@ -1,0 +1,287 @@
+"""From a document directory's markdown to the rows of the search index. Pure functions only.
+
+A document directory (``<app>/<project>/knowledge/<Category>/<Title>_<doc_id>``, relative to the
+root, ``/``-separated) is read once into :class:`DocumentFiles`; :func:`parse_document` turns it
+into a :class:`ParsedDocument` (the document, topic 0 built from ``index.md``, then every topic
+file); :func:`topic_row` and :func:`fact_rows` build the :class:`~everos.store._index_rows.TopicRow`
+and :class:`~everos.store._index_rows.FactRow` values the index stores, from the parts the indexer
+computed (tokens, facts, vectors).
+
+Topic 0 is the document itself: it goes to SQLite (list/get) but not to the topic index, as in
+EverOS, whose ``knowledge_topic`` table holds topic files only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from everos.errors import InvalidInput
+from everos.knowledge._layout import (
+    INDEX_FILENAME,
+    app_id_from_dir,
+    md_kind,
+    parse_document_path,
+    project_id_from_dir,
+)
+from everos.knowledge._markdown import parse_index_md, parse_topic_md
+from everos.knowledge._models import KnowledgeDocument, KnowledgeTopic
+from everos.store._index_rows import FactRow, TopicRow
+
+__all__ = [
+    "GONE",
+    "DocumentFiles",
+    "DocumentLocation",
+    "ParsedDocument",
+    "TopicParts",
+    "document_signature",
+    "embedding_text",
+    "fact_rows",
+    "fingerprint_digest",
+    "is_document_file",
+    "locate_document",
+    "parse_document",
+    "topic_content_sha256",
+    "topic_row",
+]
+
+GONE = "gone"
+"""The fingerprint of a document directory that does not exist (or has no ``index.md``)."""
+
+
+@dataclass(frozen=True)
+class DocumentLocation:
+    """Where a document directory sits: its scope ids and its doc id, from the path alone."""
+
+    doc_dir: str
+    app_id: str
+    project_id: str
+    doc_id: str
+
+
+@dataclass(frozen=True)
+class DocumentFiles:
+    """The markdown files of one document directory as read from disk.
+
+    ``texts`` maps a file name (``index.md``, ``<n>_<slug>.md``) to its text; ``fingerprint`` is
+    :func:`fingerprint_digest` of the files as stat'ed *before* they were read, so a change made
+    while reading shows up as a difference at the next scan. ``original_name`` is the first file
+    in ``_original/``, if any.
+    """
+
+    doc_dir: str
+    fingerprint: str
+    texts: Mapping[str, str]
+    original_name: str | None = None
+
+
+@dataclass(frozen=True)
+class ParsedDocument:
+    """A document directory parsed: ``topics`` holds topic 0 (from ``index.md``) first, then the
+    topic files by ``topic_index``; ``topic_paths`` maps a topic index >= 1 to its file's path
+    relative to the root. ``signature`` is :func:`document_signature` of the files read."""
+
+    location: DocumentLocation
+    document: KnowledgeDocument
+    topics: tuple[KnowledgeTopic, ...]
+    topic_paths: Mapping[int, str]
+    signature: str
+
+    @property
+    def doc_id(self) -> str:
+        return self.location.doc_id
+
+    @property
+    def md_path(self) -> str:
+        """``index.md`` relative to the root."""
+        return f"{self.location.doc_dir}/{INDEX_FILENAME}"
+
+    @property
+    def indexed_topics(self) -> tuple[KnowledgeTopic, ...]:
+        """The topics that go to the topic index: every topic file (topic 0 excluded)."""
+        return self.topics[1:]
+
+
+@dataclass(frozen=True)
+class TopicParts:
+    """What the indexer computed for one topic: tokens, facts and vectors.
+
+    ``fact_texts``, ``fact_tokens`` and ``fact_vectors`` are parallel; tokens are space-joined.
+    """
+
+    summary_tokens: str
+    content_tokens: str
+    vector: Sequence[float]
+    fact_texts: Sequence[str]
+    fact_tokens: Sequence[str]
+    fact_vectors: Sequence[Sequence[float]]
+
+
+def locate_document(doc_dir: str) -> DocumentLocation:
+    """The scope and doc id of a document directory path relative to the root.
+
+    Raises:
+        InvalidInput: the path is not ``<app>/<project>/knowledge/<Category>/<Title>_<doc_id>``
+            or its scope directories map to no valid scope id.
+    """
+    found = parse_document_path(f"{doc_dir}/{INDEX_FILENAME}")
+    if found is None:
+        raise InvalidInput(f"{doc_dir!r} is not a knowledge document directory", field="doc_dir")
+    return DocumentLocation(
+        doc_dir=doc_dir,
+        app_id=app_id_from_dir(found.app_dir),
+        project_id=project_id_from_dir(found.project_dir),
+        doc_id=found.doc_id,
+    )
+
+
+def is_document_file(doc_dir: str, name: str) -> bool:
+    """True for ``index.md`` and topic files (``[0-9]*.md``) of a document directory: the files
+    the cascade reads (EverOS's cascade globs, :func:`~everos.knowledge.md_kind`)."""
+    return md_kind(f"{doc_dir}/{name}") is not None
+
+
+def fingerprint_digest(entries: Iterable[tuple[str, int, int]]) -> str:
+    """A digest of ``(name, size_bytes, mtime_ns)`` entries, independent of their order."""
+    digest = hashlib.sha256()
+    for name, size, mtime_ns in sorted(entries):
+        digest.update(f"{name}\0{size}\0{mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+def document_signature(doc_dir: str, texts: Mapping[str, str]) -> str:
+    """A digest of the directory path and every file's name and text: equal signatures mean the
+    index and the SQLite rows built from them are equal too."""
+    digest = hashlib.sha256(doc_dir.encode())
+    for name in sorted(texts):
+        digest.update(b"\0" + name.encode() + b"\0" + texts[name].encode())
+    return digest.hexdigest()
+
+
+def parse_document(files: DocumentFiles) -> ParsedDocument:
+    """Parse a document directory's files (see the module docstring).
+
+    Topic 0 is built from ``index.md``: named after the title, its summary is the document
+    summary, its children are the topics whose parent is 0. Topic files of other documents,
+    duplicate topic indexes and an ``index.md`` whose ``doc_id`` is not the directory's are
+    refused rather than guessed at.
+
+    Raises:
+        InvalidInput: no ``index.md``, a file that does not parse, or ids that disagree; the
+            message names the file.
+    """
+    location = locate_document(files.doc_dir)
+    index_text = files.texts.get(INDEX_FILENAME)
+    if index_text is None:
+        raise InvalidInput(f"{files.doc_dir}/{INDEX_FILENAME} is missing", field="index.md")
+    document = _parse_file(files.doc_dir, INDEX_FILENAME, parse_index_md, index_text)
+    if document.doc_id != location.doc_id:
+        raise InvalidInput(
+            f"{files.doc_dir}/{INDEX_FILENAME}: doc_id {document.doc_id} does not match the directory's "
+            f"{location.doc_id}", field="doc_id")
+    topics: dict[int, KnowledgeTopic] = {}
+    paths: dict[int, str] = {}
+    for name in sorted(files.texts):
+        if name == INDEX_FILENAME:
+            continue
+        topic = _parse_file(files.doc_dir, name, parse_topic_md, files.texts[name])
+        if topic.doc_id != location.doc_id:
+            raise InvalidInput(f"{files.doc_dir}/{name}: belongs to document {topic.doc_id}", field="doc_id")
+        if topic.topic_index in topics:
+            raise InvalidInput(
+                f"{files.doc_dir}/{name}: topic_index {topic.topic_index} is also used by "
+                f"{paths[topic.topic_index].rsplit('/', 1)[-1]}", field="topic_index")
+        topics[topic.topic_index] = topic
+        paths[topic.topic_index] = f"{files.doc_dir}/{name}"
+    root = KnowledgeTopic(
+        doc_id=location.doc_id,
+        topic_index=0,
+        topic_id=f"{location.doc_id}_0",
+        topic_name=document.title,
+        topic_path=document.title,
+        depth=0,
+        summary=document.summary,
+        content="",
+        content_labels=(),
+        parent_index=None,
+        children_index=tuple(sorted(i for i, t in topics.items() if t.parent_index == 0)),
+        category_id=document.category_id,
+    )
+    ordered = (root, *(topics[i] for i in sorted(topics)))
+    return ParsedDocument(location, document, ordered, paths, document_signature(files.doc_dir, files.texts))
+
+
+def _parse_file(doc_dir: str, name: str, parse, text: str):
+    try:
+        return parse(text)
+    except InvalidInput as exc:
+        raise InvalidInput(f"{doc_dir}/{name}: {exc.message}", field=exc.field) from None
+
+
+def topic_content_sha256(topic: KnowledgeTopic, md_path: str) -> str:
+    """The digest that says whether a topic must be indexed again.
+
+    Over EverOS's fields (summary, topic_name, topic_path, category_id, depth, body) plus what
+    else ends up in the row: content labels, parent and the file's path. Two topics with the
+    same digest give the same row, vector and facts.
+    """
+    digest = hashlib.sha256()
+    for part in (topic.summary, topic.topic_name, topic.topic_path, topic.category_id, str(topic.depth),
+                 topic.content, "\x1f".join(topic.content_labels), topic.parent_topic_id or "", md_path):
+        digest.update(part.encode() + b"\0")
+    return digest.hexdigest()
+
+
+def embedding_text(topic: KnowledgeTopic) -> str:
+    """What a topic's vector embeds: its name and summary (the content when it has no summary)."""
+    return f"{topic.topic_name}\n{topic.summary or topic.content}".strip()
+
+
+def topic_row(
+    parsed: ParsedDocument, topic: KnowledgeTopic, parts: TopicParts, *, content_sha256: str,
+    created_at: float, updated_at: float,
+) -> TopicRow:
+    """The index row of one topic file (``topic_index`` >= 1)."""
+    location = parsed.location
+    return TopicRow(
+        id=topic.topic_id,
+        doc_id=location.doc_id,
+        app_id=location.app_id,
+        project_id=location.project_id,
+        category_id=topic.category_id,
+        topic_name=topic.topic_name,
+        topic_path=topic.topic_path,
+        depth=topic.depth,
+        parent_node_id=topic.parent_topic_id or "",  # EverOS stores "" when there is none
+        summary=topic.summary,
+        summary_tokens=parts.summary_tokens,
+        content_tokens=parts.content_tokens,
+        content_labels=tuple(topic.content_labels),
+        md_path=parsed.topic_paths[topic.topic_index],
+        content_sha256=content_sha256,
+        vector=tuple(parts.vector),
+        created_at=created_at,
+        updated_at=updated_at,
+    )
+
+
+def fact_rows(parsed: ParsedDocument, topic: KnowledgeTopic, parts: TopicParts) -> list[FactRow]:
+    """The atomic-fact rows of one topic, numbered from 0 (``{topic_id}_f{n}``)."""
+    location = parsed.location
+    return [
+        FactRow(
+            id=f"{topic.topic_id}_f{index}",
+            topic_id=topic.topic_id,
+            doc_id=location.doc_id,
+            app_id=location.app_id,
+            project_id=location.project_id,
+            fact_index=index,
+            text=text,
+            text_tokens=tokens,
+            md_path=parsed.topic_paths[topic.topic_index],
+            vector=tuple(vector),
+        )
+        for index, (text, tokens, vector) in enumerate(zip(parts.fact_texts, parts.fact_tokens,
+                                                          parts.fact_vectors, strict=True))
+    ]

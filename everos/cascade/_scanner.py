@@ -1,0 +1,135 @@
+"""The scanner: every ``scan_interval_seconds``, reconcile the markdown on disk with what the
+cascade last saw, and queue only what changed.
+
+It compares each document directory's fingerprint (names, sizes and modification times of its
+markdown files) with the fingerprint its last attempt recorded, so it never re-queues work
+already done or in hand. EverOS 1.1 re-queued every row not ``done`` on each sweep, ``processing``
+ones included, which reset their retries and livelocked the cascade (reference §8.2 item 3). Here
+(:func:`plan_scan`):
+
+* a row queued already is left alone;
+* a row in flight is left alone unless its files changed after its lease started (then it is
+  marked to run again once the attempt ends, as the watcher would);
+* a dead or failed row is queued again only when its files changed since its last attempt saw
+  them, so it never loops;
+* a directory whose state says it was seen gone is not queued again until it reappears.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
+
+import trio
+
+from everos.cascade import _state as state
+from everos.cascade._rows import GONE
+from everos.cascade._snapshot import DirStat, walk_document_dirs
+from everos.errors import StoreBusy
+from everos.store import Database, Job, JobStatus, LeasedQueue
+
+__all__ = ["Scanner", "plan_scan"]
+
+log = logging.getLogger("everos.cascade")
+
+# Scans asked for by the watcher (a category moved away, say) run at most this often.
+MIN_SCAN_GAP_S = 1.0
+
+
+def plan_scan(
+    disk: Mapping[str, DirStat | None], seen: Mapping[str, str | None], rows: Mapping[str, Job]
+) -> list[tuple[str, str]]:
+    """The directories to queue, with a reason, sorted by path. Pure.
+
+    ``disk`` maps each document directory found to its :class:`DirStat` (None: no ``index.md``,
+    which counts as gone); ``seen`` maps each directory the cascade has state for to the
+    fingerprint its last attempt recorded (:data:`GONE`, or None before any attempt); ``rows``
+    holds the queue rows that are queued, running, dead or failed, by key.
+    """
+    plan = []
+    for doc_dir in sorted(set(disk) | set(seen)):
+        stat = disk.get(doc_dir)
+        current = GONE if stat is None else stat.fingerprint
+        if doc_dir not in seen and stat is None:
+            continue  # gone, and never known: nothing to undo
+        last = seen.get(doc_dir)
+        if current == last:
+            continue
+        reason = "gone" if stat is None else ("new" if doc_dir not in seen else "changed")
+        job = rows.get(doc_dir)
+        if job is None:
+            plan.append((doc_dir, reason))
+        elif job.status is JobStatus.QUEUED:
+            continue
+        elif job.status is JobStatus.RUNNING:
+            # What the attempt reads is at least as new as its lease: only a later change counts.
+            if stat is not None and job.started_at is not None and stat.max_mtime > job.started_at:
+                plan.append((doc_dir, "changed during attempt"))
+        elif last is None:
+            # Dead before any attempt recorded what it saw: only a change after it died counts.
+            if stat is not None and stat.max_mtime > (job.finished_at or job.updated_at):
+                plan.append((doc_dir, reason))
+        else:
+            plan.append((doc_dir, reason))
+    return plan
+
+
+class Scanner:
+    """Runs :func:`plan_scan` over ``root`` and hands each directory to ``enqueue(doc_dir, reason)``."""
+
+    def __init__(
+        self,
+        *,
+        root: Path,
+        db: Database,
+        queue: LeasedQueue,
+        enqueue: Callable[[str, str], Awaitable[object]],
+        files_limiter: trio.CapacityLimiter,
+        interval_seconds: float,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.root = root
+        self._db = db
+        self._queue = queue
+        self._enqueue = enqueue
+        self._files_limiter = files_limiter
+        self.interval_seconds = interval_seconds
+        self._clock = clock
+        self._requested = trio.Event()
+        self.last_scan_at: float | None = None
+
+    def request_scan(self) -> None:
+        """Ask for a scan soon (within :data:`MIN_SCAN_GAP_S`). Not a checkpoint."""
+        self._requested.set()
+
+    async def run(self) -> None:
+        """Scan now, then every ``interval_seconds`` or when asked, forever."""
+        while True:
+            self._requested = trio.Event()
+            try:
+                await self.scan_once()
+            except StoreBusy as exc:
+                log.warning("cascade scan skipped: %s", exc.message)
+            await trio.sleep(MIN_SCAN_GAP_S)
+            with trio.move_on_after(max(0.0, self.interval_seconds - MIN_SCAN_GAP_S)):
+                await self._requested.wait()
+
+    async def scan_once(self) -> list[tuple[str, str]]:
+        """One reconciliation; returns what it queued. A checkpoint; the walk runs in a thread."""
+        disk = await trio.to_thread.run_sync(walk_document_dirs, self.root, limiter=self._files_limiter)
+        seen = await self._db.read(state.fingerprints)
+        rows: dict[str, Job] = {}
+        for status in (JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.DEAD, JobStatus.FAILED):
+            offset = 0
+            while batch := await self._queue.list(status, limit=500, offset=offset):
+                offset += len(batch)
+                rows.update((job.key, job) for job in batch if job.key is not None)
+        plan = plan_scan(disk, seen, rows)
+        for doc_dir, reason in plan:
+            await self._enqueue(doc_dir, reason)
+        if plan:
+            log.info("scanner queued %d document directories", len(plan))
+        self.last_scan_at = self._clock()
+        return plan

@@ -1,0 +1,277 @@
+"""The cascade as a server part, and the operations behind ``everos cascade ...``.
+
+::
+
+    ingest (enqueue_document) ─┐
+    watcher (edits, debounced) ├─> md_change_state (leased queue, key = document directory)
+    scanner (fingerprints)   ──┘          │
+                                index workers (lease, index, settle) ── reaper (expired leases)
+                                          │
+                      SQLite rows (list/get/topic) + IndexSink (search) + index_status
+
+The cascade opens its own :class:`~everos.store.Database` on ``<root>/.index/sqlite/everos.db``,
+the file the knowledge service uses: each opens the migration sets it needs and each set runs
+once per file, so the two pools share the tables (and the ``sqlite`` thread limiter).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import trio
+
+from everos.cascade import _state as state
+from everos.cascade._facts import SplitFacts
+from everos.cascade._health import cascade_health, stall_after_seconds
+from everos.cascade._indexer import SearchTokens
+from everos.cascade._rows import locate_document
+from everos.cascade._scanner import Scanner
+from everos.cascade._snapshot import walk_document_dirs
+from everos.cascade._watcher import Watcher
+from everos.cascade._worker import QUEUE_KIND, QUEUE_TABLE, AttemptResult, IndexWorkers
+from everos.errors import InvalidInput, StoreBusy
+from everos.knowledge import _repository as repo
+from everos.store import Database, JobStatus, LeasedQueue, MigrationSet
+from everos.store._index_rows import IndexSink
+
+__all__ = ["CascadeService", "cascade_migrations", "document_dir_of"]
+
+log = logging.getLogger("everos.cascade")
+
+MONITOR_INTERVAL_S = 1.0
+DATABASE_RELPATH = Path(".index") / "sqlite" / "everos.db"
+
+
+def cascade_migrations() -> list[MigrationSet]:
+    """Every migration set the cascade's tables need (the knowledge tables, the queue, its own)."""
+    return [repo.MIGRATIONS, LeasedQueue.migration(QUEUE_TABLE), state.MIGRATIONS]
+
+
+def document_dir_of(root: Path, path: str | os.PathLike[str]) -> str:
+    """The document directory (relative to ``root``) that ``path`` is, or lies in.
+
+    ``path`` is absolute (under ``root``) or relative to ``root``: a document directory, its
+    ``index.md``, a topic file or anything below it. Pure (no disk access).
+
+    Raises:
+        InvalidInput: the path is outside the root or not inside a knowledge document directory.
+    """
+    candidate = Path(path)
+    if candidate.is_absolute():
+        try:
+            candidate = candidate.relative_to(root)
+        except ValueError:
+            raise InvalidInput(f"{path} is not under the root {root}", field="path") from None
+    parts = PurePosixPath(candidate.as_posix()).parts
+    if len(parts) < 5:
+        raise InvalidInput(f"{path} is not inside a knowledge document directory", field="path")
+    doc_dir = "/".join(parts[:5])
+    locate_document(doc_dir)
+    return doc_dir
+
+
+class CascadeService:
+    """The cascade: index queue, workers, reaper, scanner, watcher and their status.
+
+    Collaborators are given as providers, each called once with the runtime in :meth:`open`
+    (so they can come from services opened before it): ``sink`` gives the
+    :class:`~everos.store._index_rows.IndexSink`; ``embedder`` gives an embedder (``dim`` and
+    ``await embed(texts, budget=...)``); ``chat`` gives a :class:`~everos.providers.ChatClient` or
+    None (no provider: no LLM facts). The cascade closes none of them: their owners do.
+    ``search_tokens(text)`` and ``split_facts(text, max_facts)`` are blocking callables run in
+    cpu threads. ``clock`` (seconds since the epoch) times queue rows and state.
+    """
+
+    def __init__(
+        self,
+        *,
+        sink: Callable[[Any], IndexSink],
+        embedder: Callable[[Any], Any],
+        search_tokens: SearchTokens,
+        split_facts: SplitFacts,
+        chat: Callable[[Any], Any | None] | None = None,
+        max_facts_per_topic: int = 16,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._sink_provider = sink
+        self._embedder_provider = embedder
+        self._chat_provider = chat
+        self._search_tokens = search_tokens
+        self._split_facts = split_facts
+        self._max_facts_per_topic = max_facts_per_topic
+        self._clock = clock
+        self._snapshot: dict[str, Any] = {"healthy": True, "reasons": [], "pending": 0}
+        self.db: Database | None = None
+
+    # -- lifecycle (the Service protocol) -------------------------------------------------------
+
+    async def open(self, runtime: Any, *, recover: bool = True) -> None:
+        """Open the database, build the workers, return rows of a previous process to the queue
+        (G7, skipped with ``recover=False``: ``cascade status`` next to a running server must not
+        take its rows) and publish the status block. Raises what :meth:`Database.open` raises."""
+        self.root: Path = runtime.loaded.root
+        self.settings = runtime.config.cascade
+        limiters = self.limiters = runtime.limiters
+        self.db = await Database.open(self.root / DATABASE_RELPATH, runtime.config.sqlite, limiters.sqlite,
+                                      migrations=cascade_migrations())
+        self.queue = LeasedQueue(self.db, QUEUE_TABLE, max_attempts=self.settings.max_attempts, clock=self._clock)
+        self.sink = self._sink_provider(runtime)
+        self.workers = IndexWorkers(
+            root=self.root, db=self.db, queue=self.queue, sink=self.sink, embedder=self._embedder_provider(runtime),
+            search_tokens=self._search_tokens, split_facts=self._split_facts, settings=self.settings,
+            files_limiter=limiters.files, cpu_limiter=limiters.cpu,
+            chat=None if self._chat_provider is None else self._chat_provider(runtime),
+            max_facts_per_topic=self._max_facts_per_topic, clock=self._clock)
+        self.scanner = Scanner(root=self.root, db=self.db, queue=self.queue, enqueue=self.enqueue_document,
+                               files_limiter=limiters.files, interval_seconds=self.settings.scan_interval_seconds,
+                               clock=self._clock)
+        self.watcher = Watcher(root=self.root, enqueue=self.enqueue_document, on_tree_change=self.scanner.request_scan,
+                               debounce_ms=self.settings.watch_debounce_ms)
+        recovered = await self.queue.recover() if recover else 0
+        if recovered:
+            log.warning("returned %d index rows of a previous process to the queue", recovered)
+            await self.workers.sync_terminal_states()
+        self._snapshot = await self.status()
+        runtime.board.blocks["cascade"] = self.status_block
+
+    def start_workers(self, supervisor: Any) -> None:
+        """Start the index workers, the reaper, the scanner, the watcher (when ``watch``) and the
+        status monitor under supervision. Not a checkpoint."""
+        owner = f"cascade-{os.getpid()}-{os.urandom(3).hex()}"
+        for index in range(self.settings.workers):
+            supervisor.start(f"cascade-index-{index}", lambda index=index: self.workers.work(f"{owner}-{index}"))
+        supervisor.start("cascade-reaper", self.workers.reap_forever)
+        supervisor.start("cascade-scanner", self.scanner.run)
+        if self.settings.watch:
+            supervisor.start("cascade-watcher", self.watcher.run)
+        supervisor.start("cascade-monitor", self._monitor)
+
+    async def aclose(self) -> None:
+        """Close the database. Idempotent."""
+        if self.db is not None:
+            await self.db.aclose()
+
+    # -- producers ------------------------------------------------------------------------------
+
+    async def enqueue_document(self, doc_dir: str | os.PathLike[str], reason: str = "ingest") -> str:
+        """Queue a document directory (absolute, or relative to the root) for indexing; its
+        ``index_status`` becomes ``pending``. Returns the relative directory. For the ingest path
+        after it publishes, PATCH after a move (both directories) and DELETE.
+
+        A row already queued takes the new reason; one running is marked to run again.
+
+        Raises:
+            InvalidInput: ``doc_dir`` is not a knowledge document directory under the root.
+            StoreBusy: SQLite did not answer in time.
+        """
+        relative = document_dir_of(self.root, doc_dir)
+        location = locate_document(relative)
+        await self.db.write(state.mark_pending, relative, location.doc_id, self._clock())
+        await self.queue.enqueue(QUEUE_KIND, {"doc_dir": relative, "reason": reason}, key=relative)
+        return relative
+
+    # -- reading --------------------------------------------------------------------------------
+
+    async def index_statuses(self, doc_ids: Iterable[str]) -> dict[str, str]:
+        """``{doc_id: "pending" | "indexed" | "failed"}`` for every given id (unknown: pending)."""
+        ids = list(doc_ids)
+        found = await self.db.read(state.index_statuses, ids)
+        return {doc_id: found.get(doc_id, "pending") for doc_id in ids}
+
+    def status_block(self) -> dict[str, Any]:
+        """The /health block, from the last refresh (about once a second). Not a checkpoint."""
+        return self._snapshot
+
+    async def status(self) -> dict[str, Any]:
+        """A fresh status (see :func:`cascade_health`), plus worker progress of this process."""
+        stats = await self.queue.stats()
+        counts = await self.db.read(state.state_counts)
+        report = cascade_health(stats, counts, now=self._clock(), stall_after_s=stall_after_seconds(
+            self.settings.row_timeout_seconds, self.settings.lease_seconds))
+        report["attempts_finished"] = self.workers.attempts_finished
+        report["last_scan_at"] = self.scanner.last_scan_at
+        return report
+
+    async def _monitor(self) -> None:
+        while True:
+            try:
+                self._snapshot = await self.status()
+            except StoreBusy as exc:
+                log.warning("cascade status not refreshed: %s", exc.message)
+            await trio.sleep(MONITOR_INTERVAL_S)
+
+    # -- operations (CLI, no server running) ----------------------------------------------------
+
+    async def sync(self, path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+        """Queue ``path``'s document directory (or, without a path, whatever a scan finds
+        changed), then run every row available until none is left. Returns a summary."""
+        if path is not None:
+            queued = [(await self.enqueue_document(path, "sync"), "sync")]
+        else:
+            queued = await self.scanner.scan_once()
+        results = await self.drain()
+        return {"queued": [doc_dir for doc_dir, _ in queued], **summarize(results)}
+
+    async def drain(self) -> list[AttemptResult]:
+        """Run every available row with ``workers`` concurrent attempts until none is left."""
+        return await self.workers.drain(f"cascade-cli-{os.getpid()}", concurrency=self.settings.workers)
+
+    async def fix(self, apply: bool = False) -> dict[str, Any]:
+        """The dead and failed rows (``doc_dir``, ``status``, ``attempts``, ``last_error``);
+        with ``apply``, queue them again with fresh attempts and drain."""
+        rows = [job for status in (JobStatus.DEAD, JobStatus.FAILED) for job in await self.queue.list(status, limit=10_000)]
+        report: dict[str, Any] = {"rows": [
+            {"doc_dir": job.key, "status": str(job.status), "attempts": job.attempts, "last_error": job.last_error}
+            for job in rows]}
+        if apply and rows:
+            now = self._clock()
+
+            def mark(conn) -> None:
+                for job in rows:
+                    state.mark_pending(conn, job.key, locate_document(job.key).doc_id, now)
+
+            await self.db.write(mark)
+            report["requeued"] = await self.queue.requeue(job.id for job in rows)
+            report.update(summarize(await self.drain()))
+        return report
+
+    async def rebuild(self) -> dict[str, Any]:
+        """Drop the derived state and index every document directory under the root again.
+
+        Every document the cascade or SQLite knows is deleted from the index, the cascade state
+        and topic cache are cleared, SQLite rows of documents no longer on disk are deleted, then
+        every document directory is queued and the queue drained. Works on a root written by
+        EverOS (same layout and frontmatter). Run it with no server on the root.
+        """
+        disk = await trio.to_thread.run_sync(walk_document_dirs, self.root, limiter=self.limiters.files)
+        on_disk = {locate_document(d).doc_id for d, stat in disk.items() if stat is not None}
+        known = set(await self.db.read(state.indexed_doc_ids)) | set(await self.db.read(_knowledge_doc_ids))
+        for doc_id in sorted(known):
+            await self.sink.delete_document(doc_id)
+
+        def reset(conn) -> None:
+            state.clear_all(conn)
+            for doc_id in known - on_disk:
+                repo.delete_document(conn, doc_id)
+
+        await self.db.write(reset)
+        queued = [await self.enqueue_document(d, "rebuild") for d, stat in sorted(disk.items()) if stat is not None]
+        return {"dropped": len(known), "queued": queued, **summarize(await self.drain())}
+
+
+def _knowledge_doc_ids(conn) -> list[str]:
+    return [row[0] for row in conn.execute("SELECT doc_id FROM knowledge_documents")]
+
+
+def summarize(results: list[AttemptResult]) -> dict[str, Any]:
+    """Counts per outcome of a drain, and the failures with their errors."""
+    actions: dict[str, int] = {}
+    for result in results:
+        if result.outcome is not None:
+            actions[result.outcome.action] = actions.get(result.outcome.action, 0) + 1
+    return {"outcomes": actions, "failures": [{"doc_dir": r.doc_dir, "error": r.error} for r in results if r.error]}

@@ -1,0 +1,230 @@
+"""The cascade's SQLite tables: per-directory index state and the per-topic derived cache.
+
+``cascade_index_state`` has one row per document directory (the queue key): the document's
+``index_status`` for list/get (``pending`` | ``indexed`` | ``failed``), the ``fingerprint`` of the
+files the last attempt saw (``gone`` when the directory was gone; NULL before any attempt), the
+``indexed_sha`` signature of the files last indexed and the last error. The scanner compares
+fingerprints with the disk, which is what keeps it from re-queueing what an attempt already saw.
+
+``cascade_topic_cache`` keeps, per live topic, the facts and vectors computed for its content
+digest, so an unchanged topic of a changed document is neither embedded nor sent to the LLM
+again. It costs about ``(1 + facts) * dim * 4`` bytes per topic and is dropped by rebuild.
+
+Plain functions over a ``sqlite3.Connection``, run inside ``Database.read``/``write``; every
+write is an upsert or a delete keyed by id (G8).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from array import array
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from everos.store import MigrationSet
+
+__all__ = [
+    "INDEX_STATUSES",
+    "MIGRATIONS",
+    "CachedTopic",
+    "begin_attempt",
+    "clear_all",
+    "finish_indexed",
+    "fingerprints",
+    "forget_dir",
+    "forget_document",
+    "get_state",
+    "index_statuses",
+    "indexed_doc_ids",
+    "load_cache",
+    "mark_failed",
+    "mark_pending",
+    "prune_cache",
+    "state_counts",
+    "store_cache",
+]
+
+INDEX_STATUSES = ("pending", "indexed", "failed")
+
+MIGRATIONS = MigrationSet("cascade", (
+    """
+    CREATE TABLE cascade_index_state (
+        doc_dir TEXT PRIMARY KEY,
+        doc_id TEXT NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('pending', 'indexed', 'failed')),
+        fingerprint TEXT,
+        indexed_sha TEXT,
+        last_error TEXT,
+        updated_at REAL NOT NULL
+    );
+    CREATE INDEX cascade_index_state_doc ON cascade_index_state (doc_id);
+    CREATE TABLE cascade_topic_cache (
+        topic_id TEXT PRIMARY KEY,
+        doc_id TEXT NOT NULL,
+        content_sha256 TEXT NOT NULL,
+        embedder TEXT NOT NULL,
+        facts_source TEXT NOT NULL,
+        facts TEXT NOT NULL,
+        vectors BLOB NOT NULL,
+        created_at REAL NOT NULL
+    );
+    CREATE INDEX cascade_topic_cache_doc ON cascade_topic_cache (doc_id);
+    """,
+))
+
+
+@dataclass(frozen=True)
+class CachedTopic:
+    """What was derived for one topic's content: facts (and where they came from) and vectors."""
+
+    topic_id: str
+    content_sha256: str
+    embedder: str
+    facts_source: str
+    facts: tuple[str, ...]
+    vector: tuple[float, ...]
+    fact_vectors: tuple[tuple[float, ...], ...]
+    created_at: float
+
+
+def mark_pending(conn: sqlite3.Connection, doc_dir: str, doc_id: str, now: float) -> None:
+    """The directory was queued: its index is behind its files until an attempt succeeds."""
+    conn.execute(
+        "INSERT INTO cascade_index_state (doc_dir, doc_id, status, updated_at) VALUES (?, ?, 'pending', ?)"
+        " ON CONFLICT (doc_dir) DO UPDATE SET doc_id = excluded.doc_id, status = 'pending',"
+        " updated_at = excluded.updated_at",
+        (doc_dir, doc_id, now),
+    )
+
+
+def begin_attempt(conn: sqlite3.Connection, doc_dir: str, doc_id: str, fingerprint: str, now: float) -> str | None:
+    """An attempt starts and sees ``fingerprint``: recorded first, so a reaped attempt still
+    tells the scanner what it saw. Returns the ``indexed_sha`` of the last successful attempt."""
+    row = conn.execute("SELECT indexed_sha FROM cascade_index_state WHERE doc_dir = ?", (doc_dir,)).fetchone()
+    conn.execute(
+        "INSERT INTO cascade_index_state (doc_dir, doc_id, status, fingerprint, updated_at)"
+        " VALUES (?, ?, 'pending', ?, ?)"
+        " ON CONFLICT (doc_dir) DO UPDATE SET doc_id = excluded.doc_id, status = 'pending',"
+        " fingerprint = excluded.fingerprint, updated_at = excluded.updated_at",
+        (doc_dir, doc_id, fingerprint, now),
+    )
+    return None if row is None else row[0]
+
+
+def get_state(conn: sqlite3.Connection, doc_dir: str) -> sqlite3.Row | None:
+    return conn.execute("SELECT * FROM cascade_index_state WHERE doc_dir = ?", (doc_dir,)).fetchone()
+
+
+def finish_indexed(conn: sqlite3.Connection, doc_dir: str, signature: str, now: float) -> None:
+    """The attempt indexed the files with ``signature``: status ``indexed``, error cleared."""
+    conn.execute(
+        "UPDATE cascade_index_state SET status = 'indexed', indexed_sha = ?, last_error = NULL, updated_at = ?"
+        " WHERE doc_dir = ?", (signature, now, doc_dir))
+
+
+def store_cache(conn: sqlite3.Connection, doc_id: str, entries: Sequence[CachedTopic]) -> None:
+    """Upsert derived entries of a document's topics."""
+    conn.executemany(
+        "INSERT OR REPLACE INTO cascade_topic_cache (topic_id, doc_id, content_sha256, embedder, facts_source,"
+        " facts, vectors, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        [(c.topic_id, doc_id, c.content_sha256, c.embedder, c.facts_source, json.dumps(list(c.facts), ensure_ascii=False),
+          _pack(c.vector, c.fact_vectors), c.created_at) for c in entries],
+    )
+
+
+def prune_cache(conn: sqlite3.Connection, doc_id: str, live_topic_ids: Iterable[str]) -> None:
+    """Drop the cached entries of a document's topics that are not in ``live_topic_ids``."""
+    live = set(live_topic_ids)
+    stale = [row[0] for row in conn.execute("SELECT topic_id FROM cascade_topic_cache WHERE doc_id = ?", (doc_id,))
+             if row[0] not in live]
+    conn.executemany("DELETE FROM cascade_topic_cache WHERE topic_id = ?", [(topic_id,) for topic_id in stale])
+
+
+def mark_failed(conn: sqlite3.Connection, doc_dir: str, error: str, *, terminal: bool, now: float) -> None:
+    """The attempt failed with ``error``: ``failed`` when the row gave up (dead or not
+    retryable), else still ``pending`` (it will be tried again)."""
+    conn.execute(
+        "UPDATE cascade_index_state SET status = ?, last_error = ?, updated_at = ? WHERE doc_dir = ?",
+        ("failed" if terminal else "pending", error, now, doc_dir))
+
+
+def forget_dir(conn: sqlite3.Connection, doc_dir: str) -> None:
+    """Drop the state of one directory (it is gone, and its document lives elsewhere or nowhere)."""
+    conn.execute("DELETE FROM cascade_index_state WHERE doc_dir = ?", (doc_dir,))
+
+
+def forget_document(conn: sqlite3.Connection, doc_id: str) -> None:
+    """Drop every state and cache row of a document."""
+    conn.execute("DELETE FROM cascade_index_state WHERE doc_id = ?", (doc_id,))
+    conn.execute("DELETE FROM cascade_topic_cache WHERE doc_id = ?", (doc_id,))
+
+
+def fingerprints(conn: sqlite3.Connection) -> dict[str, str | None]:
+    """``{doc_dir: fingerprint}`` of every directory the cascade knows."""
+    return {row[0]: row[1] for row in conn.execute("SELECT doc_dir, fingerprint FROM cascade_index_state")}
+
+
+def index_statuses(conn: sqlite3.Connection, doc_ids: Sequence[str]) -> dict[str, str]:
+    """``{doc_id: index_status}`` for the given documents that the cascade knows (a document it
+    does not know yet is ``pending``). When a moved document has two directories, the most
+    recently updated state wins."""
+    found: dict[str, str] = {}
+    for start in range(0, len(doc_ids), 500):  # stay under SQLite's bound-parameter limit
+        chunk = list(doc_ids[start:start + 500])
+        marks = ", ".join("?" * len(chunk))
+        for doc_id, status in conn.execute(
+            f"SELECT doc_id, status FROM cascade_index_state WHERE doc_id IN ({marks}) ORDER BY updated_at", chunk
+        ):
+            found[doc_id] = status
+    return found
+
+
+def state_counts(conn: sqlite3.Connection) -> dict[str, int]:
+    """Directories per index status (every status present, zero included)."""
+    counts = dict.fromkeys(INDEX_STATUSES, 0)
+    for status, count in conn.execute("SELECT status, count(*) FROM cascade_index_state GROUP BY status"):
+        counts[status] = count
+    return counts
+
+
+def indexed_doc_ids(conn: sqlite3.Connection) -> list[str]:
+    """Every doc id the cascade has state for."""
+    return [row[0] for row in conn.execute("SELECT DISTINCT doc_id FROM cascade_index_state ORDER BY doc_id")]
+
+
+def clear_all(conn: sqlite3.Connection) -> None:
+    """Forget every state and cache row (rebuild)."""
+    conn.execute("DELETE FROM cascade_index_state")
+    conn.execute("DELETE FROM cascade_topic_cache")
+
+
+def load_cache(conn: sqlite3.Connection, doc_id: str) -> dict[str, CachedTopic]:
+    """The cached topics of a document, by topic id."""
+    cached = {}
+    for row in conn.execute("SELECT * FROM cascade_topic_cache WHERE doc_id = ?", (doc_id,)):
+        facts = tuple(json.loads(row["facts"]))
+        vectors = _unpack(row["vectors"], len(facts) + 1)
+        if vectors is None:
+            continue  # unreadable: derive it again
+        cached[row["topic_id"]] = CachedTopic(
+            topic_id=row["topic_id"], content_sha256=row["content_sha256"], embedder=row["embedder"],
+            facts_source=row["facts_source"], facts=facts, vector=vectors[0], fact_vectors=tuple(vectors[1:]),
+            created_at=row["created_at"])
+    return cached
+
+
+def _pack(vector: Sequence[float], fact_vectors: Sequence[Sequence[float]]) -> bytes:
+    packed = array("f", vector)
+    for fact_vector in fact_vectors:
+        packed.extend(fact_vector)
+    return packed.tobytes()
+
+
+def _unpack(blob: bytes, count: int) -> list[tuple[float, ...]] | None:
+    values = array("f")
+    values.frombytes(blob)
+    if count == 0 or len(values) % count:
+        return None
+    dim = len(values) // count
+    return [tuple(values[i * dim:(i + 1) * dim]) for i in range(count)]

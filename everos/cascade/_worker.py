@@ -1,0 +1,239 @@
+"""Index workers: lease a document directory from ``md_change_state``, index it, settle the row.
+
+Each attempt runs in its own cancel scope with ``row_timeout_seconds`` (G3); its lease is renewed
+every third of ``lease_seconds`` while it runs, and if the lease is lost (reaped, or the row was
+deleted) the attempt stops at once (G7). A failed attempt goes back to the queue after
+``retry_backoff_seconds`` and the row is ``dead`` after ``max_attempts``, with its last error
+kept; an attempt that cannot succeed by trying again (a malformed file) fails the row at once.
+Nothing is held while waiting: a row is leased only when a worker is free to run it, one at a
+time per worker, unlike EverOS 1.1, which claimed 50 and waited on the slowest.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from everos.cascade import _state as state
+from everos.cascade._facts import FactExtractor, SplitFacts
+from everos.cascade._indexer import DocumentIndexer, IndexOutcome, SearchTokens
+from everos.config import CascadeSettings
+from everos.errors import EverosError, InvalidInput, PathTraversal, StoreBusy
+from everos.providers import EmbeddingDimensionError
+from everos.store import Database, Job, JobStatus, LeasedQueue
+from everos.store._attempt import run_leased_attempt
+from everos.store._index_rows import IndexSink
+
+__all__ = ["PERMANENT_ERRORS", "QUEUE_KIND", "QUEUE_TABLE", "AttemptResult", "IndexWorkers"]
+
+log = logging.getLogger("everos.cascade")
+
+QUEUE_TABLE = "md_change_state"
+QUEUE_KIND = "knowledge_document"
+# Errors that trying again cannot fix: the row fails at once (a fixed file queues it again).
+PERMANENT_ERRORS = (InvalidInput, PathTraversal, EmbeddingDimensionError)
+# How long an idle worker sleeps before looking again for rows whose backoff ended.
+IDLE_POLL_MAX_S = 5.0
+
+
+@dataclass(frozen=True)
+class AttemptResult:
+    """How one attempt ended: ``outcome`` when it succeeded, ``error`` when it failed, neither
+    when its lease was lost (another worker owns the row now)."""
+
+    job_id: str
+    doc_dir: str
+    outcome: IndexOutcome | None = None
+    error: str | None = None
+
+
+def error_message(exc: BaseException) -> str:
+    """``CODE: message`` for everos errors, ``Type: text`` for anything else."""
+    if isinstance(exc, EverosError):
+        return f"{exc.code}: {exc.message}"
+    return f"{exc.__class__.__name__}: {exc}"
+
+
+class IndexWorkers:
+    """The index workers of one root; see the module docstring.
+
+    ``queue`` is the :class:`~everos.store.LeasedQueue` over ``md_change_state`` (keys are
+    document directories relative to ``root``); ``db`` holds the knowledge and cascade tables.
+    ``search_tokens(text) -> list[str]`` and ``split_facts(text, max_facts) -> list[str]`` are
+    blocking callables (run in cpu threads). ``chat`` (optional) is asked for facts on the
+    background budget. ``clock`` gives seconds since the epoch (state rows).
+    """
+
+    def __init__(
+        self,
+        *,
+        root: Path,
+        db: Database,
+        queue: LeasedQueue,
+        sink: IndexSink,
+        embedder: Any,
+        search_tokens: SearchTokens,
+        split_facts: SplitFacts,
+        settings: CascadeSettings,
+        files_limiter: trio.CapacityLimiter,
+        cpu_limiter: trio.CapacityLimiter,
+        chat: Any | None = None,
+        max_facts_per_topic: int = 16,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.queue = queue
+        self.settings = settings
+        self._db = db
+        self._clock = clock
+        facts = FactExtractor(split_facts, cpu_limiter, chat=chat, max_facts=max_facts_per_topic,
+                              llm_time_budget_seconds=settings.row_timeout_seconds / 2)
+        self.indexer = DocumentIndexer(
+            root=root, db=db, sink=sink, embedder=embedder, facts=facts, search_tokens=search_tokens,
+            files_limiter=files_limiter, cpu_limiter=cpu_limiter, clock=clock)
+        self.last_progress_at: float | None = None
+        self.attempts_finished = 0
+
+    # -- the long-lived workers -----------------------------------------------------------------
+
+    async def work(self, owner: str) -> None:
+        """Lease and run rows one at a time, forever. ``owner`` must be unique per worker and
+        process. Cancelled at shutdown: the row in hand is released without spending an attempt."""
+        idle_poll_s = min(IDLE_POLL_MAX_S, max(0.5, self.settings.retry_backoff_seconds))
+        while True:
+            try:
+                jobs = await self.queue.lease(owner, 1, self.settings.lease_seconds)
+            except StoreBusy as exc:
+                # SQLite is overloaded: wait rather than crash (a crash loop would stop the server).
+                log.warning("index worker %s could not lease: %s", owner, exc.message)
+                await trio.sleep(idle_poll_s)
+                continue
+            if not jobs:
+                await self.queue.wait_for_work(idle_poll_s)
+                continue
+            await self.attempt(jobs[0], owner)
+
+    async def reap_forever(self) -> None:
+        """Every few seconds, return rows with expired leases to the queue (or make them dead)."""
+        interval_s = min(IDLE_POLL_MAX_S, self.settings.lease_seconds / 4)
+        while True:
+            await trio.sleep(interval_s)
+            try:
+                await self.reap()
+            except StoreBusy as exc:
+                log.warning("cascade reaper skipped a round: %s", exc.message)
+
+    async def reap(self) -> int:
+        """Settle expired leases once; rows that died this way show ``failed`` in list/get."""
+        reaped = await self.queue.reap_expired()
+        if reaped:
+            log.warning("returned %d index rows with expired leases to the queue", reaped)
+            await self.sync_terminal_states()
+        return reaped
+
+    async def sync_terminal_states(self) -> None:
+        """Mark ``failed`` the state of every dead or failed row (they died without their worker
+        writing it: a reaped lease, a crash)."""
+        dead = [job for status in (JobStatus.DEAD, JobStatus.FAILED) for job in await self._all(status)]
+        now = self._clock()
+
+        def mark(conn) -> None:
+            for job in dead:
+                row = state.get_state(conn, job.key)
+                if row is not None and row["status"] == "pending":
+                    state.mark_failed(conn, job.key, job.last_error or "failed", terminal=True, now=now)
+
+        if dead:
+            await self._db.write(mark)
+
+    async def _all(self, status: JobStatus) -> list[Job]:
+        jobs: list[Job] = []
+        while batch := await self.queue.list(status, limit=500, offset=len(jobs)):
+            jobs.extend(batch)
+        return jobs
+
+    # -- one attempt ----------------------------------------------------------------------------
+
+    async def attempt(self, job: Job, owner: str) -> AttemptResult:
+        """Run one leased row under ``row_timeout_seconds``, renewing its lease, then settle it.
+
+        Returns how it ended; never raises for a failure of the row itself.
+
+        Cancellation handling: the lease is given back (shielded, bounded) without counting the
+        attempt, and ``Cancelled`` propagates.
+        """
+        settings = self.settings
+        doc_dir = job.key or (job.payload or {}).get("doc_dir", "")
+        attempt = await run_leased_attempt(
+            self.queue, job, owner, lambda: self.indexer.index(doc_dir), lease_seconds=settings.lease_seconds,
+            timeout_seconds=settings.row_timeout_seconds,
+            timeout_error=lambda: StoreBusy(
+                f"indexing {doc_dir} did not finish within {settings.row_timeout_seconds:g} s"))
+        outcome: dict[str, Any] = {}
+        if attempt.succeeded:
+            outcome["result"] = attempt.result
+        elif attempt.error is not None:
+            outcome["error"] = attempt.error
+        with trio.CancelScope(shield=True), trio.move_on_after(self._settle_timeout_s()):
+            try:
+                return await self._settle(job, owner, doc_dir, outcome)
+            except StoreBusy as exc:
+                log.warning("could not settle index row %s: %s", doc_dir, exc.message)
+        # The row keeps its lease until it expires; then the reaper settles it (G7).
+        return AttemptResult(job.id, doc_dir, error="the row could not be settled in time")
+
+    def _settle_timeout_s(self) -> float:
+        # Two SQLite calls at most, each bounded by its own deadline.
+        return 3 * self._db.settings.call_timeout_seconds
+
+    async def _settle(self, job: Job, owner: str, doc_dir: str, outcome: dict[str, Any]) -> AttemptResult:
+        if "result" in outcome:
+            result: IndexOutcome = outcome["result"]
+            if await self.queue.complete(job.id, owner, result.as_result()):
+                self._progress()
+            if result.action in ("indexed", "deleted"):
+                log.info("cascade %s %s (%d topics, %d facts, %d embedded)", result.action, doc_dir,
+                         result.topics, result.facts, result.embedded)
+            return AttemptResult(job.id, doc_dir, outcome=result)
+        if "error" not in outcome:
+            return AttemptResult(job.id, doc_dir)  # the lease was lost; its new owner settles it
+        exc = outcome["error"]
+        message = error_message(exc)
+        retryable = not isinstance(exc, PERMANENT_ERRORS)
+        if not isinstance(exc, EverosError):
+            log.error("index row %s failed", doc_dir, exc_info=exc)
+        else:
+            log.warning("index row %s failed (attempt %d of %d): %s", doc_dir, job.attempts, job.max_attempts, message)
+        if await self.queue.fail(job.id, owner, message, self.settings.retry_backoff_seconds, retryable=retryable):
+            self._progress()
+            settled = await self.queue.get(job.id)
+            terminal = settled is not None and settled.status in (JobStatus.DEAD, JobStatus.FAILED)
+            now = self._clock()
+            await self._db.write(lambda conn: state.mark_failed(conn, doc_dir, message, terminal=terminal, now=now))
+        return AttemptResult(job.id, doc_dir, error=message)
+
+    def _progress(self) -> None:
+        self.last_progress_at = self._clock()
+        self.attempts_finished += 1
+
+    # -- draining (CLI) -------------------------------------------------------------------------
+
+    async def drain(self, owner: str, *, concurrency: int = 1) -> list[AttemptResult]:
+        """Run every row available now, with ``concurrency`` workers, until none is left; rows
+        in backoff are not waited for. Returns how each attempt ended, in order of completion."""
+        results: list[AttemptResult] = []
+
+        async def one(index: int) -> None:
+            worker = f"{owner}-{index}"
+            while jobs := await self.queue.lease(worker, 1, self.settings.lease_seconds):
+                results.append(await self.attempt(jobs[0], worker))
+
+        async with trio.open_nursery() as nursery:
+            for index in range(max(1, concurrency)):
+                nursery.start_soon(one, index)
+        return results

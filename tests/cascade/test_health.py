@@ -1,0 +1,42 @@
+"""The cascade block of /health: depth, lag, progress, and when it says unhealthy (G2)."""
+
+from __future__ import annotations
+
+from everos.cascade import cascade_health, stall_after_seconds
+from everos.store import JobStatus, QueueStats
+
+
+def stats(queued: int = 0, running: int = 0, *, lag: float | None = None, lease_age: float | None = None,
+          last_progress_at: float | None = None, dead: int = 0) -> QueueStats:
+    counts = dict.fromkeys(JobStatus, 0) | {JobStatus.QUEUED: queued, JobStatus.RUNNING: running, JobStatus.DEAD: dead}
+    return QueueStats(counts, lease_age, lag, last_progress_at)
+
+
+INDEX = {"pending": 0, "indexed": 0, "failed": 0}
+
+
+def test_stall_threshold_is_twice_the_longest_hold_and_at_least_a_minute() -> None:
+    assert stall_after_seconds(120, 60) == 240
+    assert stall_after_seconds(5, 10) == 60
+
+
+def test_idle_queue_is_healthy_however_old_the_last_progress() -> None:
+    report = cascade_health(stats(last_progress_at=0.0), INDEX, now=1e6, stall_after_s=240)
+    assert report["healthy"] and report["reasons"] == [] and report["lag_s"] is None
+
+
+def test_waiting_rows_with_recent_progress_are_healthy() -> None:
+    report = cascade_health(stats(50, 2, lag=900.0, last_progress_at=1e6 - 5), INDEX, now=1e6, stall_after_s=240)
+    assert report["healthy"] and report["pending"] == 52 and report["lag_s"] == 900.0
+
+
+def test_waiting_rows_without_progress_are_unhealthy_with_a_reason() -> None:
+    report = cascade_health(stats(3, lag=300.0, last_progress_at=1e6 - 600, dead=2), INDEX, now=1e6,
+                            stall_after_s=240)
+    assert not report["healthy"] and report["dead"] == 2
+    assert report["reasons"] == ["3 index rows waiting, the oldest for 300 s, and none finished for 600 s"]
+
+
+def test_a_row_held_too_long_is_unhealthy() -> None:
+    report = cascade_health(stats(running=1, lease_age=500.0, last_progress_at=1e6), INDEX, now=1e6, stall_after_s=240)
+    assert report["reasons"] == ["an index row has been running for 500 s"]
