@@ -5,6 +5,7 @@
     everos init [--root DIR] [--force] [--print]
     everos config show [--root DIR]
     everos server start [--host H] [--port P] [--root DIR] [--log-level L]
+    everos mcp [--url URL] [--root DIR] [--log-level L]
     everos replay SCENARIO [--url URL] [--scale F] [--rounds N] [--root DIR]
 
 Exit codes: 0 success; 1 a configuration or usage problem (the message says which key and what is
@@ -66,7 +67,20 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("--scale", type=float, default=1.0, help="scale document count and size (default 1)")
     replay.add_argument("--rounds", type=int, default=1, help="upload the corpus this many times")
     replay.add_argument("--root", help="root for the server the harness starts (default: a new temp dir)")
+    mcp = commands.add_parser("mcp", help="serve the knowledge tools over MCP stdio (for clients that launch a "
+                                          "command)")
+    mcp.add_argument("--url", help="proxy to the server at this /mcp URL (default: open the root, or proxy "
+                                   "to the server that owns it)")
+    mcp.add_argument("--root", help="memory root (default: $EVEROS_ROOT, else ~/.everos)")
+    mcp.add_argument("--log-level", choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"),
+                     type=str.upper, help="log level on stderr (default from [api] log_level)")
     return parser
+
+
+def _cmd_mcp(args: argparse.Namespace) -> int:
+    from everos.mcp import run
+
+    return run(args.root, args.url, args.log_level or os.environ.get("EVEROS_LOG_LEVEL", "").upper() or None)
 
 
 def _cmd_replay(args: argparse.Namespace) -> int:
@@ -157,6 +171,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_config_show(args)
         if args.command == "server":
             return _cmd_server_start(args)
+        if args.command == "mcp":
+            return _cmd_mcp(args)
         if args.command == "replay":
             return _cmd_replay(args)
     except ConfigError as exc:

@@ -9,6 +9,7 @@
        ├─ supervised workers (each service's long-lived tasks)
        └─ HTTP: hypercorn.trio.serve(PathRouter, shutdown_trigger=stop)
                  /health /livez /readyz -> HealthApp (snapshot only)
+                 /mcp (services' mounts) -> the MCP streamable-HTTP app
                  everything else        -> RequestLayer (id, deadline, log) -> Quart app
 
 Stopping: ``stop`` is set (a signal, or ``Runtime.request_stop()``); the board says ``stopping``
@@ -85,7 +86,11 @@ class Runtime:
 
 
 class Service(Protocol):
-    """A part of the server (ingest, cascade, search...) as the root nursery sees it."""
+    """A part of the server (ingest, cascade, search...) as the root nursery sees it.
+
+    A service may also carry ``mounts``, a dict of ASGI apps by path prefix (``{"/mcp": app}``):
+    the path router sends those paths to them, before Quart and its request layer.
+    """
 
     async def open(self, runtime: Runtime) -> None:
         """Open stores and recover state; runs under the startup deadline before serving."""
@@ -138,12 +143,15 @@ async def serve(
     handle_signals: bool = False,
     configure_app: Callable[[QuartTrio], None] | None = None,
     runtime_ready: Callable[[Runtime], Any] | None = None,
+    http: bool = True,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run the server on ``loaded.config.api.host``/``port`` until stopped.
 
     ``task_status.started()`` reports the bound addresses (``http://127.0.0.1:PORT``) once the
-    server answers and ``/readyz`` says ready. Returns after an orderly stop.
+    server answers and ``/readyz`` says ready. Returns after an orderly stop. With ``http=False``
+    nothing listens (``everos mcp`` over stdio): the services and their workers run until stopped,
+    and ``task_status.started()`` reports ``[]``.
 
     Raises:
         RootLocked: another process owns the root.
@@ -180,7 +188,10 @@ async def serve(
                     blueprints=blueprints or [],
                     configure=configure_app,
                 )
-                asgi = PathRouter(RequestLayer(app, config.api.request_timeout_seconds), HealthApp(board))
+                mounts: dict[str, Any] = {}
+                for service in services:
+                    mounts.update(getattr(service, "mounts", None) or {})
+                asgi = PathRouter(RequestLayer(app, config.api.request_timeout_seconds), HealthApp(board), mounts)
                 hconfig = hypercorn.config.Config()
                 hconfig.bind = [f"{config.api.host}:{config.api.port}"]
                 hconfig.accesslog = None
@@ -199,7 +210,16 @@ async def serve(
                                                task_status=task_status)
                     nursery.cancel_scope.cancel()
 
-                binds = await nursery.start(run_http)
+                async def run_until_stop() -> None:
+                    await runtime.stop.wait()
+                    board.set_state("stopping")
+                    nursery.cancel_scope.cancel()
+
+                if http:
+                    binds = await nursery.start(run_http)
+                else:
+                    binds = []
+                    nursery.start_soon(run_until_stop)
                 board.set_state("ready")
                 log.info("ready", extra={"fields": {"listening": " ".join(binds)}})
                 if runtime_ready is not None:

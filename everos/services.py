@@ -15,6 +15,7 @@ from everos.config import LoadedConfig
 from everos.knowledge._extractor import BuiltinExtractor, Extractor
 from everos.knowledge._llm_extractor import LLMExtractor
 from everos.knowledge._service import KnowledgeService
+from everos.mcp import MCPService
 from everos.providers import Providers
 from everos.server import Service
 from everos.web._knowledge import knowledge_blueprints
@@ -44,8 +45,12 @@ class ProvidersService:
             await self.providers.aclose()
 
 
-def build_services(loaded: LoadedConfig) -> tuple[list[Service], list[Blueprint]]:
-    """The services of a full server for ``loaded``'s root, in start order, and their routes."""
+def build_services(loaded: LoadedConfig, *, mcp_transport: str = "http") -> tuple[list[Service], list[Blueprint]]:
+    """The services of a full server for ``loaded``'s root, in start order, and their routes.
+
+    ``mcp_transport`` is ``"http"`` (the MCP tools mounted at ``/mcp``) or ``"stdio"`` (``everos mcp``
+    serving this process's stdin/stdout).
+    """
     providers = ProvidersService()
 
     def make_extractor(runtime: Any) -> Extractor:
@@ -56,4 +61,5 @@ def build_services(loaded: LoadedConfig) -> tuple[list[Service], list[Blueprint]
         return LLMExtractor(chat, runtime.config.llm, runtime.limiters.cpu)
 
     knowledge = KnowledgeService(extractor_factory=make_extractor)
-    return [providers, knowledge], knowledge_blueprints(knowledge)
+    mcp = MCPService(knowledge, search=None, transport=mcp_transport)
+    return [providers, knowledge, mcp], knowledge_blueprints(knowledge)

@@ -1,0 +1,101 @@
+"""The answer shapes of the knowledge API, shared by every surface that answers with them.
+
+The HTTP routes (``web/_knowledge.py``) and the MCP tools (``everos.mcp``) answer with the same
+bodies, field for field (EverOS 1.x, reference §2.3, plus everos's task body). Each function is
+pure: plain rows in, a JSON-able dict out; times are shown in ``[memory] timezone``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import zoneinfo
+from pathlib import Path
+from typing import Any
+
+from everos.knowledge._repository import DocumentRow
+from everos.store import Job, JobStatus
+
+__all__ = [
+    "created_body",
+    "display_time",
+    "document_body",
+    "document_list_item",
+    "job_failure",
+    "task_body",
+    "topic_body",
+]
+
+
+def display_time(epoch: float | None, timezone: str) -> str | None:
+    """``epoch`` as ISO 8601 with milliseconds in ``timezone``; None stays None."""
+    if epoch is None:
+        return None
+    return dt.datetime.fromtimestamp(epoch, zoneinfo.ZoneInfo(timezone)).isoformat(timespec="milliseconds")
+
+
+def task_body(job: Job, timezone: str, prefix: str) -> dict[str, Any]:
+    """``GET {prefix}/tasks/{task_id}``: the ingest job as a client polls it."""
+    return {
+        "task_id": job.id,
+        "doc_id": (job.payload or {}).get("doc_id"),
+        "status": str(job.status),
+        "attempts": job.attempts,
+        "max_attempts": job.max_attempts,
+        "last_error": job.last_error,
+        "result": job.result if job.status is JobStatus.SUCCEEDED else None,
+        "created_at": display_time(job.created_at, timezone),
+        "updated_at": display_time(job.updated_at, timezone),
+        "started_at": display_time(job.started_at, timezone),
+        "finished_at": display_time(job.finished_at, timezone),
+        "status_url": f"{prefix}/tasks/{job.id}",
+    }
+
+
+def job_failure(job: Job) -> tuple[str, str]:
+    """The EverOS ``(code, message)`` of a job that ended without success (``last_error`` is
+    stored as ``"CODE: message"``)."""
+    code, _, message = (job.last_error or "INTERNAL_ERROR: failed").partition(": ")
+    return code, message
+
+
+def created_body(doc: DocumentRow, root: Path) -> dict[str, Any]:
+    """The 201 body of an upload, for a document that is already stored (a content duplicate)."""
+    return {
+        "doc_id": doc.doc_id, "category_id": doc.category_id, "topic_count": doc.topic_count,
+        "source_name": doc.source_name, "md_path": str((root / doc.md_path).parent),
+        "original_file_path": str(root / doc.original_path) if doc.original_path else None,
+    }
+
+
+def document_body(doc: DocumentRow, topics: list, root: Path, timezone: str) -> dict[str, Any]:
+    """``GET /documents/{doc_id}``: the document and its topics (without their content)."""
+    return {
+        "doc_id": doc.doc_id, "category_id": doc.category_id, "title": doc.title, "summary": doc.summary,
+        "source_name": doc.source_name, "source_type": doc.source_type,
+        "original_file_path": str(root / doc.original_path) if doc.original_path else None,
+        "md_path": str((root / doc.md_path).parent),
+        "app_id": doc.app_id, "project_id": doc.project_id,
+        "topics": [{"topic_id": t["node_id"], "topic_name": t["topic_name"], "topic_path": t["topic_path"],
+                    "depth": t["depth"], "summary": t["summary"]} for t in topics if t["topic_index"]],
+        "created_at": display_time(doc.created_at, timezone), "updated_at": display_time(doc.updated_at, timezone),
+    }
+
+
+def document_list_item(doc: DocumentRow, timezone: str) -> dict[str, Any]:
+    """One entry of ``GET /documents``."""
+    return {"doc_id": doc.doc_id, "category_id": doc.category_id, "title": doc.title,
+            "topic_count": doc.topic_count, "created_at": display_time(doc.created_at, timezone),
+            "updated_at": display_time(doc.updated_at, timezone)}
+
+
+def topic_body(row: Any, timezone: str) -> dict[str, Any]:
+    """``GET /topics/{topic_id}``: one topic with its content."""
+    return {
+        "topic_id": row["node_id"], "doc_id": row["doc_id"], "category_id": row["category_id"],
+        "topic_name": row["topic_name"], "topic_path": row["topic_path"], "depth": row["depth"],
+        "summary": row["summary"], "content": row["content"], "content_labels": json.loads(row["content_labels"]),
+        "parent_topic_id": row["parent_node_id"], "children_topic_ids": json.loads(row["children_node_ids"]),
+        "created_at": display_time(row["created_at"], timezone),
+        "updated_at": display_time(row["updated_at"], timezone),
+    }

@@ -1,0 +1,40 @@
+"""The MCP adapter: the knowledge tools over streamable HTTP (``/mcp``) and stdio (``everos mcp``).
+
+One catalog (``build_server``) is answered either in this process (:class:`KnowledgeTools`, over
+the knowledge service; mounted by :class:`MCPService`) or by a running server (:class:`RemoteDispatch`,
+the stdio proxy). Every tool call has a deadline (guarantee G1).
+"""
+
+from everos.mcp._catalog import INSTRUCTIONS, TOOL_NAMES, build_server
+from everos.mcp._http import MCPService, transport_security
+from everos.mcp._render import BEGIN_DATA, END_DATA, fence
+from everos.mcp._stdio import RemoteDispatch, choose_target, mcp_url, run, serve_stdio
+from everos.mcp._tools import KnowledgeTools, SearchFn
+
+__all__ = [
+    "BEGIN_DATA",
+    "END_DATA",
+    "INSTRUCTIONS",
+    "KnowledgeTools",
+    "MCPService",
+    "RemoteDispatch",
+    "SearchFn",
+    "TOOL_NAMES",
+    "build_server",
+    "choose_target",
+    "fence",
+    "mcp_url",
+    "run",
+    "serve_stdio",
+    "transport_security",
+]
+
+for _name in __all__:
+    _obj = globals()[_name]
+    # Public classes and functions report the package, not the private module (trio/httpx style).
+    if getattr(_obj, "__module__", "").startswith("everos.mcp._"):
+        try:
+            _obj.__module__ = __name__
+        except (AttributeError, TypeError):
+            pass
+del _name, _obj

@@ -1,0 +1,64 @@
+"""A server with the knowledge service and the MCP adapter, and helpers to call its tools."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import trio
+from mcp import Client
+
+from everos.knowledge._service import KnowledgeService
+from everos.mcp import MCPService
+from everos.web._knowledge import knowledge_blueprints
+from ..conftest import RunningServer, running_server
+from ..knowledge.test_service import StalledExtractor
+
+__all__ = ["FakeSearch", "McpServer", "StalledExtractor", "call", "mcp_server"]
+
+
+class FakeSearch:
+    """A search callable with the search service's signature; records its calls."""
+
+    def __init__(self, hits: list[dict[str, Any]] | None = None) -> None:
+        self.calls: list[dict[str, Any]] = []
+        self.hits = hits if hits is not None else []
+
+    async def __call__(self, *, query: str, method: str, top_k: int, score_threshold: float | None,
+                       include_content: bool, app_id: str, project_id: str) -> dict[str, Any]:
+        self.calls.append({"query": query, "method": method, "top_k": top_k, "score_threshold": score_threshold,
+                           "include_content": include_content, "app_id": app_id, "project_id": project_id})
+        await trio.lowlevel.checkpoint()
+        return {"hits": self.hits[:top_k], "total": len(self.hits), "took_ms": 1.0}
+
+
+@dataclass
+class McpServer:
+    http: RunningServer
+    knowledge: KnowledgeService
+    mcp: MCPService
+
+    @property
+    def url(self) -> str:
+        return self.http.base_url + "/mcp"
+
+
+@contextlib.asynccontextmanager
+async def mcp_server(root: Path, *, search: Any = None, extractor: Any = None,
+                     **overrides: Any) -> AsyncIterator[McpServer]:
+    """The real server with the knowledge service and the MCP adapter (HTTP mount) on loopback."""
+    knowledge = KnowledgeService(extractor_factory=(lambda runtime: extractor) if extractor else None)
+    mcp = MCPService(knowledge, search=search)
+    overrides.setdefault("api__graceful_timeout_seconds", 0.5)  # an open MCP session holds the drain
+    async with running_server(root, services=[knowledge, mcp], blueprints=knowledge_blueprints(knowledge),
+                              **overrides) as http:
+        yield McpServer(http=http, knowledge=knowledge, mcp=mcp)
+
+
+async def call(client: Client, name: str, **arguments: Any):
+    """Call a tool; return ``(structured, text, is_error)``."""
+    result = await client.call_tool(name, arguments)
+    return result.structured_content, result.content[0].text, result.is_error
