@@ -1,26 +1,38 @@
 """Which services a server runs, and the routes that serve them, built from its configuration.
 
 The root nursery (``everos.server``) knows services only through the ``Service`` protocol; this is
-the one place that names them and pairs each with its blueprints (the web layer imports services,
-never the other way round).
+the one place that names them, wires them to each other and pairs them with their blueprints (the
+web layer imports services, never the other way round). Start order::
+
+    providers  -> model clients (LLM, embedder, reranker), reported in /health
+    knowledge  -> durable ingest; tells the cascade which document directories changed
+    index      -> the LanceDB store, its single writer (a worker) and the search service
+    cascade    -> leased index queue, watcher, scanner, index workers (write through the writer)
+    mcp        -> the knowledge tools over MCP
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import trio
 from quart import Blueprint
 
+from everos.cascade import CascadeService
 from everos.config import LoadedConfig
 from everos.knowledge._extractor import BuiltinExtractor, Extractor
 from everos.knowledge._llm_extractor import LLMExtractor
 from everos.knowledge._service import KnowledgeService
 from everos.mcp import MCPService
 from everos.providers import Providers
+from everos.search import SearchService, search_tokens, split_facts, warm_up
 from everos.server import Service
+from everos.store.index import IndexStore, IndexWriter
 from everos.web._knowledge import knowledge_blueprints
 
-__all__ = ["ProvidersService", "build_services"]
+__all__ = ["IndexService", "ProvidersService", "build_services"]
+
+LANCEDB_RELPATH = (".index", "lancedb")
 
 
 class ProvidersService:
@@ -45,6 +57,56 @@ class ProvidersService:
             await self.providers.aclose()
 
 
+class IndexService:
+    """The search index: its LanceDB store, the one writer task, and the search service over it.
+
+    ``reset`` drops both tables at open (``everos cascade rebuild``).
+    """
+
+    def __init__(self, providers: ProvidersService, knowledge: KnowledgeService, *, reset: bool = False) -> None:
+        self._providers = providers
+        self._knowledge = knowledge
+        self._reset = reset
+        self.store: IndexStore | None = None
+        self.writer: IndexWriter | None = None
+        self.searcher: SearchService | None = None
+
+    async def open(self, runtime: Any) -> None:
+        config = runtime.config
+        path = runtime.loaded.root.joinpath(*LANCEDB_RELPATH)
+        self.store = await IndexStore.open(path, dim=config.embedding.dim, settings=config.lancedb,
+                                           limiter=runtime.limiters.lancedb, reset=self._reset)
+        self.writer = IndexWriter(self.store, config.cascade)
+        # jieba's dictionary takes about a second to load: now, in a thread, not on a first search.
+        await trio.to_thread.run_sync(warm_up, limiter=runtime.limiters.cpu)
+        providers = self._providers.providers
+        self.searcher = SearchService(
+            self.store, providers.embedder, providers.reranker, config.knowledge_search, runtime.limiters.cpu,
+            document_lookup=self._knowledge.document_briefs, topic_content_lookup=self._knowledge.topic_contents)
+        runtime.board.blocks["index"] = self.writer.statistics
+
+    def start_workers(self, supervisor: Any) -> None:
+        supervisor.start("index-writer", self.writer.run)
+
+    async def aclose(self) -> None:
+        if self.store is not None:
+            await self.store.aclose()
+
+    async def search(self, **arguments: Any) -> dict[str, Any]:
+        """EverOS's knowledge search (see :meth:`SearchService.search`)."""
+        return await self.searcher.search(**arguments)
+
+
+def build_cascade(providers: ProvidersService, index: IndexService) -> CascadeService:
+    return CascadeService(
+        sink=lambda runtime: index.writer,
+        embedder=lambda runtime: providers.providers.embedder,
+        chat=lambda runtime: providers.providers.llm,
+        search_tokens=search_tokens,
+        split_facts=split_facts,
+    )
+
+
 def build_services(loaded: LoadedConfig, *, mcp_transport: str = "http") -> tuple[list[Service], list[Blueprint]]:
     """The services of a full server for ``loaded``'s root, in start order, and their routes.
 
@@ -61,5 +123,9 @@ def build_services(loaded: LoadedConfig, *, mcp_transport: str = "http") -> tupl
         return LLMExtractor(chat, runtime.config.llm, runtime.limiters.cpu)
 
     knowledge = KnowledgeService(extractor_factory=make_extractor)
-    mcp = MCPService(knowledge, search=None, transport=mcp_transport)
-    return [providers, knowledge, mcp], knowledge_blueprints(knowledge)
+    index = IndexService(providers, knowledge)
+    cascade = build_cascade(providers, index)
+    knowledge.index_notifier = cascade.enqueue_document
+    knowledge.index_status_lookup = cascade.index_statuses
+    mcp = MCPService(knowledge, search=index.search, transport=mcp_transport)
+    return [providers, knowledge, index, cascade, mcp], knowledge_blueprints(knowledge, search=index)

@@ -122,6 +122,10 @@ class KnowledgeService:
         self._doc_locks: dict[str, trio.Lock] = {}
         self._stats: QueueStats | None = None
         self.db: Database | None = None
+        # Set by the composition root (everos.services) when a cascade runs: told of every
+        # document directory that changed, and asked for each document's index status.
+        self.index_notifier: Callable[[Path], Any] | None = None
+        self.index_status_lookup: Callable[[list[str]], Any] | None = None
 
     # -- lifecycle (the Service protocol) ---------------------------------------------------------
 
@@ -375,6 +379,7 @@ class KnowledgeService:
                     remove_tree_sync(old, root=knowledge_dir(self.root, previous.app_id, previous.project_id))
 
         await self._files(write_and_publish)
+        moved_from = None if previous is None else (self.root / previous.md_path).parent
         doc = document_record(doc_id, title, extracted, source_name=p["filename"], source_type=p["source_type"])
         topic_paths = {t.topic_index: self._relative(final / topic_filename(t.topic_index, t.topic_name))
                        for t in topics if t.topic_index}
@@ -383,6 +388,7 @@ class KnowledgeService:
                 conn, doc=doc, topics=topics, topic_paths=topic_paths, app_id=p["app_id"],
                 project_id=p["project_id"], md_path=self._relative(final / INDEX_FILENAME),
                 original_path=self._relative(original), content_sha256=p["sha256"], now=self._clock()))
+        await self._changed(final, moved_from)
         return {
             "doc_id": doc_id,
             "category_id": doc.category_id,
@@ -403,6 +409,30 @@ class KnowledgeService:
         while True:
             self._stats = await self.queue.stats()
             await trio.sleep(STATUS_REFRESH_S)
+
+    async def _changed(self, *doc_dirs: Path | None) -> None:
+        """Tell the cascade which document directories changed (each once, moves included)."""
+        if self.index_notifier is None:
+            return
+        for doc_dir in dict.fromkeys(d for d in doc_dirs if d is not None):
+            await self.index_notifier(doc_dir)
+
+    async def index_statuses(self, doc_ids: list[str]) -> dict[str, str]:
+        """``{doc_id: pending | indexed | failed}``; empty when no cascade runs."""
+        if self.index_status_lookup is None or not doc_ids:
+            return {}
+        return await self.index_status_lookup(doc_ids)
+
+    async def document_briefs(self, doc_ids) -> dict[str, dict[str, Any]]:
+        """``{doc_id: {title, summary}}`` for search hits; unknown ids are left out."""
+        rows = await self.db.read(lambda conn: [repo.get_document(conn, d) for d in dict.fromkeys(doc_ids)])
+        return {row.doc_id: {"doc_id": row.doc_id, "title": row.title, "summary": row.summary}
+                for row in rows if row is not None}
+
+    async def topic_contents(self, topic_ids) -> dict[str, str]:
+        """``{topic_id: content}`` for search hits with ``include_content`` and for rerank."""
+        rows = await self.db.read(lambda conn: [repo.get_topic(conn, t) for t in dict.fromkeys(topic_ids)])
+        return {row["node_id"]: row["content"] for row in rows if row is not None}
 
     # -- reading ----------------------------------------------------------------------------------
 
@@ -459,6 +489,7 @@ class KnowledgeService:
             now = self._clock()
             await self.db.write(lambda conn: self._save_rewritten(conn, doc, rows, new_dir, new_title,
                                                                   new_category, now))
+            await self._changed(new_dir, old_dir)
             return {"doc_id": doc_id, "updated_fields": updated, "updated_at": now}
         finally:
             lock.release()
@@ -513,7 +544,9 @@ class KnowledgeService:
                 return 0 if job_deleted else None
             doc_dir = (self.root / doc.md_path).parent
             await self._files(lambda: remove_tree_sync(doc_dir, root=self.root))
-            return await self.db.write(repo.delete_document, doc_id)
+            deleted = await self.db.write(repo.delete_document, doc_id)
+            await self._changed(doc_dir)
+            return deleted
         finally:
             lock.release()
 

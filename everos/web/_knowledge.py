@@ -222,17 +222,21 @@ def _blueprint(service: KnowledgeService, search: Any, version: str) -> Blueprin
         docs, total = await service.list_documents(app_id=app_id, project_id=project_id, category_id=category,
                                                    page=page, page_size=page_size, sort_by=sort_by,
                                                    sort_order=sort_order)
+        statuses = await service.index_statuses([d.doc_id for d in docs])
         return ok({
             "documents": [{"doc_id": d.doc_id, "category_id": d.category_id, "title": d.title,
                            "topic_count": d.topic_count, "created_at": timestamp(d.created_at),
-                           "updated_at": timestamp(d.updated_at)} for d in docs],
+                           "updated_at": timestamp(d.updated_at), "index_status": statuses.get(d.doc_id)}
+                          for d in docs],
             "total": total, "page": page, "page_size": page_size,
         })
 
     @bp.get("/documents/<doc_id>")
     async def get_document(doc_id: str) -> Response:
         doc, topics = await service.get_document(validate_doc_id(doc_id))
+        statuses = await service.index_statuses([doc.doc_id])
         return ok({
+            "index_status": statuses.get(doc.doc_id),
             "doc_id": doc.doc_id, "category_id": doc.category_id, "title": doc.title, "summary": doc.summary,
             "source_name": doc.source_name, "source_type": doc.source_type,
             "original_file_path": str(service.root / doc.original_path) if doc.original_path else None,
