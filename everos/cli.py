@@ -6,6 +6,7 @@
     everos config show [--root DIR]
     everos server start [--host H] [--port P] [--root DIR] [--log-level L]
     everos mcp [--url URL] [--root DIR] [--log-level L]
+    everos cascade status|sync [PATH]|fix [--apply]|rebuild [--root DIR]
     everos replay SCENARIO [--url URL] [--scale F] [--rounds N] [--root DIR]
 
 Exit codes: 0 success; 1 a configuration or usage problem (the message says which key and what is
@@ -60,6 +61,19 @@ def _parser() -> argparse.ArgumentParser:
     start.add_argument("--root", help="memory root (default: $EVEROS_ROOT, else ~/.everos)")
     start.add_argument("--log-level", choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"),
                        type=str.upper, help="log level (default from [api] log_level or $EVEROS_LOG_LEVEL)")
+    cascade = commands.add_parser("cascade", help="inspect and repair the markdown -> index cascade")
+    cascade_commands = cascade.add_subparsers(dest="cascade_command", required=True, metavar="SUBCOMMAND")
+    for name, text in (("status", "queue depth by state, oldest lease, dead rows (safe next to a server)"),
+                       ("sync", "queue PATH's document (or whatever changed) and index it now"),
+                       ("fix", "list dead and failed rows; --apply queues them again and indexes them"),
+                       ("rebuild", "drop the derived index and index every markdown document again")):
+        sub = cascade_commands.add_parser(name, help=text)
+        sub.add_argument("--root", help="memory root (default: $EVEROS_ROOT, else ~/.everos)")
+        if name == "sync":
+            sub.add_argument("path", nargs="?", help="a document directory or a file inside one")
+        if name == "fix":
+            sub.add_argument("--apply", action="store_true", help="queue the rows again and index them")
+
     replay = commands.add_parser("replay", help="drive a server through a hang scenario while probing /health")
     replay.add_argument("scenario", help="seed-316, llm-stall, llm-flaky, llm-slow, burst, embed-stall, fd-256, "
                                          "kill-restart")
@@ -81,6 +95,21 @@ def _cmd_mcp(args: argparse.Namespace) -> int:
     from everos.mcp import run
 
     return run(args.root, args.url, args.log_level or os.environ.get("EVEROS_LOG_LEVEL", "").upper() or None)
+
+
+def _cmd_cascade(args: argparse.Namespace) -> int:
+    import json
+
+    import trio
+
+    from everos.cascade_cli import run_cascade_command
+
+    root = resolve_root(args.root)
+    loaded = load_config(root)
+    options = {"path": getattr(args, "path", None), "apply": getattr(args, "apply", False)}
+    report = trio.run(run_cascade_command, loaded, args.cascade_command, options)
+    print(json.dumps(report, indent=2, ensure_ascii=False, default=str))
+    return 0
 
 
 def _cmd_replay(args: argparse.Namespace) -> int:
@@ -173,6 +202,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_server_start(args)
         if args.command == "mcp":
             return _cmd_mcp(args)
+        if args.command == "cascade":
+            return _cmd_cascade(args)
         if args.command == "replay":
             return _cmd_replay(args)
     except ConfigError as exc:

@@ -299,16 +299,27 @@ async def _upload_all(url: str, corpus: list[tuple[str, bytes]], concurrency: in
 
 
 async def _drain(url: str, timeout_s: float) -> float | None:
-    """Seconds until no ingest job (and no index row, when reported) is queued or running."""
+    """Seconds until no ingest job, no index row and no document awaiting indexing is left.
+
+    The /health blocks are refreshed in the background about once a second, so "drained" must
+    be seen on two probes more than that apart."""
     started = time.monotonic()
+    quiet_since: float | None = None
     async with httpx.AsyncClient(base_url=url, timeout=5) as client:
         with trio.move_on_after(timeout_s):
             while True:
-                with contextlib.suppress(httpx.HTTPError, KeyError):
+                with contextlib.suppress(httpx.HTTPError, KeyError, TypeError):
                     health = (await client.get("/health")).json()
-                    pending = health["ingest"]["pending"] + (health.get("cascade") or {}).get("pending", 0)
-                    if pending == 0:
-                        return round(time.monotonic() - started, 2)
+                    cascade = health.get("cascade") or {}
+                    pending = (health["ingest"]["pending"] + cascade.get("pending", 0)
+                               + (cascade.get("index_status") or {}).get("pending", 0))
+                    now = time.monotonic()
+                    if pending:
+                        quiet_since = None
+                    elif quiet_since is None:
+                        quiet_since = now
+                    elif now - quiet_since >= 1.5:
+                        return round(quiet_since - started, 2)
                 await trio.sleep(0.25)
     return None
 

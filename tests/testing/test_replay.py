@@ -29,7 +29,14 @@ async def test_scenario_recovers_with_every_document_listed(name: str) -> None:
     report = check(await run_scenario(name, ReplayOptions(scale=0.3)))
     end = report["end"]
     assert end["documents_dead"] == 0 and not end["documents_missing"]
-    assert end["documents_listed"] == report["documents"]
+    assert end["documents_listed"] == end["documents_indexed"] == report["documents"]
+
+
+async def test_embed_stall_answers_uploads_and_indexing_resumes_by_itself() -> None:
+    report = check(await run_scenario("embed-stall", ReplayOptions(scale=0.5)))
+    assert report["uploads"]["unanswered"] == 0 and report["uploads"]["failed"] == 0
+    assert report["end"]["documents_listed"] == report["documents"]
+    assert report["end"]["documents_indexed"] == report["documents"]  # after the endpoint came back
 
 
 @pytest.mark.parametrize("name", ["llm-stall", "llm-slow"])
@@ -51,10 +58,12 @@ async def test_burst_five_times_keeps_memory_and_threads_flat() -> None:
     report = check(await run_scenario("burst", ReplayOptions(scale=0.4, rounds=5)))
     rounds = report["server_resources_per_round"]
     assert len(rounds) == 5
-    first, last = rounds[0], rounds[-1]
-    assert last["threads"] <= first["threads"] + 4, rounds
-    assert last["open_files"] <= first["open_files"] + 16, rounds
-    assert last["rss_kib"] <= first["rss_kib"] * 1.5 + 20_000, rounds
+    # Round 1 warms the pools (trio's thread cache, LanceDB's runtime); from the warm round on,
+    # threads and open files stay put and memory grows only with the index.
+    warm, last = rounds[1], rounds[-1]
+    assert last["threads"] <= warm["threads"] + 4, rounds
+    assert last["open_files"] <= warm["open_files"] + 16, rounds
+    assert last["rss_kib"] <= warm["rss_kib"] * 1.3, rounds
 
 
 def test_every_scenario_named_in_the_issue_exists() -> None:
