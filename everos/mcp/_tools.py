@@ -29,6 +29,7 @@ from everos.knowledge._answers import (
     task_body,
     topic_body,
 )
+from everos.knowledge._requests import parse_search_request, validate_task_id
 from everos.knowledge._repository import SORT_COLUMNS
 from everos.knowledge._service import (
     TERMINAL,
@@ -40,7 +41,6 @@ from everos.knowledge._service import (
 )
 from everos.mcp import _render as render  # the submodule, not the package namespace
 from everos.store import JobStatus
-from everos.web._knowledge import parse_search_request, validate_hex
 
 __all__ = ["KnowledgeTools", "SearchFn"]
 
@@ -205,9 +205,9 @@ class KnowledgeTools:
                 f"Deleted document {doc_id} and its {deleted} topics.")
 
     async def _task_status(self, task_id: str) -> tuple[dict[str, Any], str]:
-        if not isinstance(task_id, str) or not task_id.startswith("t_") or not validate_hex(task_id[2:]):
+        if not isinstance(task_id, str):
             raise InvalidInput("task_id must look like t_<hex>", field="task_id")
-        body = task_body(await self.knowledge.get_task(task_id), self.timezone, TASK_PREFIX)
+        body = task_body(await self.knowledge.get_task(validate_task_id(task_id)), self.timezone, TASK_PREFIX)
         return body, render.render_task(body)
 
     async def _status(self) -> tuple[dict[str, Any], str]:

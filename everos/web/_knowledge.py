@@ -7,9 +7,6 @@ client that does not ask for it sees EverOS's answers.
 
 from __future__ import annotations
 
-import datetime as dt
-import json
-import zoneinfo
 from typing import Any
 
 import trio
@@ -18,7 +15,9 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from everos.errors import InvalidInput, PayloadTooLarge, ServiceUnavailable
 from everos.knowledge import validate_app_id, validate_doc_id, validate_project_id, validate_topic_id
-from everos.knowledge._repository import SORT_COLUMNS, DocumentRow
+from everos.knowledge import _answers as answers
+from everos.knowledge._requests import parse_search_request, validate_task_id
+from everos.knowledge._repository import SORT_COLUMNS
 from everos.knowledge._service import (
     TERMINAL,
     KnowledgeService,
@@ -37,68 +36,21 @@ EXTRACTION_ERROR_STATUS = {"EXTRACTION_EMPTY": 422, "UNSUPPORTED_FORMAT": 415, "
                            "BAD_REQUEST": 400, "NOT_FOUND": 404, "INTERNAL_ERROR": 500}
 
 
-SEARCH_METHODS = ("keyword", "vector", "hybrid")
-MAX_QUERY_CHARS = 2000
-
-
 def knowledge_blueprints(service: KnowledgeService, search: Any = None) -> list[Blueprint]:
     """The routes for ``/api/v1`` and ``/api/v2``. ``search`` is the search service (an object with
     EverOS's ``search(...)``); without one, ``POST /search`` answers 503."""
     return [_blueprint(service, search, version) for version in ("v1", "v2")]
 
 
-def parse_search_request(body: dict[str, Any], top_k_cap: int) -> dict[str, Any]:
-    """Validate EverOS's search body; return the keyword arguments of ``search(...)``."""
-    query = body.get("query")
-    if not isinstance(query, str) or not query.strip():
-        raise InvalidInput("query is required", field="query")
-    if len(query) > MAX_QUERY_CHARS:
-        raise InvalidInput(f"query must be at most {MAX_QUERY_CHARS} characters", field="query")
-    method = body.get("method", "hybrid")
-    if method not in SEARCH_METHODS:
-        raise InvalidInput(f"method must be one of {', '.join(SEARCH_METHODS)}", field="method")
-    top_k = body.get("top_k", 10)
-    if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= top_k_cap:
-        raise InvalidInput(f"top_k must be a whole number from 1 to {top_k_cap}", field="top_k")
-    threshold = body.get("score_threshold")
-    if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, (int, float))):
-        raise InvalidInput("score_threshold must be a number", field="score_threshold")
-    include_content = body.get("include_content", False)
-    if not isinstance(include_content, bool):
-        raise InvalidInput("include_content must be true or false", field="include_content")
-    return {
-        "query": query.strip(), "method": method, "top_k": top_k,
-        "score_threshold": None if threshold is None else float(threshold), "include_content": include_content,
-        "app_id": validate_app_id(body.get("app_id", "default")),
-        "project_id": validate_project_id(body.get("project_id", "default")),
-    }
-
-
 def _blueprint(service: KnowledgeService, search: Any, version: str) -> Blueprint:
     bp = Blueprint(f"knowledge_{version}", __name__, url_prefix=f"/api/{version}/knowledge")
     prefix = f"/api/{version}/knowledge"
 
-    def timestamp(epoch: float | None) -> str | None:
-        if epoch is None:
-            return None
-        tz = zoneinfo.ZoneInfo(service.config.memory.timezone)
-        return dt.datetime.fromtimestamp(epoch, tz).isoformat(timespec="milliseconds")
+    def timezone() -> str:
+        return service.config.memory.timezone
 
-    def task_body(job: Job) -> dict[str, Any]:
-        return {
-            "task_id": job.id,
-            "doc_id": (job.payload or {}).get("doc_id"),
-            "status": str(job.status),
-            "attempts": job.attempts,
-            "max_attempts": job.max_attempts,
-            "last_error": job.last_error,
-            "result": job.result if job.status is JobStatus.SUCCEEDED else None,
-            "created_at": timestamp(job.created_at),
-            "updated_at": timestamp(job.updated_at),
-            "started_at": timestamp(job.started_at),
-            "finished_at": timestamp(job.finished_at),
-            "status_url": f"{prefix}/tasks/{job.id}",
-        }
+    def timestamp(epoch: float | None) -> str | None:
+        return answers.display_time(epoch, timezone())
 
     def scope_from(source: Any) -> tuple[str, str]:
         return (validate_app_id(source.get("app_id", "default")),
@@ -126,7 +78,7 @@ def _blueprint(service: KnowledgeService, search: Any, version: str) -> Blueprin
         if job.status is JobStatus.SUCCEEDED:
             return success_status, {"request_id": None, "data": job.result}, {}
         if job.status in TERMINAL:
-            code, _, message = (job.last_error or "INTERNAL_ERROR: failed").partition(": ")
+            code, message = answers.job_failure(job)
             status = EXTRACTION_ERROR_STATUS.get(code, 503)
             return status, {"request_id": None, "error": {"code": code, "message": message, "task_id": job.id,
                                                           "path": request.path}}, {}
@@ -159,7 +111,7 @@ def _blueprint(service: KnowledgeService, search: Any, version: str) -> Blueprin
                 return response
         job, existing = await service.accept(upload, replace_doc_id=doc_id)
         if existing is not None:
-            status, body, headers = 200, {"data": {**document_created_body(existing), "duplicate": True}}, {}
+            status, body, headers = 200, {"data": {**answers.created_body(existing, service.root), "duplicate": True}}, {}
         else:
             prefer_async = "respond-async" in request.headers.get("Prefer", "").lower()
             wait_s = 0.0 if prefer_async else service.config.knowledge.sync_wait_seconds
@@ -168,14 +120,6 @@ def _blueprint(service: KnowledgeService, search: Any, version: str) -> Blueprin
         if key and status < 500:
             await service.remember_answer(idem_scope, key, request_hash, status, body)
         return render(status, body, headers)
-
-    def document_created_body(doc: DocumentRow) -> dict[str, Any]:
-        root = service.root
-        return {
-            "doc_id": doc.doc_id, "category_id": doc.category_id, "topic_count": doc.topic_count,
-            "source_name": doc.source_name, "md_path": str((root / doc.md_path).parent),
-            "original_file_path": str(root / doc.original_path) if doc.original_path else None,
-        }
 
     @bp.post("/documents")
     async def create_document() -> Response:
@@ -224,9 +168,7 @@ def _blueprint(service: KnowledgeService, search: Any, version: str) -> Blueprin
                                                    sort_order=sort_order)
         statuses = await service.index_statuses([d.doc_id for d in docs])
         return ok({
-            "documents": [{"doc_id": d.doc_id, "category_id": d.category_id, "title": d.title,
-                           "topic_count": d.topic_count, "created_at": timestamp(d.created_at),
-                           "updated_at": timestamp(d.updated_at), "index_status": statuses.get(d.doc_id)}
+            "documents": [{**answers.document_list_item(d, timezone()), "index_status": statuses.get(d.doc_id)}
                           for d in docs],
             "total": total, "page": page, "page_size": page_size,
         })
@@ -235,28 +177,12 @@ def _blueprint(service: KnowledgeService, search: Any, version: str) -> Blueprin
     async def get_document(doc_id: str) -> Response:
         doc, topics = await service.get_document(validate_doc_id(doc_id))
         statuses = await service.index_statuses([doc.doc_id])
-        return ok({
-            "index_status": statuses.get(doc.doc_id),
-            "doc_id": doc.doc_id, "category_id": doc.category_id, "title": doc.title, "summary": doc.summary,
-            "source_name": doc.source_name, "source_type": doc.source_type,
-            "original_file_path": str(service.root / doc.original_path) if doc.original_path else None,
-            "md_path": str((service.root / doc.md_path).parent),
-            "app_id": doc.app_id, "project_id": doc.project_id,
-            "topics": [{"topic_id": t["node_id"], "topic_name": t["topic_name"], "topic_path": t["topic_path"],
-                        "depth": t["depth"], "summary": t["summary"]} for t in topics if t["topic_index"]],
-            "created_at": timestamp(doc.created_at), "updated_at": timestamp(doc.updated_at),
-        })
+        return ok({**answers.document_body(doc, topics, service.root, timezone()),
+                   "index_status": statuses.get(doc.doc_id)})
 
     @bp.get("/topics/<topic_id>")
     async def get_topic(topic_id: str) -> Response:
-        t = await service.get_topic(validate_topic_id(topic_id))
-        return ok({
-            "topic_id": t["node_id"], "doc_id": t["doc_id"], "category_id": t["category_id"],
-            "topic_name": t["topic_name"], "topic_path": t["topic_path"], "depth": t["depth"],
-            "summary": t["summary"], "content": t["content"], "content_labels": json.loads(t["content_labels"]),
-            "parent_topic_id": t["parent_node_id"], "children_topic_ids": json.loads(t["children_node_ids"]),
-            "created_at": timestamp(t["created_at"]), "updated_at": timestamp(t["updated_at"]),
-        })
+        return ok(answers.topic_body(await service.get_topic(validate_topic_id(topic_id)), timezone()))
 
     @bp.post("/search")
     async def search_route() -> Response:
@@ -272,9 +198,7 @@ def _blueprint(service: KnowledgeService, search: Any, version: str) -> Blueprin
 
     @bp.get("/tasks/<task_id>")
     async def get_task(task_id: str) -> Response:
-        if not task_id.startswith("t_") or not validate_hex(task_id[2:]):
-            raise InvalidInput("task_id must look like t_<hex>", field="task_id")
-        return ok(task_body(await service.get_task(task_id)))
+        return ok(answers.task_body(await service.get_task(validate_task_id(task_id)), timezone(), prefix))
 
     @bp.get("/tasks")
     async def list_tasks() -> Response:
@@ -284,13 +208,9 @@ def _blueprint(service: KnowledgeService, search: Any, version: str) -> Blueprin
         page = int_arg("page", 1, 1, 1_000_000)
         page_size = int_arg("page_size", 20, 1, 100)
         jobs = await service.list_tasks(status, limit=page_size, offset=(page - 1) * page_size)
-        return ok({"tasks": [task_body(job) for job in jobs], "page": page, "page_size": page_size})
+        return ok({"tasks": [answers.task_body(job, timezone(), prefix) for job in jobs], "page": page, "page_size": page_size})
 
     return bp
-
-
-def validate_hex(text: str) -> bool:
-    return 12 <= len(text) <= 32 and all(c in "0123456789abcdef" for c in text)
 
 
 def int_arg(name: str, default: int, low: int, high: int) -> int:

@@ -1,0 +1,51 @@
+"""Request validation shared by every surface (the HTTP routes and the MCP tools)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from everos.errors import InvalidInput
+from everos.knowledge._models import validate_app_id, validate_project_id
+
+__all__ = ["MAX_QUERY_CHARS", "SEARCH_METHODS", "parse_search_request", "validate_task_id"]
+
+SEARCH_METHODS = ("keyword", "vector", "hybrid")
+MAX_QUERY_CHARS = 2000
+
+
+def parse_search_request(body: dict[str, Any], top_k_cap: int) -> dict[str, Any]:
+    """Validate EverOS's search body; return the keyword arguments of ``search(...)``."""
+    query = body.get("query")
+    if not isinstance(query, str) or not query.strip():
+        raise InvalidInput("query is required", field="query")
+    if len(query) > MAX_QUERY_CHARS:
+        raise InvalidInput(f"query must be at most {MAX_QUERY_CHARS} characters", field="query")
+    method = body.get("method", "hybrid")
+    if method not in SEARCH_METHODS:
+        raise InvalidInput(f"method must be one of {', '.join(SEARCH_METHODS)}", field="method")
+    top_k = body.get("top_k", 10)
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= top_k_cap:
+        raise InvalidInput(f"top_k must be a whole number from 1 to {top_k_cap}", field="top_k")
+    threshold = body.get("score_threshold")
+    if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, (int, float))):
+        raise InvalidInput("score_threshold must be a number", field="score_threshold")
+    include_content = body.get("include_content", False)
+    if not isinstance(include_content, bool):
+        raise InvalidInput("include_content must be true or false", field="include_content")
+    return {
+        "query": query.strip(), "method": method, "top_k": top_k,
+        "score_threshold": None if threshold is None else float(threshold), "include_content": include_content,
+        "app_id": validate_app_id(body.get("app_id", "default")),
+        "project_id": validate_project_id(body.get("project_id", "default")),
+    }
+
+
+def validate_hex(text: str) -> bool:
+    return 12 <= len(text) <= 32 and all(c in "0123456789abcdef" for c in text)
+
+
+def validate_task_id(task_id: str) -> str:
+    """A task id is ``t_`` and 12 to 32 lowercase hex characters; raises ``InvalidInput``."""
+    if not task_id.startswith("t_") or not validate_hex(task_id[2:]):
+        raise InvalidInput("task_id must look like t_<hex>", field="task_id")
+    return task_id
