@@ -6,6 +6,7 @@ the SQLite rows, derive facts, tokens and vectors (background budget) and hand t
 :class:`~everos.store._index_rows.IndexSink`. See :class:`CascadeService`.
 """
 
+from everos._exports import claim_public_names
 from everos.cascade._facts import FactExtractor, clean_facts, facts_from_answer
 from everos.cascade._health import cascade_health, stall_after_seconds
 from everos.cascade._indexer import DocumentIndexer, IndexOutcome, embedder_identity
@@ -74,11 +75,4 @@ __all__ = [
     "walk_document_dirs",
 ]
 
-for _name in __all__:
-    _obj = globals()[_name]
-    if getattr(_obj, "__module__", "").startswith("everos.cascade._"):
-        try:
-            _obj.__module__ = __name__
-        except (AttributeError, TypeError):
-            pass
-del _name, _obj
+claim_public_names(globals())

@@ -5,6 +5,7 @@ except the extractors (:class:`BuiltinExtractor`, :class:`LLMExtractor`), which 
 or talk to a model.
 """
 
+from everos._exports import claim_public_names
 from everos.knowledge._builtin_extractor import (
     FLAT_TOPIC_TARGET_CHARS,
     HEADING_SCAN_LIMIT,
@@ -143,12 +144,4 @@ __all__ = [
     "validate_topic_id",
 ]
 
-for _name in __all__:
-    _obj = globals()[_name]
-    # Public classes and functions report the package, not the private module (trio/httpx style).
-    if getattr(_obj, "__module__", "").startswith("everos.knowledge._"):
-        try:
-            _obj.__module__ = __name__
-        except (AttributeError, TypeError):
-            pass
-del _name, _obj
+claim_public_names(globals())

@@ -5,6 +5,7 @@ the knowledge service; mounted by :class:`MCPService`) or by a running server (:
 the stdio proxy). Every tool call has a deadline (guarantee G1).
 """
 
+from everos._exports import claim_public_names
 from everos.mcp._catalog import INSTRUCTIONS, TOOL_NAMES, build_server
 from everos.mcp._http import MCPService, transport_security
 from everos.mcp._render import BEGIN_DATA, END_DATA, fence
@@ -29,12 +30,4 @@ __all__ = [
     "transport_security",
 ]
 
-for _name in __all__:
-    _obj = globals()[_name]
-    # Public classes and functions report the package, not the private module (trio/httpx style).
-    if getattr(_obj, "__module__", "").startswith("everos.mcp._"):
-        try:
-            _obj.__module__ = __name__
-        except (AttributeError, TypeError):
-            pass
-del _name, _obj
+claim_public_names(globals())

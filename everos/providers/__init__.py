@@ -2,6 +2,7 @@
 built-in embedder, and the one attempt policy (deadlines, retries, budgets, circuit breaker) that
 every endpoint uses (guarantees G3, G4, G11)."""
 
+from everos._exports import claim_public_names
 from everos.providers._answers import (
     AnswerError,
     DimensionMismatch,
@@ -72,8 +73,4 @@ __all__ = [
     "retry_delay_seconds",
 ]
 
-for _name in __all__:
-    _value = globals()[_name]
-    if getattr(_value, "__module__", "").startswith("everos.providers."):
-        _value.__module__ = __name__
-del _name, _value
+claim_public_names(globals())

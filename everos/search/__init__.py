@@ -1,6 +1,7 @@
 """Search over the index: search tokens, atomic facts, keyword / vector / hybrid recall, fusion and
 rerank (see :class:`SearchService`)."""
 
+from everos._exports import claim_public_names
 from everos.search._facts import MAX_FACT_CHARS, split_facts
 from everos.search._fusion import rrf
 from everos.search._service import METHODS, DocumentLookup, Reranker, SearchService, TopicContentLookup
@@ -20,11 +21,4 @@ __all__ = [
     "warm_up",
 ]
 
-for _name in __all__:
-    _obj = globals()[_name]
-    if getattr(_obj, "__module__", "").startswith("everos.search._"):
-        try:
-            _obj.__module__ = __name__
-        except (AttributeError, TypeError):
-            pass
-del _name, _obj
+claim_public_names(globals())

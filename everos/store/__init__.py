@@ -5,6 +5,7 @@ passes in, and bounds it inside the thread as well (guarantees G3, G5, G5a); see
 :class:`Database`, :mod:`everos.store._files` and :class:`LeasedQueue`.
 """
 
+from everos._exports import claim_public_names
 from everos.store._files import (
     STAGING_DIRNAME,
     atomic_write_bytes,
@@ -56,8 +57,4 @@ __all__ = [
     "staging_dir_sync",
 ]
 
-for _name in __all__:
-    _obj = globals()[_name]
-    if getattr(_obj, "__module__", "").startswith("everos.store._"):
-        _obj.__module__ = __name__
-del _name, _obj
+claim_public_names(globals())

@@ -4,6 +4,7 @@
 who want to watch their own deployment survive a misbehaving model endpoint.
 """
 
+from everos._exports import claim_public_names
 from everos.testing._fake_answers import (
     chat_answer,
     classification_answer,
@@ -33,8 +34,4 @@ __all__ = [
     "topic_tree_answer",
 ]
 
-for _name in __all__:
-    _value = globals()[_name]
-    if getattr(_value, "__module__", "").startswith("everos.testing."):
-        _value.__module__ = __name__
-del _name, _value
+claim_public_names(globals())
