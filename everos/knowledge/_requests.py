@@ -5,9 +5,18 @@ from __future__ import annotations
 from typing import Any
 
 from everos.errors import InvalidInput
+from everos.knowledge._layout import safe_filename, sanitize_name
 from everos.knowledge._models import validate_app_id, validate_project_id
 
-__all__ = ["MAX_QUERY_CHARS", "SEARCH_METHODS", "parse_search_request", "validate_task_id"]
+__all__ = [
+    "MAX_QUERY_CHARS",
+    "SEARCH_METHODS",
+    "parse_search_request",
+    "validate_category_name",
+    "validate_filename",
+    "validate_task_id",
+    "validate_title",
+]
 
 SEARCH_METHODS = ("keyword", "vector", "hybrid")
 MAX_QUERY_CHARS = 2000
@@ -49,3 +58,29 @@ def validate_task_id(task_id: str) -> str:
     if not task_id.startswith("t_") or not validate_hex(task_id[2:]):
         raise InvalidInput("task_id must look like t_<hex>", field="task_id")
     return task_id
+
+
+def validate_title(title: str | None) -> str:
+    if title is None or not title.strip():
+        raise InvalidInput("title is required", field="title")
+    if not any(ch.isalnum() or ch == "_" for ch in title):
+        raise InvalidInput("title must contain at least one word character", field="title")
+    if len(title) > 500:
+        raise InvalidInput("title must be at most 500 characters", field="title")
+    if "\x00" in title:
+        raise InvalidInput("title must not contain NUL", field="title")
+    return title.strip()
+
+
+def validate_filename(name: str | None) -> str:
+    """The upload's file name, reduced to a safe basename (raises ``PathTraversal`` on NUL)."""
+    return safe_filename(name or "upload.txt")
+
+
+def validate_category_name(category_id: str | None) -> str | None:
+    if category_id is None or category_id == "":
+        return None
+    if sanitize_name(category_id, "") != category_id:
+        raise InvalidInput("category_id may hold only letters, digits, _, - and .", field="category_id")
+    return category_id
+

@@ -22,7 +22,6 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -44,18 +43,17 @@ from everos.errors import (
 )
 from everos.knowledge import _repository as repo
 from everos.knowledge._decode import decode_upload
+from everos.knowledge._edit import rewrite_directory, save_rewritten
 from everos.knowledge._extractor import BuiltinExtractor, Extractor, SourceDocument
 from everos.knowledge._layout import (
     INDEX_FILENAME,
     document_dir,
     knowledge_dir,
     original_path,
-    safe_filename,
-    sanitize_name,
     taxonomy_path,
     topic_filename,
 )
-from everos.knowledge._markdown import parse_index_md, parse_topic_md, render_document_files, render_index_md, render_topic_md
+from everos.knowledge._markdown import render_document_files
 from everos.knowledge._models import document_record, flatten, new_doc_id
 from everos.knowledge._taxonomy import DEFAULT_CATEGORIES, Category, parse_taxonomy_md, render_taxonomy_md
 from everos.store import (
@@ -485,52 +483,14 @@ class KnowledgeService:
                 return {"doc_id": doc_id, "updated_fields": [], "updated_at": doc.updated_at}
             old_dir = (self.root / doc.md_path).parent
             new_dir = document_dir(self.root, doc.app_id, doc.project_id, new_category, new_title, doc_id)
-            rows = await self._files(self._rewrite_directory, old_dir, new_dir, doc, new_title, new_category)
+            rows = await self._files(rewrite_directory, self.root, old_dir, new_dir, new_title, new_category)
             now = self._clock()
-            await self.db.write(lambda conn: self._save_rewritten(conn, doc, rows, new_dir, new_title,
-                                                                  new_category, now))
+            await self.db.write(lambda conn: save_rewritten(conn, self.root, doc, rows, new_dir, new_title,
+                                                            new_category, now))
             await self._changed(new_dir, old_dir)
             return {"doc_id": doc_id, "updated_fields": updated, "updated_at": now}
         finally:
             lock.release()
-
-    def _rewrite_directory(self, old_dir: Path, new_dir: Path, doc: repo.DocumentRow, title: str,
-                           category_id: str) -> tuple[Any, list]:
-        """In a thread: copy the document with its frontmatter updated, publish it, drop the old one."""
-        staging = staging_dir_sync(self.root)
-        index = parse_index_md((old_dir / INDEX_FILENAME).read_text(encoding="utf-8"))
-        index = dataclasses.replace(index, title=title, category_id=category_id)
-        atomic_write_text_sync(staging / INDEX_FILENAME, render_index_md(index))
-        topics = []
-        for path in sorted(old_dir.glob("[0-9]*.md")):
-            topic = parse_topic_md(path.read_text(encoding="utf-8"))
-            rest = topic.topic_path.split(" > ", 1)
-            topic = dataclasses.replace(topic, category_id=category_id,
-                                        topic_path=title + (" > " + rest[1] if len(rest) > 1 else ""))
-            atomic_write_text_sync(staging / path.name, render_topic_md(topic))
-            topics.append((path.name, topic))
-        if (old_dir / "_original").is_dir():
-            shutil.copytree(old_dir / "_original", staging / "_original")
-        new_dir.parent.mkdir(parents=True, exist_ok=True)
-        publish_directory_sync(staging, new_dir)
-        if old_dir != new_dir:
-            remove_tree_sync(old_dir, root=self.root)
-        return index, topics
-
-    def _save_rewritten(self, conn, doc, rows, new_dir: Path, title: str, category_id: str, now: float) -> None:
-        _index, topics = rows
-        original = doc.original_path and self._relative(new_dir / "_original" / Path(doc.original_path).name)
-        conn.execute(
-            "UPDATE knowledge_documents SET title = ?, category_id = ?, md_path = ?, original_path = ?,"
-            " updated_at = ? WHERE doc_id = ?",
-            (title, category_id, self._relative(new_dir / INDEX_FILENAME), original, now, doc.doc_id))
-        conn.execute("UPDATE knowledge_topics SET category_id = ?, updated_at = ? WHERE doc_id = ?",
-                     (category_id, now, doc.doc_id))
-        for name, topic in topics:
-            conn.execute("UPDATE knowledge_topics SET topic_path = ?, md_path = ? WHERE node_id = ?",
-                         (topic.topic_path, self._relative(new_dir / name), topic.topic_id))
-        conn.execute("UPDATE knowledge_topics SET topic_path = ? WHERE doc_id = ? AND topic_index = 0",
-                     (title, doc.doc_id))
 
     async def delete(self, doc_id: str) -> int | None:
         """Delete the document's directory, rows and queued job. Returns the deleted topic count,
@@ -567,29 +527,3 @@ class KnowledgeService:
         not_before = now - self.config.knowledge.idempotency_ttl_seconds
         await self.db.write(repo.put_idempotent, scope, key, request_hash, status,
                             json.dumps(body, ensure_ascii=False), now, not_before)
-
-
-def validate_title(title: str | None) -> str:
-    if title is None or not title.strip():
-        raise InvalidInput("title is required", field="title")
-    if not any(ch.isalnum() or ch == "_" for ch in title):
-        raise InvalidInput("title must contain at least one word character", field="title")
-    if len(title) > 500:
-        raise InvalidInput("title must be at most 500 characters", field="title")
-    if "\x00" in title:
-        raise InvalidInput("title must not contain NUL", field="title")
-    return title.strip()
-
-
-def validate_filename(name: str | None) -> str:
-    """The upload's file name, reduced to a safe basename (raises ``PathTraversal`` on NUL)."""
-    return safe_filename(name or "upload.txt")
-
-
-def validate_category_name(category_id: str | None) -> str | None:
-    if category_id is None or category_id == "":
-        return None
-    if sanitize_name(category_id, "") != category_id:
-        raise InvalidInput("category_id may hold only letters, digits, _, - and .", field="category_id")
-    return category_id
-

@@ -29,16 +29,15 @@ from everos.knowledge._answers import (
     task_body,
     topic_body,
 )
-from everos.knowledge._requests import parse_search_request, validate_task_id
-from everos.knowledge._repository import SORT_COLUMNS
-from everos.knowledge._service import (
-    TERMINAL,
-    KnowledgeService,
-    Upload,
+from everos.knowledge._requests import (
+    parse_search_request,
     validate_category_name,
     validate_filename,
+    validate_task_id,
     validate_title,
 )
+from everos.knowledge._repository import SORT_COLUMNS
+from everos.knowledge._service import TERMINAL, KnowledgeService, Upload
 from everos.mcp import _render as render  # the submodule, not the package namespace
 from everos.store import JobStatus
 

@@ -16,16 +16,15 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from everos.errors import InvalidInput, PayloadTooLarge, ServiceUnavailable
 from everos.knowledge import validate_app_id, validate_doc_id, validate_project_id, validate_topic_id
 from everos.knowledge import _answers as answers
-from everos.knowledge._requests import parse_search_request, validate_task_id
-from everos.knowledge._repository import SORT_COLUMNS
-from everos.knowledge._service import (
-    TERMINAL,
-    KnowledgeService,
-    Upload,
+from everos.knowledge._requests import (
+    parse_search_request,
     validate_category_name,
     validate_filename,
+    validate_task_id,
     validate_title,
 )
+from everos.knowledge._repository import SORT_COLUMNS
+from everos.knowledge._service import TERMINAL, KnowledgeService, Upload
 from everos.store import Job, JobStatus
 from everos.web._app import current_request_id, ok
 from everos.web._envelope import dumps, now_iso
