@@ -107,3 +107,21 @@ async def test_the_full_server_mounts_mcp(root: Path) -> None:
         async with Client(server.base_url + "/mcp") as client:
             body, _, is_error = await call(client, "knowledge_status")
     assert not is_error and body["health"]["workers"]["mcp-sessions"]["state"] == "running"
+
+
+async def test_search_tool_of_the_full_server_finds_an_indexed_document(root: Path) -> None:
+    """The composed server wires knowledge_search to the real search service."""
+    async with knowledge_server(root, api__graceful_timeout_seconds=0.5) as server:
+        created = await server.client.post("/api/v1/knowledge/documents",
+                                           files={"file": ("b.md", b"# Beekeeping\n\nBees make honey in hives.\n")},
+                                           data={"title": "Bees"})
+        doc_id = created.json()["data"]["doc_id"]
+        with trio.fail_after(20):
+            while (await server.client.get(f"/api/v1/knowledge/documents/{doc_id}")).json()["data"][
+                    "index_status"] != "indexed":
+                await trio.sleep(0.1)
+        async with Client(f"{server.base_url}/mcp") as client:
+            body, text, is_error = await call(client, "knowledge_search", query="honey hives", method="hybrid")
+        assert not is_error, body
+        assert body["hits"][0]["document"]["doc_id"] == doc_id
+        assert "STORED MEMORY" in text
