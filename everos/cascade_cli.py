@@ -44,7 +44,7 @@ async def run_cascade_command(loaded: LoadedConfig, command: str, options: dict[
         providers = ProvidersService()
         knowledge = KnowledgeService()
         index = IndexService(providers, knowledge, reset=command == "rebuild")
-        cascade = build_cascade(providers, index)
+        cascade = build_cascade(providers, index, knowledge)
         services = [providers, knowledge, index, cascade]
         try:
             for service in services:

@@ -97,8 +97,9 @@ class IndexService:
         return await self.searcher.search(**arguments)
 
 
-def build_cascade(providers: ProvidersService, index: IndexService) -> CascadeService:
+def build_cascade(providers: ProvidersService, index: IndexService, knowledge: KnowledgeService) -> CascadeService:
     return CascadeService(
+        document_lock=knowledge.document_locked,
         sink=lambda runtime: index.writer,
         embedder=lambda runtime: providers.providers.embedder,
         chat=lambda runtime: providers.providers.llm,
@@ -124,7 +125,7 @@ def build_services(loaded: LoadedConfig, *, mcp_transport: str = "http") -> tupl
 
     knowledge = KnowledgeService(extractor_factory=make_extractor)
     index = IndexService(providers, knowledge)
-    cascade = build_cascade(providers, index)
+    cascade = build_cascade(providers, index, knowledge)
     knowledge.index_notifier = cascade.enqueue_document
     knowledge.index_status_lookup = cascade.index_statuses
     mcp = MCPService(knowledge, search=index.search, transport=mcp_transport)

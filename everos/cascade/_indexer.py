@@ -19,9 +19,12 @@ the same rows, and a document already in the index is not embedded or written ag
 
 from __future__ import annotations
 
+
+import contextlib
 import dataclasses
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -76,6 +79,15 @@ class IndexOutcome:
     def as_result(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+DocumentLock = Callable[[str], AbstractAsyncContextManager[None]]
+"""``async with document_lock(doc_id):`` serialises a cascade write with ingest, PATCH and DELETE."""
+
+
+@contextlib.asynccontextmanager
+async def no_document_lock(doc_id: str) -> AsyncIterator[None]:
+    """The lock of a cascade that runs alone (the CLI): nothing else changes documents."""
+    yield
+
 
 def _chunks(items: Sequence[T], size_of: Callable[[T], int], max_size: int) -> list[list[T]]:
     """Consecutive groups of ``items`` whose sizes add up to at most ``max_size`` (an item
@@ -116,9 +128,11 @@ class DocumentIndexer:
         files_limiter: trio.CapacityLimiter,
         cpu_limiter: trio.CapacityLimiter,
         clock: Callable[[], float] = time.time,
+        document_lock: DocumentLock = no_document_lock,
     ) -> None:
         self.root = root
         self._db = db
+        self._document_lock = document_lock
         self._sink = sink
         self._embedder = embedder
         self._embedder_id = embedder_identity(embedder)
@@ -155,7 +169,8 @@ class DocumentIndexer:
         if last_signature == parsed.signature:
             await self._db.write(state.finish_indexed, doc_dir, parsed.signature, self._clock())
             return IndexOutcome(doc_dir, parsed.doc_id, "unchanged", len(parsed.indexed_topics))
-        await self._save_rows(parsed, files.original_name)
+        if not await self._save_rows(parsed, files.original_name):
+            return await self._gone(location)  # moved or deleted while it was read
         digests = {t.topic_id: topic_content_sha256(t, parsed.topic_paths[t.topic_index])
                    for t in parsed.indexed_topics}
         if await self._sink.topic_hashes(parsed.doc_id) == digests:
@@ -188,20 +203,26 @@ class DocumentIndexer:
         await self._db.write(forget)
         return IndexOutcome(doc_dir, doc_id, "deleted", removed)
 
-    async def _save_rows(self, parsed: ParsedDocument, original_name: str | None) -> None:
+    async def _save_rows(self, parsed: ParsedDocument, original_name: str | None) -> bool:
         """Upsert the document and topic rows from the markdown, keeping what only ingest knows
-        (the upload's digest, used for content dedupe)."""
+        (the upload's digest, used for content dedupe). False, writing nothing, when the document
+        directory is gone by now: ingest, PATCH and DELETE change a document under its lock, which
+        this takes too, so rows read from an old place never overwrite the new place's."""
         doc_dir = parsed.location.doc_dir
         original = f"{doc_dir}/{ORIGINAL_DIRNAME}/{original_name}" if original_name else None
         existing = await self._db.read(repo.get_document, parsed.doc_id)
         content_sha256 = existing.content_sha256 if existing is not None else None
         if content_sha256 is None and original is not None:
             content_sha256 = await self._files(sha256_file, self.root / original)
-        now = self._clock()
-        await self._db.write(lambda conn: repo.save_document(
-            conn, doc=parsed.document, topics=parsed.topics, topic_paths=dict(parsed.topic_paths),
-            app_id=parsed.location.app_id, project_id=parsed.location.project_id, md_path=parsed.md_path,
-            original_path=original, content_sha256=content_sha256, now=now))
+        async with self._document_lock(parsed.doc_id):
+            if not await self._files(lambda: (self.root / parsed.md_path).is_file()):
+                return False
+            now = self._clock()
+            await self._db.write(lambda conn: repo.save_document(
+                conn, doc=parsed.document, topics=parsed.topics, topic_paths=dict(parsed.topic_paths),
+                app_id=parsed.location.app_id, project_id=parsed.location.project_id, md_path=parsed.md_path,
+                original_path=original, content_sha256=content_sha256, now=now))
+        return True
 
     async def _derive(
         self, parsed: ParsedDocument, digests: dict[str, str]

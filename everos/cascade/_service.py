@@ -28,7 +28,7 @@ import trio
 from everos.cascade import _state as state
 from everos.cascade._facts import SplitFacts
 from everos.cascade._health import cascade_health, stall_after_seconds
-from everos.cascade._indexer import SearchTokens
+from everos.cascade._indexer import DocumentLock, SearchTokens, no_document_lock
 from everos.cascade._rows import locate_document
 from everos.cascade._scanner import Scanner
 from everos.cascade._snapshot import walk_document_dirs
@@ -97,7 +97,9 @@ class CascadeService:
         chat: Callable[[Any], Any | None] | None = None,
         max_facts_per_topic: int = 16,
         clock: Callable[[], float] = time.time,
+        document_lock: DocumentLock = no_document_lock,
     ) -> None:
+        self._document_lock = document_lock
         self._sink_provider = sink
         self._embedder_provider = embedder
         self._chat_provider = chat
@@ -126,7 +128,7 @@ class CascadeService:
             search_tokens=self._search_tokens, split_facts=self._split_facts, settings=self.settings,
             files_limiter=limiters.files, cpu_limiter=limiters.cpu,
             chat=None if self._chat_provider is None else self._chat_provider(runtime),
-            max_facts_per_topic=self._max_facts_per_topic, clock=self._clock)
+            max_facts_per_topic=self._max_facts_per_topic, clock=self._clock, document_lock=self._document_lock)
         self.scanner = Scanner(root=self.root, db=self.db, queue=self.queue, enqueue=self.enqueue_document,
                                files_limiter=limiters.files, interval_seconds=self.settings.scan_interval_seconds,
                                clock=self._clock)

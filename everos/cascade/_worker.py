@@ -22,7 +22,7 @@ import trio
 
 from everos.cascade import _state as state
 from everos.cascade._facts import FactExtractor, SplitFacts
-from everos.cascade._indexer import DocumentIndexer, IndexOutcome, SearchTokens
+from everos.cascade._indexer import DocumentIndexer, DocumentLock, IndexOutcome, SearchTokens, no_document_lock
 from everos.config import CascadeSettings
 from everos.errors import EverosError, InvalidInput, PathTraversal, StoreBusy
 from everos.providers import EmbeddingDimensionError
@@ -86,6 +86,7 @@ class IndexWorkers:
         chat: Any | None = None,
         max_facts_per_topic: int = 16,
         clock: Callable[[], float] = time.time,
+        document_lock: DocumentLock = no_document_lock,
     ) -> None:
         self.queue = queue
         self.settings = settings
@@ -95,7 +96,7 @@ class IndexWorkers:
                               llm_time_budget_seconds=settings.row_timeout_seconds / 2)
         self.indexer = DocumentIndexer(
             root=root, db=db, sink=sink, embedder=embedder, facts=facts, search_tokens=search_tokens,
-            files_limiter=files_limiter, cpu_limiter=cpu_limiter, clock=clock)
+            files_limiter=files_limiter, cpu_limiter=cpu_limiter, clock=clock, document_lock=document_lock)
         self.last_progress_at: float | None = None
         self.attempts_finished = 0
 

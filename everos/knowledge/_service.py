@@ -17,13 +17,14 @@ so they never interleave.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -196,6 +197,20 @@ class KnowledgeService:
         except trio.TooSlowError:
             raise StoreBusy(f"document {doc_id} is busy; try again", retry_after_s=5) from None
         return lock
+
+    @contextlib.asynccontextmanager
+    async def document_locked(self, doc_id: str) -> AsyncIterator[None]:
+        """Hold ``doc_id``'s lock: the cascade takes it to write rows read from a document's files,
+        so they never cross an ingest, PATCH or DELETE of the same document.
+
+        Raises:
+            StoreBusy: the lock was not free within ``LOCK_TIMEOUT_S``.
+        """
+        lock = await self._locked(doc_id)
+        try:
+            yield
+        finally:
+            lock.release()
 
     def _relative(self, path: Path) -> str:
         return path.relative_to(self.root).as_posix()

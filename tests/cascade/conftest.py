@@ -138,11 +138,14 @@ def make_runtime(root: Path, **cascade: Any) -> SimpleNamespace:
 @contextlib.asynccontextmanager
 async def open_cascade(
     root: Path, sink: FakeSink, embedder: FakeEmbedder, *, chat: Any = None,
-    clock: Callable[[], float] | None = None, **cascade: Any,
+    clock: Callable[[], float] | None = None, document_lock: Any = None, **cascade: Any,
 ) -> AsyncIterator[CascadeService]:
+    extra = {"clock": clock} if clock else {}
+    if document_lock is not None:
+        extra["document_lock"] = document_lock
     service = CascadeService(sink=lambda runtime: sink, embedder=lambda runtime: embedder,
                              search_tokens=search_tokens, split_facts=split_facts,
-                             chat=(lambda runtime: chat), **({"clock": clock} if clock else {}))
+                             chat=(lambda runtime: chat), **extra)
     await service.open(make_runtime(root, **cascade))
     try:
         yield service

@@ -7,6 +7,7 @@ real timeouts: SQLite runs in threads, and a virtual clock would jump while they
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import pytest
@@ -195,3 +196,26 @@ async def test_an_attempt_cut_short_keeps_the_embeddings_it_finished(
         assert second.outcome.action == "indexed" and second.outcome.embedded == 6
     assert len(embedder.texts) == 9 and len(set(embedder.texts)) == 9
     assert sink.topic_names(doc_id) == ["Cancel scopes", "Nurseries", "Threads"]
+
+
+async def test_rows_read_from_a_directory_moved_meanwhile_never_overwrite_the_new_place(
+    root: Path, sink: FakeSink, embedder: FakeEmbedder
+) -> None:
+    """A PATCH moves the document between the cascade's read and its row write: the cascade,
+    holding the document's lock, sees the files gone and writes nothing from the old place."""
+    from everos.knowledge import _repository as repo
+
+    doc_dir = write_document(root, "Trio", GUIDE)
+    moved_to = root / doc_dir.replace("/Technology/", "/Engineering/")
+
+    @contextlib.asynccontextmanager
+    async def lock_after_a_patch(doc_id: str):
+        moved_to.parent.mkdir(parents=True, exist_ok=True)
+        (root / doc_dir).rename(moved_to)  # what a PATCH holding the lock just did
+        yield
+
+    async with open_cascade(root, sink, embedder, document_lock=lock_after_a_patch) as cascade:
+        outcome = await cascade.workers.indexer.index(doc_dir)
+        assert outcome.action == "moved"
+        doc_id = doc_dir.rsplit("_", 2)[-2] + "_" + doc_dir.rsplit("_", 1)[-1]
+        assert await cascade.db.read(repo.get_document, doc_id) is None
