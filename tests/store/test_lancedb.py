@@ -163,7 +163,10 @@ async def test_queued_operations_coalesce_and_the_last_one_per_document_wins(
     nursery.start_soon(delete, "d_1")
     await trio.testing.wait_all_tasks_blocked()
     nursery.start_soon(writer.replace_document, "d_2", *document("d_2"))
-    await trio.testing.wait_all_tasks_blocked()
+    # Each operation is checked in a thread before it is queued; a task waiting on a thread counts
+    # as blocked, so wait for all three to be in the channel before the writer starts.
+    while writer.statistics()["pending_operations"] < 3:
+        await trio.sleep(0.01)
     await nursery.start(writer.run)
     while writer.statistics()["operations"] < 3:
         await trio.sleep(0.01)
