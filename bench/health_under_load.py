@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import logging
 import os
 import statistics
 import sys
@@ -30,26 +29,12 @@ import httpx
 import trio
 
 from everos.config import load_config, render_template
-from everos.logs import configure_logging
+from everos.logs import configure_logging, shutdown_logging
 from everos.server import serve
 from everos.services import build_services
-from everos.web import ok
+from everos.testing import add_log_burst_route
 
 API = "/api/v1/knowledge/documents"
-
-
-def add_log_burst_route(app) -> None:
-    @app.get("/bench/log-burst")
-    async def log_burst():
-        log = logging.getLogger("everos.bench")
-        for index in range(1000):
-            try:
-                raise ValueError(f"failure {index}")
-            except ValueError:
-                log.exception("burst")
-            if index % 50 == 0:
-                await trio.sleep(0)
-        return ok({"logged": 1000})
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -101,7 +86,7 @@ async def main(args: argparse.Namespace) -> dict:
     results: dict = {"python": sys.version.split()[0], "cpus": os.cpu_count()}
     async with trio.open_nursery() as nursery:
         binds = await nursery.start(functools.partial(
-            serve, loaded, services=services, blueprints=blueprints, configure_app=add_log_burst_route,
+            serve, loaded, services=services, blueprints=blueprints, configure_app=functools.partial(add_log_burst_route, path="/bench/log-burst"),
             runtime_ready=lambda runtime: holder.setdefault("runtime", runtime)))
         base_url, board = binds[0], holder["runtime"].board
         await trio.sleep(0.5)
@@ -155,4 +140,8 @@ if __name__ == "__main__":
     arguments = parser.parse_args()
     with open(os.devnull, "w") as sink:
         configure_logging("INFO", sink)
-        print(json.dumps(trio.run(main, arguments), indent=2))
+        try:
+            results = trio.run(main, arguments)
+        finally:
+            shutdown_logging()  # flush the writer thread before its stream closes
+    print(json.dumps(results, indent=2))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ import pytest
 
 from everos.cli import main
 from everos.config import Config, load_config
+from everos.testing.replay import free_port
 
 from .conftest import write_config
 
@@ -63,12 +63,6 @@ def test_bad_config_exits_1_naming_the_key(tmp_path: Path, capsys) -> None:
 def test_server_refuses_to_start_without_config(tmp_path: Path, capsys) -> None:
     assert main(["server", "start", "--root", str(tmp_path / "empty")]) == 1
     assert "everos init" in capsys.readouterr().err
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def start_subprocess(root: Path, port: int) -> subprocess.Popen:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import math
 from pathlib import Path
 
@@ -13,6 +12,7 @@ from quart import request
 
 from everos.errors import InvalidInput, RootLocked
 from everos.supervisor import WorkerCrashLoop
+from everos.testing import add_log_burst_route
 from everos.web import ok
 
 from .conftest import running_server
@@ -44,17 +44,7 @@ def stuck_and_busy_routes(app) -> None:
     async def echo():
         return ok({"size": len(await request.get_data())})
 
-    @app.get("/test/log-burst")
-    async def log_burst():
-        log = logging.getLogger("everos.test")
-        for index in range(1000):
-            try:
-                raise ValueError(f"failure {index}")
-            except ValueError:
-                log.exception("burst")
-            if index % 50 == 0:
-                await trio.sleep(0)
-        return ok({"logged": 1000})
+    add_log_burst_route(app)
 
 
 async def probe_health(client: httpx.AsyncClient, count: int, interval_s: float) -> list[float]:

@@ -23,6 +23,7 @@ with that error (G7).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import re
@@ -33,8 +34,7 @@ from typing import TYPE_CHECKING, Any, Final, final
 import trio
 
 from everos.errors import ExtractionEmpty
-from everos.knowledge._builtin_extractor import extract_structure
-from everos.knowledge._extractor import SourceDocument
+from everos.knowledge._extractor import BuiltinExtractor, SourceDocument
 from everos.knowledge._models import OTHERS_CATEGORY, ExtractedDocument, TopicNode
 from everos.knowledge._taxonomy import Category
 from everos.knowledge._text import bounded, clean_inline, lead_sentences, name_from_text
@@ -317,6 +317,7 @@ class LLMExtractor:
         self._max_tokens = settings.max_input_tokens
         self._max_depth = settings.max_topic_depth
         self._cpu_limiter = cpu_limiter
+        self._fallback = BuiltinExtractor(cpu_limiter)
 
     async def aclose(self) -> None:
         """Close the chat client. Idempotent, bounded, shielded."""
@@ -420,16 +421,6 @@ class LLMExtractor:
         return category_id if isinstance(category_id, str) and category_id in known else OTHERS_CATEGORY
 
     async def _builtin(self, source: SourceDocument, categories: Sequence[Category], reason: str) -> ExtractedDocument:
-        run = functools.partial(
-            extract_structure, source.text, source.title, tuple(categories), category_id=source.category_id
-        )
-        extracted = await trio.to_thread.run_sync(run, limiter=self._cpu_limiter, abandon_on_cancel=True)
+        extracted = await self._fallback.extract(source, categories)
         note = f"LLM extraction fell back to the built-in extractor: {reason}"
-        return ExtractedDocument(
-            language=extracted.language,
-            summary=extracted.summary,
-            keywords=extracted.keywords,
-            category_id=extracted.category_id,
-            root=extracted.root,
-            notes=(note, *extracted.notes),
-        )
+        return dataclasses.replace(extracted, notes=(note, *extracted.notes))

@@ -15,6 +15,7 @@ from everos.testing._fake_answers import (
     topic_tree_answer,
 )
 from everos.testing._fake_llm import FakeLLM, RecordedRequest
+from everos.testing._routes import add_log_burst_route
 from everos.testing._faults import Effects, Fault, combine, parse_fault_spec, select_faults
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "FakeLLM",
     "Fault",
     "RecordedRequest",
+    "add_log_burst_route",
     "chat_answer",
     "classification_answer",
     "combine",

@@ -15,10 +15,11 @@ import pytest
 import trio
 
 from everos.knowledge._service import KnowledgeService
+from everos.testing.replay import free_port
 from everos.web._knowledge import knowledge_blueprints
 
 from ..conftest import running_server, write_config
-from ..test_cli import free_port, wait_healthy
+from ..test_cli import wait_healthy
 
 API = "/api/v1/knowledge"
 

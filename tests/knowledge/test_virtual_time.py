@@ -9,7 +9,6 @@ otherwise think everything is idle (see tests/store).
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 
 import httpx

@@ -19,9 +19,9 @@ from everos.mcp import TOOL_NAMES, RemoteDispatch, choose_target, mcp_url
 from everos.mcp._stdio import _StdinLines
 from everos.rootlock import hold_root_lock
 from everos.server import serve
+from everos.testing.replay import free_port
 
 from ..conftest import loaded_config, write_config
-from ..test_cli import free_port
 from .conftest import call, mcp_server
 
 SPAWN_TIMEOUT_S = 60  # a cold interpreter imports the whole stack before it answers
