@@ -204,10 +204,20 @@ def remove_tree_sync(path: Path, *, root: Path | None = None) -> bool:
 
 
 def staging_dir_sync(root: Path) -> Path:
-    """Create and return a new, empty, uniquely named directory under ``<root>/.tmp/``."""
+    """Create and return a new, empty, uniquely named directory under ``<root>/.tmp/``.
+
+    Its mode follows the umask like any directory a file tool makes (``tempfile.mkdtemp`` would
+    make it 0700, and a published document directory keeps its staging directory's mode).
+    """
     parent = root / STAGING_DIRNAME
     _make_dirs(parent)
-    return Path(tempfile.mkdtemp(prefix="stage-", dir=parent))
+    while True:
+        candidate = parent / f"stage-{secrets.token_hex(8)}"
+        try:
+            candidate.mkdir(0o777)
+        except FileExistsError:
+            continue
+        return candidate
 
 
 def clean_staging_sync(root: Path) -> int:

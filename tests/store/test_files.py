@@ -190,6 +190,21 @@ async def test_staging_dirs_are_unique_under_root_tmp_and_cleaned_at_startup(
     assert await clean_staging(tmp_path / "empty", limiter=limiter) == 0
 
 
+@pytest.mark.parametrize("umask", [0o022, 0o027, 0o002])
+def test_a_published_directory_has_the_umask_mode_not_0700(tmp_path: Path, umask: int) -> None:
+    """Issue: document folders came out 0700 (``mkdtemp``), unlike what an editor or git makes."""
+    previous = os.umask(umask)
+    try:
+        staging = staging_dir_sync(tmp_path)
+        write_tree(staging, {"index.md": "# Doc\n"})
+        final = tmp_path / "knowledge" / "Doc_d_0123456789ab"
+        final.parent.mkdir()
+        publish_directory_sync(staging, final)
+    finally:
+        os.umask(previous)
+    assert final.stat().st_mode & 0o777 == 0o777 & ~umask
+
+
 async def test_remove_tree_through_staging_leaves_nothing(tmp_path: Path, limiter: trio.CapacityLimiter) -> None:
     doc = write_tree(tmp_path / "Doc", {"index.md": "x", "sub/1.md": "y"})
     assert await remove_tree(doc, root=tmp_path, limiter=limiter) is True
