@@ -8,12 +8,15 @@ the index writer for the duration of the command, and drain the queue before ret
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import trio
 
 from everos.cascade import CascadeService
+from everos.cascade._service import document_dir_of
 from everos.config import LoadedConfig
+from everos.errors import CommandError, ExitCode, InvalidInput
 from everos.knowledge._service import KnowledgeService
 from everos.providers import BuiltinEmbedder
 from everos.rootlock import hold_root_lock
@@ -24,6 +27,24 @@ from everos.status import StatusBoard
 __all__ = ["run_cascade_command"]
 
 
+def sync_target(root: Path, path: str) -> str:
+    """``cascade sync PATH``'s document directory, relative to the root. ``PATH`` is absolute,
+    relative to the working directory (when it exists there) or relative to the root.
+
+    Raises:
+        CommandError: ``PATH`` is not a document directory (or a file in one) under the root.
+    """
+    given = Path(path).expanduser()
+    if not given.is_absolute() and given.exists():
+        given = given.resolve()
+    try:
+        return document_dir_of(root, given)
+    except InvalidInput as exc:
+        raise CommandError(f"cascade sync: {exc.message}; give a document directory (or a file in one) such as "
+                           f"{root}/default_app/default_project/knowledge/<Category>/<Title>_<doc_id>",
+                           exit_code=ExitCode.USAGE) from None
+
+
 async def run_cascade_command(loaded: LoadedConfig, command: str, options: dict[str, Any]) -> dict[str, Any]:
     """Run one cascade command; return its report (plain data).
 
@@ -31,6 +52,8 @@ async def run_cascade_command(loaded: LoadedConfig, command: str, options: dict[
         RootLocked: a writing command while a server (or another command) owns the root.
     """
     runtime = Runtime(loaded=loaded, board=StatusBoard(), limiters=Limiters.from_config(loaded))
+    if command == "sync" and options.get("path"):
+        options = {**options, "path": sync_target(loaded.root, options["path"])}
     if command == "status":
         # Reading the queue needs no index and no model: stand-ins that are never called.
         cascade = CascadeService(sink=lambda rt: None, embedder=lambda rt: BuiltinEmbedder(rt.config.embedding.dim),

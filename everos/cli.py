@@ -7,10 +7,13 @@
     everos server start [--host H] [--port P] [--root DIR] [--log-level L]
     everos mcp [--url URL] [--root DIR] [--log-level L]
     everos cascade status|sync [PATH]|fix [--apply]|rebuild [--root DIR]
-    everos replay SCENARIO [--url URL] [--scale F] [--rounds N] [--root DIR]
+    everos replay SCENARIO [--url URL --allow-writes] [--scale F] [--rounds N] [--root DIR] [--keep-root]
 
-Exit codes: 0 success; 1 a configuration or usage problem (the message says which key and what is
-allowed); 3 another process owns the root; ``replay`` exits 1 when a guarantee broke.
+Exit codes (:class:`everos.errors.ExitCode`), each failure one line on stderr (a traceback only
+with ``--log-level debug``): 0 success; 1 a configuration problem (the message says which key and
+what is allowed); 2 a usage problem (a flag, a path that is not a document); 3 another process
+owns the root; 4 the server cannot listen on its address; 5 a path or id does not exist; 6 the
+server to talk to does not answer; 7 ``replay`` found a broken guarantee; 70 a bug; 130 Ctrl-C.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import traceback
 from collections.abc import Sequence
 
 from everos import __version__
@@ -30,12 +34,20 @@ from everos.config import (
     render_template,
     resolve_root,
 )
-from everos.errors import ConfigError, RootLocked
+from everos.errors import (
+    BadRequest,
+    CommandError,
+    ConfigError,
+    EverosError,
+    ExitCode,
+    InvalidInput,
+    NotFound,
+    RootLocked,
+)
 
 __all__ = ["main"]
 
-EXIT_CONFIG = 1
-EXIT_ROOT_LOCKED = 3
+EXIT_CONFIG = ExitCode.CONFIG
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -77,7 +89,13 @@ def _parser() -> argparse.ArgumentParser:
     replay = commands.add_parser("replay", help="drive a server through a hang scenario while probing /health")
     replay.add_argument("scenario", help="seed-316, llm-stall, llm-flaky, llm-slow, burst, embed-stall, fd-256, "
                                          "kill-restart")
-    replay.add_argument("--url", help="drive this running server instead of starting one (burst only)")
+    replay.add_argument("--url", help="drive this running server instead of starting one (burst only; needs "
+                                      "--allow-writes)")
+    replay.add_argument("--allow-writes", action="store_true",
+                        help="with --url: let the run upload synthetic documents to that server (into app_id "
+                             "'everos-replay', deleted at the end)")
+    replay.add_argument("--keep-root", action="store_true",
+                        help="keep the temporary root the harness made even when the run held")
     replay.add_argument("--scale", type=float, default=1.0, help="scale document count and size (default 1)")
     replay.add_argument("--rounds", type=int, default=1, help="upload the corpus this many times")
     replay.add_argument("--root", help="root for the server the harness starts (default: a new temp dir)")
@@ -118,20 +136,22 @@ def _cmd_replay(args: argparse.Namespace) -> int:
 
     import trio
 
-    from everos.testing.replay import SCENARIOS, ReplayOptions, run_scenario
+    from everos.testing.replay import SCENARIOS, ReplayOptions, describe_plan, plan_for_url, run_scenario
 
     if args.scenario not in SCENARIOS:
-        print(f"everos: unknown scenario {args.scenario!r}; scenarios: {', '.join(SCENARIOS)}", file=sys.stderr)
-        return EXIT_CONFIG
-    options = ReplayOptions(scale=args.scale, url=args.url, rounds=args.rounds,
-                            root=Path(args.root) if args.root else None)
+        raise CommandError(f"unknown scenario {args.scenario!r}; scenarios: {', '.join(SCENARIOS)}",
+                           exit_code=ExitCode.USAGE)
+    options = ReplayOptions(scale=args.scale, url=args.url, rounds=args.rounds, allow_writes=args.allow_writes,
+                            keep_root=args.keep_root, root=Path(args.root) if args.root else None)
     try:
-        report = trio.run(run_scenario, args.scenario, options)
+        if options.url:
+            options = plan_for_url(args.scenario, options)
     except ValueError as exc:
-        print(f"everos: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
+        raise CommandError(str(exc), exit_code=ExitCode.USAGE) from None
+    print(f"everos: {describe_plan(args.scenario, options)}", file=sys.stderr)
+    report = trio.run(run_scenario, args.scenario, options)
     print(json.dumps(report, indent=2, ensure_ascii=False))
-    return 1 if report["breaches"] else 0
+    return ExitCode.CHECK_FAILED if report["breaches"] else ExitCode.OK
 
 
 def _cmd_init(args: argparse.Namespace) -> int:
@@ -191,30 +211,68 @@ def _cmd_server_start(args: argparse.Namespace) -> int:
     return 0
 
 
+def _leaf(exc: BaseException) -> BaseException:
+    """The error to report from what ``trio.run`` raised: groups of one are unwrapped, and in a
+    larger group an interrupt or one of ours wins over the rest."""
+    while isinstance(exc, BaseExceptionGroup):
+        leaves = [_leaf(inner) for inner in exc.exceptions]
+        exc = next((e for e in leaves if isinstance(e, KeyboardInterrupt)),
+                   next((e for e in leaves if isinstance(e, EverosError)), leaves[0]))
+    return exc
+
+
+def _failure(exc: BaseException) -> tuple[str, int]:
+    """The one line to print and the exit code for a command that raised ``exc``."""
+    if isinstance(exc, ConfigError):
+        return f"configuration error: {exc.message}", ExitCode.CONFIG
+    if isinstance(exc, RootLocked):
+        return exc.message, ExitCode.ROOT_LOCKED
+    if isinstance(exc, CommandError):
+        return exc.message, exc.exit_code
+    if isinstance(exc, NotFound):
+        return exc.message, ExitCode.NOT_FOUND
+    if isinstance(exc, (InvalidInput, BadRequest)):
+        return exc.message, ExitCode.USAGE
+    if isinstance(exc, EverosError):
+        return f"{exc.code}: {exc.message}", ExitCode.INTERNAL
+    if isinstance(exc, FileNotFoundError):
+        return f"{exc.filename or exc}: no such file or directory", ExitCode.NOT_FOUND
+    text = " ".join(str(exc).split())[:300]
+    return (f"unexpected error: {exc.__class__.__name__}: {text} (this is a bug; run again with "
+            "--log-level debug for the traceback)"), ExitCode.INTERNAL
+
+
+def _debugging(args: argparse.Namespace) -> bool:
+    level = getattr(args, "log_level", None) or os.environ.get("EVEROS_LOG_LEVEL", "")
+    return level.upper() == "DEBUG"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; every failure a user can cause is one line on stderr and a distinct exit
+    code (:class:`~everos.errors.ExitCode`). Tracebacks only with ``--log-level debug``."""
     args = _parser().parse_args(argv)
+    commands = {"init": _cmd_init, "config": _cmd_config_show, "server": _cmd_server_start, "mcp": _cmd_mcp,
+                "cascade": _cmd_cascade, "replay": _cmd_replay}
     try:
-        if args.command == "init":
-            return _cmd_init(args)
-        if args.command == "config":
-            return _cmd_config_show(args)
-        if args.command == "server":
-            return _cmd_server_start(args)
-        if args.command == "mcp":
-            return _cmd_mcp(args)
-        if args.command == "cascade":
-            return _cmd_cascade(args)
-        if args.command == "replay":
-            return _cmd_replay(args)
-    except ConfigError as exc:
-        print(f"everos: configuration error: {exc.message}", file=sys.stderr)
-        return EXIT_CONFIG
-    except RootLocked as exc:
-        print(f"everos: {exc.message}", file=sys.stderr)
-        return EXIT_ROOT_LOCKED
-    except KeyboardInterrupt:
-        return 130
-    raise AssertionError(f"unhandled command {args.command!r}")
+        return commands[args.command](args)
+    except BaseException as raised:  # noqa: BLE001 - the command line's last word on every failure
+        exc = _leaf(raised)
+        if isinstance(exc, KeyboardInterrupt):
+            return ExitCode.INTERRUPTED
+        if isinstance(exc, SystemExit):
+            raise exc from None
+        message, code = _failure(exc)
+        _stop_logging()
+        if _debugging(args):
+            traceback.print_exception(raised)
+        print(f"everos: {message}", file=sys.stderr)
+        return code
+
+
+def _stop_logging() -> None:
+    """Let the log writer thread flush first, so the error line is the last thing printed."""
+    if "everos.logs" in sys.modules:
+        sys.modules["everos.logs"].shutdown_logging()
 
 
 if __name__ == "__main__":

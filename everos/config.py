@@ -18,7 +18,8 @@ import dataclasses
 import json
 import os
 import tomllib
-from collections.abc import Mapping
+import zoneinfo
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_type_hints
@@ -55,20 +56,25 @@ def setting(
     *,
     choices: tuple[Any, ...] | None = None,
     minimum: float | None = None,
+    maximum: float | None = None,
     positive: bool = False,
     secret: bool = False,
+    check: tuple[Callable[[Any], bool], str] | None = None,
 ) -> Any:
     """Declare one setting: its default, help text and the values it allows.
 
     ``positive`` rejects zero and negatives (every timeout: a zero timeout is never "no timeout"
-    here, it is an error). ``minimum`` is an inclusive lower bound.
+    here, it is an error). ``minimum`` and ``maximum`` are inclusive bounds. ``check`` is a
+    predicate for what a type cannot say, with the words that describe what it allows.
     """
     metadata = {
         "help": help,
         "choices": choices,
         "minimum": minimum,
+        "maximum": maximum,
         "positive": positive,
         "secret": secret,
+        "check": check,
     }
     if isinstance(default, (dict, list)):
         return field(default_factory=lambda: type(default)(default), metadata=metadata)
@@ -78,7 +84,7 @@ def setting(
 @dataclass(frozen=True)
 class ApiSettings:
     host: str = setting("127.0.0.1", "Address the HTTP server binds to. There is no auth: keep it on loopback.")
-    port: int = setting(8000, "TCP port of the HTTP server.", minimum=0)
+    port: int = setting(8000, "TCP port of the HTTP server (0 picks a free one).", minimum=0, maximum=65535)
     request_timeout_seconds: float = setting(
         30.0, "Deadline of every HTTP request; past it the answer is 504 REQUEST_TIMEOUT.", positive=True
     )
@@ -93,9 +99,19 @@ class ApiSettings:
     )
 
 
+def is_time_zone(name: str) -> bool:
+    """Whether ``name`` is an IANA time zone this machine knows (``UTC``, ``Europe/Berlin``)."""
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
+        return False
+    return True
+
+
 @dataclass(frozen=True)
 class MemorySettings:
-    timezone: str = setting("UTC", "Time zone used to display timestamps in responses (EverOS [memory]).")
+    timezone: str = setting("UTC", "Time zone used to display timestamps in responses (EverOS [memory]).",
+                            check=(is_time_zone, "an IANA time zone name such as 'UTC' or 'Europe/Berlin'"))
 
 
 @dataclass(frozen=True)
@@ -337,12 +353,19 @@ def _describe_allowed(f: dataclasses.Field, typ: type) -> str:
     meta = f.metadata
     if meta.get("choices"):
         return "one of " + ", ".join(repr(c) for c in meta["choices"])
+    if meta.get("check"):
+        return meta["check"][1]
     name = {bool: "true or false", int: "a whole number", float: "a number", str: "a string",
             dict: "a table", list: "a list"}[typ]
     if meta.get("positive"):
         return f"{name} greater than 0"
-    if meta.get("minimum") is not None:
-        return f"{name} >= {meta['minimum']:g}"
+    low, high = meta.get("minimum"), meta.get("maximum")
+    if low is not None and high is not None:
+        return f"{name} from {low:g} to {high:g}"
+    if low is not None:
+        return f"{name} >= {low:g}"
+    if high is not None:
+        return f"{name} <= {high:g}"
     return name
 
 
@@ -365,6 +388,10 @@ def _check_value(section: str, key: str, value: Any, f: dataclasses.Field, typ: 
     if ok and meta.get("positive") and not value > 0:
         ok = False
     if ok and meta.get("minimum") is not None and value < meta["minimum"]:
+        ok = False
+    if ok and meta.get("maximum") is not None and value > meta["maximum"]:
+        ok = False
+    if ok and meta.get("check") and not meta["check"][0](value):
         ok = False
     if not ok:
         raise ConfigError(

@@ -19,7 +19,8 @@ Every error the server can answer with is an :class:`EverosError`. Each class ca
     │   ├── ExternalServiceUnavailable 503 EXTERNAL_SERVICE_UNAVAILABLE
     │   └── StoreBusy                503 STORE_BUSY
     ├── RequestTimeout               504 REQUEST_TIMEOUT
-    └── RootLocked                   (CLI only: another process owns the root)
+    ├── RootLocked                   (CLI only: another process owns the root)
+    └── CommandError                 (CLI only: a failure the user can fix; carries its exit code)
 
 Messages are written for the person reading the response: they say what was wrong and what is
 allowed, and never include a traceback or local values.
@@ -27,13 +28,16 @@ allowed, and never include a traceback or local values.
 
 from __future__ import annotations
 
+import enum
 from typing import ClassVar
 
 __all__ = [
     "BadRequest",
+    "CommandError",
     "ConfigError",
     "Conflict",
     "EverosError",
+    "ExitCode",
     "ExternalServiceUnavailable",
     "ExtractionEmpty",
     "InvalidInput",
@@ -176,3 +180,30 @@ class RootLocked(EverosError):
     """Another process owns this memory root (a running server, or a writing CLI command)."""
 
     code = "ROOT_LOCKED"
+
+
+class ExitCode(enum.IntEnum):
+    """The ``everos`` command's exit codes: one per kind of failure, so a script can tell them apart."""
+
+    OK = 0
+    CONFIG = 1          # a setting is invalid, or the root has no everos.toml
+    USAGE = 2           # the command line itself (argparse's own code)
+    ROOT_LOCKED = 3     # another process owns the root
+    CANNOT_LISTEN = 4   # the server cannot bind its address (in use, not allowed, not local)
+    NOT_FOUND = 5       # a path or an id the command was given does not exist
+    UNREACHABLE = 6     # the server that owns the root (or --url) does not answer
+    CHECK_FAILED = 7    # the command ran and found a problem (a replay breach)
+    INTERNAL = 70       # a bug: the traceback is printed with --log-level debug
+    INTERRUPTED = 130   # Ctrl-C
+
+
+class CommandError(EverosError):
+    """A command-line failure the user caused and can fix (a port in use, a path that is not a
+    document, a server that cannot be reached). The CLI prints the message as one line and exits
+    with ``exit_code``."""
+
+    code = "COMMAND_FAILED"
+
+    def __init__(self, message: str, *, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code

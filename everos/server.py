@@ -23,8 +23,10 @@ from __future__ import annotations
 import functools
 import ipaddress
 import logging
+import errno
 import resource
 import signal
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -37,6 +39,7 @@ from quart_trio import QuartTrio
 
 from everos import __version__
 from everos.config import LoadedConfig
+from everos.errors import CommandError, ExitCode
 from everos.rootlock import hold_root_lock
 from everos.status import LoopLagProbe, StatusBoard
 from everos.supervisor import Supervisor
@@ -123,6 +126,37 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+_BIND_ADVICE = {
+    errno.EADDRINUSE: "another process listens there; stop it or pass another --port",
+    errno.EACCES: "ports below 1024 need privileges; pass --port 1024 or above",
+    errno.EADDRNOTAVAIL: "that address is not one of this machine's; pass --host 127.0.0.1",
+}
+
+
+def check_bindable(host: str, port: int) -> None:
+    """Fail fast, before any store opens, when ``host:port`` cannot be listened on. Blocking, but
+    only for a bind syscall (and a name lookup when ``host`` is a name).
+
+    Raises:
+        CommandError: the address is in use, privileged, not local or not a name (``CANNOT_LISTEN``).
+    """
+    where = f"{host}:{port}"
+    try:
+        infos = socket.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise CommandError(f"cannot listen on {where}: {host!r} is not an address or a known name ({exc}); "
+                           "pass --host 127.0.0.1", exit_code=ExitCode.CANNOT_LISTEN) from None
+    for family, kind, proto, _, address in infos:
+        with socket.socket(family, kind, proto) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as hypercorn binds
+            try:
+                sock.bind(address)
+            except OSError as exc:
+                advice = _BIND_ADVICE.get(exc.errno, "pass another --host or --port")
+                raise CommandError(f"cannot listen on {where}: {exc.strerror or exc}; {advice}",
+                                   exit_code=ExitCode.CANNOT_LISTEN) from None
+
+
 async def _watch_signals(stop: trio.Event, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         task_status.started()
@@ -155,11 +189,14 @@ async def serve(
 
     Raises:
         RootLocked: another process owns the root.
+        CommandError: the address cannot be listened on (checked before any store opens).
         WorkerCrashLoop: a worker kept crashing; the server stopped.
     """
     config = loaded.config
     services = services or []
-    with hold_root_lock(loaded.root):
+    with hold_root_lock(loaded.root, purpose="everos server" if http else "everos mcp (stdio, no HTTP)") as lock:
+        if http:
+            check_bindable(config.api.host, config.api.port)
         soft, hard = raise_open_file_limit()
         log.info("everos %s starting", __version__,
                  extra={"fields": {"root": loaded.root, "open_files_soft": soft, "open_files_hard": hard}})
@@ -217,6 +254,7 @@ async def serve(
 
                 if http:
                     binds = await nursery.start(run_http)
+                    lock.record(binds)  # `everos mcp` and the CLI reach this server here
                 else:
                     binds = []
                     nursery.start_soon(run_until_stop)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -15,6 +16,7 @@ import pytest
 
 from everos.cli import main
 from everos.config import Config, load_config
+from everos.errors import ExitCode
 from everos.testing.replay import free_port
 
 from .conftest import write_config
@@ -63,6 +65,68 @@ def test_bad_config_exits_1_naming_the_key(tmp_path: Path, capsys) -> None:
 def test_server_refuses_to_start_without_config(tmp_path: Path, capsys) -> None:
     assert main(["server", "start", "--root", str(tmp_path / "empty")]) == 1
     assert "everos init" in capsys.readouterr().err
+
+
+def everos(*args: str, env: dict | None = None, timeout_s: float = 60) -> subprocess.CompletedProcess:
+    """``everos ARGS`` as a user runs it: a subprocess, its exit code and its output."""
+    return subprocess.run([sys.executable, "-m", "everos.cli", *args], stdin=subprocess.DEVNULL,
+                          capture_output=True, text=True, timeout=timeout_s,
+                          env={**os.environ, "EVEROS_LOG_LEVEL": "INFO", **(env or {})})
+
+
+def one_line(done: subprocess.CompletedProcess) -> str:
+    """The single stderr line of a failed command (no traceback, no log lines around it)."""
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("everos: "), done.stderr
+    assert "Traceback" not in done.stderr
+    return lines[0]
+
+
+@pytest.mark.slow
+def test_a_port_in_use_is_one_line_and_exit_4(root: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        done = everos("server", "start", "--root", str(root), "--port", str(busy.getsockname()[1]))
+    assert done.returncode == ExitCode.CANNOT_LISTEN == 4
+    line = one_line(done)
+    assert "in use" in line and "--port" in line
+    assert not (root / ".index").exists()  # refused before any store opened
+
+
+@pytest.mark.parametrize(("args", "code", "words"), [
+    (["server", "start", "--port", "99999"], ExitCode.CONFIG, "from 0 to 65535"),
+    (["server", "start", "--host", "no-such-host.invalid"], ExitCode.CANNOT_LISTEN, "--host"),
+    (["cascade", "sync", "/not/under/the/root"], ExitCode.USAGE, "not under the root"),
+    (["cascade", "sync", "default_app/default_project"], ExitCode.USAGE, "document directory"),
+])
+def test_user_errors_are_one_line_with_a_distinct_exit_code(root: Path, capsys, args, code, words) -> None:
+    assert main([*args, "--root", str(root)]) == code
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and words in lines[0] and "Traceback" not in captured.err, captured.err
+
+
+def test_a_bad_time_zone_stops_startup_naming_the_key(root: Path, capsys, monkeypatch) -> None:
+    monkeypatch.setenv("EVEROS_MEMORY__TIMEZONE", "Mars/Olympus")
+    assert main(["server", "start", "--root", str(root)]) == ExitCode.CONFIG
+    assert "[memory] timezone = 'Mars/Olympus'" in capsys.readouterr().err
+
+
+def test_an_unexpected_error_is_one_line_and_the_traceback_only_with_debug(root: Path, capsys,
+                                                                        monkeypatch) -> None:
+    def broken(*args, **kwargs):
+        raise ExceptionGroup("from a nursery", [RuntimeError("the disk caught fire")])
+
+    monkeypatch.setattr("everos.cascade_cli.run_cascade_command", broken)
+    assert main(["cascade", "status", "--root", str(root)]) == ExitCode.INTERNAL
+    err = capsys.readouterr().err
+    assert err.strip().splitlines() == [
+        "everos: unexpected error: RuntimeError: the disk caught fire (this is a bug; run again with "
+        "--log-level debug for the traceback)"]
+    monkeypatch.setenv("EVEROS_LOG_LEVEL", "debug")
+    assert main(["cascade", "status", "--root", str(root)]) == ExitCode.INTERNAL
+    assert "Traceback" in capsys.readouterr().err
 
 
 def start_subprocess(root: Path, port: int) -> subprocess.Popen:

@@ -61,6 +61,10 @@ def test_root_resolution_order(tmp_path: Path) -> None:
         ("", {"EVEROS_API__NOPE": "1"}, "unknown key in environment variable EVEROS_API__NOPE"),
         ("", {"EVEROS_NOPE__X": "1"}, "unknown section in environment variable EVEROS_NOPE__X"),
         ("", {"EVEROS_CASCADE__WATCH": "maybe"}, "true or false"),
+        ("[api]\nport = 99999\n", {}, "a whole number from 0 to 65535"),
+        ("[memory]\ntimezone = 'Mars/Olympus'\n", {}, "an IANA time zone name"),
+        ("[memory]\ntimezone = '../../etc/passwd'\n", {}, "an IANA time zone name"),
+        ("", {"EVEROS_MEMORY__TIMEZONE": ""}, "an IANA time zone name"),
     ],
 )
 def test_bad_values_stop_with_one_clear_message(tmp_path: Path, text: str, environ: dict, expected: str) -> None:
@@ -119,3 +123,8 @@ def test_env_values_are_typed() -> None:
     assert loaded.config.cascade.watch is False
     assert loaded.config.llm.extra == {"temperature": 0}
     assert loaded.config.llm.timeout_seconds == 2.5
+
+
+def test_a_real_time_zone_is_accepted(tmp_path: Path) -> None:
+    write_config(tmp_path, "[memory]\ntimezone = 'Asia/Shanghai'\n")
+    assert load_config(tmp_path, environ={}).config.memory.timezone == "Asia/Shanghai"

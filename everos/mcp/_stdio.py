@@ -6,8 +6,11 @@ Which everos answers (one process owns a root at a time; the root lock says whet
 - no ``--url``, the root's lock is free: this process opens the root itself and runs the ingest
   workers, like ``everos server start`` without HTTP, until the client closes stdin (or
   SIGINT/SIGTERM). While it runs, ``everos server start`` on that root is refused.
-- no ``--url``, the root is locked (a server runs): a proxy to that server, at the host and port
-  of the root's ``[api]`` settings.
+- no ``--url``, the root is locked (a server runs): a proxy to that server, at the address that
+  server recorded in the root's lock file when it bound (not the port of the root's config: the
+  server may run with ``--port``). An owner that serves no HTTP (another ``everos mcp``, a
+  cascade command), or a server that does not answer, stops the command with one line and a
+  non-zero exit instead of proxying anywhere else.
 
 The proxy publishes the same catalog and forwards each call over streamable HTTP, one short MCP
 session per call (a server restart between calls costs nothing), under the deadline of
@@ -34,12 +37,16 @@ from mcp.server.mcpserver import MCPServer
 from mcp.server.stdio import stdio_server
 from mcp.types import CallToolResult
 
+import httpx
+
 from everos.config import Config, load_config, resolve_root
+from everos.errors import CommandError, ExitCode
 from everos.mcp._catalog import build_server
 from everos.mcp._render import error_result
-from everos.rootlock import root_lock_owner
+from everos.rootlock import read_lock_owner
 
-__all__ = ["RemoteDispatch", "choose_target", "mcp_url", "run", "serve_stdio", "stdio_line_limit"]
+__all__ = ["RemoteDispatch", "bound_mcp_url", "check_reachable", "choose_target", "mcp_url", "run", "serve_stdio",
+           "stdio_line_limit"]
 
 log = logging.getLogger("everos.mcp")
 
@@ -152,14 +159,52 @@ def mcp_url(host: str, port: int) -> str:
     return f"http://{host}:{port}/mcp"
 
 
-def choose_target(root: Path, url: str | None, config: Config) -> tuple[str, str | None, int | None]:
-    """``("proxy", url, owner_pid)`` or ``("local", None, None)``: see the module docstring."""
+def bound_mcp_url(bind: str) -> str:
+    """The ``/mcp`` URL of a server that reported ``bind`` (``http://HOST:PORT``, as hypercorn does)."""
+    url = httpx.URL(bind)
+    return mcp_url(url.host, url.port or 80)
+
+
+PROBE_TIMEOUT_S = 3.0
+
+
+def choose_target(root: Path, url: str | None) -> tuple[str, str | None, int | None]:
+    """``("proxy", url, owner_pid)`` or ``("local", None, None)``: see the module docstring.
+
+    Raises:
+        CommandError: the root is owned by a process that serves no HTTP (``UNREACHABLE``).
+    """
     if url:
         return "proxy", url, None
-    owner = root_lock_owner(root)
+    owner = read_lock_owner(root)
     if owner is None:
         return "local", None, None
-    return "proxy", mcp_url(config.api.host, config.api.port), owner
+    if not owner.urls:
+        doing = f" ({owner.purpose})" if owner.purpose else ""
+        raise CommandError(
+            f"the root {root} is owned by pid {owner.pid}{doing}, which serves no HTTP to proxy to; "
+            "stop it, or pass --url of a running server", exit_code=ExitCode.UNREACHABLE)
+    return "proxy", bound_mcp_url(owner.urls[0]), owner.pid
+
+
+async def check_reachable(url: str, owner_pid: int | None) -> None:
+    """Raise unless the server behind ``url`` (its ``/mcp`` URL) answers ``/livez``. A checkpoint.
+
+    Raises:
+        CommandError: it does not answer within ``PROBE_TIMEOUT_S`` (``UNREACHABLE``).
+    """
+    livez = httpx.URL(url).copy_with(path="/livez", query=None)
+    try:
+        async with httpx.AsyncClient(timeout=PROBE_TIMEOUT_S, trust_env=False) as client:
+            response = await client.get(livez)
+        if response.status_code == 200:
+            return
+        problem = f"/livez answered {response.status_code}"
+    except httpx.HTTPError as exc:
+        problem = _describe(exc)
+    owner = f" (the root's owner, pid {owner_pid})" if owner_pid else ""
+    raise CommandError(f"cannot reach the everos server at {url}{owner}: {problem}",
+                       exit_code=ExitCode.UNREACHABLE)
 
 
 async def _serve_proxy(server: MCPServer, max_line_bytes: int) -> None:
@@ -177,17 +222,22 @@ async def _serve_proxy(server: MCPServer, max_line_bytes: int) -> None:
 def run(root: str | None, url: str | None, log_level: str | None = None) -> int:
     """Blocking entry point of ``everos mcp``; returns the exit code.
 
+    A root is never created here: without ``--url`` the root must hold an ``everos.toml``
+    (``everos init`` writes one), so a client launched without ``EVEROS_ROOT`` cannot make an
+    empty ``~/.everos`` by accident.
+
     Raises:
-        ConfigError: the root's configuration is invalid.
+        ConfigError: the root's configuration is invalid, or (without ``--url``) missing.
+        CommandError: the server to proxy to cannot be reached.
         RootLocked: the root was taken by another process between the check and the open.
     """
     from everos.logs import configure_logging
 
     root_path = resolve_root(root)
     overrides = {("api", "log_level"): log_level} if log_level else None
-    loaded = load_config(root_path, require_file=False, overrides=overrides)
+    loaded = load_config(root_path, require_file=url is None, overrides=overrides)
     configure_logging(loaded.config.api.log_level)  # stderr: stdout carries the protocol
-    mode, target, owner = choose_target(root_path, url, loaded.config)
+    mode, target, owner = choose_target(root_path, url)
     if mode == "local":
         # Imported here: everos.services imports this package (MCPService) at its top.
         from everos.server import serve
@@ -197,6 +247,7 @@ def run(root: str | None, url: str | None, log_level: str | None = None) -> int:
         services, _ = build_services(loaded, mcp_transport="stdio")
         trio.run(functools.partial(serve, loaded, services=services, handle_signals=True, http=False))
         return 0
+    trio.run(check_reachable, target, owner)
     log.info("mcp over stdio: proxying to %s", target)
     deadline_s = loaded.config.api.request_timeout_seconds + PROXY_GRACE_S
     server = build_server(RemoteDispatch(target, deadline_s, owner))

@@ -12,8 +12,11 @@ end. The report is plain JSON; ``breaches`` lists every guarantee that broke:
 
 By default the harness starts the server itself (a subprocess on a loopback port with a fresh
 root, the scenario's settings, an open-file limit where the scenario asks for one) and the fake
-LLM in-process. With ``url`` it drives a server you run; scenarios that script the LLM or kill the
-server need their own server and refuse ``url``.
+LLM in-process; a root it made itself is removed afterwards unless the run broke a guarantee (or
+``keep_root``). With ``url`` it drives a server you run; scenarios that script the LLM or kill the
+server need their own server and refuse ``url``. Driving your server writes synthetic documents
+into it, so it is refused unless ``allow_writes`` says so; the documents then go into a scope of
+their own (``app_id = "everos-replay"``, a fresh ``project_id``) and are deleted at the end.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import dataclasses
 import os
 import random
 import resource
+import shutil
 import signal
 import socket
 import statistics
@@ -119,6 +123,44 @@ class ReplayOptions:
     drain_timeout_s: float = 120.0
     rounds: int = 1
     seed: int = 316
+    allow_writes: bool = False  # with url: the target may be written to (a scope of its own, deleted after)
+    keep_root: bool = False  # keep a root the harness made, even when the run held
+    app_id: str = "default"
+    project_id: str = "default"
+
+    def scope(self) -> dict[str, str]:
+        return {"app_id": self.app_id, "project_id": self.project_id}
+
+
+REPLAY_APP_ID = "everos-replay"
+
+
+def plan_for_url(name: str, options: ReplayOptions) -> ReplayOptions:
+    """The options that drive a server at ``options.url``: a scope of the run's own.
+
+    Raises:
+        ValueError: ``allow_writes`` is not set, or the scenario needs a server of its own.
+    """
+    scenario = SCENARIOS[name]
+    if scenario.faults() or scenario.kill_restart or scenario.open_files_limit:
+        raise ValueError(f"scenario {name} scripts the LLM or the server; run it without --url")
+    if not options.allow_writes:
+        raise ValueError(f"scenario {name} uploads {max(2, round(scenario.count * options.scale))} synthetic "
+                         f"documents to {options.url}; pass --allow-writes to let it (they go into app_id "
+                         f"{REPLAY_APP_ID!r} and are deleted at the end), or run it without --url")
+    project = f"run-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+    return dataclasses.replace(options, app_id=REPLAY_APP_ID, project_id=project)
+
+
+def describe_plan(name: str, options: ReplayOptions) -> str:
+    """One line saying what a run will do, for the person who started it."""
+    scenario = SCENARIOS[name]
+    count = max(2, round(scenario.count * options.scale)) * options.rounds
+    if options.url:
+        return (f"replay {name}: uploading {count} synthetic documents to {options.url} into app_id "
+                f"{options.app_id!r}, project_id {options.project_id!r}; they are deleted at the end")
+    where = options.root or "a new temporary root (removed afterwards unless a guarantee broke)"
+    return f"replay {name}: starting a server on {where} and uploading {count} synthetic documents"
 
 
 def make_corpus(count: int, size_bytes: int, languages: tuple[str, ...], seed: int) -> list[tuple[str, bytes]]:
@@ -197,6 +239,11 @@ class HealthProbe:
                 "latency_ms": _percentiles(self.latencies), "longest_outage_s": round(self.longest_outage_s, 2)}
 
 
+# Threads that LanceDB's native runtime starts and stops by itself (tokio's blocking pool grows
+# with concurrent file I/O and lets idle threads go after 10 s; Arrow's CPU pool; jemalloc's).
+NATIVE_THREADS = ("lancedb-tokio", "lance-", "jemalloc")
+
+
 class ManagedServer:
     """An ``everos server start`` subprocess on a fresh root, restartable, killable."""
 
@@ -232,8 +279,12 @@ class ManagedServer:
             return {}
         status = Path(f"/proc/{self.process.pid}/status").read_text()
         fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+        native = 0
+        for task in os.listdir(f"/proc/{self.process.pid}/task"):
+            with contextlib.suppress(OSError):  # a thread that just exited
+                native += Path(f"/proc/{self.process.pid}/task/{task}/comm").read_text().startswith(NATIVE_THREADS)
         return {"rss_kib": int(fields["VmRSS"].split()[0]), "threads": int(fields["Threads"]),
-                "open_files": len(os.listdir(f"/proc/{self.process.pid}/fd"))}
+                "native_threads": native, "open_files": len(os.listdir(f"/proc/{self.process.pid}/fd"))}
 
     async def kill(self) -> None:
         assert self.process is not None
@@ -265,7 +316,8 @@ def _server_env(scenario: Scenario, fake: FakeLLM | None) -> dict[str, str]:
 
 
 async def _upload_all(url: str, corpus: list[tuple[str, bytes]], concurrency: int, timeout_s: float,
-                      on_progress: Callable[[int], Any] | None = None, respond_async: bool = False) -> dict[str, Any]:
+                      on_progress: Callable[[int], Any] | None = None, respond_async: bool = False,
+                      scope: dict[str, str] | None = None) -> dict[str, Any]:
     results: dict[str, Any] = {"ok": 0, "accepted": 0, "failed": 0, "unanswered": 0, "latencies": [],
                                "acknowledged": [], "statuses": {}}
     limiter = trio.Semaphore(concurrency)
@@ -275,7 +327,7 @@ async def _upload_all(url: str, corpus: list[tuple[str, bytes]], concurrency: in
             started = time.monotonic()
             try:
                 response = await client.post(f"{API}/documents", files={"file": ("doc.md", body)},
-                                             data={"title": title},
+                                             data={"title": title, **(scope or {})},
                                              headers={"Prefer": "respond-async"} if respond_async else {})
             except httpx.HTTPError:
                 results["unanswered"] += 1
@@ -324,12 +376,13 @@ async def _drain(url: str, timeout_s: float) -> float | None:
     return None
 
 
-async def _verify(url: str, acknowledged: list[str]) -> dict[str, Any]:
+async def _verify(url: str, acknowledged: list[str], scope: dict[str, str]) -> dict[str, Any]:
     async with httpx.AsyncClient(base_url=url, timeout=10) as client:
         listed: list[dict] = []
         page = 1
         while True:
-            data = (await client.get(f"{API}/documents", params={"page": page, "page_size": 100})).json()["data"]
+            data = (await client.get(f"{API}/documents",
+                                     params={"page": page, "page_size": 100, **scope})).json()["data"]
             listed.extend(data["documents"])
             if page * 100 >= data["total"]:
                 break
@@ -339,9 +392,12 @@ async def _verify(url: str, acknowledged: list[str]) -> dict[str, Any]:
         for status in ("dead", "failed"):
             tasks = (await client.get(f"{API}/tasks", params={"status": status, "page_size": 100})).json()["data"]
             dead.extend(tasks["tasks"])
-    listed_ids = [d["doc_id"] for d in listed]
-    dead_ids = {t["doc_id"] for t in dead}
     wanted = set(acknowledged)
+    # Only this run's documents and tasks: a server you run has its own.
+    listed_ids = [d["doc_id"] for d in listed]
+    dead = [t for t in dead if t["doc_id"] in wanted]
+    running["tasks"] = [t for t in running["tasks"] if t["doc_id"] in wanted]
+    dead_ids = {t["doc_id"] for t in dead}
     return {
         "documents_listed": len(listed_ids),
         "documents_indexed": sum(1 for d in listed if d.get("index_status", "indexed") == "indexed"),
@@ -374,12 +430,28 @@ def _breaches(report: dict[str, Any], scenario: Scenario, options: ReplayOptions
     return found
 
 
+async def _delete_documents(url: str, doc_ids: list[str]) -> int:
+    """Delete what a run against someone's server uploaded; returns how many deletes succeeded."""
+    deleted = 0
+    async with httpx.AsyncClient(base_url=url, timeout=10) as client:
+        for doc_id in dict.fromkeys(doc_ids):
+            with contextlib.suppress(httpx.HTTPError):
+                deleted += (await client.delete(f"{API}/documents/{doc_id}")).status_code in (200, 204)
+    return deleted
+
+
 async def run_scenario(name: str, options: ReplayOptions | None = None) -> dict[str, Any]:
-    """Run scenario ``name`` and return its report (``report["breaches"]`` empty when it held)."""
+    """Run scenario ``name`` and return its report (``report["breaches"]`` empty when it held).
+
+    Raises:
+        ValueError: ``options.url`` without ``allow_writes``, or with a scenario that needs its
+            own server.
+    """
     options = options or ReplayOptions()
     scenario = SCENARIOS[name]
-    if options.url and (scenario.faults() or scenario.kill_restart or scenario.open_files_limit):
-        raise ValueError(f"scenario {name} scripts the LLM or the server; run it without --url")
+    if options.url and options.app_id == "default":
+        options = plan_for_url(name, options)
+    made_root: Path | None = None
     count = max(2, round(scenario.count * options.scale))
     corpus = make_corpus(count, max(500, round(scenario.size_bytes * options.scale)), scenario.languages,
                          options.seed)
@@ -394,7 +466,10 @@ async def run_scenario(name: str, options: ReplayOptions | None = None) -> dict[
         if options.url:
             url = options.url
         else:
-            root = options.root or Path(tempfile.mkdtemp(prefix=f"everos-replay-{name}-"))
+            if options.root is None:
+                made_root = root = Path(tempfile.mkdtemp(prefix=f"everos-replay-{name}-"))
+            else:
+                root = options.root
             root.mkdir(parents=True, exist_ok=True)
             (root / "everos.toml").write_text(render_template())
             server = ManagedServer(root, _server_env(scenario, fake), scenario.open_files_limit)
@@ -411,6 +486,7 @@ async def run_scenario(name: str, options: ReplayOptions | None = None) -> dict[
 
         started = time.monotonic()
         rounds, uploads = [], None
+        every_acknowledged: list[str] = []
         for _ in range(options.rounds):
             killed = trio.Event()
 
@@ -423,7 +499,8 @@ async def run_scenario(name: str, options: ReplayOptions | None = None) -> dict[
                     probe.paused = False
 
             uploads = await _upload_all(url, corpus, scenario.concurrency, options.upload_timeout_s, maybe_kill,
-                                        scenario.respond_async)
+                                        scenario.respond_async, options.scope())
+            every_acknowledged.extend(uploads["acknowledged"])
             if scenario.kill_restart and not killed.is_set():
                 raise RuntimeError("the server finished before it could be killed; use a larger scale")
             if server is not None:
@@ -435,7 +512,10 @@ async def run_scenario(name: str, options: ReplayOptions | None = None) -> dict[
         latencies = uploads.pop("latencies")
         acknowledged = uploads.pop("acknowledged")
         report["uploads"] = {**uploads, "latency_ms": _percentiles(latencies)}
-        report["end"] = await _verify(url, acknowledged)
+        report["end"] = await _verify(url, acknowledged, options.scope())
+        if options.url:
+            report["scope"] = options.scope()
+            report["documents_deleted"] = await _delete_documents(url, every_acknowledged)
         report["health"] = probe.report()
         if rounds:
             report["server_resources_per_round"] = rounds
@@ -445,4 +525,7 @@ async def run_scenario(name: str, options: ReplayOptions | None = None) -> dict[
             report["server_exit_code"] = await server.stop()
         nursery.cancel_scope.cancel()
     report["breaches"] = _breaches(report, scenario, options)
+    if made_root is not None and not report["breaches"] and not options.keep_root:
+        shutil.rmtree(made_root, ignore_errors=True)
+        report["root"] = None  # removed: the run held
     return report

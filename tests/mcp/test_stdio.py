@@ -13,10 +13,10 @@ import pytest
 import trio
 from mcp import Client, StdioServerParameters
 
-from everos.config import load_config
 from everos.knowledge._service import KnowledgeService
+from everos.errors import CommandError, ExitCode
 from everos.mcp import TOOL_NAMES, RemoteDispatch, choose_target, mcp_url
-from everos.mcp._stdio import _StdinLines
+from everos.mcp._stdio import _StdinLines, check_reachable
 from everos.rootlock import hold_root_lock
 from everos.server import serve
 from everos.testing.replay import free_port
@@ -93,18 +93,71 @@ async def test_proxy_answers_service_unavailable_when_the_server_is_gone() -> No
 
 
 def test_a_free_root_is_opened_locally(root: Path) -> None:
-    config = load_config(root).config
-    assert choose_target(root, None, config) == ("local", None, None)
-    assert choose_target(root, "http://h:1/mcp", config) == ("proxy", "http://h:1/mcp", None)
+    assert choose_target(root, None) == ("local", None, None)
+    assert choose_target(root, "http://h:1/mcp") == ("proxy", "http://h:1/mcp", None)
 
 
-def test_a_locked_root_is_reached_at_its_configured_address(tmp_path: Path) -> None:
+def test_a_locked_root_is_reached_where_its_server_bound_not_at_its_configured_port(tmp_path: Path) -> None:
     write_config(tmp_path, "[api]\nhost = \"0.0.0.0\"\nport = 8123\n")
-    config = load_config(tmp_path).config
-    with hold_root_lock(tmp_path):
+    with hold_root_lock(tmp_path) as lock:
+        lock.record(["http://0.0.0.0:8031"])
         # The lock is held by this process through another descriptor: it reads as owned.
-        mode, url, owner = choose_target(tmp_path, None, config)
-    assert (mode, url, owner) == ("proxy", "http://127.0.0.1:8123/mcp", os.getpid())
+        mode, url, owner = choose_target(tmp_path, None)
+    assert (mode, url, owner) == ("proxy", "http://127.0.0.1:8031/mcp", os.getpid())
+
+
+def test_a_root_owned_by_a_process_without_http_is_refused_not_guessed(root: Path) -> None:
+    with hold_root_lock(root, purpose="cascade sync"):
+        with pytest.raises(CommandError) as caught:
+            choose_target(root, None)
+    assert caught.value.exit_code == ExitCode.UNREACHABLE
+    assert "cascade sync" in caught.value.message and str(os.getpid()) in caught.value.message
+
+
+async def test_an_unreachable_owner_is_reported_not_proxied_to() -> None:
+    with trio.fail_after(10), pytest.raises(CommandError) as caught:
+        await check_reachable(f"http://127.0.0.1:{free_port()}/mcp", owner_pid=4242)
+    assert caught.value.exit_code == ExitCode.UNREACHABLE and "pid 4242" in caught.value.message
+
+
+@pytest.mark.slow
+async def test_stdio_without_url_reaches_the_server_that_owns_the_root_on_its_bound_port(root: Path) -> None:
+    """Issue: ``everos mcp --root R`` dialled R's configured port (8000: another root's server).
+    The server here listens on a free port that no config names; the proxy must find it."""
+    async with mcp_server(root) as server:
+        with trio.fail_after(SPAWN_TIMEOUT_S):
+            async with Client(everos_mcp("--root", str(root))) as client:
+                body, _, is_error = await call(client, "knowledge_add_document", title="Through the lock",
+                                               content="Sent to the server that owns the root.")
+                assert not is_error, body
+        doc, _ = await server.knowledge.get_document(body["document"]["doc_id"])
+        assert doc.title == "Through the lock"
+
+
+@pytest.mark.slow
+def test_stdio_exits_non_zero_with_one_line_when_the_owner_does_not_answer(root: Path) -> None:
+    with hold_root_lock(root) as lock:
+        lock.record([f"http://127.0.0.1:{free_port()}"])
+        done = subprocess.run([sys.executable, "-m", "everos.cli", "mcp", "--root", str(root)],
+                              stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=SPAWN_TIMEOUT_S,
+                              env={**os.environ, "EVEROS_LOG_LEVEL": "WARNING"})
+    assert done.returncode == ExitCode.UNREACHABLE, done.stderr
+    assert done.stdout == ""
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "cannot reach the everos server" in lines[0], done.stderr
+
+
+@pytest.mark.slow
+def test_stdio_never_creates_a_root_of_its_own(tmp_path: Path) -> None:
+    """Issue: an MCP client launches ``everos mcp`` without ``EVEROS_ROOT``; it made an empty
+    ``~/.everos`` that ``everos server start`` then refused."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EVEROS_")}
+    env["HOME"] = str(tmp_path)
+    done = subprocess.run([sys.executable, "-m", "everos.cli", "mcp"], stdin=subprocess.DEVNULL,
+                          capture_output=True, text=True, timeout=SPAWN_TIMEOUT_S, env=env)
+    assert done.returncode == ExitCode.CONFIG, done.stderr
+    assert "everos init" in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert not (tmp_path / ".everos").exists()
 
 
 def test_mcp_url_reaches_wildcard_and_ipv6_binds() -> None:
