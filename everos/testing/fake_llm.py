@@ -1,6 +1,6 @@
 """Run the fake OpenAI-compatible server from the command line.
 
-    python -m everos.testing.fake_llm --port 8089 --fault status=503,requests=1-2 --fault latency=0.5,p=0.2
+    everos-fake-llm --port 8089 --fault status=503,requests=1-2 --fault latency=0.5,p=0.2
 
 Point everos (or anything OpenAI-compatible) at the printed base URL; ``GET /metrics`` on the same
 port shows what happened. See :func:`everos.testing.parse_fault_spec` for the ``--fault`` syntax.
@@ -23,7 +23,7 @@ __all__ = ["build_parser", "fake_from_args", "main"]
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m everos.testing.fake_llm",
+        prog="everos-fake-llm",
         description="A fake OpenAI-compatible server (chat, embeddings, rerank) with scripted faults.",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
