@@ -1,13 +1,23 @@
-"""The tool catalog: names, typed arguments with descriptions, annotations and server instructions.
+"""The tool catalog: names, typed arguments with their limits, answer schemas, annotations and
+server instructions.
 
 :func:`build_server` makes an ``MCPServer`` whose tools only *describe* themselves and hand their
 arguments to a ``dispatch(name, arguments)`` callable that answers with a ``CallToolResult``. The
 local implementation (``_tools.KnowledgeTools.dispatch``) and the stdio proxy to a running server
 (``_stdio.RemoteDispatch``) plug in there, so both transports publish one catalog.
 
-Range checks (top_k, page_size, id patterns, scope ids) are left to the implementation, which
-answers with EverOS codes (``INVALID_INPUT`` naming the field); the schema carries only types,
-enums and descriptions.
+Each argument's input schema carries the limits the implementation enforces: ranges, lengths,
+enums and id patterns (``tests/mcp/test_tools.py`` checks that both agree), and integers and
+booleans must be JSON integers and booleans, as in the HTTP API's JSON bodies. An argument the
+schema refuses (missing, wrong type, out of range, not in the enum, or not an argument at all) is
+answered like the implementation's own refusals: an ``INVALID_INPUT`` tool error whose one-line
+message names the argument (guarantee G10), and ``dispatch`` is not called. The implementation
+keeps its checks (defence in depth), and those the schema cannot say live only there: the
+configured ``top_k_cap``, reserved scope ids, a blank query or title, a category the taxonomy does
+not know.
+
+Each tool's output schema describes its structured answer, the HTTP body's fields. An error result
+carries ``{"error": {code, message, ...}}`` instead; MCP clients validate only successful results.
 """
 
 from __future__ import annotations
@@ -16,13 +26,28 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Literal
 
-from mcp.server.mcpserver import MCPServer
-from mcp.types import CallToolResult, ToolAnnotations
-from pydantic import Field
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
+from mcp.types import CallToolResult, InputRequiredResult, ToolAnnotations
+from pydantic import Field, ValidationError
+from typing_extensions import NotRequired, TypedDict
 
 from everos import __version__
+from everos.knowledge import DOC_ID_RE, SCOPE_ID_RE, TOPIC_ID_RE
+from everos.knowledge._requests import MAX_QUERY_CHARS
+from everos.mcp import _render as render  # the submodule, not the package namespace
 
-__all__ = ["INSTRUCTIONS", "TOOL_NAMES", "Dispatch", "build_server"]
+__all__ = [
+    "INSTRUCTIONS",
+    "PAGE_MAX",
+    "PAGE_SIZE_MAX",
+    "TOOL_NAMES",
+    "CatalogServer",
+    "Dispatch",
+    "build_server",
+]
+
+log = logging.getLogger("everos.mcp")
 
 Dispatch = Callable[[str, dict[str, Any]], Awaitable[CallToolResult]]
 
@@ -49,17 +74,6 @@ _ADDITIVE = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempo
 _DESTRUCTIVE = ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=True,
                                open_world_hint=False)
 
-# The structured answer is a JSON object (the HTTP body); the text block is its readable form.
-Answer = Annotated[CallToolResult, dict[str, Any]]
-
-AppId = Annotated[str, Field(description="Scope: the application id (letters, digits, _ . @ + -).")]
-ProjectId = Annotated[str, Field(description="Scope: the project id within the application.")]
-DocId = Annotated[str, Field(description="Document id: d_ followed by 12 to 32 hex digits.")]
-TopicId = Annotated[str, Field(description="Topic id: <doc_id>_<n>, as listed by a document or a search hit.")]
-TaskId = Annotated[str, Field(description="Task id: t_ followed by hex digits, as answered by knowledge_add_document.")]
-CategoryId = Annotated[str | None, Field(description="A category id of the scope's taxonomy (e.g. Technology); "
-                                                     "omit it and the extractor classifies the text.")]
-
 TOOL_NAMES = (
     "knowledge_add_document",
     "knowledge_delete_document",
@@ -71,9 +85,215 @@ TOOL_NAMES = (
     "knowledge_task_status",
 )
 
+# -- the limits of the arguments (the HTTP API's: knowledge/_requests.py, _models.py, web/_knowledge.py) --
 
-def quiet_server(**kwargs: Any) -> MCPServer:
-    """An ``MCPServer`` whose constructor leaves logging alone.
+# EverOS's documented top_k range and [knowledge_search] top_k_cap's default. A lower cap is the
+# implementation's to enforce; a higher one is not offered over MCP.
+TOP_K_MAX = 100
+PAGE_MAX = 1_000_000
+PAGE_SIZE_MAX = 100
+TITLE_MAX_CHARS = 500
+SCOPE_ID_MAX_CHARS = 255
+CATEGORY_MAX_CHARS = 50  # a category is one sanitized path component
+TASK_ID_PATTERN = r"^t_[a-f0-9]{12,32}$"
+
+# -- the arguments ----------------------------------------------------------------------------------
+
+AppId = Annotated[str, Field(description="Scope: the application id (letters, digits, _ . @ + -).",
+                             pattern=SCOPE_ID_RE.pattern, max_length=SCOPE_ID_MAX_CHARS)]
+ProjectId = Annotated[str, Field(description="Scope: the project id within the application.",
+                                 pattern=SCOPE_ID_RE.pattern, max_length=SCOPE_ID_MAX_CHARS)]
+DocId = Annotated[str, Field(description="Document id: d_ followed by 12 to 32 hex digits.",
+                             pattern=DOC_ID_RE.pattern)]
+TopicId = Annotated[str, Field(description="Topic id: <doc_id>_<n>, as listed by a document or a search hit.",
+                               pattern=TOPIC_ID_RE.pattern)]
+TaskId = Annotated[str, Field(description="Task id: t_ followed by 12 to 32 hex digits, as answered by "
+                                          "knowledge_add_document.", pattern=TASK_ID_PATTERN)]
+Category = Annotated[str, Field(max_length=CATEGORY_MAX_CHARS)]
+CategoryId = Annotated[Category | None, Field(description="A category id of the scope's taxonomy (e.g. Technology); "
+                                                          "omit it and the extractor classifies the text.")]
+
+# Integers and booleans are strict: a JSON integer or boolean, not "5" or true for a number.
+TopK = Annotated[int, Field(description=f"How many hits to answer, 1 to {TOP_K_MAX}.", strict=True, ge=1,
+                            le=TOP_K_MAX)]
+Page = Annotated[int, Field(description="Page number, from 1.", strict=True, ge=1, le=PAGE_MAX)]
+PageSize = Annotated[int, Field(description=f"Documents per page, 1 to {PAGE_SIZE_MAX}.", strict=True, ge=1,
+                                le=PAGE_SIZE_MAX)]
+
+
+# -- the answers (the structured content of a successful call: the HTTP bodies, knowledge/_answers.py) --
+
+
+class CreatedDocument(TypedDict):
+    """A stored document, as an upload answers it (HTTP 201)."""
+
+    doc_id: str
+    category_id: str
+    topic_count: int
+    source_name: str | None
+    md_path: str
+    original_file_path: str | None
+
+
+class TaskAnswer(TypedDict):
+    """An ingest task: where a document's extraction is."""
+
+    task_id: str
+    doc_id: str | None
+    status: Literal["queued", "running", "succeeded", "failed", "dead"]
+    attempts: int
+    max_attempts: int
+    last_error: str | None
+    result: CreatedDocument | None
+    created_at: str
+    updated_at: str
+    started_at: str | None
+    finished_at: str | None
+    status_url: str
+
+
+class AddAnswer(TypedDict):
+    """done true: the document is stored (duplicate: the same content already was, in this scope).
+    done false: extraction is still running; poll the task with knowledge_task_status."""
+
+    done: bool
+    duplicate: NotRequired[bool]
+    document: NotRequired[CreatedDocument]
+    task: NotRequired[TaskAnswer]
+
+
+class HitDocument(TypedDict):
+    doc_id: str
+    title: str
+    summary: str
+
+
+class HitFact(TypedDict):
+    fact_id: str
+    text: str
+    score: float
+
+
+class SearchHit(TypedDict):
+    """One topic found; ``content`` only with include_content."""
+
+    topic_id: str
+    category_id: str
+    topic_name: str
+    topic_path: str
+    depth: int
+    summary: str
+    content: str | None
+    score: float
+    retrieval_method: str
+    source: str | None
+    document: HitDocument
+    facts: list[HitFact]
+
+
+class SearchAnswer(TypedDict):
+    hits: list[SearchHit]
+    total: int
+    took_ms: float
+
+
+class TopicOutline(TypedDict):
+    topic_id: str
+    topic_name: str
+    topic_path: str
+    depth: int
+    summary: str
+
+
+class DocumentAnswer(TypedDict):
+    """A document and its topic tree (without the topics' content)."""
+
+    doc_id: str
+    category_id: str
+    title: str
+    summary: str
+    source_name: str | None
+    source_type: str | None
+    original_file_path: str | None
+    md_path: str
+    app_id: str
+    project_id: str
+    topics: list[TopicOutline]
+    created_at: str
+    updated_at: str
+
+
+class TopicAnswer(TypedDict):
+    """One topic with its content and its place in the document."""
+
+    topic_id: str
+    doc_id: str
+    category_id: str
+    topic_name: str
+    topic_path: str
+    depth: int
+    summary: str
+    content: str
+    content_labels: list[str]
+    parent_topic_id: str | None
+    children_topic_ids: list[str]
+    created_at: str
+    updated_at: str
+
+
+class ListedDocument(TypedDict):
+    doc_id: str
+    category_id: str
+    title: str
+    topic_count: int
+    created_at: str
+    updated_at: str
+
+
+class ListAnswer(TypedDict):
+    documents: list[ListedDocument]
+    total: int
+    page: int
+    page_size: int
+
+
+class DeleteAnswer(TypedDict):
+    doc_id: str
+    deleted_topics: int
+
+
+class Health(TypedDict):
+    """The /health snapshot; each service adds its own block (ingest, providers, cascade, ...)."""
+
+    status: str
+    version: str
+    state: str
+    healthy: bool
+    reasons: list[str]
+    uptime_s: float
+    loop_lag_ms: dict[str, float]
+    workers: dict[str, dict[str, Any]]
+
+
+class IngestQueue(TypedDict, total=False):
+    healthy: bool
+    pending: int
+    counts: dict[str, int]
+    oldest_lease_age_s: float | None
+    oldest_queued_age_s: float | None
+    last_progress_at: float | None
+
+
+class StatusAnswer(TypedDict):
+    health: Health
+    queue: IngestQueue
+
+
+# -- the server ------------------------------------------------------------------------------------
+
+
+def quiet_server(server_class: type[MCPServer] = MCPServer, **kwargs: Any) -> MCPServer:
+    """A ``server_class`` (an ``MCPServer``) whose constructor leaves logging alone.
 
     ``MCPServer()`` calls ``logging.basicConfig(INFO)`` (with a rich handler that renders locals,
     when rich is installed) unless the root logger already has a handler (stack notes §5). A
@@ -85,28 +305,80 @@ def quiet_server(**kwargs: Any) -> MCPServer:
     if placeholder is not None:
         root.addHandler(placeholder)
     try:
-        return MCPServer(**kwargs)
+        return server_class(**kwargs)
     finally:
         if placeholder is not None:
             root.removeHandler(placeholder)
 
 
+class CatalogServer(MCPServer):
+    """An ``MCPServer`` that answers with EverOS tool errors where the SDK would answer raw text.
+
+    Arguments the input schema refuses, and arguments the tool does not take, become one
+    ``INVALID_INPUT`` tool error naming them (the SDK raises ``ToolError`` from pydantic's
+    ``ValidationError`` and would answer its text); a crash, or an answer its own output schema
+    refuses (a bug), becomes ``INTERNAL_ERROR`` with the details in the log.
+    """
+
+    async def call_tool(self, name: str, arguments: dict[str, Any],
+                        context: Context | None = None) -> CallToolResult | InputRequiredResult:
+        """Call the tool ``name``, as ``MCPServer.call_tool``; refused arguments are answered
+        without running the tool (and without a checkpoint).
+
+        Raises:
+            ToolError: ``name`` is no tool of this server (the SDK's answer stands).
+        """
+        properties = await self._arguments_of(name)
+        unknown = [] if properties is None else [key for key in arguments if key not in properties]
+        if unknown:
+            return self._refuse(name, [{"type": "unknown_argument", "loc": (key,)} for key in unknown], properties)
+        try:
+            return await super().call_tool(name, arguments, context)
+        except UnexpectedToolError as exc:
+            log.error("tool %s failed", name, exc_info=exc)
+            return render.internal_error(name)
+        except ToolError as exc:
+            if not isinstance(exc.__cause__, ValidationError):
+                raise
+            return self._refuse(name, exc.__cause__.errors(include_url=False), properties or {})
+
+    async def _arguments_of(self, name: str) -> dict[str, Any] | None:
+        """The input schema's properties of the tool ``name``; None when there is no such tool."""
+        for tool in await self.list_tools():
+            if tool.name == name:
+                return tool.input_schema.get("properties", {})
+        return None
+
+    @staticmethod
+    def _refuse(name: str, errors: list[Any], properties: dict[str, Any]) -> CallToolResult:
+        result = render.invalid_arguments(name, errors, properties)
+        log.info("tool", extra={"fields": {"tool": name, "outcome": "INVALID_INPUT",
+                                           "field": result.structured_content["error"]["field"]}})
+        return result
+
+
 def build_server(dispatch: Dispatch) -> MCPServer:
-    """The everos MCP server: every tool of the catalog, answered by ``dispatch``. Not a checkpoint."""
-    server = quiet_server(name="everos", title="everos knowledge base", version=__version__,
+    """The everos MCP server: every tool of the catalog, answered by ``dispatch`` (called only with
+    arguments the input schema accepts, defaults filled in). Not a checkpoint."""
+    server = quiet_server(CatalogServer, name="everos", title="everos knowledge base", version=__version__,
                           instructions=INSTRUCTIONS)
 
     @server.tool(title="Search the knowledge base", annotations=_READ_ONLY)
     async def knowledge_search(
-        query: Annotated[str, Field(description="A few keywords naming what to find (1 to 2000 characters).")],
+        query: Annotated[str, Field(description=f"A few keywords naming what to find (1 to {MAX_QUERY_CHARS} "
+                                                "characters).", min_length=1, max_length=MAX_QUERY_CHARS)],
         method: Annotated[Literal["keyword", "vector", "hybrid"],
                           Field(description="keyword (BM25), vector (embeddings) or hybrid (both, fused).")] = "hybrid",
-        top_k: Annotated[int, Field(description="How many hits to answer, 1 to 100.")] = 10,
-        score_threshold: Annotated[float | None, Field(description="Drop hits scoring below this.")] = None,
-        include_content: Annotated[bool, Field(description="Also answer each topic's full content.")] = False,
+        top_k: TopK = 10,
+        score_threshold: Annotated[Annotated[float, Field(strict=True)] | None,
+                                   Field(description="Drop hits scoring below this. Keyword, vector and hybrid "
+                                                     "scores run from 0 to 1; a reranker scores on its own scale.")]
+        = None,
+        include_content: Annotated[bool, Field(description="Also answer each topic's full content.",
+                                               strict=True)] = False,
         app_id: AppId = "default",
         project_id: ProjectId = "default",
-    ) -> Answer:
+    ) -> Annotated[CallToolResult, SearchAnswer]:
         """Search stored topics by keywords and/or meaning. Each hit names its topic, its document
         and a summary; set include_content for the full text, or read a topic with knowledge_get_topic."""
         return await dispatch("knowledge_search", {
@@ -115,12 +387,14 @@ def build_server(dispatch: Dispatch) -> MCPServer:
 
     @server.tool(title="Add a document", annotations=_ADDITIVE)
     async def knowledge_add_document(
-        title: Annotated[str, Field(description="The document's title (at most 500 characters).")],
-        content: Annotated[str, Field(description="The document's text, plain or markdown (UTF-8).")],
+        title: Annotated[str, Field(description=f"The document's title (at most {TITLE_MAX_CHARS} characters).",
+                                    min_length=1, max_length=TITLE_MAX_CHARS)],
+        content: Annotated[str, Field(description="The document's text, plain or markdown (UTF-8, at most "
+                                                  "[knowledge] max_upload_bytes once encoded: 50 MiB by default).")],
         category_id: CategoryId = None,
         app_id: AppId = "default",
         project_id: ProjectId = "default",
-    ) -> Answer:
+    ) -> Annotated[CallToolResult, AddAnswer]:
         """Store a text as a document: it is saved at once, then split into topics. Answers with the
         document, or, when extraction is still running at the deadline, with a task to poll with
         knowledge_task_status. The same text in the same scope answers with the stored document."""
@@ -129,12 +403,12 @@ def build_server(dispatch: Dispatch) -> MCPServer:
             "project_id": project_id})
 
     @server.tool(title="Read a document's outline", annotations=_READ_ONLY)
-    async def knowledge_get_document(doc_id: DocId) -> Answer:
+    async def knowledge_get_document(doc_id: DocId) -> Annotated[CallToolResult, DocumentAnswer]:
         """A document's title, summary and topic tree (each topic's id, name and summary)."""
         return await dispatch("knowledge_get_document", {"doc_id": doc_id})
 
     @server.tool(title="Read a topic", annotations=_READ_ONLY)
-    async def knowledge_get_topic(topic_id: TopicId) -> Answer:
+    async def knowledge_get_topic(topic_id: TopicId) -> Annotated[CallToolResult, TopicAnswer]:
         """One topic's full content, with its place in the document (path, parent, children)."""
         return await dispatch("knowledge_get_topic", {"topic_id": topic_id})
 
@@ -142,30 +416,30 @@ def build_server(dispatch: Dispatch) -> MCPServer:
     async def knowledge_list_documents(
         app_id: AppId = "default",
         project_id: ProjectId = "default",
-        category_id: Annotated[str | None, Field(description="Only documents of this category.")] = None,
-        page: Annotated[int, Field(description="Page number, from 1.")] = 1,
-        page_size: Annotated[int, Field(description="Documents per page, 1 to 100.")] = 20,
+        category_id: Annotated[Category | None, Field(description="Only documents of this category.")] = None,
+        page: Page = 1,
+        page_size: PageSize = 20,
         sort_by: Literal["created_at", "updated_at", "title"] = "created_at",
         sort_order: Literal["asc", "desc"] = "desc",
-    ) -> Answer:
+    ) -> Annotated[CallToolResult, ListAnswer]:
         """Browse the documents of a scope, a page at a time."""
         return await dispatch("knowledge_list_documents", {
             "app_id": app_id, "project_id": project_id, "category_id": category_id, "page": page,
             "page_size": page_size, "sort_by": sort_by, "sort_order": sort_order})
 
     @server.tool(title="Delete a document", annotations=_DESTRUCTIVE)
-    async def knowledge_delete_document(doc_id: DocId) -> Answer:
+    async def knowledge_delete_document(doc_id: DocId) -> Annotated[CallToolResult, DeleteAnswer]:
         """Delete a document: its files, its topics and any extraction still queued. Cannot be undone."""
         return await dispatch("knowledge_delete_document", {"doc_id": doc_id})
 
     @server.tool(title="Poll an ingest task", annotations=_READ_ONLY)
-    async def knowledge_task_status(task_id: TaskId) -> Answer:
+    async def knowledge_task_status(task_id: TaskId) -> Annotated[CallToolResult, TaskAnswer]:
         """Where a document's extraction is: queued, running, succeeded, failed or dead (out of
         attempts), with its attempts and last error."""
         return await dispatch("knowledge_task_status", {"task_id": task_id})
 
     @server.tool(title="Server health and queue", annotations=_READ_ONLY)
-    async def knowledge_status() -> Answer:
+    async def knowledge_status() -> Annotated[CallToolResult, StatusAnswer]:
         """The server's health snapshot (state, loop lag, workers, providers) and the ingest queue."""
         return await dispatch("knowledge_status", {})
 

@@ -11,6 +11,8 @@ server. Everything the server says itself (ids, counts, states, errors) stays ou
 from __future__ import annotations
 
 import re
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from mcp.types import CallToolResult, TextContent
@@ -20,6 +22,8 @@ __all__ = [
     "END_DATA",
     "error_result",
     "fence",
+    "internal_error",
+    "invalid_arguments",
     "ok_result",
     "render_created",
     "render_document",
@@ -56,6 +60,78 @@ def error_result(code: str, message: str, **extra: Any) -> CallToolResult:
     hints = "".join(f" ({k}: {v})" for k, v in extra.items() if v is not None)
     return CallToolResult(content=[TextContent(type="text", text=f"{code}: {message}{hints}")],
                           structured_content={"error": error}, is_error=True)
+
+
+def internal_error(tool: str) -> CallToolResult:
+    """The answer to a bug in ``tool``: the caller gets a clear answer, the log gets the details."""
+    return error_result("INTERNAL_ERROR", f"{tool} failed unexpectedly; the server log has details")
+
+
+# What an argument the input schema refused lacks, by pydantic error type (and ours,
+# ``unknown_argument``). Filled from the error's ``ctx`` plus ``got``, ``length``, ``choices``,
+# ``tool`` and ``arguments``; the caller's text is never echoed, only numbers and JSON literals.
+_ARGUMENT_PROBLEMS = {
+    "missing": "required",
+    "unknown_argument": "not an argument of {tool} (it takes {arguments})",
+    "literal_error": "must be one of {choices}",
+    "enum": "must be one of {choices}",
+    "less_than_equal": "must be at most {le} (got {got})",
+    "less_than": "must be below {lt} (got {got})",
+    "greater_than_equal": "must be at least {ge} (got {got})",
+    "greater_than": "must be above {gt} (got {got})",
+    "string_too_long": "must be at most {max_length} characters (got {length})",
+    "string_too_short": "must be at least {min_length} characters (got {length})",
+    "string_empty": "must not be empty",
+    "string_pattern_mismatch": "must match {pattern}",
+    "string_type": "must be a string (got {got})",
+    "int_type": "must be a whole number (got {got})",
+    "int_parsing": "must be a whole number (got {got})",
+    "int_from_float": "must be a whole number (got {got})",
+    "float_type": "must be a number (got {got})",
+    "float_parsing": "must be a number (got {got})",
+    "bool_type": "must be true or false (got {got})",
+    "bool_parsing": "must be true or false (got {got})",
+}
+
+
+def invalid_arguments(tool: str, errors: Sequence[Mapping[str, Any]], properties: Mapping[str, Any]) -> CallToolResult:
+    """The ``INVALID_INPUT`` tool error for arguments of ``tool`` its input schema refused.
+
+    ``errors`` are pydantic's error details (``type``, ``loc``, ``ctx``, ``input``, ``msg``) or
+    ``{"type": "unknown_argument", "loc": (name,)}``; ``properties`` is the input schema's. The
+    message is one line naming each refused argument once (``top_k: must be at most 100 (got
+    500)``), and ``field`` is the first of them.
+    """
+    problems: dict[str, str] = {}
+    for error in errors:
+        name = str(error["loc"][0]) if error.get("loc") else "arguments"
+        problems.setdefault(name, _argument_problem(tool, error, properties.get(name) or {}, properties))
+    message = "; ".join(f"{name}: {problem}" for name, problem in problems.items())
+    return error_result("INVALID_INPUT", message, field=next(iter(problems), None))
+
+
+def _argument_problem(tool: str, error: Mapping[str, Any], schema: Mapping[str, Any],
+                      properties: Mapping[str, Any]) -> str:
+    value = error.get("input")
+    kind = "string_empty" if error["type"] == "string_too_short" and value == "" else error["type"]
+    template = _ARGUMENT_PROBLEMS.get(kind)
+    if template is None:  # a rule without words here: pydantic's own, which names no value
+        return str(error.get("msg", "invalid")).lower()
+    ctx = error.get("ctx") or {}
+    fields = {**ctx, "got": _json_kind(value), "length": len(value) if isinstance(value, str) else "?",
+              "choices": ", ".join(map(str, schema.get("enum") or ())) or ctx.get("expected", "?"),
+              "tool": tool, "arguments": ", ".join(properties) or "none"}
+    return template.format_map(defaultdict(lambda: "?", fields))
+
+
+def _json_kind(value: Any) -> str:
+    """``value`` as a caller would recognise it without echoing text: numbers and JSON literals as
+    themselves, anything else by its JSON type."""
+    if value is None or isinstance(value, bool):
+        return {None: "null", True: "true", False: "false"}[value]
+    if isinstance(value, int | float):
+        return repr(value)
+    return {str: "a string", list: "an array", dict: "an object"}.get(type(value), "a " + type(value).__name__)
 
 
 # -- readable renderings (the server's words outside the fence, stored text inside) ----------------

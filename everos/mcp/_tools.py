@@ -4,9 +4,10 @@ Every call runs under ``[api] request_timeout_seconds`` (guarantee G1): past it 
 ``REQUEST_TIMEOUT`` tool error and the call's subtree is cancelled (an upload already accepted
 stays durable, G6). ``knowledge_add_document`` waits for its extraction at most
 ``min([knowledge] sync_wait_seconds, time left - a margin)``, so during an LLM stall it answers in
-time with the task to poll. Input is checked with the validators of the HTTP routes and answers
-have the HTTP bodies' shapes (``knowledge/_answers.py``); an ``EverosError`` becomes a tool error
-with its EverOS code and message.
+time with the task to poll. Input is checked with the validators of the HTTP routes (after the
+catalog's input schema: defence in depth, and the checks a schema cannot say), and answers have
+the HTTP bodies' shapes (``knowledge/_answers.py``, described by the catalog's output schemas); an
+``EverosError`` becomes a tool error with its EverOS code and message.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from everos.knowledge._requests import (
 from everos.knowledge._repository import SORT_COLUMNS
 from everos.knowledge._service import TERMINAL, KnowledgeService, Upload
 from everos.mcp import _render as render  # the submodule, not the package namespace
+from everos.mcp._catalog import PAGE_MAX, PAGE_SIZE_MAX
 from everos.store import JobStatus
 
 __all__ = ["KnowledgeTools", "SearchFn"]
@@ -117,7 +119,7 @@ class KnowledgeTools:
             return render.error_result(exc.code, exc.message, **exc.extra)
         except Exception as exc:  # a bug: the caller gets a clear answer, the log gets the details
             log.error("tool %s failed", name, exc_info=exc)
-            return render.error_result("INTERNAL_ERROR", f"{name} failed unexpectedly; the server log has details")
+            return render.internal_error(name)
         return render.ok_result(structured, text)
 
     # -- the tools --------------------------------------------------------------------------------
@@ -182,8 +184,8 @@ class KnowledgeTools:
     async def _list_documents(self, app_id: str, project_id: str, category_id: str | None, page: int,
                               page_size: int, sort_by: str, sort_order: str) -> tuple[dict[str, Any], str]:
         app_id, project_id = validate_app_id(app_id), validate_project_id(project_id)
-        _check_range("page", page, 1, 1_000_000)
-        _check_range("page_size", page_size, 1, 100)
+        _check_range("page", page, 1, PAGE_MAX)
+        _check_range("page_size", page_size, 1, PAGE_SIZE_MAX)
         if sort_by not in SORT_COLUMNS:
             raise InvalidInput(f"sort_by must be one of {', '.join(SORT_COLUMNS)}", field="sort_by")
         if sort_order not in ("asc", "desc"):

@@ -9,15 +9,26 @@ from pathlib import Path
 from typing import Any
 
 import trio
+from jsonschema import Draft202012Validator
 from mcp import Client
 
 from everos.knowledge._service import KnowledgeService
 from everos.mcp import MCPService
+from everos.search._service import _Candidate, _hit
 from everos.web._knowledge import knowledge_blueprints
 from ..conftest import RunningServer, running_server
 from ..knowledge.test_service import StalledExtractor
 
-__all__ = ["FakeSearch", "McpServer", "StalledExtractor", "call", "mcp_server"]
+__all__ = ["FakeSearch", "McpServer", "StalledExtractor", "call", "mcp_server", "schema_problems", "search_hit",
+           "tool_schemas"]
+
+
+def search_hit(topic_id: str, summary: str = "", *, score: float = 0.9, title: str = "Trio") -> dict[str, Any]:
+    """One hit in the search service's own shape (its ``_hit``), for a keyword search."""
+    doc_id = topic_id.rsplit("_", 1)[0]
+    row = {"id": topic_id, "doc_id": doc_id, "category_id": "Technology", "topic_name": "Nurseries",
+           "topic_path": "Trio > Nurseries", "depth": 1, "summary": summary}
+    return _hit(_Candidate(row, score, "keyword"), "keyword", {"title": title, "summary": ""}, None, [])
 
 
 class FakeSearch:
@@ -62,3 +73,13 @@ async def call(client: Client, name: str, **arguments: Any):
     """Call a tool; return ``(structured, text, is_error)``."""
     result = await client.call_tool(name, arguments)
     return result.structured_content, result.content[0].text, result.is_error
+
+
+async def tool_schemas(client: Client) -> dict[str, tuple[dict[str, Any], dict[str, Any]]]:
+    """Each tool's published ``(input schema, output schema)``."""
+    return {tool.name: (tool.input_schema, tool.output_schema) for tool in (await client.list_tools()).tools}
+
+
+def schema_problems(schema: dict[str, Any], instance: Any) -> list[str]:
+    """Why ``instance`` does not match the JSON schema ``schema`` (empty when it does)."""
+    return [error.message for error in Draft202012Validator(schema).iter_errors(instance)]

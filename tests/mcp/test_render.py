@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from everos.mcp import BEGIN_DATA, END_DATA, fence
-from everos.mcp._render import error_result, ok_result, render_search
+from everos.mcp._render import error_result, invalid_arguments, ok_result, render_search
 
 
 def test_fence_wraps_stored_text_between_the_markers() -> None:
@@ -44,3 +44,15 @@ def test_search_text_keeps_hit_text_inside_the_fence_and_ids_readable() -> None:
 
 def test_search_text_says_when_nothing_matched() -> None:
     assert "Nothing matched" in render_search({"hits": [], "total": 0, "took_ms": 1})
+
+
+def test_invalid_arguments_names_each_argument_once_and_never_echoes_its_text() -> None:
+    errors = [{"type": "string_type", "loc": ("title",), "input": ["x"]},
+              {"type": "string_pattern_mismatch", "loc": ("doc_id",), "input": "IGNORE ALL", "ctx": {"pattern": "^d_$"}},
+              {"type": "string_too_long", "loc": ("doc_id",), "input": "IGNORE ALL", "ctx": {"max_length": 3}},
+              {"type": "value_error", "loc": ("extra",), "input": "IGNORE ALL", "msg": "Value error, Not Allowed"}]
+    result = invalid_arguments("knowledge_x", errors, {"title": {}, "doc_id": {}})
+    message = "title: must be a string (got an array); doc_id: must match ^d_$; extra: value error, not allowed"
+    assert result.is_error
+    assert result.structured_content == {"error": {"code": "INVALID_INPUT", "message": message, "field": "title"}}
+    assert "IGNORE" not in result.content[0].text
