@@ -189,7 +189,8 @@ class KnowledgeSettings:
 class KnowledgeSearchSettings:
     recall_n: int = setting(200, "Candidates recalled per method before fusion.", minimum=1)
     rerank_n: int = setting(50, "Top candidates sent to the reranker when one is configured.", minimum=1)
-    top_k_cap: int = setting(100, "Largest top_k a search may ask for.", minimum=1)
+    top_k_cap: int = setting(100, "Largest top_k a search may ask for (EverOS allows 1 to 100).", minimum=1,
+                           maximum=100)
     rrf_k: int = setting(60, "The k of reciprocal rank fusion in hybrid search.", minimum=1)
     facts_per_hit: int = setting(3, "Best-matching atomic facts listed with each hit.", minimum=0)
 
