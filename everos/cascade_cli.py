@@ -1,16 +1,22 @@
-"""``everos cascade status|sync|fix|rebuild``: the cascade without a server.
+"""``everos cascade status|sync|fix|rebuild``: the cascade without a server, or through it.
 
-``status`` only reads, so it runs next to a server (it never recovers or takes rows). The others
-write the index, so they hold the root lock and refuse with a clear message while a server owns
-the root. They open the same services the server does (providers, knowledge, index, cascade), run
-the index writer for the duration of the command, and drain the queue before returning.
+``status`` and ``fix`` (without ``--apply``) only read, so they run next to a server (they never
+recover or take rows, and write nothing). ``sync``, ``rebuild`` and ``fix --apply`` write the
+index, so they hold the root lock: they open the same services the server does (providers,
+knowledge, index, cascade), run the index writer for the duration of the command, and drain the
+queue before returning. While a server owns the root, ``sync`` and ``rebuild`` refuse with a clear
+message, and ``fix --apply`` asks that server (``POST /api/v1/cascade/fix``, at the URL the server
+recorded in the lock) to queue the rows again for its own index workers.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import trio
 
 from everos.cascade import CascadeService
@@ -19,12 +25,17 @@ from everos.config import LoadedConfig
 from everos.errors import CommandError, ExitCode, InvalidInput
 from everos.knowledge._service import KnowledgeService
 from everos.providers import BuiltinEmbedder
-from everos.rootlock import hold_root_lock
+from everos.rootlock import LockOwner, hold_root_lock, reachable_url, read_lock_owner
 from everos.server import Limiters, Runtime
 from everos.services import IndexService, ProvidersService, build_cascade
 from everos.status import StatusBoard
 
-__all__ = ["run_cascade_command"]
+__all__ = ["fix_through_server", "run_cascade_command"]
+
+FIX_PATH = "/api/v1/cascade/fix"
+# The server answers within its request deadline ([api] request_timeout_seconds) and never waits
+# for the rows to be indexed; this only bounds a server that does not answer at all.
+SERVER_FIX_TIMEOUT_S = 120.0
 
 
 def sync_target(root: Path, path: str) -> str:
@@ -49,20 +60,21 @@ async def run_cascade_command(loaded: LoadedConfig, command: str, options: dict[
     """Run one cascade command; return its report (plain data).
 
     Raises:
-        RootLocked: a writing command while a server (or another command) owns the root.
+        RootLocked: ``sync`` or ``rebuild`` while a server (or another command) owns the root.
+        CommandError: ``fix --apply`` while the root's owner cannot take it (see
+            :func:`fix_through_server`).
     """
     runtime = Runtime(loaded=loaded, board=StatusBoard(), limiters=Limiters.from_config(loaded))
     if command == "sync" and options.get("path"):
         options = {**options, "path": sync_target(loaded.root, options["path"])}
     if command == "status":
-        # Reading the queue needs no index and no model: stand-ins that are never called.
-        cascade = CascadeService(sink=lambda rt: None, embedder=lambda rt: BuiltinEmbedder(rt.config.embedding.dim),
-                                 search_tokens=lambda text: [], split_facts=lambda text, n: [])
-        await cascade.open(runtime, recover=False)
-        try:
+        async with _reading_cascade(runtime) as cascade:
             return await cascade.status()
-        finally:
-            await cascade.aclose()
+    if command == "fix" and not options.get("apply"):
+        async with _reading_cascade(runtime) as cascade:
+            return await cascade.fix()
+    if command == "fix" and (owner := read_lock_owner(loaded.root)) is not None:
+        return await fix_through_server(loaded.root, owner)
     with hold_root_lock(loaded.root, purpose=f"cascade {command}"):
         providers = ProvidersService()
         knowledge = KnowledgeService()
@@ -77,7 +89,7 @@ async def run_cascade_command(loaded: LoadedConfig, command: str, options: dict[
                 if command == "sync":
                     report = await cascade.sync(options.get("path"))
                 elif command == "fix":
-                    report = await cascade.fix(apply=bool(options.get("apply")))
+                    report = await cascade.fix(apply=True)
                 elif command == "rebuild":
                     report = await cascade.rebuild()
                 else:
@@ -90,3 +102,51 @@ async def run_cascade_command(loaded: LoadedConfig, command: str, options: dict[
                     await service.aclose()
 
 
+@contextlib.asynccontextmanager
+async def _reading_cascade(runtime: Runtime) -> AsyncIterator[CascadeService]:
+    """The cascade opened only to read its queue and state, next to a server if one runs: it
+    recovers no rows and needs no index and no model (stand-ins that are never called)."""
+    cascade = CascadeService(sink=lambda rt: None, embedder=lambda rt: BuiltinEmbedder(rt.config.embedding.dim),
+                             search_tokens=lambda text: [], split_facts=lambda text, n: [])
+    await cascade.open(runtime, recover=False)
+    try:
+        yield cascade
+    finally:
+        await cascade.aclose()
+
+
+async def fix_through_server(root: Path, owner: LockOwner) -> dict[str, Any]:
+    """``cascade fix --apply`` through the server that owns ``root``: its report (the rows and
+    how many were ``requeued`` for its index workers), plus the ``server`` it came from.
+
+    Raises:
+        CommandError: the owner serves no HTTP (a CLI command, ``everos mcp`` over stdio), does
+            not answer within ``SERVER_FIX_TIMEOUT_S``, or answers with an error (``UNREACHABLE``).
+    """
+    who = f"pid {owner.pid}" + (f", {owner.purpose}" if owner.purpose else "")
+    if not owner.urls:
+        raise CommandError(f"cascade fix --apply: the root {root} is owned by {who}, which serves no HTTP to "
+                           "send the fix to; run it again once that process has stopped",
+                           exit_code=ExitCode.UNREACHABLE)
+    server = reachable_url(owner.urls[0])
+    problem = f"no answer within {SERVER_FIX_TIMEOUT_S:g} s"
+    with trio.move_on_after(SERVER_FIX_TIMEOUT_S):
+        try:
+            async with httpx.AsyncClient(timeout=SERVER_FIX_TIMEOUT_S, trust_env=False) as client:
+                response = await client.post(httpx.URL(server).join(FIX_PATH), json={"apply": True})
+            if response.status_code == 200:
+                return {**response.json()["data"], "server": server}
+            problem = _error_text(response)
+        except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
+            problem = f"{exc.__class__.__name__}: {exc}"[:300]
+    raise CommandError(f"cascade fix --apply: the everos server at {server} (the root's owner, {who}) did not "
+                       f"take the fix: {problem}", exit_code=ExitCode.UNREACHABLE)
+
+
+def _error_text(response: httpx.Response) -> str:
+    """``STATUS CODE: message`` of an error answer (the EverOS envelope when it is one)."""
+    try:
+        error = response.json()["error"]
+        return f"{response.status_code} {error['code']}: {error['message']}"
+    except (ValueError, KeyError, TypeError):
+        return f"{response.status_code}: {' '.join(response.text.split())[:200]}"

@@ -75,16 +75,19 @@ def _parser() -> argparse.ArgumentParser:
                        type=str.upper, help="log level (default from [api] log_level or $EVEROS_LOG_LEVEL)")
     cascade = commands.add_parser("cascade", help="inspect and repair the markdown -> index cascade")
     cascade_commands = cascade.add_subparsers(dest="cascade_command", required=True, metavar="SUBCOMMAND")
-    for name, text in (("status", "queue depth by state, oldest lease, dead rows (safe next to a server)"),
+    for name, text in (("status", "queue depth by state, oldest lease, dead rows, failed documents and their "
+                                  "errors (safe next to a server)"),
                        ("sync", "queue PATH's document (or whatever changed) and index it now"),
-                       ("fix", "list dead and failed rows; --apply queues them again and indexes them"),
+                       ("fix", "list dead and failed rows with their errors (safe next to a server); --apply "
+                               "queues them again and indexes them (through the server, when one runs)"),
                        ("rebuild", "drop the derived index and index every markdown document again")):
         sub = cascade_commands.add_parser(name, help=text)
         sub.add_argument("--root", help="memory root (default: $EVEROS_ROOT, else ~/.everos)")
         if name == "sync":
             sub.add_argument("path", nargs="?", help="a document directory or a file inside one")
         if name == "fix":
-            sub.add_argument("--apply", action="store_true", help="queue the rows again and index them")
+            sub.add_argument("--apply", action="store_true",
+                             help="queue the rows again and index them; with a server running, ask it to")
 
     replay = commands.add_parser("replay", help="drive a server through a hang scenario while probing /health")
     replay.add_argument("scenario", help="seed-316, llm-stall, llm-flaky, llm-slow, burst, embed-stall, fd-256, "

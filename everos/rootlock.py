@@ -19,9 +19,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
+
 from everos.errors import RootLocked
 
-__all__ = ["LockOwner", "RootLock", "hold_root_lock", "read_lock_owner", "root_lock_owner"]
+__all__ = ["LockOwner", "RootLock", "hold_root_lock", "reachable_url", "read_lock_owner", "root_lock_owner"]
 
 LOCK_FILENAME = ".lock"
 _MAX_LOCK_BYTES = 4096
@@ -34,6 +36,16 @@ class LockOwner:
     pid: int
     purpose: str = ""
     urls: tuple[str, ...] = field(default_factory=tuple)
+
+
+_WILDCARDS = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}
+
+
+def reachable_url(bind: str) -> str:
+    """Where a client on this machine reaches a server that bound ``bind`` (``http://HOST:PORT``,
+    as hypercorn reports it): a wildcard bind is reached on loopback. Pure."""
+    url = httpx.URL(bind)
+    return str(url.copy_with(host=_WILDCARDS.get(url.host, url.host))).rstrip("/")
 
 
 def _parse(text: str) -> LockOwner:

@@ -9,6 +9,9 @@ web layer imports services, never the other way round). Start order::
     index      -> the LanceDB store, its single writer (a worker) and the search service
     cascade    -> leased index queue, watcher, scanner, index workers (write through the writer)
     mcp        -> the knowledge tools over MCP
+
+Routes: the knowledge and task routes (``web/_knowledge.py``) and the cascade's admin routes
+(``web/_cascade.py``), each under ``/api/v1`` and ``/api/v2``.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from everos.providers import Providers
 from everos.search import SearchService, search_tokens, split_facts, warm_up
 from everos.server import Service
 from everos.store.index import IndexStore, IndexWriter
+from everos.web._cascade import cascade_blueprints
 from everos.web._knowledge import knowledge_blueprints
 
 __all__ = ["IndexService", "ProvidersService", "build_services"]
@@ -127,6 +131,7 @@ def build_services(loaded: LoadedConfig, *, mcp_transport: str = "http") -> tupl
     index = IndexService(providers, knowledge)
     cascade = build_cascade(providers, index, knowledge)
     knowledge.index_notifier = cascade.enqueue_document
-    knowledge.index_status_lookup = cascade.index_statuses
+    knowledge.index_state_lookup = cascade.index_states
     mcp = MCPService(knowledge, search=index.search, transport=mcp_transport)
-    return [providers, knowledge, index, cascade, mcp], knowledge_blueprints(knowledge, search=index)
+    blueprints = knowledge_blueprints(knowledge, search=index) + cascade_blueprints(cascade)
+    return [providers, knowledge, index, cascade, mcp], blueprints

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from everos.store import JobStatus, QueueStats
@@ -18,13 +18,18 @@ def stall_after_seconds(row_timeout_seconds: float, lease_seconds: float) -> flo
 
 
 def cascade_health(
-    stats: QueueStats, index_counts: Mapping[str, int], *, now: float, stall_after_s: float
+    stats: QueueStats, index_counts: Mapping[str, int], *, now: float, stall_after_s: float,
+    recent_failures: Sequence[Mapping[str, Any]] = (),
 ) -> dict[str, Any]:
-    """The status block: depth per queue state, ``dead`` and ``failed`` counts, the oldest lease
-    age, the lag (age of the oldest row waiting), the last progress time (seconds since the
-    epoch), the documents per ``index_status``, and ``healthy: false`` with ``reasons`` when rows
-    have waited longer than ``stall_after_s`` while no attempt finished for as long, or an
-    attempt has held its row for longer than that."""
+    """The status block: depth per queue state, ``dead`` and ``failed`` row counts, the oldest
+    lease age, the lag (age of the oldest row waiting), the last progress time (seconds since the
+    epoch), the documents per ``index_status`` and ``recent_failures`` (the newest failed
+    documents with their errors, as given).
+
+    ``healthy`` is false, with ``reasons``, when rows have waited longer than ``stall_after_s``
+    while no attempt finished for as long, when an attempt has held its row for longer than that,
+    and when a document failed to index or a row is dead (they stay so until their files are
+    fixed or ``everos cascade fix --apply`` queues them again)."""
     reasons = []
     lag = stats.oldest_queued_age_seconds
     since_progress = None if stats.last_progress_at is None else max(0.0, now - stats.last_progress_at)
@@ -34,6 +39,9 @@ def cascade_health(
     lease_age = stats.oldest_lease_age_seconds
     if lease_age is not None and lease_age > stall_after_s:
         reasons.append(f"an index row has been running for {lease_age:.0f} s")
+    failure = _failure_reason(stats, index_counts, recent_failures)
+    if failure:
+        reasons.append(failure)
     return {
         "healthy": not reasons,
         "reasons": reasons,
@@ -45,7 +53,27 @@ def cascade_health(
         "lag_s": _round(lag),
         "last_progress_at": stats.last_progress_at,
         "index_status": dict(index_counts),
+        "recent_failures": [dict(failure) for failure in recent_failures],
     }
+
+
+def _failure_reason(
+    stats: QueueStats, index_counts: Mapping[str, int], recent_failures: Sequence[Mapping[str, Any]]
+) -> str | None:
+    """What to say about failed documents and dead rows, naming the newest failure; None if none."""
+    documents = index_counts.get("failed", 0)
+    dead = stats.counts[JobStatus.DEAD]
+    if not documents and not dead:
+        return None
+    reason = f"{_count(documents, 'document')} failed to index, {_count(dead, 'index row')} dead"
+    if recent_failures:
+        newest = recent_failures[0]
+        reason += f"; newest: {newest['doc_dir']}: {newest['error']}"
+    return reason + "; fix the files, or run `everos cascade fix --apply`"
+
+
+def _count(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def _round(value: float | None) -> float | None:

@@ -36,7 +36,7 @@ from everos.cascade._watcher import Watcher
 from everos.cascade._worker import QUEUE_KIND, QUEUE_TABLE, AttemptResult, IndexWorkers
 from everos.errors import InvalidInput, StoreBusy
 from everos.knowledge import _repository as repo
-from everos.store import Database, JobStatus, LeasedQueue, MigrationSet
+from everos.store import Database, Job, JobStatus, LeasedQueue, MigrationSet
 from everos.store._index_rows import IndexSink
 
 __all__ = ["CascadeService", "cascade_migrations", "document_dir_of"]
@@ -44,6 +44,8 @@ __all__ = ["CascadeService", "cascade_migrations", "document_dir_of"]
 log = logging.getLogger("everos.cascade")
 
 MONITOR_INTERVAL_S = 1.0
+# How many of the newest failed documents the status shows with their errors.
+RECENT_FAILURES = 5
 DATABASE_RELPATH = Path(".index") / "sqlite" / "everos.db"
 
 
@@ -181,20 +183,35 @@ class CascadeService:
 
     async def index_statuses(self, doc_ids: Iterable[str]) -> dict[str, str]:
         """``{doc_id: "pending" | "indexed" | "failed"}`` for every given id (unknown: pending)."""
+        return {doc_id: found["index_status"] for doc_id, found in (await self.index_states(doc_ids)).items()}
+
+    async def index_states(self, doc_ids: Iterable[str]) -> dict[str, dict[str, str | None]]:
+        """``{doc_id: {"index_status", "index_error"}}`` for every given id (unknown: pending):
+        the error is the last one of a ``failed`` document, None otherwise. One SQLite read.
+
+        Raises:
+            StoreBusy: SQLite did not answer in time.
+        """
         ids = list(doc_ids)
-        found = await self.db.read(state.index_statuses, ids)
-        return {doc_id: found.get(doc_id, "pending") for doc_id in ids}
+        found = await self.db.read(state.index_states, ids)
+        return {doc_id: found.get(doc_id, state.IndexState("pending")).fields() for doc_id in ids}
 
     def status_block(self) -> dict[str, Any]:
         """The /health block, from the last refresh (about once a second). Not a checkpoint."""
         return self._snapshot
 
     async def status(self) -> dict[str, Any]:
-        """A fresh status (see :func:`cascade_health`), plus worker progress of this process."""
+        """A fresh status (see :func:`cascade_health`) with the newest failures and their errors,
+        plus worker progress of this process. Only reads.
+
+        Raises:
+            StoreBusy: SQLite did not answer in time.
+        """
         stats = await self.queue.stats()
         counts = await self.db.read(state.state_counts)
+        failures = await self.db.read(state.recent_failures, RECENT_FAILURES)
         report = cascade_health(stats, counts, now=self._clock(), stall_after_s=stall_after_seconds(
-            self.settings.row_timeout_seconds, self.settings.lease_seconds))
+            self.settings.row_timeout_seconds, self.settings.lease_seconds), recent_failures=failures)
         report["attempts_finished"] = self.workers.attempts_finished
         report["last_scan_at"] = self.scanner.last_scan_at
         return report
@@ -207,7 +224,7 @@ class CascadeService:
                 log.warning("cascade status not refreshed: %s", exc.message)
             await trio.sleep(MONITOR_INTERVAL_S)
 
-    # -- operations (CLI, no server running) ----------------------------------------------------
+    # -- operations (the CLI, and the server's admin routes) ---------------------------------------
 
     async def sync(self, path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
         """Queue ``path``'s document directory (or, without a path, whatever a scan finds
@@ -223,24 +240,37 @@ class CascadeService:
         """Run every available row with ``workers`` concurrent attempts until none is left."""
         return await self.workers.drain(f"cascade-cli-{os.getpid()}", concurrency=self.settings.workers)
 
-    async def fix(self, apply: bool = False) -> dict[str, Any]:
+    async def fix(self, apply: bool = False, *, drain: bool = True) -> dict[str, Any]:
         """The dead and failed rows (``doc_dir``, ``status``, ``attempts``, ``last_error``);
-        with ``apply``, queue them again with fresh attempts and drain."""
+        with ``apply``, queue them again with fresh attempts (``requeued``) and, with ``drain``,
+        run them here (``outcomes``, ``failures``). Without ``apply`` it only reads.
+
+        A running server passes ``drain=False``: its own index workers run the rows, and the
+        request answers at once (G1).
+
+        Raises:
+            StoreBusy: SQLite did not answer in time.
+        """
         rows = [job for status in (JobStatus.DEAD, JobStatus.FAILED) for job in await self.queue.list(status, limit=10_000)]
         report: dict[str, Any] = {"rows": [
             {"doc_dir": job.key, "status": str(job.status), "attempts": job.attempts, "last_error": job.last_error}
             for job in rows]}
-        if apply and rows:
-            now = self._clock()
-
-            def mark(conn) -> None:
-                for job in rows:
-                    state.mark_pending(conn, job.key, locate_document(job.key).doc_id, now)
-
-            await self.db.write(mark)
-            report["requeued"] = await self.queue.requeue(job.id for job in rows)
-            report.update(summarize(await self.drain()))
+        if apply:
+            report["requeued"] = await self._requeue(rows) if rows else 0
+            if drain:
+                report.update(summarize(await self.drain() if rows else []))
         return report
+
+    async def _requeue(self, rows: list[Job]) -> int:
+        """Mark the rows' documents pending and queue the rows again; return how many changed."""
+        now = self._clock()
+
+        def mark(conn) -> None:
+            for job in rows:
+                state.mark_pending(conn, job.key, locate_document(job.key).doc_id, now)
+
+        await self.db.write(mark)
+        return await self.queue.requeue(job.id for job in rows)
 
     async def rebuild(self) -> dict[str, Any]:
         """Drop the derived state and index every document directory under the root again.

@@ -23,11 +23,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from everos.store import MigrationSet
+from everos.store._lease import error_text
 
 __all__ = [
     "INDEX_STATUSES",
     "MIGRATIONS",
     "CachedTopic",
+    "IndexState",
     "begin_attempt",
     "clear_all",
     "finish_indexed",
@@ -35,12 +37,14 @@ __all__ = [
     "forget_dir",
     "forget_document",
     "get_state",
+    "index_states",
     "index_statuses",
     "indexed_doc_ids",
     "load_cache",
     "mark_failed",
     "mark_pending",
     "prune_cache",
+    "recent_failures",
     "state_counts",
     "store_cache",
 ]
@@ -72,6 +76,19 @@ MIGRATIONS = MigrationSet("cascade", (
     CREATE INDEX cascade_topic_cache_doc ON cascade_topic_cache (doc_id);
     """,
 ))
+
+
+@dataclass(frozen=True)
+class IndexState:
+    """What list/get say about a document's index: its ``status`` and, when it is ``failed``, the
+    last error of its directory (None otherwise)."""
+
+    status: str
+    error: str | None = None
+
+    def fields(self) -> dict[str, str | None]:
+        """The ``index_status`` and ``index_error`` fields of a document answer."""
+        return {"index_status": self.status, "index_error": self.error}
 
 
 @dataclass(frozen=True)
@@ -143,10 +160,11 @@ def prune_cache(conn: sqlite3.Connection, doc_id: str, live_topic_ids: Iterable[
 
 def mark_failed(conn: sqlite3.Connection, doc_dir: str, error: str, *, terminal: bool, now: float) -> None:
     """The attempt failed with ``error``: ``failed`` when the row gave up (dead or not
-    retryable), else still ``pending`` (it will be tried again)."""
+    retryable), else still ``pending`` (it will be tried again). The error is kept cut as the
+    queue row's ``last_error`` is, since /health and every document answer may show it."""
     conn.execute(
         "UPDATE cascade_index_state SET status = ?, last_error = ?, updated_at = ? WHERE doc_dir = ?",
-        ("failed" if terminal else "pending", error, now, doc_dir))
+        ("failed" if terminal else "pending", error_text(error), now, doc_dir))
 
 
 def forget_dir(conn: sqlite3.Connection, doc_dir: str) -> None:
@@ -165,19 +183,34 @@ def fingerprints(conn: sqlite3.Connection) -> dict[str, str | None]:
     return {row[0]: row[1] for row in conn.execute("SELECT doc_dir, fingerprint FROM cascade_index_state")}
 
 
-def index_statuses(conn: sqlite3.Connection, doc_ids: Sequence[str]) -> dict[str, str]:
-    """``{doc_id: index_status}`` for the given documents that the cascade knows (a document it
+def index_states(conn: sqlite3.Connection, doc_ids: Sequence[str]) -> dict[str, IndexState]:
+    """``{doc_id: IndexState}`` for the given documents that the cascade knows (a document it
     does not know yet is ``pending``). When a moved document has two directories, the most
-    recently updated state wins."""
-    found: dict[str, str] = {}
+    recently updated state wins. The error is kept only for a ``failed`` document: a pending or
+    indexed one has no error to show, whatever an earlier attempt left."""
+    found: dict[str, IndexState] = {}
     for start in range(0, len(doc_ids), 500):  # stay under SQLite's bound-parameter limit
         chunk = list(doc_ids[start:start + 500])
         marks = ", ".join("?" * len(chunk))
-        for doc_id, status in conn.execute(
-            f"SELECT doc_id, status FROM cascade_index_state WHERE doc_id IN ({marks}) ORDER BY updated_at", chunk
+        for doc_id, status, error in conn.execute(
+            f"SELECT doc_id, status, last_error FROM cascade_index_state WHERE doc_id IN ({marks})"
+            " ORDER BY updated_at", chunk
         ):
-            found[doc_id] = status
+            found[doc_id] = IndexState(status, error if status == "failed" else None)
     return found
+
+
+def index_statuses(conn: sqlite3.Connection, doc_ids: Sequence[str]) -> dict[str, str]:
+    """``{doc_id: index_status}``: :func:`index_states` without the errors."""
+    return {doc_id: found.status for doc_id, found in index_states(conn, doc_ids).items()}
+
+
+def recent_failures(conn: sqlite3.Connection, limit: int) -> list[dict[str, object]]:
+    """The ``limit`` directories that failed most recently, newest first, each as ``{doc_id,
+    doc_dir, error, at}`` (``at``: seconds since the epoch when the failure was recorded)."""
+    return [{"doc_id": doc_id, "doc_dir": doc_dir, "error": error, "at": at} for doc_id, doc_dir, error, at in
+            conn.execute("SELECT doc_id, doc_dir, last_error, updated_at FROM cascade_index_state"
+                         " WHERE status = 'failed' ORDER BY updated_at DESC, doc_dir LIMIT ?", (limit,))]
 
 
 def state_counts(conn: sqlite3.Connection) -> dict[str, int]:

@@ -122,9 +122,9 @@ class KnowledgeService:
         self._stats: QueueStats | None = None
         self.db: Database | None = None
         # Set by the composition root (everos.services) when a cascade runs: told of every
-        # document directory that changed, and asked for each document's index status.
+        # document directory that changed, and asked for each document's index status and error.
         self.index_notifier: Callable[[Path], Any] | None = None
-        self.index_status_lookup: Callable[[list[str]], Any] | None = None
+        self.index_state_lookup: Callable[[list[str]], Any] | None = None
 
     # -- lifecycle (the Service protocol) ---------------------------------------------------------
 
@@ -430,11 +430,16 @@ class KnowledgeService:
         for doc_dir in dict.fromkeys(d for d in doc_dirs if d is not None):
             await self.index_notifier(doc_dir)
 
-    async def index_statuses(self, doc_ids: list[str]) -> dict[str, str]:
-        """``{doc_id: pending | indexed | failed}``; empty when no cascade runs."""
-        if self.index_status_lookup is None or not doc_ids:
-            return {}
-        return await self.index_status_lookup(doc_ids)
+    async def index_states(self, doc_ids: list[str]) -> dict[str, dict[str, str | None]]:
+        """``{doc_id: {"index_status": pending | indexed | failed, "index_error": str | None}}``
+        for every given id; both None when no cascade runs.
+
+        Raises:
+            StoreBusy: SQLite did not answer in time.
+        """
+        if self.index_state_lookup is None or not doc_ids:
+            return {doc_id: {"index_status": None, "index_error": None} for doc_id in doc_ids}
+        return await self.index_state_lookup(doc_ids)
 
     async def document_briefs(self, doc_ids) -> dict[str, dict[str, Any]]:
         """``{doc_id: {title, summary}}`` for search hits; unknown ids are left out."""

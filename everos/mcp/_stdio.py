@@ -31,21 +31,20 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import httpx
 import trio
 from mcp import Client
 from mcp.server.mcpserver import MCPServer
 from mcp.server.stdio import stdio_server
 from mcp.types import CallToolResult
 
-import httpx
-
 from everos.config import Config, load_config, resolve_root
 from everos.errors import CommandError, ExitCode
 from everos.mcp._catalog import build_server
 from everos.mcp._render import error_result
-from everos.rootlock import read_lock_owner
+from everos.rootlock import reachable_url, read_lock_owner
 
-__all__ = ["RemoteDispatch", "bound_mcp_url", "check_reachable", "choose_target", "mcp_url", "run", "serve_stdio",
+__all__ = ["RemoteDispatch", "bound_mcp_url", "check_reachable", "choose_target", "run", "serve_stdio",
            "stdio_line_limit"]
 
 log = logging.getLogger("everos.mcp")
@@ -151,18 +150,10 @@ def _describe(exc: BaseException) -> str:
     return f"{exc.__class__.__name__}: {exc}"[:300]
 
 
-def mcp_url(host: str, port: int) -> str:
-    """The ``/mcp`` URL of a server bound to ``host:port`` (a wildcard bind is reached on loopback)."""
-    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "[::]": "::1", "": "127.0.0.1"}.get(host, host)
-    if ":" in host and not host.startswith("["):
-        host = f"[{host}]"
-    return f"http://{host}:{port}/mcp"
-
-
 def bound_mcp_url(bind: str) -> str:
-    """The ``/mcp`` URL of a server that reported ``bind`` (``http://HOST:PORT``, as hypercorn does)."""
-    url = httpx.URL(bind)
-    return mcp_url(url.host, url.port or 80)
+    """The ``/mcp`` URL of a server that reported ``bind`` (``http://HOST:PORT``, as hypercorn
+    does); a wildcard bind is reached on loopback."""
+    return reachable_url(bind) + "/mcp"
 
 
 PROBE_TIMEOUT_S = 3.0

@@ -165,19 +165,17 @@ def _blueprint(service: KnowledgeService, search: Any, version: str) -> Blueprin
         docs, total = await service.list_documents(app_id=app_id, project_id=project_id, category_id=category,
                                                    page=page, page_size=page_size, sort_by=sort_by,
                                                    sort_order=sort_order)
-        statuses = await service.index_statuses([d.doc_id for d in docs])
+        states = await service.index_states([d.doc_id for d in docs])
         return ok({
-            "documents": [{**answers.document_list_item(d, timezone()), "index_status": statuses.get(d.doc_id)}
-                          for d in docs],
+            "documents": [{**answers.document_list_item(d, timezone()), **states[d.doc_id]} for d in docs],
             "total": total, "page": page, "page_size": page_size,
         })
 
     @bp.get("/documents/<doc_id>")
     async def get_document(doc_id: str) -> Response:
         doc, topics = await service.get_document(validate_doc_id(doc_id))
-        statuses = await service.index_statuses([doc.doc_id])
-        return ok({**answers.document_body(doc, topics, service.root, timezone()),
-                   "index_status": statuses.get(doc.doc_id)})
+        states = await service.index_states([doc.doc_id])
+        return ok({**answers.document_body(doc, topics, service.root, timezone()), **states[doc.doc_id]})
 
     @bp.get("/topics/<topic_id>")
     async def get_topic(topic_id: str) -> Response:

@@ -1,4 +1,4 @@
-"""The cascade block of /health: depth, lag, progress, and when it says unhealthy (G2)."""
+"""The cascade block of /health: depth, lag, progress, failures, and when it says unhealthy (G2, G7)."""
 
 from __future__ import annotations
 
@@ -31,12 +31,26 @@ def test_waiting_rows_with_recent_progress_are_healthy() -> None:
 
 
 def test_waiting_rows_without_progress_are_unhealthy_with_a_reason() -> None:
-    report = cascade_health(stats(3, lag=300.0, last_progress_at=1e6 - 600, dead=2), INDEX, now=1e6,
-                            stall_after_s=240)
-    assert not report["healthy"] and report["dead"] == 2
+    report = cascade_health(stats(3, lag=300.0, last_progress_at=1e6 - 600), INDEX, now=1e6, stall_after_s=240)
+    assert not report["healthy"]
     assert report["reasons"] == ["3 index rows waiting, the oldest for 300 s, and none finished for 600 s"]
 
 
 def test_a_row_held_too_long_is_unhealthy() -> None:
     report = cascade_health(stats(running=1, lease_age=500.0, last_progress_at=1e6), INDEX, now=1e6, stall_after_s=240)
     assert report["reasons"] == ["an index row has been running for 500 s"]
+
+
+def test_failed_documents_and_dead_rows_are_unhealthy_naming_the_newest_error() -> None:
+    """G7: a document that failed to index (or a dead row) is not healthy, and the block says
+    which one and why, instead of ``healthy: true`` with the error only in the log."""
+    failures = [{"doc_id": "d_000000000001", "doc_dir": "a/b/knowledge/Tech/T_d_000000000001",
+                 "error": "INVALID_INPUT: 1_X.md: frontmatter type must be 'knowledge_topic'", "at": 1e6 - 5}]
+    report = cascade_health(stats(dead=1, last_progress_at=1e6), INDEX | {"indexed": 3, "failed": 2}, now=1e6,
+                            stall_after_s=240, recent_failures=failures)
+    assert not report["healthy"] and report["recent_failures"] == failures
+    assert report["reasons"] == [
+        "2 documents failed to index, 1 index row dead; newest: a/b/knowledge/Tech/T_d_000000000001: "
+        "INVALID_INPUT: 1_X.md: frontmatter type must be 'knowledge_topic'; fix the files, or run "
+        "`everos cascade fix --apply`"]
+    assert cascade_health(stats(), INDEX, now=1e6, stall_after_s=240)["recent_failures"] == []

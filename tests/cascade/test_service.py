@@ -12,6 +12,7 @@ from everos.cascade import locate_document
 from everos.errors import InvalidInput
 from everos.knowledge import _repository as repo
 from everos.status import StatusBoard
+from everos.store import JobStatus
 from everos.supervisor import Supervisor
 
 from .conftest import GUIDE, FakeEmbedder, FakeSink, open_cascade, write_document
@@ -138,6 +139,56 @@ async def test_malformed_hand_edit_fails_the_row_and_keeps_the_index(
         # The files are back to what is indexed: nothing to write, the document is indexed again.
         assert (await cascade.fix(apply=True))["outcomes"] == {"unchanged": 1}
         assert await cascade.index_statuses([doc_id]) == {doc_id: "indexed"}
+
+
+async def test_a_topic_file_without_frontmatter_fails_the_document_with_its_error_in_get_and_status(
+    root: Path, sink: FakeSink, embedder: FakeEmbedder
+) -> None:
+    """G7: a document whose index failed shows its last error (``index_error``) and the status
+    says unhealthy with the newest failures; once fixed, the error and the failure are gone."""
+    doc_dir = write_document(root, "Trio guide", GUIDE)
+    doc_id = locate_document(doc_dir).doc_id
+    topic_file = root / doc_dir / "1_Cancel_scopes.md"
+    good = topic_file.read_text()
+    async with open_cascade(root, sink, embedder) as cascade:
+        await cascade.sync()
+        assert await cascade.index_states([doc_id]) == {doc_id: {"index_status": "indexed", "index_error": None}}
+        topic_file.write_text("# Cancel scopes\n\nEdited by hand, and the frontmatter is gone.\n")
+        await cascade.sync()
+        [state] = (await cascade.index_states([doc_id])).values()
+        assert state["index_status"] == "failed"
+        assert "1_Cancel_scopes.md" in state["index_error"] and "frontmatter" in state["index_error"]
+        status = await cascade.status()
+        assert not status["healthy"] and status["index_status"]["failed"] == 1
+        [failure] = status["recent_failures"]
+        assert (failure["doc_id"], failure["doc_dir"], failure["error"]) == (doc_id, doc_dir, state["index_error"])
+        assert failure["at"] > 0 and "1_Cancel_scopes.md" in status["reasons"][0]
+
+        topic_file.write_text(good)
+        await cascade.fix(apply=True)
+        assert await cascade.index_states([doc_id]) == {doc_id: {"index_status": "indexed", "index_error": None}}
+        status = await cascade.status()
+        assert status["healthy"] and status["recent_failures"] == [] and status["reasons"] == []
+
+
+async def test_fix_without_drain_queues_the_rows_for_the_workers_and_runs_none(
+    root: Path, sink: FakeSink, embedder: FakeEmbedder
+) -> None:
+    """G1: the server's fix route answers at once: it queues the failed rows again (documents
+    pending, errors cleared) and leaves them to the index workers instead of draining them."""
+    doc_dir = write_document(root, "Trio guide", GUIDE)
+    doc_id = locate_document(doc_dir).doc_id
+    async with open_cascade(root, sink, embedder) as cascade:
+        await cascade.sync()
+        (root / doc_dir / "1_Cancel_scopes.md").write_text("no frontmatter\n")
+        await cascade.sync()
+        report = await cascade.fix(apply=True, drain=False)
+        assert [row["doc_dir"] for row in report["rows"]] == [doc_dir] and report["requeued"] == 1
+        assert "outcomes" not in report and sink.replaced == [doc_id]  # nothing ran
+        [job] = await cascade.queue.list()
+        assert (job.status, job.attempts, job.last_error) == (JobStatus.QUEUED, 0, None)
+        assert await cascade.index_states([doc_id]) == {doc_id: {"index_status": "pending", "index_error": None}}
+        assert (await cascade.fix(apply=True, drain=False))["requeued"] == 0  # nothing dead or failed left
 
 
 async def test_enqueue_marks_the_document_pending(root: Path, sink: FakeSink, embedder: FakeEmbedder) -> None:

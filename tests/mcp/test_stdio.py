@@ -15,7 +15,7 @@ from mcp import Client, StdioServerParameters
 
 from everos.knowledge._service import KnowledgeService
 from everos.errors import CommandError, ExitCode
-from everos.mcp import TOOL_NAMES, RemoteDispatch, choose_target, mcp_url
+from everos.mcp import TOOL_NAMES, RemoteDispatch, bound_mcp_url, choose_target
 from everos.mcp._stdio import _StdinLines, check_reachable
 from everos.rootlock import hold_root_lock
 from everos.server import serve
@@ -161,9 +161,10 @@ def test_stdio_never_creates_a_root_of_its_own(tmp_path: Path) -> None:
 
 
 def test_mcp_url_reaches_wildcard_and_ipv6_binds() -> None:
-    assert mcp_url("127.0.0.1", 8000) == "http://127.0.0.1:8000/mcp"
-    assert mcp_url("::", 8000) == "http://[::1]:8000/mcp"
-    assert mcp_url("::1", 9) == "http://[::1]:9/mcp"
+    assert bound_mcp_url("http://127.0.0.1:8000") == "http://127.0.0.1:8000/mcp"
+    assert bound_mcp_url("http://0.0.0.0:8031") == "http://127.0.0.1:8031/mcp"
+    assert bound_mcp_url("http://[::]:8000") == "http://[::1]:8000/mcp"
+    assert bound_mcp_url("http://[::1]:9") == "http://[::1]:9/mcp"
 
 
 async def test_stdin_lines_drop_an_oversized_line_and_keep_the_next() -> None:
