@@ -274,8 +274,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _stop_logging() -> None:
     """Let the log writer thread flush first, so the error line is the last thing printed."""
-    if "everos.logs" in sys.modules:
-        sys.modules["everos.logs"].shutdown_logging()
+    from everos.logs import shutdown_logging
+
+    shutdown_logging()
 
 
 if __name__ == "__main__":

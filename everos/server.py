@@ -20,10 +20,10 @@ A worker in a crash loop cancels the nursery too, and :func:`serve` raises.
 
 from __future__ import annotations
 
+import errno
 import functools
 import ipaddress
 import logging
-import errno
 import resource
 import signal
 import socket
