@@ -13,7 +13,8 @@ Exit codes (:class:`everos.errors.ExitCode`), each failure one line on stderr (a
 with ``--log-level debug``): 0 success; 1 a configuration problem (the message says which key and
 what is allowed); 2 a usage problem (a flag, a path that is not a document); 3 another process
 owns the root; 4 the server cannot listen on its address; 5 a path or id does not exist; 6 the
-server to talk to does not answer; 7 ``replay`` found a broken guarantee; 70 a bug; 130 Ctrl-C.
+server to talk to does not answer; 7 ``replay`` found a broken guarantee or ``cascade status``
+is unhealthy; 70 a bug; 130 Ctrl-C.
 """
 
 from __future__ import annotations
@@ -130,7 +131,8 @@ def _cmd_cascade(args: argparse.Namespace) -> int:
     options = {"path": getattr(args, "path", None), "apply": getattr(args, "apply", False)}
     report = trio.run(run_cascade_command, loaded, args.cascade_command, options)
     print(json.dumps(report, indent=2, ensure_ascii=False, default=str))
-    return 0
+    unhealthy = args.cascade_command == "status" and report.get("healthy") is False
+    return ExitCode.CHECK_FAILED if unhealthy else ExitCode.OK  # a watchdog reads the exit code
 
 
 def _cmd_replay(args: argparse.Namespace) -> int:

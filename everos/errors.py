@@ -192,7 +192,7 @@ class ExitCode(enum.IntEnum):
     CANNOT_LISTEN = 4   # the server cannot bind its address (in use, not allowed, not local)
     NOT_FOUND = 5       # a path or an id the command was given does not exist
     UNREACHABLE = 6     # the server that owns the root (or --url) does not answer
-    CHECK_FAILED = 7    # the command ran and found a problem (a replay breach)
+    CHECK_FAILED = 7    # the command ran and found a problem (a replay breach, an unhealthy cascade)
     INTERNAL = 70       # a bug: the traceback is printed with --log-level debug
     INTERRUPTED = 130   # Ctrl-C
 

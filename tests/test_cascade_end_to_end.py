@@ -143,10 +143,14 @@ def broken_document(root: Path) -> tuple[str, str, Path, str]:
 
 
 def cli_report(capsys, *args: str) -> dict:
-    """Run ``everos cascade ARGS`` (in a worker thread: it runs its own trio loop); its JSON report."""
+    """Run ``everos cascade ARGS``; its JSON report. ``status`` exits CHECK_FAILED exactly when it
+    reports unhealthy (a watchdog reads the exit code); everything else here exits 0."""
     capsys.readouterr()
-    assert main(["cascade", *args]) == 0
-    return json.loads(capsys.readouterr().out)
+    code = main(["cascade", *args])
+    report = json.loads(capsys.readouterr().out)
+    unhealthy = args[0] == "status" and not report["healthy"]
+    assert code == (ExitCode.CHECK_FAILED if unhealthy else ExitCode.OK)
+    return report
 
 
 async def test_a_topic_file_without_frontmatter_shows_its_error_and_is_fixed_through_the_server(
