@@ -16,7 +16,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import trio
 
 from everos.cascade import CascadeService
@@ -25,7 +24,8 @@ from everos.config import LoadedConfig
 from everos.errors import CommandError, ExitCode, InvalidInput
 from everos.knowledge._service import KnowledgeService
 from everos.providers import BuiltinEmbedder
-from everos.rootlock import LockOwner, hold_root_lock, reachable_url, read_lock_owner
+from everos.client import ApiClient, server_base_url
+from everos.rootlock import hold_root_lock, read_lock_owner
 from everos.server import Limiters, Runtime
 from everos.services import IndexService, ProvidersService, build_cascade
 from everos.status import StatusBoard
@@ -73,8 +73,8 @@ async def run_cascade_command(loaded: LoadedConfig, command: str, options: dict[
     if command == "fix" and not options.get("apply"):
         async with _reading_cascade(runtime) as cascade:
             return await cascade.fix()
-    if command == "fix" and (owner := read_lock_owner(loaded.root)) is not None:
-        return await fix_through_server(loaded.root, owner)
+    if command == "fix" and read_lock_owner(loaded.root) is not None:
+        return await fix_through_server(loaded.root)
     with hold_root_lock(loaded.root, purpose=f"cascade {command}"):
         providers = ProvidersService()
         knowledge = KnowledgeService()
@@ -115,7 +115,7 @@ async def _reading_cascade(runtime: Runtime) -> AsyncIterator[CascadeService]:
         await cascade.aclose()
 
 
-async def fix_through_server(root: Path, owner: LockOwner) -> dict[str, Any]:
+async def fix_through_server(root: Path) -> dict[str, Any]:
     """``cascade fix --apply`` through the server that owns ``root``: its report (the rows and
     how many were ``requeued`` for its index workers), plus the ``server`` it came from.
 
@@ -123,30 +123,11 @@ async def fix_through_server(root: Path, owner: LockOwner) -> dict[str, Any]:
         CommandError: the owner serves no HTTP (a CLI command, ``everos mcp`` over stdio), does
             not answer within ``SERVER_FIX_TIMEOUT_S``, or answers with an error (``UNREACHABLE``).
     """
-    who = f"pid {owner.pid}" + (f", {owner.purpose}" if owner.purpose else "")
-    if not owner.urls:
-        raise CommandError(f"cascade fix --apply: the root {root} is owned by {who}, which serves no HTTP to "
-                           "send the fix to; run it again once that process has stopped",
-                           exit_code=ExitCode.UNREACHABLE)
-    server = reachable_url(owner.urls[0])
-    problem = f"no answer within {SERVER_FIX_TIMEOUT_S:g} s"
-    with trio.move_on_after(SERVER_FIX_TIMEOUT_S):
-        try:
-            async with httpx.AsyncClient(timeout=SERVER_FIX_TIMEOUT_S, trust_env=False) as client:
-                response = await client.post(httpx.URL(server).join(FIX_PATH), json={"apply": True})
-            if response.status_code == 200:
-                return {**response.json()["data"], "server": server}
-            problem = _error_text(response)
-        except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
-            problem = f"{exc.__class__.__name__}: {exc}"[:300]
-    raise CommandError(f"cascade fix --apply: the everos server at {server} (the root's owner, {who}) did not "
-                       f"take the fix: {problem}", exit_code=ExitCode.UNREACHABLE)
-
-
-def _error_text(response: httpx.Response) -> str:
-    """``STATUS CODE: message`` of an error answer (the EverOS envelope when it is one)."""
+    server = server_base_url(root, None)
     try:
-        error = response.json()["error"]
-        return f"{response.status_code} {error['code']}: {error['message']}"
-    except (ValueError, KeyError, TypeError):
-        return f"{response.status_code}: {' '.join(response.text.split())[:200]}"
+        async with ApiClient(server, timeout_s=SERVER_FIX_TIMEOUT_S, max_retries=0) as client:
+            report = await client.data("POST", FIX_PATH, json={"apply": True})
+    except CommandError as exc:
+        raise CommandError(f"cascade fix --apply: the everos server at {server} (the root's owner) did not take "
+                           f"the fix: {exc.message}", exit_code=ExitCode.UNREACHABLE) from None
+    return {**report, "server": server}

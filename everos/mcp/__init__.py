@@ -9,7 +9,7 @@ from everos._exports import claim_public_names
 from everos.mcp._catalog import INSTRUCTIONS, TOOL_NAMES, build_server
 from everos.mcp._http import MCPService, transport_security
 from everos.mcp._render import BEGIN_DATA, END_DATA, fence
-from everos.mcp._stdio import RemoteDispatch, bound_mcp_url, choose_target, run, serve_stdio
+from everos.mcp._stdio import RemoteDispatch, choose_target, run, serve_stdio
 from everos.mcp._tools import KnowledgeTools, SearchFn
 
 __all__ = [
@@ -21,7 +21,6 @@ __all__ = [
     "RemoteDispatch",
     "SearchFn",
     "TOOL_NAMES",
-    "bound_mcp_url",
     "build_server",
     "choose_target",
     "fence",

@@ -42,10 +42,10 @@ from everos.config import Config, load_config, resolve_root
 from everos.errors import CommandError, ExitCode
 from everos.mcp._catalog import build_server
 from everos.mcp._render import error_result
-from everos.rootlock import reachable_url, read_lock_owner
+from everos.client import server_base_url
+from everos.rootlock import read_lock_owner
 
-__all__ = ["RemoteDispatch", "bound_mcp_url", "check_reachable", "choose_target", "run", "serve_stdio",
-           "stdio_line_limit"]
+__all__ = ["RemoteDispatch", "check_reachable", "choose_target", "run", "serve_stdio", "stdio_line_limit"]
 
 log = logging.getLogger("everos.mcp")
 
@@ -150,12 +150,6 @@ def _describe(exc: BaseException) -> str:
     return f"{exc.__class__.__name__}: {exc}"[:300]
 
 
-def bound_mcp_url(bind: str) -> str:
-    """The ``/mcp`` URL of a server that reported ``bind`` (``http://HOST:PORT``, as hypercorn
-    does); a wildcard bind is reached on loopback."""
-    return reachable_url(bind) + "/mcp"
-
-
 PROBE_TIMEOUT_S = 3.0
 
 
@@ -170,12 +164,7 @@ def choose_target(root: Path, url: str | None) -> tuple[str, str | None, int | N
     owner = read_lock_owner(root)
     if owner is None:
         return "local", None, None
-    if not owner.urls:
-        doing = f" ({owner.purpose})" if owner.purpose else ""
-        raise CommandError(
-            f"the root {root} is owned by pid {owner.pid}{doing}, which serves no HTTP to proxy to; "
-            "stop it, or pass --url of a running server", exit_code=ExitCode.UNREACHABLE)
-    return "proxy", bound_mcp_url(owner.urls[0]), owner.pid
+    return "proxy", server_base_url(root, None) + "/mcp", owner.pid
 
 
 async def check_reachable(url: str, owner_pid: int | None) -> None:

@@ -15,9 +15,9 @@ from mcp import Client, StdioServerParameters
 
 from everos.knowledge._service import KnowledgeService
 from everos.errors import CommandError, ExitCode
-from everos.mcp import TOOL_NAMES, RemoteDispatch, bound_mcp_url, choose_target
+from everos.mcp import TOOL_NAMES, RemoteDispatch, choose_target
 from everos.mcp._stdio import _StdinLines, check_reachable
-from everos.rootlock import hold_root_lock
+from everos.rootlock import hold_root_lock, reachable_url
 from everos.server import serve
 from everos.testing.replay import free_port
 
@@ -160,11 +160,11 @@ def test_stdio_never_creates_a_root_of_its_own(tmp_path: Path) -> None:
     assert not (tmp_path / ".everos").exists()
 
 
-def test_mcp_url_reaches_wildcard_and_ipv6_binds() -> None:
-    assert bound_mcp_url("http://127.0.0.1:8000") == "http://127.0.0.1:8000/mcp"
-    assert bound_mcp_url("http://0.0.0.0:8031") == "http://127.0.0.1:8031/mcp"
-    assert bound_mcp_url("http://[::]:8000") == "http://[::1]:8000/mcp"
-    assert bound_mcp_url("http://[::1]:9") == "http://[::1]:9/mcp"
+def test_a_wildcard_or_ipv6_bind_is_reached_on_loopback() -> None:
+    assert reachable_url("http://127.0.0.1:8000") == "http://127.0.0.1:8000"
+    assert reachable_url("http://0.0.0.0:8031") == "http://127.0.0.1:8031"
+    assert reachable_url("http://[::]:8000") == "http://[::1]:8000"
+    assert reachable_url("http://[::1]:9") == "http://[::1]:9"
 
 
 async def test_stdin_lines_drop_an_oversized_line_and_keep_the_next() -> None:
