@@ -40,6 +40,7 @@ from quart_trio import QuartTrio
 from everos import __version__
 from everos.config import LoadedConfig
 from everos.errors import CommandError, ExitCode
+from everos.metrics import MetricsApp
 from everos.rootlock import hold_root_lock
 from everos.status import LoopLagProbe, StatusBoard
 from everos.supervisor import Supervisor
@@ -228,7 +229,8 @@ async def serve(
                 mounts: dict[str, Any] = {}
                 for service in services:
                     mounts.update(getattr(service, "mounts", None) or {})
-                asgi = PathRouter(RequestLayer(app, config.api.request_timeout_seconds), HealthApp(board), mounts)
+                asgi = PathRouter(RequestLayer(app, config.api.request_timeout_seconds), HealthApp(board), mounts,
+                                  metrics=MetricsApp(board))
                 hconfig = hypercorn.config.Config()
                 hconfig.bind = [f"{config.api.host}:{config.api.port}"]
                 hconfig.accesslog = None

@@ -16,6 +16,7 @@ from typing import Any
 import trio
 
 from everos import __version__
+from everos.metrics import LOOP_LAG
 
 __all__ = ["LoopLagProbe", "StatusBoard"]
 
@@ -98,4 +99,6 @@ class LoopLagProbe:
         while True:
             before = time.perf_counter()
             await trio.sleep(self.interval_s)
-            self.board.record_lag(max(0.0, time.perf_counter() - before - self.interval_s))
+            lag = max(0.0, time.perf_counter() - before - self.interval_s)
+            self.board.record_lag(lag)
+            LOOP_LAG.observe(lag)

@@ -20,6 +20,7 @@ import httpx
 import trio
 
 from everos.errors import ConfigError
+from everos.metrics import MODEL_TOKENS
 from everos.providers._answers import (
     AnswerError,
     DimensionMismatch,
@@ -119,6 +120,7 @@ class _OpenAIEndpoint:
                 answer = json.loads(raw)
             except ValueError:
                 raise AnswerError(f"the answer to POST {path} is not JSON: {_excerpt(raw)!r}") from None
+            count_usage(self.kind, answer)
             return decode(answer)
 
         try:
@@ -140,6 +142,18 @@ class _OpenAIEndpoint:
                 raise ProviderResponseError(self.endpoint, f"answer larger than {MAX_ANSWER_BYTES} bytes")
             chunks.append(chunk)
         return b"".join(chunks)
+
+
+def count_usage(kind: str, answer: Any) -> None:
+    """Add the ``usage`` an OpenAI-compatible answer reports (prompt and completion tokens) to
+    :data:`everos.metrics.MODEL_TOKENS`. Thread-safe; ignores a missing or malformed block."""
+    usage = answer.get("usage") if isinstance(answer, dict) else None
+    if not isinstance(usage, dict):
+        return
+    for key, label in (("prompt_tokens", "prompt"), ("completion_tokens", "completion")):
+        value = usage.get(key)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            MODEL_TOKENS.labels(kind, label).inc(value)
 
 
 class ChatClient(_OpenAIEndpoint):

@@ -29,8 +29,10 @@ from typing import TYPE_CHECKING, TypeVar
 import httpx
 import trio
 
+from everos.metrics import MODEL_ATTEMPTS, MODEL_CALL_SECONDS, MODEL_CALLS, endpoint_kind
 from everos.providers._circuit import Admission, CircuitBreaker
 from everos.providers._errors import (
+    CircuitOpen,
     ProviderConnectionError,
     ProviderError,
     ProviderHTTPError,
@@ -235,7 +237,29 @@ class AttemptPolicy:
         Cancellation handling: a caller's cancellation propagates as ``trio.Cancelled``; the
         attempt in flight is cancelled (an httpx request closes its connection), the budget slot
         is free when this returns, and the circuit breaker records nothing.
+
+        Every call and attempt is counted in :mod:`everos.metrics` by endpoint kind and outcome.
         """
+        kind = endpoint_kind(self.endpoint)
+        started = time.perf_counter()
+        outcome = "cancelled"
+        try:
+            result = await self._call(attempt_fn, budget=budget, kind=kind)
+            outcome = "ok"
+            return result
+        except CircuitOpen:
+            outcome = "circuit_open"
+            raise
+        except ProviderError:
+            outcome = "failed"
+            raise
+        finally:
+            MODEL_CALLS.labels(kind, outcome).inc()
+            if outcome != "circuit_open":
+                MODEL_CALL_SECONDS.labels(kind).observe(time.perf_counter() - started)
+
+    async def _call(self, attempt_fn: Callable[[], Awaitable[T]], *, budget: Budget | str, kind: str) -> T:
+        """:meth:`call` without its accounting."""
         limiter = self.budgets.limiter(budget)
         admission = self.breaker.admit() if self.breaker is not None else None
         verdict_given = False
@@ -250,6 +274,8 @@ class AttemptPolicy:
                             with trio.fail_after(self.attempt_timeout_seconds):
                                 result = await attempt_fn()
                         except (trio.TooSlowError, ProviderError, httpx.HTTPError) as exc:
+                            MODEL_ATTEMPTS.labels(kind, "timeout" if isinstance(exc, trio.TooSlowError)
+                                                  else "error").inc()
                             error, outcome = self._classify(exc)
                             if outcome is _Outcome.ANSWERED:
                                 verdict_given = self._answered(admission)
@@ -257,6 +283,7 @@ class AttemptPolicy:
                                 raise error.with_attempts(attempts) from None
                             last_error = error
                         else:
+                            MODEL_ATTEMPTS.labels(kind, "ok").inc()
                             verdict_given = self._answered(admission)
                             return result
                     # The slot is released here, before any sleep (G4).

@@ -18,6 +18,7 @@ import trio
 
 from everos.config import CascadeSettings
 from everos.errors import ServiceUnavailable, StoreBusy
+from everos.metrics import INDEX_COMMIT_OPERATIONS, INDEX_COMMIT_SECONDS
 from everos.store._index_rows import FactRow, TopicRow
 from everos.store._lancedb import IndexStore, _WriteOp
 
@@ -142,6 +143,7 @@ class IndexWriter:
 
     async def _write(self, batch: list[_WriteOp]) -> None:
         with trio.CancelScope(shield=True):  # bounded: one batch, its limiter wait under a deadline
+            started = time.perf_counter()
             try:
                 await self._store._commit(batch)
             except Exception as exc:
@@ -155,6 +157,8 @@ class IndexWriter:
                 self._last_write_at = trio.current_time()
                 self._stats["writes"] += 1
                 self._stats["operations"] += len(batch)
+                INDEX_COMMIT_SECONDS.observe(time.perf_counter() - started)
+                INDEX_COMMIT_OPERATIONS.observe(len(batch))
                 for op in batch:
                     op.done.set()
 

@@ -16,6 +16,7 @@ from werkzeug.exceptions import HTTPException
 
 from everos import __version__
 from everos.errors import EverosError, PayloadTooLarge
+from everos.web._asgi import ROUTE_SCOPE_KEY
 from everos.web._envelope import CODE_BY_STATUS, dumps, error_body, error_body_for, mint_request_id
 
 __all__ = ["create_app", "current_request_id", "ok"]
@@ -95,6 +96,11 @@ def create_app(
     app.register_error_handler(EverosError, _render_everos_error)
     app.register_error_handler(HTTPException, _render_http_exception)
     app.register_error_handler(Exception, _render_unexpected)
+
+    @app.before_request
+    async def name_the_route() -> None:
+        if request.url_rule is not None:  # the template, for bounded metric labels
+            request.scope[ROUTE_SCOPE_KEY] = request.url_rule.rule
 
     @app.get("/")
     async def index() -> Response:

@@ -2,8 +2,9 @@
 
 Order of a request (design, "The nursery tree")::
 
-    PathRouter
+    PathRouter (counts every request for /metrics)
       /health /livez /readyz -> HealthApp            (snapshot only: no middleware, lock, DB)
+      /metrics               -> MetricsApp           (the same snapshot, and the event counters)
       /mcp, /mcp/...         -> the MCP app, if mounted
       everything else        -> RequestLayer -> Quart app
 
@@ -21,14 +22,18 @@ from typing import Any
 import trio
 
 from everos.errors import RequestTimeout
+from everos.metrics import HTTP_LATENCY, HTTP_REQUESTS
 from everos.status import StatusBoard
 from everos.web._envelope import REQUEST_ID_HEADER, dumps, error_body_for, error_headers, pick_request_id
 
-__all__ = ["HEALTH_PATHS", "HealthApp", "PathRouter", "RequestLayer"]
+__all__ = ["HEALTH_PATHS", "METRICS_PATH", "ROUTE_SCOPE_KEY", "HealthApp", "PathRouter", "RequestLayer"]
 
 ASGIApp = Callable[[dict, Callable[[], Awaitable[dict]], Callable[[dict], Awaitable[None]]], Awaitable[None]]
 
 HEALTH_PATHS = ("/health", "/livez", "/readyz")
+METRICS_PATH = "/metrics"
+# The Quart app puts the URL rule that matched here (``create_app``), for the metrics' route label.
+ROUTE_SCOPE_KEY = "everos.route"
 
 access_log = logging.getLogger("everos.access")
 
@@ -68,22 +73,53 @@ class HealthApp:
 
 
 class PathRouter:
-    """Dispatches by path prefix before any middleware; lifespan goes to the default app."""
+    """Dispatches by path prefix before any middleware; lifespan goes to the default app.
 
-    def __init__(self, default: ASGIApp, health: ASGIApp, mounts: dict[str, ASGIApp] | None = None) -> None:
+    Every HTTP request is counted here, once, in :mod:`everos.metrics`: by method, route template
+    (the health and metrics paths, a mount's prefix, the Quart rule that matched, else
+    ``unmatched``) and status, with its latency.
+    """
+
+    def __init__(self, default: ASGIApp, health: ASGIApp, mounts: dict[str, ASGIApp] | None = None,
+                 metrics: ASGIApp | None = None) -> None:
         self.default = default
         self.health = health
+        self.metrics = metrics
         self.mounts = dict(mounts or {})
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] in ("http", "websocket"):
-            path = scope["path"]
-            if scope["type"] == "http" and path in HEALTH_PATHS:
-                return await self.health(scope, receive, send)
-            for prefix, app in self.mounts.items():
-                if path == prefix or path.startswith(prefix + "/"):
-                    return await app(scope, receive, send)
-        return await self.default(scope, receive, send)
+        if scope["type"] != "http":
+            if scope["type"] == "websocket":
+                for prefix, app in self.mounts.items():
+                    if scope["path"] == prefix or scope["path"].startswith(prefix + "/"):
+                        return await app(scope, receive, send)
+            return await self.default(scope, receive, send)
+        app, route = self._route(scope["path"])
+        status = {"code": "cut"}
+
+        async def counting_send(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = str(message["status"])
+            await send(message)
+
+        started = time.perf_counter()
+        try:
+            await app(scope, receive, counting_send)
+        finally:
+            route = route or scope.get(ROUTE_SCOPE_KEY) or "unmatched"
+            HTTP_REQUESTS.labels(scope["method"], route, status["code"]).inc()
+            HTTP_LATENCY.labels(scope["method"], route).observe(time.perf_counter() - started)
+
+    def _route(self, path: str) -> tuple[ASGIApp, str | None]:
+        """The app for ``path`` and its route label (None: the Quart app names it)."""
+        if path in HEALTH_PATHS:
+            return self.health, path
+        if path == METRICS_PATH and self.metrics is not None:
+            return self.metrics, path
+        for prefix, app in self.mounts.items():
+            if path == prefix or path.startswith(prefix + "/"):
+                return app, prefix
+        return self.default, None
 
 
 class RequestLayer:
