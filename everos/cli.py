@@ -210,7 +210,7 @@ def _cmd_server_start(args: argparse.Namespace) -> int:
     if log_level:
         overrides[("api", "log_level")] = log_level
     loaded = load_config(root, overrides=overrides)
-    configure_logging(loaded.config.api.log_level)
+    configure_logging(loaded.config.api.log_level, fmt=loaded.config.api.log_format)
     services, blueprints = build_services(loaded)
     run(loaded, services=services, blueprints=blueprints)
     return 0

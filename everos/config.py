@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import tomllib
 import zoneinfo
 from collections.abc import Callable, Mapping
@@ -97,6 +98,15 @@ class ApiSettings:
     log_level: str = setting(
         "INFO", "Log level.", choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
     )
+    log_format: str = setting("text", "Log lines as text (key=value fields) or json (one object per line).",
+                              choices=("text", "json"))
+    cors_origins: list = setting(
+        [], "Browser origins allowed to call the API (CORS), e.g. [\"http://localhost:3000\"]; empty allows none.",
+        check=(lambda origins: all(isinstance(o, str) and _ORIGIN_RE.fullmatch(o) for o in origins),
+               "a list of origins such as 'http://localhost:3000' (scheme, host and port; no path, no '*')"))
+
+
+_ORIGIN_RE = re.compile(r"https?://[A-Za-z0-9.\-\[\]:]+")
 
 
 def is_time_zone(name: str) -> bool:
@@ -152,6 +162,13 @@ class LLMSettings(_ProviderSettings):
         8000, "Token estimate per extraction batch; longer documents are split.", minimum=256
     )
     max_topic_depth: int = setting(5, "Deepest topic level the LLM extractor keeps.", minimum=1)
+    fallback: str = setting(
+        "builtin", "When the model fails (errors, open circuit, past extraction_timeout_seconds): builtin "
+        "extracts with the built-in extractor and says so; none fails the job (503, as with no fallback).",
+        choices=("builtin", "none"))
+    extraction_timeout_seconds: float = setting(
+        300.0, "Deadline of the model's part of one extraction, after which the built-in extractor runs "
+        "(fallback = builtin); capped at 3/4 of [ingest] job_timeout_seconds.", positive=True)
 
 
 @dataclass(frozen=True)
@@ -162,6 +179,10 @@ class EmbeddingSettings(_ProviderSettings):
     max_input_chars: int = setting(8000, "Each input is cut to this many characters before it is sent.",
                                    minimum=16)
     timeout_seconds: float = setting(30.0, "Deadline of one attempt (connect, send, full answer).", positive=True)
+    call_deadline_seconds: float = setting(
+        40.0, "Deadline of one call across all its attempts and backoff sleeps (below [cascade] "
+        "embed_timeout_seconds, so a stalled endpoint opens its circuit).", positive=True
+    )
 
 
 @dataclass(frozen=True)
@@ -236,6 +257,13 @@ class CascadeSettings:
     max_attempts: int = setting(5, "Attempts before an index row is dead with its last error.", minimum=1)
     lease_seconds: float = setting(120.0, "Lease of an index row being worked on.", positive=True)
     row_timeout_seconds: float = setting(120.0, "Deadline of one attempt at one index row.", positive=True)
+    embed_timeout_seconds: float = setting(
+        45.0, "Deadline of the embedding phase of one attempt; past it (or when the embedding endpoint fails) "
+        "the document is indexed for keyword search with its vectors pending. Capped at 40 % of "
+        "row_timeout_seconds.", positive=True)
+    reembed_interval_seconds: float = setting(
+        30.0, "How often documents with pending vectors are queued again while the embedding endpoint's "
+        "circuit is not open (one probe document while it is half-open).", positive=True)
     retry_backoff_seconds: float = setting(5.0, "Delay before a failed row is leased again.", minimum=0)
     watch: bool = setting(True, "Watch the root for markdown edits.")
     watch_debounce_ms: int = setting(500, "Quiet time after an edit before it is queued.", minimum=0)

@@ -15,6 +15,7 @@ key=value pairs (the request log line uses it).
 from __future__ import annotations
 
 import atexit
+import json
 import logging
 import logging.handlers
 import queue
@@ -102,6 +103,24 @@ class _LineFormatter(logging.Formatter):
         return line
 
 
+class _JsonFormatter(logging.Formatter):
+    """One JSON object per line: ``ts``, ``level``, ``logger``, ``msg``, the record's fields, and
+    ``exc`` (the bounded traceback) when there is one. Values that are not JSON become strings."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+        entry: dict[str, Any] = {"ts": f"{stamp}.{int(record.msecs):03d}Z", "level": record.levelname,
+                                 "logger": record.name, "msg": record.getMessage()}
+        for key, value in (getattr(record, "fields", None) or {}).items():
+            entry.setdefault(str(key), value)
+        if record.exc_text:
+            entry["exc"] = record.exc_text
+        return json.dumps(entry, ensure_ascii=False, default=str)
+
+
+FORMATTERS: dict[str, type[logging.Formatter]] = {"text": _LineFormatter, "json": _JsonFormatter}
+
+
 def _field(value: Any) -> str:
     text = str(value)
     if not text or any(c.isspace() or c in '"=' for c in text):
@@ -109,14 +128,15 @@ def _field(value: Any) -> str:
     return text
 
 
-def configure_logging(level: str = "INFO", stream: TextIO | None = None) -> None:
+def configure_logging(level: str = "INFO", stream: TextIO | None = None, fmt: str = "text") -> None:
     """Route every log record through the bounded queue to one writer thread on ``stream``
-    (stderr by default). Safe to call again: the previous listener is stopped first."""
+    (stderr by default), as ``fmt`` lines (``text`` or ``json``, :data:`FORMATTERS`). Safe to
+    call again: the previous listener is stopped first."""
     global _listener
     shutdown_logging()
     records: queue.Queue[logging.LogRecord] = queue.Queue(maxsize=QUEUE_MAX_RECORDS)
     writer = logging.StreamHandler(stream or sys.stderr)
-    writer.setFormatter(_LineFormatter())
+    writer.setFormatter(FORMATTERS[fmt]())
     _listener = _Listener(records, writer, respect_handler_level=False)
     _listener.start()
     root = logging.getLogger()

@@ -158,6 +158,26 @@ def check_bindable(host: str, port: int) -> None:
                                    exit_code=ExitCode.CANNOT_LISTEN) from None
 
 
+CORS_HEADERS = ("Authorization", "Content-Type", "Idempotency-Key", "Prefer", "X-Request-Id")
+CORS_EXPOSED = ("Location", "Retry-After", "X-Request-Id")
+
+
+def with_cors(app: Any, origins: list[str]) -> Any:
+    """``app`` answering browsers from ``origins`` only (``[api] cors_origins``; none by default).
+
+    Starlette's ``CORSMiddleware`` (plain ASGI, already installed with the MCP SDK) answers the
+    preflight and adds the headers; an origin not in the list gets no CORS header, so the browser
+    refuses the answer. The health, metrics and MCP paths are not behind it (MCP checks origins
+    itself).
+    """
+    if not origins:
+        return app
+    from starlette.middleware.cors import CORSMiddleware
+
+    return CORSMiddleware(app, allow_origins=list(origins), allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+                          allow_headers=list(CORS_HEADERS), expose_headers=list(CORS_EXPOSED), max_age=600)
+
+
 async def _watch_signals(stop: trio.Event, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         task_status.started()
@@ -229,8 +249,8 @@ async def serve(
                 mounts: dict[str, Any] = {}
                 for service in services:
                     mounts.update(getattr(service, "mounts", None) or {})
-                asgi = PathRouter(RequestLayer(app, config.api.request_timeout_seconds), HealthApp(board), mounts,
-                                  metrics=MetricsApp(board))
+                api = with_cors(RequestLayer(app, config.api.request_timeout_seconds), config.api.cors_origins)
+                asgi = PathRouter(api, HealthApp(board), mounts, metrics=MetricsApp(board))
                 hconfig = hypercorn.config.Config()
                 hconfig.bind = [f"{config.api.host}:{config.api.port}"]
                 hconfig.accesslog = None

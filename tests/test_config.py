@@ -65,6 +65,10 @@ def test_root_resolution_order(tmp_path: Path) -> None:
         ("[memory]\ntimezone = 'Mars/Olympus'\n", {}, "an IANA time zone name"),
         ("[memory]\ntimezone = '../../etc/passwd'\n", {}, "an IANA time zone name"),
         ("", {"EVEROS_MEMORY__TIMEZONE": ""}, "an IANA time zone name"),
+        ("[api]\ncors_origins = ['*']\n", {}, "a list of origins"),
+        ("[api]\ncors_origins = ['http://a.example/path']\n", {}, "a list of origins"),
+        ("[api]\ncors_origins = 'http://a.example'\n", {}, "a list of origins"),
+        ("[api]\nlog_format = 'xml'\n", {}, "one of 'text', 'json'"),
     ],
 )
 def test_bad_values_stop_with_one_clear_message(tmp_path: Path, text: str, environ: dict, expected: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import logging
 import threading
 
@@ -41,6 +42,25 @@ def test_records_are_written_by_the_listener_with_fields() -> None:
     out = stream.getvalue()
     assert 'everos.test: hello path="/x y" status=200' in out
     assert "KeyError: 'k'" in out
+
+
+def test_json_lines_carry_the_fields_and_the_bounded_traceback() -> None:
+    stream = io.StringIO()
+    logs.configure_logging("INFO", stream, fmt="json")
+    try:
+        logging.getLogger("everos.test").info("hello", extra={"fields": {"path": "/x y", "status": 200,
+                                                                         "at": object()}})
+        try:
+            raise KeyError("k")
+        except KeyError:
+            logging.getLogger("everos.test").exception("failed")
+    finally:
+        logs.shutdown_logging()
+    first, second = (json.loads(line) for line in stream.getvalue().splitlines())
+    assert first["msg"] == "hello" and first["level"] == "INFO" and first["logger"] == "everos.test"
+    assert first["path"] == "/x y" and first["status"] == 200 and first["ts"].endswith("Z")
+    assert first["at"].startswith("<object")  # not JSON: written as text, never a crash
+    assert second["msg"] == "failed" and "KeyError: 'k'" in second["exc"]
 
 
 class BlockedStream(io.StringIO):

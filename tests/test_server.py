@@ -232,3 +232,25 @@ async def test_worker_in_a_crash_loop_stops_the_server(root: Path) -> None:
                 await trio.sleep_forever()
     assert info.group_contains(WorkerCrashLoop)
     assert service.runs == 3
+
+
+async def test_cors_answers_only_the_origins_in_the_allow_list(root: Path) -> None:
+    """A browser page on an allowed origin may call the API; any other origin gets no CORS header."""
+    allowed, other = "http://localhost:3000", "http://evil.example"
+    async with running_server(root, api__cors_origins=[allowed]) as server:
+        preflight = {"Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "content-type"}
+        ok_pre = await server.client.options("/", headers={"Origin": allowed, **preflight})
+        assert ok_pre.status_code == 200 and ok_pre.headers["access-control-allow-origin"] == allowed
+        assert "POST" in ok_pre.headers["access-control-allow-methods"]
+        bad_pre = await server.client.options("/", headers={"Origin": other, **preflight})
+        assert "access-control-allow-origin" not in bad_pre.headers
+        answer = await server.client.get("/", headers={"Origin": allowed})
+        assert answer.headers["access-control-allow-origin"] == allowed
+        assert "x-request-id" in answer.headers["access-control-expose-headers"].lower()
+        assert "access-control-allow-origin" not in (await server.client.get("/", headers={"Origin": other})).headers
+
+
+async def test_no_cors_headers_without_an_allow_list(root: Path) -> None:
+    async with running_server(root) as server:
+        answer = await server.client.get("/", headers={"Origin": "http://localhost:3000"})
+        assert answer.status_code == 200 and "access-control-allow-origin" not in answer.headers

@@ -216,7 +216,7 @@ def run(root: str | None, url: str | None, log_level: str | None = None) -> int:
     root_path = resolve_root(root)
     overrides = {("api", "log_level"): log_level} if log_level else None
     loaded = load_config(root_path, require_file=url is None, overrides=overrides)
-    configure_logging(loaded.config.api.log_level)  # stderr: stdout carries the protocol
+    configure_logging(loaded.config.api.log_level, fmt=loaded.config.api.log_format)  # stderr: stdout is the protocol
     mode, target, owner = choose_target(root_path, url)
     if mode == "local":
         # Imported here: everos.services imports this package (MCPService) at its top.
