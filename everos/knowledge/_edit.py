@@ -1,7 +1,12 @@
 """PATCH of a document's title or category: its files rewritten and moved, its rows updated.
 
-Both functions block (files, SQLite) and run in threads: :func:`rewrite_directory` under the files
-limiter, :func:`save_rewritten` inside :meth:`Database.write`. The caller holds the document's lock.
+A failed PATCH leaves the files and the rows exactly as they were (G10). The steps, each undone
+if a later one fails: :func:`stage_rewrite` (a copy under ``<root>/.tmp``; nothing else
+touched), :func:`row_snapshot` then :func:`save_rewritten` (one transaction), then
+:func:`publish_rewrite` (one atomic rename or exchange; a failure puts the rows back with
+:func:`restore_rows`). Every function blocks (files, SQLite) and runs in a thread: the file ones
+under the files limiter, the row ones inside :meth:`Database.read` / :meth:`Database.write`. The
+caller holds the document's lock.
 """
 
 from __future__ import annotations
@@ -17,39 +22,78 @@ from everos.knowledge._models import KnowledgeDocument, KnowledgeTopic
 from everos.knowledge._repository import DocumentRow
 from everos.store import atomic_write_text_sync, publish_directory_sync, remove_tree_sync, staging_dir_sync
 
-__all__ = ["rewrite_directory", "save_rewritten"]
+__all__ = ["discard_staging", "publish_rewrite", "restore_rows", "row_snapshot", "save_rewritten", "stage_rewrite"]
 
 Rewritten = tuple[KnowledgeDocument, list[tuple[str, KnowledgeTopic]]]
 
 
-def rewrite_directory(root: Path, old_dir: Path, new_dir: Path, title: str, category_id: str) -> Rewritten:
-    """Copy the document into staging with its frontmatter updated (title, category, topic paths),
-    publish it at ``new_dir`` (old or new, never a mix) and remove ``old_dir`` if it moved.
-    Returns the new index record and ``(file name, topic)`` of every topic file."""
+def stage_rewrite(root: Path, old_dir: Path, title: str, category_id: str) -> tuple[Path, Rewritten]:
+    """Copy the document into a new staging directory with its frontmatter updated (title,
+    category, topic paths). Nothing outside ``<root>/.tmp`` changes. Returns the staging directory,
+    the new index record and ``(file name, topic)`` of every topic file."""
     staging = staging_dir_sync(root)
-    index = dataclasses.replace(parse_index_md((old_dir / INDEX_FILENAME).read_text(encoding="utf-8")),
-                                title=title, category_id=category_id)
-    atomic_write_text_sync(staging / INDEX_FILENAME, render_index_md(index))
-    topics = []
-    for path in sorted(old_dir.glob("[0-9]*.md")):
-        topic = parse_topic_md(path.read_text(encoding="utf-8"))
-        rest = topic.topic_path.split(" > ", 1)
-        topic = dataclasses.replace(topic, category_id=category_id,
-                                    topic_path=title + (" > " + rest[1] if len(rest) > 1 else ""))
-        atomic_write_text_sync(staging / path.name, render_topic_md(topic))
-        topics.append((path.name, topic))
-    if (old_dir / ORIGINAL_DIRNAME).is_dir():
-        shutil.copytree(old_dir / ORIGINAL_DIRNAME, staging / ORIGINAL_DIRNAME)
+    try:
+        index = dataclasses.replace(parse_index_md((old_dir / INDEX_FILENAME).read_text(encoding="utf-8")),
+                                    title=title, category_id=category_id)
+        atomic_write_text_sync(staging / INDEX_FILENAME, render_index_md(index))
+        topics = []
+        for path in sorted(old_dir.glob("[0-9]*.md")):
+            topic = parse_topic_md(path.read_text(encoding="utf-8"))
+            rest = topic.topic_path.split(" > ", 1)
+            topic = dataclasses.replace(topic, category_id=category_id,
+                                        topic_path=title + (" > " + rest[1] if len(rest) > 1 else ""))
+            atomic_write_text_sync(staging / path.name, render_topic_md(topic))
+            topics.append((path.name, topic))
+        if (old_dir / ORIGINAL_DIRNAME).is_dir():
+            shutil.copytree(old_dir / ORIGINAL_DIRNAME, staging / ORIGINAL_DIRNAME)
+    except BaseException:
+        remove_tree_sync(staging)
+        raise
+    return staging, (index, topics)
+
+
+def publish_rewrite(root: Path, staging: Path, old_dir: Path, new_dir: Path) -> None:
+    """Put the staged copy at ``new_dir`` (the old or the new tree, never a mix) and remove
+    ``old_dir`` if it moved. On failure the document is where and what it was: a copy published
+    at a new place is taken away again before the error propagates."""
     new_dir.parent.mkdir(parents=True, exist_ok=True)
     publish_directory_sync(staging, new_dir)
-    if old_dir != new_dir:
+    if old_dir == new_dir:
+        return
+    try:
         remove_tree_sync(old_dir, root=root)
-    return index, topics
+    except BaseException:
+        if old_dir.exists():  # the old tree is still whole (it is moved away in one rename)
+            remove_tree_sync(new_dir, root=root)
+        raise
+
+
+def discard_staging(staging: Path) -> None:
+    """Remove a staging directory that was not published (a no-op once it was)."""
+    remove_tree_sync(staging)
+
+
+def row_snapshot(conn: sqlite3.Connection, doc_id: str) -> tuple[dict, list[dict]]:
+    """The columns :func:`save_rewritten` changes, as they are now, for :func:`restore_rows`."""
+    doc = conn.execute("SELECT doc_id, title, category_id, md_path, original_path, updated_at "
+                       "FROM knowledge_documents WHERE doc_id = ?", (doc_id,)).fetchone()
+    topics = conn.execute("SELECT node_id, category_id, topic_path, md_path, updated_at FROM knowledge_topics "
+                          "WHERE doc_id = ?", (doc_id,)).fetchall()
+    return dict(doc), [dict(topic) for topic in topics]
+
+
+def restore_rows(conn: sqlite3.Connection, snapshot: tuple[dict, list[dict]]) -> None:
+    """Put back what :func:`row_snapshot` saw (a PATCH whose files could not be published)."""
+    doc, topics = snapshot
+    conn.execute("UPDATE knowledge_documents SET title = :title, category_id = :category_id, md_path = :md_path, "
+                 "original_path = :original_path, updated_at = :updated_at WHERE doc_id = :doc_id", doc)
+    conn.executemany("UPDATE knowledge_topics SET category_id = :category_id, topic_path = :topic_path, "
+                     "md_path = :md_path, updated_at = :updated_at WHERE node_id = :node_id", topics)
 
 
 def save_rewritten(conn: sqlite3.Connection, root: Path, doc: DocumentRow, rewritten: Rewritten, new_dir: Path,
                    title: str, category_id: str, now: float) -> None:
-    """Update the document's and its topics' rows to match :func:`rewrite_directory`'s result."""
+    """Update the document's and its topics' rows to match :func:`stage_rewrite`'s result."""
     _index, topics = rewritten
 
     def relative(path: Path) -> str:

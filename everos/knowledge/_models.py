@@ -43,7 +43,9 @@ __all__ = [
 # ``$`` also matches before a trailing newline, so ``.match("d_0123456789ab\n")`` would succeed.
 DOC_ID_RE: Final = re.compile(r"^d_[a-f0-9]{12,32}$")
 TOPIC_ID_RE: Final = re.compile(r"^(d_[a-f0-9]{12,32})_(\d+)$")
-SCOPE_ID_RE: Final = re.compile(r"^[a-zA-Z0-9_.@+-]+$")
+# EverOS's PathSafeId, but not starting with a dot: a dot directory is hidden from scans and
+# everos keeps its own state in ``<root>/.index`` and ``<root>/.tmp`` (a deliberate difference).
+SCOPE_ID_RE: Final = re.compile(r"^[a-zA-Z0-9_@+-][a-zA-Z0-9_.@+-]*$")
 
 OTHERS_CATEGORY: Final = "Others"
 """The category EverOS gives a document nothing else fits (and a node without a category)."""
@@ -245,17 +247,12 @@ def split_topic_id(topic_id: str) -> tuple[str, int]:
 def validate_scope_id(value: object, field: str) -> str:
     """Return ``value`` if it is a path-safe scope id (EverOS ``PathSafeId``).
 
-    Allowed: ``[a-zA-Z0-9_.@+-]``, 1 to 255 characters, not ``.`` or ``..``. Raises
-    :class:`InvalidInput` naming ``field`` otherwise.
+    Allowed: ``[a-zA-Z0-9_.@+-]``, 1 to 255 characters, not starting with ``.`` (so not ``.``
+    or ``..`` either, nor ``.index``). Raises :class:`InvalidInput` naming ``field`` otherwise.
     """
-    if (
-        not isinstance(value, str)
-        or not SCOPE_ID_RE.fullmatch(value)
-        or value in (".", "..")
-        or len(value) > _SCOPE_ID_MAX_CHARS
-    ):
+    if not isinstance(value, str) or not SCOPE_ID_RE.fullmatch(value) or len(value) > _SCOPE_ID_MAX_CHARS:
         raise InvalidInput(
-            f"{field} must be 1-{_SCOPE_ID_MAX_CHARS} characters of [a-zA-Z0-9_.@+-] and not '.' or '..'",
+            f"{field} must be 1-{_SCOPE_ID_MAX_CHARS} characters of [a-zA-Z0-9_.@+-], not starting with '.'",
             field=field,
         )
     return value

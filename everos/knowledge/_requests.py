@@ -12,6 +12,7 @@ __all__ = [
     "MAX_QUERY_CHARS",
     "SEARCH_METHODS",
     "parse_search_request",
+    "text_field",
     "validate_category_name",
     "validate_filename",
     "validate_task_id",
@@ -22,10 +23,22 @@ SEARCH_METHODS = ("keyword", "vector", "hybrid")
 MAX_QUERY_CHARS = 2000
 
 
+def text_field(value: object, field: str) -> str:
+    """``value`` if it is a string that UTF-8 can encode (JSON can carry a lone surrogate such as
+    ``"\ud800"``, which no file, row or index can store); raises ``InvalidInput`` naming ``field``."""
+    if not isinstance(value, str):
+        raise InvalidInput(f"{field} must be a string", field=field)
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidInput(f"{field} must be valid Unicode text (it holds a lone surrogate)", field=field) from None
+    return value
+
+
 def parse_search_request(body: dict[str, Any], top_k_cap: int) -> dict[str, Any]:
     """Validate EverOS's search body; return the keyword arguments of ``search(...)``."""
     query = body.get("query")
-    if not isinstance(query, str) or not query.strip():
+    if not isinstance(query, str) or not text_field(query, "query").strip():
         raise InvalidInput("query is required", field="query")
     if len(query) > MAX_QUERY_CHARS:
         raise InvalidInput(f"query must be at most {MAX_QUERY_CHARS} characters", field="query")
@@ -60,9 +73,12 @@ def validate_task_id(task_id: str) -> str:
     return task_id
 
 
-def validate_title(title: str | None) -> str:
-    if title is None or not title.strip():
+def validate_title(title: object) -> str:
+    """A title: a string with a word character, at most 500 characters, storable (no NUL, no lone
+    surrogate); returned stripped. Raises ``InvalidInput`` naming ``title``."""
+    if title is None or (isinstance(title, str) and not title.strip()):
         raise InvalidInput("title is required", field="title")
+    title = text_field(title, "title")
     if not any(ch.isalnum() or ch == "_" for ch in title):
         raise InvalidInput("title must contain at least one word character", field="title")
     if len(title) > 500:
@@ -77,9 +93,12 @@ def validate_filename(name: str | None) -> str:
     return safe_filename(name or "upload.txt")
 
 
-def validate_category_name(category_id: str | None) -> str | None:
+def validate_category_name(category_id: object) -> str | None:
+    """A category id as given (None when absent or empty): a string that is one safe path
+    component. Raises ``InvalidInput`` naming ``category_id``."""
     if category_id is None or category_id == "":
         return None
+    category_id = text_field(category_id, "category_id")
     if sanitize_name(category_id, "") != category_id:
         raise InvalidInput("category_id may hold only letters, digits, _, - and .", field="category_id")
     return category_id

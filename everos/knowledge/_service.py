@@ -44,7 +44,14 @@ from everos.errors import (
 )
 from everos.knowledge import _repository as repo
 from everos.knowledge._decode import decode_upload
-from everos.knowledge._edit import rewrite_directory, save_rewritten
+from everos.knowledge._edit import (
+    discard_staging,
+    publish_rewrite,
+    restore_rows,
+    row_snapshot,
+    save_rewritten,
+    stage_rewrite,
+)
 from everos.knowledge._extractor import BuiltinExtractor, Extractor, SourceDocument
 from everos.knowledge._layout import (
     INDEX_FILENAME,
@@ -503,10 +510,21 @@ class KnowledgeService:
                 return {"doc_id": doc_id, "updated_fields": [], "updated_at": doc.updated_at}
             old_dir = (self.root / doc.md_path).parent
             new_dir = document_dir(self.root, doc.app_id, doc.project_id, new_category, new_title, doc_id)
-            rows = await self._files(rewrite_directory, self.root, old_dir, new_dir, new_title, new_category)
             now = self._clock()
-            await self.db.write(lambda conn: save_rewritten(conn, self.root, doc, rows, new_dir, new_title,
-                                                            new_category, now))
+            staging, rows = await self._files(stage_rewrite, self.root, old_dir, new_title, new_category)
+            try:
+                before = await self.db.read(row_snapshot, doc_id)
+                await self.db.write(lambda conn: save_rewritten(conn, self.root, doc, rows, new_dir, new_title,
+                                                                new_category, now))
+                try:
+                    await self._files(publish_rewrite, self.root, staging, old_dir, new_dir)
+                except BaseException:
+                    with trio.CancelScope(shield=True):  # bounded by the store's own call deadline
+                        await self.db.write(restore_rows, before)
+                    raise
+            finally:
+                with trio.CancelScope(shield=True):
+                    await self._files(discard_staging, staging)
             await self._changed(new_dir, old_dir)
             return {"doc_id": doc_id, "updated_fields": updated, "updated_at": now}
         finally:

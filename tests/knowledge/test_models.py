@@ -138,12 +138,14 @@ def test_validate_topic_id_and_split() -> None:
         assert info.value.field == "topic_id"
 
 
-@pytest.mark.parametrize("good", ["default", "my-app", "a.b", "user@example.com", "a+b", "A_1", "..."])
+@pytest.mark.parametrize("good", ["default", "my-app", "a.b", "user@example.com", "a+b", "A_1", "a..."])
 def test_validate_scope_id_accepts(good: str) -> None:
     assert validate_scope_id(good, "app_id") == good
 
 
-@pytest.mark.parametrize("bad", ["", ".", "..", "a/b", "a\\b", "a b", "ü", "a\x00", "default\n", "x" * 256, None])
+# A leading dot would be a hidden directory, skipped by every scan (and .index / .tmp are everos's).
+@pytest.mark.parametrize("bad", ["", ".", "..", "...", ".hidden", ".index", "a/b", "a\\b", "a b", "ü", "a\x00",
+                                 "default\n", "x" * 256, None])
 def test_validate_scope_id_rejects_with_field(bad: object) -> None:
     with pytest.raises(InvalidInput) as info:
         validate_scope_id(bad, "project_id")

@@ -272,3 +272,71 @@ async def test_patch_rejects_malformed_bodies(root: Path) -> None:
                                                  headers={"content-type": "application/json"})
             assert response.status_code == 422, (body, response.text)
         assert stored_state(root) == before
+
+
+@pytest.mark.parametrize("body", [b'{"title": {}}', b'{"title": 5}', b'{"title": ["x"]}', b'{"title": true}',
+                                  b'{"category_id": {}}', b'{"category_id": 5}', b'{"category_id": ["x"]}',
+                                  b'{"title": "Solar \\ud800 guide"}', b'{"category_id": "Tech\\udfff"}'])
+async def test_patch_with_a_non_string_or_unstorable_field_is_422_and_changes_nothing(root: Path, body: bytes) -> None:
+    """G10 (issue: 500, and a lone surrogate moved the files but not the rows)."""
+    async with knowledge_server(root) as server:
+        doc_id = (await upload(server.client)).json()["data"]["doc_id"]
+        await wait_indexed(server.client, doc_id)
+        before = stored_state(root)
+        response = await server.client.patch(f"{API}/documents/{doc_id}", content=body,
+                                             headers={"content-type": "application/json"})
+        assert response.status_code == 422, response.text
+        error = response.json()["error"]
+        assert error["code"] == "INVALID_INPUT" and error["field"] in ("title", "category_id")
+        assert stored_state(root) == before
+
+
+@pytest.mark.parametrize("failing", ["stage_rewrite", "save_rewritten", "publish", "remove_old"])
+async def test_a_patch_that_fails_at_any_step_leaves_files_and_rows_as_they_were(root: Path, monkeypatch,
+                                                                              failing: str) -> None:
+    """G10: every failure point of a PATCH that moves the document (a new title) is undone, and a
+    DELETE afterwards leaves nothing behind."""
+    from everos.knowledge import _edit, _service
+
+    def boom(*args, **kwargs):
+        raise OSError(f"injected failure in {failing}")
+
+    async with knowledge_server(root) as server:
+        doc_id = (await upload(server.client)).json()["data"]["doc_id"]
+        await wait_indexed(server.client, doc_id)
+        before = stored_state(root)
+        if failing == "remove_old":
+            real = _edit.remove_tree_sync
+
+            def remove(path, *, root=None):
+                if root is not None and path.name.startswith("Solar_guide_"):
+                    raise OSError("injected failure removing the old directory")
+                return real(path, root=root)
+
+            monkeypatch.setattr(_edit, "remove_tree_sync", remove)
+        elif failing == "publish":
+            monkeypatch.setattr(_edit, "publish_directory_sync", boom)
+        else:
+            monkeypatch.setattr(_service, failing, boom)
+        response = await server.client.patch(f"{API}/documents/{doc_id}", json={"title": "Moved guide"})
+        assert response.status_code == 500, response.text
+        monkeypatch.undo()
+        assert stored_state(root) == before
+        assert (await server.client.get(f"{API}/documents/{doc_id}")).json()["data"]["title"] == "Solar guide"
+        assert (await server.client.delete(f"{API}/documents/{doc_id}")).status_code in (200, 204)
+        assert not list(root.glob("*/*/knowledge/*/*_" + doc_id))
+
+
+@pytest.mark.parametrize("scope", [{"app_id": ".hidden"}, {"project_id": ".index"}, {"app_id": "..."}])
+async def test_a_dot_scope_is_refused_before_anything_is_written(root: Path, scope: dict) -> None:
+    """G10 (issue: 422 only after files, rows and an inbox file were written)."""
+    async with knowledge_server(root) as server:
+        await server.client.get(f"{API}/categories")  # the taxonomy file exists before the snapshot
+        before = files_under(root)
+        response = await upload(server.client, **scope)
+        assert response.status_code == 422 and response.json()["error"]["field"] == next(iter(scope))
+        for path in ("/documents", "/categories"):
+            assert (await server.client.get(API + path, params=scope)).status_code == 422
+        search = await server.client.post(f"{API}/search", json={"query": "solar", **scope})
+        assert search.status_code == 422
+        assert files_under(root) == before and db_counts(root) == (0, 0, 0)
