@@ -76,11 +76,16 @@ async def test_burst_five_times_keeps_memory_and_threads_flat(tmp_path: Path) ->
     for sample in rounds:
         assert sample["threads"] - sample["native_threads"] <= python_budget, rounds
         assert sample["native_threads"] <= 64, rounds
-    # Rounds 1-2 warm the pools (the thread limiters, LanceDB's runtime); after that files and
-    # memory grow only with the index.
-    warm, last = rounds[1], rounds[-1]
-    assert last["open_files"] <= warm["open_files"] + 16, rounds
-    assert last["rss_kib"] <= warm["rss_kib"] * 1.3, rounds
+    # Open files are one sample per round, and LanceDB opens and closes files as it works, and
+    # the harness's connections come and go (measured 41-66 at this load; a single sample against
+    # the warm round flaked). So: a budget (half the ulimit the fd-256 scenario runs under), and no
+    # leak: the last rounds' lowest count stays at the first rounds' highest.
+    files = [sample["open_files"] for sample in rounds]
+    assert max(files) <= 128, rounds
+    assert min(files[-2:]) <= max(files[:2]) + 16, rounds
+    # Rounds 1-2 warm the pools (the thread limiters, LanceDB's runtime); memory then grows only
+    # with the index.
+    assert rounds[-1]["rss_kib"] <= rounds[1]["rss_kib"] * 1.3, rounds
 
 
 def test_every_scenario_named_in_the_issue_exists() -> None:
