@@ -7,14 +7,18 @@
     everos server start [--host H] [--port P] [--root DIR] [--log-level L]
     everos mcp [--url URL] [--root DIR] [--log-level L]
     everos cascade status|sync [PATH]|fix [--apply]|rebuild [--root DIR]
+    everos reextract [--root DIR] [--url URL]
+    everos ingest PATH... [--url URL | --root DIR] [--include GLOB] [--exclude GLOB] [--no-wait] [--json]
+    everos search QUERY... | docs list|show ID|rm ID [--yes] | tasks [--dead] [show|retry ID]   (--url/--root, --json)
+    everos doctor [--root DIR] [--json] [--timeout S]
     everos replay SCENARIO [--url URL --allow-writes] [--scale F] [--rounds N] [--root DIR] [--keep-root]
 
 Exit codes (:class:`everos.errors.ExitCode`), each failure one line on stderr (a traceback only
 with ``--log-level debug``): 0 success; 1 a configuration problem (the message says which key and
 what is allowed); 2 a usage problem (a flag, a path that is not a document); 3 another process
 owns the root; 4 the server cannot listen on its address; 5 a path or id does not exist; 6 the
-server to talk to does not answer; 7 ``replay`` found a broken guarantee or ``cascade status``
-is unhealthy; 70 a bug; 130 Ctrl-C.
+server to talk to does not answer; 7 ``replay`` found a broken guarantee, ``cascade status``
+is unhealthy or ``doctor`` found a problem; 70 a bug; 130 Ctrl-C.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import sys
 import traceback
 from collections.abc import Sequence
 
-from everos import __version__
+from everos import __version__, api_cli, doctor, ingest_cli
 from everos.config import (
     CONFIG_FILENAME,
     config_path,
@@ -49,6 +53,8 @@ from everos.errors import (
 __all__ = ["main"]
 
 EXIT_CONFIG = ExitCode.CONFIG
+# Re-extract every document whose model extraction fell back (the server answers at once).
+REEXTRACT_PATH = "/api/v1/knowledge/reextract"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -91,8 +97,8 @@ def _parser() -> argparse.ArgumentParser:
                              help="queue the rows again and index them; with a server running, ask it to")
 
     replay = commands.add_parser("replay", help="drive a server through a hang scenario while probing /health")
-    replay.add_argument("scenario", help="seed-316, llm-stall, llm-flaky, llm-slow, burst, embed-stall, fd-256, "
-                                         "kill-restart")
+    replay.add_argument("scenario", help="seed-316, llm-stall, llm-down, llm-flaky, llm-slow, burst, embed-stall, "
+                                         "fd-256, kill-restart")
     replay.add_argument("--url", help="drive this running server instead of starting one (burst only; needs "
                                       "--allow-writes)")
     replay.add_argument("--allow-writes", action="store_true",
@@ -103,6 +109,14 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("--scale", type=float, default=1.0, help="scale document count and size (default 1)")
     replay.add_argument("--rounds", type=int, default=1, help="upload the corpus this many times")
     replay.add_argument("--root", help="root for the server the harness starts (default: a new temp dir)")
+    reextract = commands.add_parser(
+        "reextract", help="ask the server that owns the root to extract again, with the model, every document "
+                          "whose model extraction fell back to the built-in extractor")
+    reextract.add_argument("--root", help="memory root (default: $EVEROS_ROOT, else ~/.everos)")
+    reextract.add_argument("--url", help="the server to ask (default: the one that owns the root)")
+    ingest_cli.add_parser(commands)
+    api_cli.add_parser(commands)
+    doctor.add_parser(commands)
     mcp = commands.add_parser("mcp", help="serve the knowledge tools over MCP stdio (for clients that launch a "
                                           "command)")
     mcp.add_argument("--url", help="proxy to the server at this /mcp URL (default: open the root, or proxy "
@@ -133,6 +147,22 @@ def _cmd_cascade(args: argparse.Namespace) -> int:
     print(json.dumps(report, indent=2, ensure_ascii=False, default=str))
     unhealthy = args.cascade_command == "status" and report.get("healthy") is False
     return ExitCode.CHECK_FAILED if unhealthy else ExitCode.OK  # a watchdog reads the exit code
+
+
+def _cmd_reextract(args: argparse.Namespace) -> int:
+    import json
+
+    import trio
+
+    from everos.client import ApiClient, server_base_url
+
+    async def ask() -> dict:
+        server = server_base_url(resolve_root(args.root), args.url)
+        async with ApiClient(server, max_retries=0) as client:
+            return {**await client.data("POST", REEXTRACT_PATH, json={}), "server": server}
+
+    print(json.dumps(trio.run(ask), indent=2, ensure_ascii=False))
+    return ExitCode.OK
 
 
 def _cmd_replay(args: argparse.Namespace) -> int:
@@ -257,7 +287,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     code (:class:`~everos.errors.ExitCode`). Tracebacks only with ``--log-level debug``."""
     args = _parser().parse_args(argv)
     commands = {"init": _cmd_init, "config": _cmd_config_show, "server": _cmd_server_start, "mcp": _cmd_mcp,
-                "cascade": _cmd_cascade, "replay": _cmd_replay}
+                "cascade": _cmd_cascade, "replay": _cmd_replay, "reextract": _cmd_reextract,
+                "ingest": ingest_cli.run, "doctor": doctor.run, **dict.fromkeys(api_cli.COMMANDS, api_cli.run)}
     try:
         return commands[args.command](args)
     except BaseException as raised:  # noqa: BLE001 - the command line's last word on every failure

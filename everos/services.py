@@ -125,7 +125,8 @@ def build_services(loaded: LoadedConfig, *, mcp_transport: str = "http") -> tupl
         chat = providers.providers.llm
         if chat is None:
             return BuiltinExtractor(runtime.limiters.cpu)
-        return LLMExtractor(chat, runtime.config.llm, runtime.limiters.cpu)
+        return LLMExtractor(chat, runtime.config.llm, runtime.limiters.cpu,
+                            job_timeout_seconds=runtime.config.ingest.job_timeout_seconds)
 
     knowledge = KnowledgeService(extractor_factory=make_extractor)
     index = IndexService(providers, knowledge)

@@ -19,12 +19,14 @@ def stall_after_seconds(row_timeout_seconds: float, lease_seconds: float) -> flo
 
 def cascade_health(
     stats: QueueStats, index_counts: Mapping[str, int], *, now: float, stall_after_s: float,
-    recent_failures: Sequence[Mapping[str, Any]] = (),
+    recent_failures: Sequence[Mapping[str, Any]] = (), vectors_pending: int = 0,
 ) -> dict[str, Any]:
     """The status block: depth per queue state, ``dead`` and ``failed`` row counts, the oldest
     lease age, the lag (age of the oldest row waiting), the last progress time (seconds since the
-    epoch), the documents per ``index_status`` and ``recent_failures`` (the newest failed
-    documents with their errors, as given).
+    epoch), the documents per ``index_status``, ``recent_failures`` (the newest failed documents
+    with their errors, as given), ``vectors_pending`` (indexed documents searchable by keyword
+    only, waiting for their vectors) and ``notes`` saying so. Pending vectors do not make the
+    cascade unhealthy: every document is searchable, and they are filled by themselves.
 
     ``healthy`` is false, with ``reasons``, when rows have waited longer than ``stall_after_s``
     while no attempt finished for as long, when an attempt has held its row for longer than that,
@@ -54,6 +56,9 @@ def cascade_health(
         "last_progress_at": stats.last_progress_at,
         "index_status": dict(index_counts),
         "recent_failures": [dict(failure) for failure in recent_failures],
+        "vectors_pending": vectors_pending,
+        "notes": [f"{_count(vectors_pending, 'document')} searchable by keyword only: vectors pending "
+                  "(the embedder failed or stalled); they are embedded once it answers"] if vectors_pending else [],
     }
 
 

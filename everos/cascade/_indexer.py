@@ -13,6 +13,17 @@
     replace_document                   the full set, so removed topics and facts go too
     record indexed + the topic cache
 
+Both "nothing to do" shortcuts are skipped for a document whose vectors are pending.
+
+Embedding degrades instead of holding the row: the embedding phase has its own deadline
+(``embed_timeout_seconds``, shorter than the row's), and when it passes, or the embedder fails (an
+open circuit, attempts exhausted), the topics still without vectors go to the index without them
+(a null vector: keyword search finds them, vector recall skips them) and the document is
+``indexed`` with ``vectors_pending`` saying why. Their facts are cached with the
+:data:`KEYWORD_ONLY` embedder, so the attempt that fills the vectors later embeds only what is
+missing and asks nobody for facts again. The built-in embedder never stands in for a configured
+one: its vectors live in another space, and vector search would rank them as noise.
+
 Every step is idempotent (G8): running an attempt twice, or after a crash anywhere in it, leaves
 the same rows, and a document already in the index is not embedded or written again.
 """
@@ -22,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -49,11 +61,11 @@ from everos.cascade._snapshot import find_document_dirs, read_document_dir, sha2
 from everos.knowledge import _repository as repo
 from everos.knowledge._layout import ORIGINAL_DIRNAME
 from everos.knowledge._models import KnowledgeTopic
-from everos.providers import Budget, ProviderResponseError
+from everos.providers import Budget, EmbeddingDimensionError, ProviderError, ProviderResponseError
 from everos.store import Database
 from everos.store._index_rows import FactRow, IndexSink, TopicRow
 
-__all__ = ["EMBED_CHUNK_TEXTS", "DocumentIndexer", "IndexOutcome", "embedder_identity"]
+__all__ = ["EMBED_CHUNK_TEXTS", "KEYWORD_ONLY", "DocumentIndexer", "IndexOutcome", "embedder_identity"]
 
 T = TypeVar("T")
 
@@ -61,13 +73,16 @@ SearchTokens = Callable[[str], list[str]]
 
 # Texts per embedding call of one attempt; each chunk's vectors are cached before the next.
 EMBED_CHUNK_TEXTS = 256
+KEYWORD_ONLY = "none"
+"""The embedder of a cached topic whose facts are known but whose vectors are not made yet."""
 
 
 @dataclass(frozen=True)
 class IndexOutcome:
     """What an attempt did: ``action`` is ``indexed``, ``unchanged`` (the index was current),
     ``deleted`` or ``moved`` (the directory is gone but its document lives in another one).
-    ``embedded`` counts the texts sent to the embedder."""
+    ``embedded`` counts the texts sent to the embedder; ``vectors_pending`` says why some topics
+    went to the index without vectors (None when none did)."""
 
     doc_dir: str
     doc_id: str
@@ -75,6 +90,7 @@ class IndexOutcome:
     topics: int = 0
     facts: int = 0
     embedded: int = 0
+    vectors_pending: str | None = None
 
     def as_result(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -114,6 +130,8 @@ class DocumentIndexer:
 
     ``search_tokens(text) -> list[str]`` tokenises for full-text search (run in a cpu thread);
     ``embedder`` has ``dim`` and ``await embed(texts, budget=...)`` (background budget here).
+    ``embed_timeout_seconds`` bounds the embedding phase of one attempt (None: no bound of its
+    own).
     """
 
     def __init__(
@@ -129,9 +147,11 @@ class DocumentIndexer:
         cpu_limiter: trio.CapacityLimiter,
         clock: Callable[[], float] = time.time,
         document_lock: DocumentLock = no_document_lock,
+        embed_timeout_seconds: float | None = None,
     ) -> None:
         self.root = root
         self._db = db
+        self._embed_timeout_s = math.inf if embed_timeout_seconds is None else embed_timeout_seconds
         self._document_lock = document_lock
         self._sink = sink
         self._embedder = embedder
@@ -163,28 +183,30 @@ class DocumentIndexer:
         files = await self._files(read_document_dir, self.root, doc_dir)
         if files is None:
             return await self._gone(location)
-        last_signature = await self._db.write(state.begin_attempt, doc_dir, location.doc_id, files.fingerprint,
-                                              self._clock())
+        now = self._clock()
+        last_signature, vectors_pending = await self._db.write(lambda conn: (
+            state.begin_attempt(conn, doc_dir, location.doc_id, files.fingerprint, now),
+            state.pending_vectors(conn, doc_dir)))
         parsed: ParsedDocument = await self._cpu(parse_document, files)
-        if last_signature == parsed.signature:
+        if vectors_pending is None and last_signature == parsed.signature:
             await self._db.write(state.finish_indexed, doc_dir, parsed.signature, self._clock())
             return IndexOutcome(doc_dir, parsed.doc_id, "unchanged", len(parsed.indexed_topics))
         if not await self._save_rows(parsed, files.original_name):
             return await self._gone(location)  # moved or deleted while it was read
         digests = {t.topic_id: topic_content_sha256(t, parsed.topic_paths[t.topic_index])
                    for t in parsed.indexed_topics}
-        if await self._sink.topic_hashes(parsed.doc_id) == digests:
+        if vectors_pending is None and await self._sink.topic_hashes(parsed.doc_id) == digests:
             await self._db.write(state.finish_indexed, doc_dir, parsed.signature, self._clock())
             return IndexOutcome(doc_dir, parsed.doc_id, "unchanged", len(digests))
-        topics, facts, embedded = await self._derive(parsed, digests)
+        topics, facts, embedded, missing = await self._derive(parsed, digests)
         await self._sink.replace_document(parsed.doc_id, topics, facts)
 
         def record(conn) -> None:
-            state.finish_indexed(conn, doc_dir, parsed.signature, self._clock())
+            state.finish_indexed(conn, doc_dir, parsed.signature, self._clock(), vectors_pending=missing)
             state.prune_cache(conn, parsed.doc_id, digests)
 
         await self._db.write(record)
-        return IndexOutcome(doc_dir, parsed.doc_id, "indexed", len(topics), len(facts), embedded)
+        return IndexOutcome(doc_dir, parsed.doc_id, "indexed", len(topics), len(facts), embedded, missing)
 
     async def _gone(self, location: DocumentLocation) -> IndexOutcome:
         doc_dir, doc_id = location.doc_dir, location.doc_id
@@ -226,37 +248,24 @@ class DocumentIndexer:
 
     async def _derive(
         self, parsed: ParsedDocument, digests: dict[str, str]
-    ) -> tuple[list[TopicRow], list[FactRow], int]:
-        """Rows for every topic: cached facts and vectors where the digest matches, fresh ones
-        for the rest (facts, then embeddings in chunks, each chunk cached as soon as it is done,
-        so an attempt cut short by its deadline leaves progress for the next one)."""
+    ) -> tuple[list[TopicRow], list[FactRow], int, str | None]:
+        """Rows for every topic, the texts embedded, and why vectors are missing (None if none
+        are): cached facts where the digest matches, cached vectors where the embedder matches
+        too, fresh ones for the rest (facts, then embeddings in chunks, each chunk cached as soon
+        as it is done, so an attempt cut short by its deadline leaves progress for the next one).
+        Topics left without vectors by :meth:`_embed_stale` get empty vectors (keyword only)."""
         cache = await self._db.read(state.load_cache, parsed.doc_id)
-        derived = {
+        usable = {
             topic_id: cached for topic_id, cached in cache.items()
-            if cached.content_sha256 == digests.get(topic_id) and cached.embedder == self._embedder_id
+            if cached.content_sha256 == digests.get(topic_id)
             and (cached.facts_source == "llm" or self._facts.source == "splitter")
         }
+        derived = {topic_id: cached for topic_id, cached in usable.items() if cached.embedder == self._embedder_id}
         stale = [t for t in parsed.indexed_topics if t.topic_id not in derived]
-        facts_of = {tid: (list(c.facts), c.facts_source) for tid, c in derived.items()}
-        facts_of |= await self._facts.extract(stale)
+        facts_of = {tid: (list(c.facts), c.facts_source) for tid, c in usable.items()}
+        facts_of |= await self._facts.extract([t for t in stale if t.topic_id not in usable])
         tokens = await self._cpu(self._tokenize, parsed.indexed_topics, facts_of)
-        embedded = 0
-        for chunk in _chunks(stale, lambda t: 1 + len(facts_of[t.topic_id][0]), EMBED_CHUNK_TEXTS):
-            texts = [embedding_text(t) for t in chunk] + [f for t in chunk for f in facts_of[t.topic_id][0]]
-            vectors = await self._embed(texts)
-            embedded += len(texts)
-            now = self._clock()
-            entries = []
-            position = len(chunk)
-            for index, topic in enumerate(chunk):
-                facts, source = facts_of[topic.topic_id]
-                entries.append(state.CachedTopic(
-                    topic_id=topic.topic_id, content_sha256=digests[topic.topic_id], embedder=self._embedder_id,
-                    facts_source=source, facts=tuple(facts), vector=tuple(vectors[index]),
-                    fact_vectors=tuple(tuple(v) for v in vectors[position:position + len(facts)]), created_at=now))
-                position += len(facts)
-            await self._db.write(state.store_cache, parsed.doc_id, entries)
-            derived.update((entry.topic_id, entry) for entry in entries)
+        embedded, missing = await self._embed_stale(parsed.doc_id, stale, facts_of, digests, derived)
         now = self._clock()
         topic_rows: list[TopicRow] = []
         all_facts: list[FactRow] = []
@@ -268,7 +277,63 @@ class DocumentIndexer:
             topic_rows.append(topic_row(parsed, topic, parts, content_sha256=digests[topic.topic_id],
                                         created_at=cached.created_at, updated_at=now))
             all_facts.extend(fact_rows(parsed, topic, parts))
-        return topic_rows, all_facts, embedded
+        return topic_rows, all_facts, embedded, missing
+
+    async def _embed_stale(
+        self, doc_id: str, stale: Sequence[KnowledgeTopic], facts_of: dict[str, tuple[list[str], str]],
+        digests: dict[str, str], derived: dict[str, state.CachedTopic],
+    ) -> tuple[int, str | None]:
+        """Embed ``stale`` topics and their facts in chunks within ``embed_timeout_seconds``, caching
+        each chunk and adding it to ``derived``. Returns the texts embedded and why vectors are
+        missing: when the phase's deadline passes or the embedder fails, the rest are cached and
+        added without vectors (:data:`KEYWORD_ONLY`) and the reason is returned.
+
+        Raises:
+            EmbeddingDimensionError: the embedder answers vectors of another width (a setting
+                to fix, not an outage to wait out).
+        """
+        deadline = trio.current_time() + self._embed_timeout_s
+        embedded, missing = 0, None
+        for chunk in _chunks(stale, lambda t: 1 + len(facts_of[t.topic_id][0]), EMBED_CHUNK_TEXTS):
+            texts = [embedding_text(t) for t in chunk] + [f for t in chunk for f in facts_of[t.topic_id][0]]
+            vectors: list[list[float]] | None = None
+            if missing is None:
+                with trio.move_on_at(deadline):
+                    try:
+                        vectors = await self._embed(texts)
+                    except EmbeddingDimensionError:
+                        raise
+                    except ProviderError as exc:
+                        missing = f"the embedder failed: {exc.message}"
+                if vectors is None and missing is None:
+                    missing = f"the embedder did not answer within {self._embed_timeout_s:g} s"
+            embedded += len(texts) if vectors is not None else 0
+            entries = self._cache_entries(chunk, facts_of, digests, vectors)
+            await self._db.write(state.store_cache, doc_id, entries)
+            derived.update((entry.topic_id, entry) for entry in entries)
+        return embedded, missing
+
+    def _cache_entries(
+        self, chunk: Sequence[KnowledgeTopic], facts_of: dict[str, tuple[list[str], str]],
+        digests: dict[str, str], vectors: list[list[float]] | None,
+    ) -> list[state.CachedTopic]:
+        """The cache entries of one chunk: with its vectors (topics first, then their facts, in
+        order), or, with ``vectors`` None, keyword-only entries that keep the facts."""
+        now = self._clock()
+        entries = []
+        position = len(chunk)
+        for index, topic in enumerate(chunk):
+            facts, source = facts_of[topic.topic_id]
+            if vectors is None:
+                embedder, vector, fact_vectors = KEYWORD_ONLY, (), tuple(() for _ in facts)
+            else:
+                embedder, vector = self._embedder_id, tuple(vectors[index])
+                fact_vectors = tuple(tuple(v) for v in vectors[position:position + len(facts)])
+            entries.append(state.CachedTopic(
+                topic_id=topic.topic_id, content_sha256=digests[topic.topic_id], embedder=embedder,
+                facts_source=source, facts=tuple(facts), vector=vector, fact_vectors=fact_vectors, created_at=now))
+            position += len(facts)
+        return entries
 
     def _tokenize(
         self, topics: Sequence[KnowledgeTopic], facts_of: dict[str, tuple[list[str], str]]

@@ -36,6 +36,7 @@ from everos.cascade._watcher import Watcher
 from everos.cascade._worker import QUEUE_KIND, QUEUE_TABLE, AttemptResult, IndexWorkers
 from everos.errors import InvalidInput, StoreBusy
 from everos.knowledge import _repository as repo
+from everos.providers import CircuitState, circuit_state
 from everos.store import Database, Job, JobStatus, LeasedQueue, MigrationSet
 from everos.store._index_rows import IndexSink
 
@@ -44,6 +45,8 @@ __all__ = ["CascadeService", "cascade_migrations", "document_dir_of"]
 log = logging.getLogger("everos.cascade")
 
 MONITOR_INTERVAL_S = 1.0
+# Documents with pending vectors queued again per re-embed round (the rest wait for the next).
+REEMBED_BATCH = 100
 # How many of the newest failed documents the status shows with their errors.
 RECENT_FAILURES = 5
 DATABASE_RELPATH = Path(".index") / "sqlite" / "everos.db"
@@ -125,8 +128,9 @@ class CascadeService:
                                       migrations=cascade_migrations())
         self.queue = LeasedQueue(self.db, QUEUE_TABLE, max_attempts=self.settings.max_attempts, clock=self._clock)
         self.sink = self._sink_provider(runtime)
+        self.embedder = self._embedder_provider(runtime)
         self.workers = IndexWorkers(
-            root=self.root, db=self.db, queue=self.queue, sink=self.sink, embedder=self._embedder_provider(runtime),
+            root=self.root, db=self.db, queue=self.queue, sink=self.sink, embedder=self.embedder,
             search_tokens=self._search_tokens, split_facts=self._split_facts, settings=self.settings,
             files_limiter=limiters.files, cpu_limiter=limiters.cpu,
             chat=None if self._chat_provider is None else self._chat_provider(runtime),
@@ -144,8 +148,8 @@ class CascadeService:
         runtime.board.blocks["cascade"] = self.status_block
 
     def start_workers(self, supervisor: Any) -> None:
-        """Start the index workers, the reaper, the scanner, the watcher (when ``watch``) and the
-        status monitor under supervision. Not a checkpoint."""
+        """Start the index workers, the reaper, the scanner, the watcher (when ``watch``), the
+        status monitor and the re-embed pass under supervision. Not a checkpoint."""
         owner = f"cascade-{os.getpid()}-{os.urandom(3).hex()}"
         for index in range(self.settings.workers):
             supervisor.start(f"cascade-index-{index}", lambda index=index: self.workers.work(f"{owner}-{index}"))
@@ -154,6 +158,7 @@ class CascadeService:
         if self.settings.watch:
             supervisor.start("cascade-watcher", self.watcher.run)
         supervisor.start("cascade-monitor", self._monitor)
+        supervisor.start("cascade-reembed", self._reembed_forever)
 
     async def aclose(self) -> None:
         """Close the database. Idempotent."""
@@ -187,7 +192,8 @@ class CascadeService:
 
     async def index_states(self, doc_ids: Iterable[str]) -> dict[str, dict[str, str | None]]:
         """``{doc_id: {"index_status", "index_error"}}`` for every given id (unknown: pending):
-        the error is the last one of a ``failed`` document, None otherwise. One SQLite read.
+        the error is the last one of a ``failed`` document, ``vectors pending: <why>`` for an
+        ``indexed`` one searchable by keyword only, None otherwise. One SQLite read.
 
         Raises:
             StoreBusy: SQLite did not answer in time.
@@ -210,8 +216,10 @@ class CascadeService:
         stats = await self.queue.stats()
         counts = await self.db.read(state.state_counts)
         failures = await self.db.read(state.recent_failures, RECENT_FAILURES)
+        vectors_pending = await self.db.read(state.vectors_pending_count)
         report = cascade_health(stats, counts, now=self._clock(), stall_after_s=stall_after_seconds(
-            self.settings.row_timeout_seconds, self.settings.lease_seconds), recent_failures=failures)
+            self.settings.row_timeout_seconds, self.settings.lease_seconds), recent_failures=failures,
+            vectors_pending=vectors_pending)
         report["attempts_finished"] = self.workers.attempts_finished
         report["last_scan_at"] = self.scanner.last_scan_at
         return report
@@ -223,6 +231,34 @@ class CascadeService:
             except StoreBusy as exc:
                 log.warning("cascade status not refreshed: %s", exc.message)
             await trio.sleep(MONITOR_INTERVAL_S)
+
+    async def _reembed_forever(self) -> None:
+        while True:
+            await trio.sleep(self.settings.reembed_interval_seconds)
+            try:
+                await self.reembed()
+            except StoreBusy as exc:
+                log.warning("re-embed pass skipped a round: %s", exc.message)
+
+    async def reembed(self) -> int:
+        """Queue again the documents whose vectors are pending, when the embedder may answer: up
+        to :data:`REEMBED_BATCH` while its circuit is closed, one (the probe) while it is
+        half-open, none while it is open. They stay ``indexed`` meanwhile; an attempt embeds only
+        what the topic cache lacks. Returns how many rows were queued.
+
+        Raises:
+            StoreBusy: SQLite did not answer in time.
+        """
+        circuit = circuit_state(self.embedder)
+        if circuit is CircuitState.OPEN:
+            return 0
+        limit = 1 if circuit is CircuitState.HALF_OPEN else REEMBED_BATCH
+        doc_dirs = await self.db.read(state.vectors_pending_dirs, limit)
+        for doc_dir in doc_dirs:
+            await self.queue.enqueue(QUEUE_KIND, {"doc_dir": doc_dir, "reason": "re-embed"}, key=doc_dir)
+        if doc_dirs:
+            log.info("queued %d documents again to embed their pending vectors", len(doc_dirs))
+        return len(doc_dirs)
 
     # -- operations (the CLI, and the server's admin routes) ---------------------------------------
 

@@ -5,6 +5,8 @@
 files the last attempt saw (``gone`` when the directory was gone; NULL before any attempt), the
 ``indexed_sha`` signature of the files last indexed and the last error. The scanner compares
 fingerprints with the disk, which is what keeps it from re-queueing what an attempt already saw.
+``vectors_pending`` says why an ``indexed`` document is in the index for keyword search only
+(the embedding endpoint failed or ran past its deadline); NULL once its vectors are in.
 
 ``cascade_topic_cache`` keeps, per live topic, the facts and vectors computed for its content
 digest, so an unchanged topic of a changed document is neither embedded nor sent to the LLM
@@ -43,10 +45,13 @@ __all__ = [
     "load_cache",
     "mark_failed",
     "mark_pending",
+    "pending_vectors",
     "prune_cache",
     "recent_failures",
     "state_counts",
     "store_cache",
+    "vectors_pending_count",
+    "vectors_pending_dirs",
 ]
 
 INDEX_STATUSES = ("pending", "indexed", "failed")
@@ -75,13 +80,17 @@ MIGRATIONS = MigrationSet("cascade", (
     );
     CREATE INDEX cascade_topic_cache_doc ON cascade_topic_cache (doc_id);
     """,
+    # Documents indexed for keyword search while their vectors could not be made: why, until a
+    # later attempt embeds them (NULL when every vector is in the index).
+    "ALTER TABLE cascade_index_state ADD COLUMN vectors_pending TEXT",
 ))
 
 
 @dataclass(frozen=True)
 class IndexState:
     """What list/get say about a document's index: its ``status`` and, when it is ``failed``, the
-    last error of its directory (None otherwise)."""
+    last error of its directory, when it is ``indexed`` by keyword only, why its vectors are
+    pending (None otherwise)."""
 
     status: str
     error: str | None = None
@@ -117,12 +126,16 @@ def mark_pending(conn: sqlite3.Connection, doc_dir: str, doc_id: str, now: float
 
 def begin_attempt(conn: sqlite3.Connection, doc_dir: str, doc_id: str, fingerprint: str, now: float) -> str | None:
     """An attempt starts and sees ``fingerprint``: recorded first, so a reaped attempt still
-    tells the scanner what it saw. Returns the ``indexed_sha`` of the last successful attempt."""
+    tells the scanner what it saw. Returns the ``indexed_sha`` of the last successful attempt.
+
+    A keyword-only document queued again for its vectors (not marked pending) stays ``indexed``:
+    it is searchable by keyword all the while."""
     row = conn.execute("SELECT indexed_sha FROM cascade_index_state WHERE doc_dir = ?", (doc_dir,)).fetchone()
     conn.execute(
         "INSERT INTO cascade_index_state (doc_dir, doc_id, status, fingerprint, updated_at)"
         " VALUES (?, ?, 'pending', ?, ?)"
-        " ON CONFLICT (doc_dir) DO UPDATE SET doc_id = excluded.doc_id, status = 'pending',"
+        " ON CONFLICT (doc_dir) DO UPDATE SET doc_id = excluded.doc_id,"
+        " status = CASE WHEN status = 'indexed' AND vectors_pending IS NOT NULL THEN 'indexed' ELSE 'pending' END,"
         " fingerprint = excluded.fingerprint, updated_at = excluded.updated_at",
         (doc_dir, doc_id, fingerprint, now),
     )
@@ -133,11 +146,33 @@ def get_state(conn: sqlite3.Connection, doc_dir: str) -> sqlite3.Row | None:
     return conn.execute("SELECT * FROM cascade_index_state WHERE doc_dir = ?", (doc_dir,)).fetchone()
 
 
-def finish_indexed(conn: sqlite3.Connection, doc_dir: str, signature: str, now: float) -> None:
-    """The attempt indexed the files with ``signature``: status ``indexed``, error cleared."""
+def finish_indexed(conn: sqlite3.Connection, doc_dir: str, signature: str, now: float,
+                   vectors_pending: str | None = None) -> None:
+    """The attempt indexed the files with ``signature``: status ``indexed``, error cleared;
+    ``vectors_pending`` says why some vectors are missing (None: every vector is in)."""
     conn.execute(
-        "UPDATE cascade_index_state SET status = 'indexed', indexed_sha = ?, last_error = NULL, updated_at = ?"
-        " WHERE doc_dir = ?", (signature, now, doc_dir))
+        "UPDATE cascade_index_state SET status = 'indexed', indexed_sha = ?, last_error = NULL, updated_at = ?,"
+        " vectors_pending = ? WHERE doc_dir = ?",
+        (signature, now, None if vectors_pending is None else error_text(vectors_pending), doc_dir))
+
+
+def pending_vectors(conn: sqlite3.Connection, doc_dir: str) -> str | None:
+    """Why the directory's document is indexed without (some of) its vectors; None if it is not."""
+    row = conn.execute("SELECT vectors_pending FROM cascade_index_state WHERE doc_dir = ?", (doc_dir,)).fetchone()
+    return None if row is None else row[0]
+
+
+def vectors_pending_dirs(conn: sqlite3.Connection, limit: int) -> list[str]:
+    """Up to ``limit`` indexed directories whose vectors are pending, the longest waiting first."""
+    return [row[0] for row in conn.execute(
+        "SELECT doc_dir FROM cascade_index_state WHERE status = 'indexed' AND vectors_pending IS NOT NULL"
+        " ORDER BY updated_at, doc_dir LIMIT ?", (limit,))]
+
+
+def vectors_pending_count(conn: sqlite3.Connection) -> int:
+    """How many indexed documents are searchable by keyword only, waiting for their vectors."""
+    return conn.execute("SELECT count(*) FROM cascade_index_state WHERE status = 'indexed'"
+                        " AND vectors_pending IS NOT NULL").fetchone()[0]
 
 
 def store_cache(conn: sqlite3.Connection, doc_id: str, entries: Sequence[CachedTopic]) -> None:
@@ -186,18 +221,27 @@ def fingerprints(conn: sqlite3.Connection) -> dict[str, str | None]:
 def index_states(conn: sqlite3.Connection, doc_ids: Sequence[str]) -> dict[str, IndexState]:
     """``{doc_id: IndexState}`` for the given documents that the cascade knows (a document it
     does not know yet is ``pending``). When a moved document has two directories, the most
-    recently updated state wins. The error is kept only for a ``failed`` document: a pending or
+    recently updated state wins. The error is the last one of a ``failed`` document, and for an
+    ``indexed`` document searchable by keyword only, ``vectors pending: <why>``; a pending or fully
     indexed one has no error to show, whatever an earlier attempt left."""
     found: dict[str, IndexState] = {}
     for start in range(0, len(doc_ids), 500):  # stay under SQLite's bound-parameter limit
         chunk = list(doc_ids[start:start + 500])
         marks = ", ".join("?" * len(chunk))
-        for doc_id, status, error in conn.execute(
-            f"SELECT doc_id, status, last_error FROM cascade_index_state WHERE doc_id IN ({marks})"
+        for doc_id, status, error, vectors in conn.execute(
+            f"SELECT doc_id, status, last_error, vectors_pending FROM cascade_index_state WHERE doc_id IN ({marks})"
             " ORDER BY updated_at", chunk
         ):
-            found[doc_id] = IndexState(status, error if status == "failed" else None)
+            found[doc_id] = IndexState(status, _shown_error(status, error, vectors))
     return found
+
+
+def _shown_error(status: str, error: str | None, vectors_pending: str | None) -> str | None:
+    if status == "failed":
+        return error
+    if status == "indexed" and vectors_pending is not None:
+        return f"vectors pending: {vectors_pending}"
+    return None
 
 
 def index_statuses(conn: sqlite3.Connection, doc_ids: Sequence[str]) -> dict[str, str]:

@@ -30,7 +30,7 @@ from everos.store import Database, Job, JobStatus, LeasedQueue
 from everos.store._attempt import run_leased_attempt
 from everos.store._index_rows import IndexSink
 
-__all__ = ["PERMANENT_ERRORS", "QUEUE_KIND", "QUEUE_TABLE", "AttemptResult", "IndexWorkers"]
+__all__ = ["PERMANENT_ERRORS", "QUEUE_KIND", "QUEUE_TABLE", "AttemptResult", "IndexWorkers", "embed_phase_seconds"]
 
 log = logging.getLogger("everos.cascade")
 
@@ -40,6 +40,17 @@ QUEUE_KIND = "knowledge_document"
 PERMANENT_ERRORS = (InvalidInput, PathTraversal, EmbeddingDimensionError)
 # How long an idle worker sleeps before looking again for rows whose backoff ended.
 IDLE_POLL_MAX_S = 5.0
+
+
+# The embedding phase gets at most this share of a row's deadline: facts take up to half, and
+# the write must still fit, so a stalled embedder never costs the row its keyword index.
+EMBED_PHASE_SHARE = 0.4
+
+
+def embed_phase_seconds(settings: CascadeSettings) -> float:
+    """The deadline of one attempt's embedding phase: ``embed_timeout_seconds``, at most
+    :data:`EMBED_PHASE_SHARE` of ``row_timeout_seconds``."""
+    return min(settings.embed_timeout_seconds, EMBED_PHASE_SHARE * settings.row_timeout_seconds)
 
 
 @dataclass(frozen=True)
@@ -96,7 +107,8 @@ class IndexWorkers:
                               llm_time_budget_seconds=settings.row_timeout_seconds / 2)
         self.indexer = DocumentIndexer(
             root=root, db=db, sink=sink, embedder=embedder, facts=facts, search_tokens=search_tokens,
-            files_limiter=files_limiter, cpu_limiter=cpu_limiter, clock=clock, document_lock=document_lock)
+            files_limiter=files_limiter, cpu_limiter=cpu_limiter, clock=clock, document_lock=document_lock,
+            embed_timeout_seconds=embed_phase_seconds(settings))
         self.last_progress_at: float | None = None
         self.attempts_finished = 0
 
@@ -200,6 +212,9 @@ class IndexWorkers:
             if result.action in ("indexed", "deleted"):
                 log.info("cascade %s %s (%d topics, %d facts, %d embedded)", result.action, doc_dir,
                          result.topics, result.facts, result.embedded)
+            if result.vectors_pending:
+                log.warning("cascade indexed %s for keyword search only; vectors pending: %s", doc_dir,
+                            result.vectors_pending)
             return AttemptResult(job.id, doc_dir, outcome=result)
         if "error" not in outcome:
             return AttemptResult(job.id, doc_dir)  # the lease was lost; its new owner settles it

@@ -24,6 +24,7 @@ __all__ = [
     "job_failure",
     "task_body",
     "topic_body",
+    "upload_body",
 ]
 
 
@@ -52,6 +53,12 @@ def task_body(job: Job, timezone: str, prefix: str) -> dict[str, Any]:
     }
 
 
+def upload_body(result: dict[str, Any]) -> dict[str, Any]:
+    """The 201/200 body of an upload, PUT or re-extraction from its job's result: EverOS's fields.
+    The job result's ``extractor`` stays in the task (``GET /tasks/{id}``) and on the document."""
+    return {name: value for name, value in result.items() if name != "extractor"}
+
+
 def job_failure(job: Job) -> tuple[str, str]:
     """The EverOS ``(code, message)`` of a job that ended without success (``last_error`` is
     stored as ``"CODE: message"``)."""
@@ -69,13 +76,14 @@ def created_body(doc: DocumentRow, root: Path) -> dict[str, Any]:
 
 
 def document_body(doc: DocumentRow, topics: list, root: Path, timezone: str) -> dict[str, Any]:
-    """``GET /documents/{doc_id}``: the document and its topics (without their content)."""
+    """``GET /documents/{doc_id}``: the document and its topics (without their content), and
+    which extractor made them (``extractor``; None when ingest did not write the document)."""
     return {
         "doc_id": doc.doc_id, "category_id": doc.category_id, "title": doc.title, "summary": doc.summary,
         "source_name": doc.source_name, "source_type": doc.source_type,
         "original_file_path": str(root / doc.original_path) if doc.original_path else None,
         "md_path": str((root / doc.md_path).parent),
-        "app_id": doc.app_id, "project_id": doc.project_id,
+        "app_id": doc.app_id, "project_id": doc.project_id, "extractor": doc.extractor,
         "topics": [{"topic_id": t["node_id"], "topic_name": t["topic_name"], "topic_path": t["topic_path"],
                     "depth": t["depth"], "summary": t["summary"]} for t in topics if t["topic_index"]],
         "created_at": display_time(doc.created_at, timezone), "updated_at": display_time(doc.updated_at, timezone),

@@ -16,9 +16,14 @@ reading order and invents no catch-all topic. Leaves left without prose are drop
 
 A malformed answer (no JSON object, or JSON that fails validation) gets one repair request: the bad
 answer goes back with the validation error. If the repair fails too, the built-in extractor handles
-the whole document and ``ExtractedDocument.notes`` says why. Provider failures (timeouts, open
-circuit, HTTP errors, closed connections) propagate untouched, so the ingest job retries or fails
-with that error (G7).
+the whole document and ``ExtractedDocument.notes`` says why.
+
+With ``[llm] fallback = "builtin"`` (the default) a failing model degrades the same way: a
+provider failure (timeouts, open circuit, HTTP errors, closed connections) or a model phase that
+runs past its own deadline (:func:`model_phase_seconds`, inside the job's) hands the document to the
+built-in extractor, so the upload still gets a topic tree. ``ExtractedDocument.extractor`` records
+which extractor ran (``llm``, or ``builtin (llm fallback: <why>)``). With ``fallback = "none"``
+provider failures propagate untouched, so the ingest job retries or fails with that error (G7).
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ from everos.knowledge._extractor import BuiltinExtractor, SourceDocument
 from everos.knowledge._models import OTHERS_CATEGORY, ExtractedDocument, TopicNode
 from everos.knowledge._taxonomy import Category
 from everos.knowledge._text import bounded, clean_inline, lead_sentences, name_from_text
-from everos.providers import Budget, ChatClient, ProviderResponseError
+from everos.providers import Budget, ChatClient, ProviderError, ProviderResponseError
 
 if TYPE_CHECKING:
     from everos.config import LLMSettings
@@ -50,6 +55,7 @@ __all__ = [
     "InvalidAnswer",
     "LLMExtractor",
     "estimate_tokens",
+    "model_phase_seconds",
     "pack_batches",
     "parse_block_refs",
     "split_paragraphs",
@@ -63,6 +69,10 @@ _TOPIC_NAME_MAX_CHARS: Final = 120
 _SUMMARY_MAX_CHARS: Final = 300
 _KEYWORD_COUNT: Final = 5
 _REPAIR_EXCERPT_CHARS: Final = 4000
+_REASON_MAX_CHARS: Final = 300
+# The model phase gets at most this share of the job's deadline, so the built-in fallback, the
+# rendering and the publish still fit in the job after a model that stalls.
+MODEL_PHASE_SHARE: Final = 0.75
 _CLASSIFY_NAMES: Final = 30
 _BLANK_LINE_RE: Final = re.compile(r"\n[ \t]*\n")
 # A paragraph line that would read as a paragraph number "[n]" is escaped in the prompt.
@@ -295,6 +305,14 @@ def _node(draft: _Draft, paragraphs: Sequence[str], first: int) -> TopicNode | N
 # -- the extractor --------------------------------------------------------------------------------
 
 
+def model_phase_seconds(settings: LLMSettings, job_timeout_seconds: float | None) -> float:
+    """The deadline of the model's part of one extraction: ``extraction_timeout_seconds``, at most
+    :data:`MODEL_PHASE_SHARE` of the job's deadline (when there is one)."""
+    if job_timeout_seconds is None:
+        return settings.extraction_timeout_seconds
+    return min(settings.extraction_timeout_seconds, MODEL_PHASE_SHARE * job_timeout_seconds)
+
+
 class _FallBack(Exception):
     """The model's answer stayed malformed after the repair; ``reason`` says how."""
 
@@ -308,14 +326,18 @@ class LLMExtractor:
     """The :class:`~everos.knowledge.Extractor` that asks a chat model (see the module doc).
 
     ``chat`` is owned by the extractor from now on: :meth:`aclose` closes it. ``settings`` gives
-    ``max_input_tokens`` and ``max_topic_depth``; ``cpu_limiter`` bounds the splitting and the
-    built-in fallback (G5).
+    ``max_input_tokens``, ``max_topic_depth``, ``fallback`` and ``extraction_timeout_seconds``;
+    ``job_timeout_seconds`` (the ingest job's deadline) caps the model phase; ``cpu_limiter``
+    bounds the splitting and the built-in fallback (G5).
     """
 
-    def __init__(self, chat: ChatClient, settings: LLMSettings, cpu_limiter: trio.CapacityLimiter) -> None:
+    def __init__(self, chat: ChatClient, settings: LLMSettings, cpu_limiter: trio.CapacityLimiter, *,
+                 job_timeout_seconds: float | None = None) -> None:
         self._chat = chat
         self._max_tokens = settings.max_input_tokens
         self._max_depth = settings.max_topic_depth
+        self._falls_back = settings.fallback == "builtin"
+        self._model_phase_s = model_phase_seconds(settings, job_timeout_seconds)
         self._cpu_limiter = cpu_limiter
         self._fallback = BuiltinExtractor(cpu_limiter)
 
@@ -327,17 +349,34 @@ class LLMExtractor:
         """Extract ``source`` with one chat call per batch (two with a repair) and one classification.
 
         A checkpoint; every call is bounded by the chat client's deadlines (G3) on the
-        interactive budget. Cancellation abandons the request in flight; nothing is written.
+        interactive budget, and, with ``fallback = "builtin"``, the whole model phase by its own
+        deadline, past which (or on a provider failure) the built-in extractor runs instead.
+        Cancellation abandons the request in flight; nothing is written.
 
         Raises:
             ExtractionEmpty: the text holds no paragraph.
-            ProviderError: the model endpoint failed (not a malformed answer: that falls back to
-                the built-in extractor, with a note).
+            ProviderError: the model endpoint failed and ``fallback = "none"`` (a malformed answer
+                always falls back to the built-in extractor, with a note).
         """
         prepare = functools.partial(_prepare, source.text, self._max_tokens)
         batches = await trio.to_thread.run_sync(prepare, limiter=self._cpu_limiter, abandon_on_cancel=True)
         if not batches:
             raise ExtractionEmpty("the document holds no text")
+        if not self._falls_back:
+            return await self._with_model(source, categories, batches)
+        try:
+            with trio.fail_after(self._model_phase_s):
+                return await self._with_model(source, categories, batches)
+        except trio.TooSlowError:
+            reason = f"the model did not finish within {self._model_phase_s:g} s"
+        except ProviderError as exc:
+            reason = exc.message
+        return await self._builtin(source, categories, reason)
+
+    async def _with_model(self, source: SourceDocument, categories: Sequence[Category],
+                          batches: list[Batch]) -> ExtractedDocument:
+        """The model's topic tree (the built-in one when its answers stay malformed). Raises
+        ProviderError."""
         try:
             results = [await self._extract_batch(source.title, batch) for batch in batches]
         except _FallBack as fallback:
@@ -358,6 +397,7 @@ class LLMExtractor:
             category_id=category_id,
             root=TopicNode(name=source.title, summary=first.summary, content="", children=topics),
             notes=tuple(notes),
+            extractor="llm",
         )
 
     async def _extract_batch(self, title: str, batch: Batch) -> BatchTopics:
@@ -422,5 +462,7 @@ class LLMExtractor:
 
     async def _builtin(self, source: SourceDocument, categories: Sequence[Category], reason: str) -> ExtractedDocument:
         extracted = await self._fallback.extract(source, categories)
+        reason = bounded(" ".join(reason.split()), _REASON_MAX_CHARS)
         note = f"LLM extraction fell back to the built-in extractor: {reason}"
-        return dataclasses.replace(extracted, notes=(note, *extracted.notes))
+        return dataclasses.replace(extracted, notes=(note, *extracted.notes),
+                                   extractor=f"builtin (llm fallback: {reason})")

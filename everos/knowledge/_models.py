@@ -77,7 +77,8 @@ class ExtractedDocument:
     ``root`` is the synthetic root node: its name is the title and its summary the document
     summary; its ``content`` is not written anywhere (EverOS writes topic 0 as ``index.md``, whose
     body is the summary), so extractors put all prose into topics. ``notes`` are short remarks for
-    logs and job status (for example "merged 3,000 paragraphs into 200 topics").
+    logs and job status (for example "merged 3,000 paragraphs into 200 topics"). ``extractor``
+    says which extractor made it: ``llm``, ``builtin``, or ``builtin (llm fallback: <why>)``.
     """
 
     language: str
@@ -86,6 +87,7 @@ class ExtractedDocument:
     category_id: str
     root: TopicNode
     notes: tuple[str, ...] = ()
+    extractor: str = "builtin"
 
 
 @dataclass(frozen=True)

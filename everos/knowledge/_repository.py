@@ -16,7 +16,7 @@ from typing import Any
 from everos.knowledge._models import KnowledgeDocument, KnowledgeTopic
 from everos.store import MigrationSet
 
-__all__ = ["MIGRATIONS", "DocumentRow", "SORT_COLUMNS"]
+__all__ = ["MIGRATIONS", "DocumentRow", "SORT_COLUMNS", "fallback_documents", "set_extractor"]
 
 MIGRATIONS = MigrationSet("knowledge", (
     """
@@ -70,6 +70,9 @@ MIGRATIONS = MigrationSet("knowledge", (
         PRIMARY KEY (scope, key)
     );
     """,
+    # Which extractor made the document's topics (llm, builtin, "builtin (llm fallback: …)");
+    # NULL for a document ingest did not write (a hand-made directory, an EverOS root).
+    "ALTER TABLE knowledge_documents ADD COLUMN extractor TEXT",
 ))
 
 SORT_COLUMNS = ("created_at", "updated_at", "title")
@@ -91,13 +94,16 @@ class DocumentRow:
     topic_count: int
     created_at: float
     updated_at: float
+    extractor: str | None = None
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> DocumentRow:
         return cls(**{name: row[name] for name in cls.__dataclass_fields__})
 
 
-_DOC_COLUMNS = ", ".join(DocumentRow.__dataclass_fields__)
+# The columns save_document writes; reads add the extractor, which only ingest sets.
+_DOC_COLUMNS = ", ".join(name for name in DocumentRow.__dataclass_fields__ if name != "extractor")
+_READ_COLUMNS = ", ".join(DocumentRow.__dataclass_fields__)
 
 
 def save_document(
@@ -149,14 +155,31 @@ def save_document(
     )
 
 
+def set_extractor(conn: sqlite3.Connection, doc_id: str, extractor: str) -> None:
+    """Record which extractor made the document's topics (ingest; the markdown does not say)."""
+    conn.execute("UPDATE knowledge_documents SET extractor = ? WHERE doc_id = ?", (extractor, doc_id))
+
+
+def fallback_documents(conn: sqlite3.Connection, app_id: str | None = None,
+                       project_id: str | None = None) -> list[DocumentRow]:
+    """The documents whose extraction fell back from the model to the built-in extractor, oldest
+    first, in one scope or (both None) in every scope."""
+    where, params = "extractor LIKE 'builtin (llm fallback%'", []
+    if app_id is not None and project_id is not None:
+        where += " AND app_id = ? AND project_id = ?"
+        params = [app_id, project_id]
+    return [DocumentRow.from_row(row) for row in conn.execute(
+        f"SELECT {_READ_COLUMNS} FROM knowledge_documents WHERE {where} ORDER BY created_at, doc_id", params)]
+
+
 def get_document(conn: sqlite3.Connection, doc_id: str) -> DocumentRow | None:
-    row = conn.execute(f"SELECT {_DOC_COLUMNS} FROM knowledge_documents WHERE doc_id = ?", (doc_id,)).fetchone()
+    row = conn.execute(f"SELECT {_READ_COLUMNS} FROM knowledge_documents WHERE doc_id = ?", (doc_id,)).fetchone()
     return None if row is None else DocumentRow.from_row(row)
 
 
 def find_by_content(conn: sqlite3.Connection, app_id: str, project_id: str, sha256: str) -> DocumentRow | None:
     row = conn.execute(
-        f"SELECT {_DOC_COLUMNS} FROM knowledge_documents WHERE app_id = ? AND project_id = ? AND content_sha256 = ?"
+        f"SELECT {_READ_COLUMNS} FROM knowledge_documents WHERE app_id = ? AND project_id = ? AND content_sha256 = ?"
         " ORDER BY created_at LIMIT 1", (app_id, project_id, sha256)).fetchone()
     return None if row is None else DocumentRow.from_row(row)
 
@@ -174,7 +197,7 @@ def list_documents(
         params.append(category_id)
     total = conn.execute(f"SELECT count(*) FROM knowledge_documents WHERE {where}", params).fetchone()[0]
     rows = conn.execute(
-        f"SELECT {_DOC_COLUMNS} FROM knowledge_documents WHERE {where}"
+        f"SELECT {_READ_COLUMNS} FROM knowledge_documents WHERE {where}"
         f" ORDER BY {sort_by} {sort_order}, doc_id {sort_order} LIMIT ? OFFSET ?",
         [*params, page_size, (page - 1) * page_size],
     ).fetchall()

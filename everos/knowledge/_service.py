@@ -403,11 +403,14 @@ class KnowledgeService:
         doc = document_record(doc_id, title, extracted, source_name=p["filename"], source_type=p["source_type"])
         topic_paths = {t.topic_index: self._relative(final / topic_filename(t.topic_index, t.topic_name))
                        for t in topics if t.topic_index}
-        await self.db.write(
-            lambda conn: repo.save_document(
+        def save(conn) -> None:
+            repo.save_document(
                 conn, doc=doc, topics=topics, topic_paths=topic_paths, app_id=p["app_id"],
                 project_id=p["project_id"], md_path=self._relative(final / INDEX_FILENAME),
-                original_path=self._relative(original), content_sha256=p["sha256"], now=self._clock()))
+                original_path=self._relative(original), content_sha256=p["sha256"], now=self._clock())
+            repo.set_extractor(conn, doc_id, extracted.extractor)
+
+        await self.db.write(save)
         await self._changed(final, moved_from)
         return {
             "doc_id": doc_id,
@@ -416,6 +419,7 @@ class KnowledgeService:
             "source_name": p["filename"],
             "md_path": str(final),
             "original_file_path": str(original),
+            "extractor": extracted.extractor,
         }
 
     async def _reap(self) -> None:
@@ -488,6 +492,28 @@ class KnowledgeService:
     async def list_tasks(self, status: str | None, limit: int, offset: int) -> list[Job]:
         return await self.queue.list(status, limit=limit, offset=offset)
 
+    async def retry_task(self, task_id: str) -> Job:
+        """Queue a dead or failed ingest job again, with fresh attempts and its error cleared
+        (``everos tasks retry``); return it as queued. Its upload is still in the inbox: only a
+        success removes it.
+
+        Raises:
+            NotFound: no such task.
+            Conflict: the task is not dead or failed, or its upload is gone from the inbox.
+            QueueSaturated: the ingest queue is full (G9).
+            Nothing is written when it raises.
+        """
+        job = await self.get_task(task_id)
+        if job.status not in (JobStatus.DEAD, JobStatus.FAILED):
+            raise Conflict(f"task {task_id} is {job.status}; only a dead or failed task can be retried")
+        if not await self._files((self.inbox / job.payload["inbox"]).is_file):
+            raise Conflict(f"the upload of task {task_id} is gone from the inbox; upload the document again")
+        if (await self.queue.stats()).pending >= self.config.ingest.max_pending:
+            raise QueueSaturated("the ingest queue is full; try again later",
+                                 retry_after_s=self.config.ingest.reaper_interval_seconds)
+        await self.queue.requeue([task_id])
+        return await self.get_task(task_id)
+
     # -- changing ---------------------------------------------------------------------------------
 
     async def update(self, doc_id: str, *, title: str | None, category_id: str | None) -> dict[str, Any]:
@@ -547,6 +573,46 @@ class KnowledgeService:
             return deleted
         finally:
             lock.release()
+
+    # -- re-extraction ----------------------------------------------------------------------------
+
+    async def reextract(self, doc_id: str) -> Job:
+        """Queue the document's extraction again from its stored original (``_original/``), same
+        ``doc_id``, as a replace does: for documents whose model extraction fell back to the
+        built-in extractor, once the model answers again. The category is chosen again too (the
+        model classifies it). Returns the queued job.
+
+        Raises:
+            NotFound: no such document, or its original file is gone.
+            InvalidInput: the document has no original file (it was not uploaded: a hand-made
+                directory).
+            QueueSaturated: the ingest queue is full (G9); nothing was written.
+        """
+        doc = await self.db.read(repo.get_document, doc_id)
+        if doc is None:
+            raise NotFound(f"document {doc_id} not found")
+        if doc.original_path is None:
+            raise InvalidInput(f"document {doc_id} has no original file to extract again", field="doc_id")
+        original = self.root / doc.original_path
+        try:
+            data = await self._files(original.read_bytes)
+        except FileNotFoundError:
+            raise NotFound(f"the original file of document {doc_id} is gone ({doc.original_path})") from None
+        upload = Upload(data=data, title=doc.title, filename=doc.source_name or original.name, app_id=doc.app_id,
+                        project_id=doc.project_id, source_type=doc.source_type)
+        job, _ = await self.accept(upload, replace_doc_id=doc_id)
+        assert job is not None  # a replace is never a content duplicate
+        return job
+
+    async def reextract_fallbacks(self) -> list[Job]:
+        """:meth:`reextract` every document whose model extraction fell back to the built-in
+        extractor, in every scope, oldest first. Returns the queued jobs.
+
+        Raises:
+            QueueSaturated: the ingest queue filled up; the documents before it are queued (a
+                second call queues them all again, harmlessly: a job is keyed by its doc_id).
+        """
+        return [await self.reextract(doc.doc_id) for doc in await self.db.read(repo.fallback_documents)]
 
     # -- idempotency ------------------------------------------------------------------------------
 

@@ -135,6 +135,13 @@ class CreatedDocument(TypedDict):
     original_file_path: str | None
 
 
+class TaskResult(CreatedDocument):
+    """A finished task's result: the stored document, and which extractor made its topics
+    (``llm``, ``builtin``, or ``builtin (llm fallback: <why>)``)."""
+
+    extractor: NotRequired[str]
+
+
 class TaskAnswer(TypedDict):
     """An ingest task: where a document's extraction is."""
 
@@ -144,7 +151,7 @@ class TaskAnswer(TypedDict):
     attempts: int
     max_attempts: int
     last_error: str | None
-    result: CreatedDocument | None
+    result: TaskResult | None
     created_at: str
     updated_at: str
     started_at: str | None
@@ -218,6 +225,7 @@ class DocumentAnswer(TypedDict):
     md_path: str
     app_id: str
     project_id: str
+    extractor: NotRequired[str | None]
     topics: list[TopicOutline]
     created_at: str
     updated_at: str

@@ -29,6 +29,7 @@ from everos.knowledge._answers import (
     job_failure,
     task_body,
     topic_body,
+    upload_body,
 )
 from everos.knowledge._requests import (
     parse_search_request,
@@ -150,8 +151,9 @@ class KnowledgeTools:
         if wait_s > 0:
             job = await self.knowledge.wait(job.id, wait_s)
         if job.status is JobStatus.SUCCEEDED:
-            return ({"done": True, "duplicate": False, "document": job.result},
-                    render.render_created(job.result, False))
+            document = upload_body(job.result)
+            return ({"done": True, "duplicate": False, "document": document},
+                    render.render_created(document, False))
         if job.status in TERMINAL:
             code, message = job_failure(job)
             raise ToolFailure(code, message, task_id=job.id)

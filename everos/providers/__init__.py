@@ -34,7 +34,14 @@ from everos.providers._policy import (
     parse_retry_after,
     retry_delay_seconds,
 )
-from everos.providers._registry import Embedder, Providers, make_chat, make_embedder, make_reranker
+from everos.providers._registry import (
+    Embedder,
+    Providers,
+    circuit_state,
+    make_chat,
+    make_embedder,
+    make_reranker,
+)
 
 __all__ = [
     "Admission",
@@ -60,6 +67,7 @@ __all__ = [
     "RerankClient",
     "backoff_seconds",
     "chat_content",
+    "circuit_state",
     "fit_dimension",
     "is_retryable_exception",
     "is_retryable_status",

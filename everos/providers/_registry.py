@@ -14,13 +14,14 @@ from typing import TYPE_CHECKING, Any, Protocol
 import httpx
 
 from everos.providers._builtin_embedder import BuiltinEmbedder
+from everos.providers._circuit import CircuitState
 from everos.providers._openai import ChatClient, EmbeddingClient, RerankClient
 from everos.providers._policy import Budget, Budgets
 
 if TYPE_CHECKING:
     from everos.config import Config, EmbeddingSettings, LLMSettings, RerankSettings
 
-__all__ = ["Embedder", "Providers", "make_chat", "make_embedder", "make_reranker"]
+__all__ = ["Embedder", "Providers", "circuit_state", "make_chat", "make_embedder", "make_reranker"]
 
 
 class Embedder(Protocol):
@@ -36,6 +37,13 @@ class Embedder(Protocol):
     async def aclose(self) -> None:
         """Release what the embedder holds. Idempotent."""
         ...
+
+
+def circuit_state(client: Any) -> CircuitState:
+    """Where ``client``'s circuit breaker stands; ``closed`` for a client without one (the
+    built-in embedder, which cannot fail that way). Not a checkpoint; call it from inside trio."""
+    breaker = getattr(getattr(client, "policy", None), "breaker", None)
+    return CircuitState.CLOSED if breaker is None else breaker.state
 
 
 def make_embedder(

@@ -7,8 +7,17 @@ end. The report is plain JSON; ``breaches`` lists every guarantee that broke:
 
 - ``G2``: a health probe failed or took longer than ``health_timeout_s``;
 - ``G1``: an upload got no answer within its deadline;
-- ``G6``: an acknowledged document is neither listed nor visibly failed (dead, with its error);
-- ``G7``: a job is still ``running`` after the drain, or a dead job has no error.
+- ``G6``: an acknowledged document is neither listed nor visibly failed (dead, with its error),
+  or is not found by a keyword search for a word only it holds by the end of the run;
+- ``G7``: a job is still ``running`` after the drain, a dead job has no error, a document is
+  still ``pending`` indexing, or index rows are still queued or running after the drain.
+
+While it runs, a search watch looks each acknowledged document up by its word (keyword search)
+until it is found, and the report gives how long after its acknowledgement that took
+(``search.searchable_after_ms``; with ``--rounds`` it looks only once, after the drain, so the
+per-round resource samples measure ingest alone). The end check reads every acknowledged document and counts
+its ``index_status``, the ones searchable by keyword only (vectors pending) and which extractor
+made it (``llm``, ``builtin``, ``builtin (llm fallback)``).
 
 By default the harness starts the server itself (a subprocess on a loopback port with a fresh
 root, the scenario's settings, an open-file limit where the scenario asks for one) and the fake
@@ -44,7 +53,7 @@ from everos.config import render_template
 from everos.testing._fake_llm import FakeLLM
 from everos.testing._faults import Fault
 
-__all__ = ["SCENARIOS", "ReplayOptions", "Scenario", "make_corpus", "run_scenario"]
+__all__ = ["SCENARIOS", "ReplayOptions", "Scenario", "SearchWatch", "corpus_word", "make_corpus", "run_scenario"]
 
 API = "/api/v1/knowledge"
 
@@ -74,6 +83,10 @@ class Scenario:
     settings: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
+# The model only: a stalled or slow model fails the job, to show dead jobs carry their error.
+MODEL_ONLY = {"llm__fallback": "none"}
+
+
 # Small timeouts so a scenario shows its behaviour in seconds, not minutes.
 FAST_LLM = {"llm__timeout_seconds": 1.0, "llm__call_deadline_seconds": 4.0, "llm__max_retries": 2,
             "llm__retry_backoff_base_seconds": 0.1, "llm__retry_backoff_max_seconds": 1.0,
@@ -85,25 +98,31 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
     Scenario("seed-316", "20 x 80 KB markdown back-to-back; the LLM closes connections for a while, then recovers",
              count=20, size_bytes=80_000, use_llm=True, settings=FAST_LLM,
              faults=lambda: [Fault.close(at="mid_request", route="chat")], recover_after_s=4.0),
-    Scenario("llm-stall", "the LLM stops answering forever after 6 requests",
-             count=10, size_bytes=4_000, use_llm=True, settings=FAST_LLM, expect_dead=True,
+    Scenario("llm-stall", "the LLM stops answering forever after 6 requests ([llm] fallback = none)",
+             count=10, size_bytes=4_000, use_llm=True, settings={**FAST_LLM, **MODEL_ONLY}, expect_dead=True,
              faults=lambda: [Fault.stall(route="chat", requests=range(7, 10_000))]),
+    Scenario("llm-down", "20 x 80 KB; the LLM closes every connection after 6 requests: built-in topic trees",
+             count=20, size_bytes=80_000, use_llm=True, settings=FAST_LLM,
+             faults=lambda: [Fault.close(route="chat", requests=range(7, 10_000))]),
     Scenario("llm-flaky", "30 % of LLM calls fail with 500 or 429 + Retry-After",
              count=12, size_bytes=4_000, use_llm=True, settings=FAST_LLM,
              faults=lambda: [Fault.status(500, route="chat", probability=0.15),
                              Fault.status(429, retry_after=0.2, route="chat", probability=0.15)]),
-    Scenario("llm-slow", "every LLM call takes longer than the attempt timeout",
-             count=4, size_bytes=4_000, use_llm=True, settings=FAST_LLM, expect_dead=True,
+    Scenario("llm-slow", "every LLM call takes longer than the attempt timeout ([llm] fallback = none)",
+             count=4, size_bytes=4_000, use_llm=True, settings={**FAST_LLM, **MODEL_ONLY}, expect_dead=True,
              faults=lambda: [Fault.latency(3.0, route="chat")]),
     Scenario("burst", "50 uploads at concurrency 16 with the built-in extractor",
              count=50, size_bytes=6_000, concurrency=16, languages=("en", "zh"),
              settings={"knowledge__dedupe": "none"}),
-    Scenario("embed-stall", "the embedding endpoint stops answering, then comes back",
-             count=8, size_bytes=4_000, use_embedding_endpoint=True,
+    # The endpoint never comes back within the run, so the re-embed pass (proved in
+    # tests/cascade/test_degrade.py) is kept out of it: its probes would only hold a row each.
+    Scenario("embed-stall", "20 x 80 KB; every embedding request from the 7th on is accepted and never answered",
+             count=20, size_bytes=80_000, use_embedding_endpoint=True,
              settings={"embedding__timeout_seconds": 1.0, "embedding__call_deadline_seconds": 3.0,
-                       "embedding__retry_backoff_base_seconds": 0.1, "cascade__retry_backoff_seconds": 0.5,
-                       "cascade__max_attempts": 50},
-             faults=lambda: [Fault.stall(route="embeddings")], recover_after_s=5.0),
+                       "embedding__retry_backoff_base_seconds": 0.1, "embedding__circuit_cooldown_seconds": 5.0,
+                       "cascade__embed_timeout_seconds": 5.0, "cascade__reembed_interval_seconds": 3600.0,
+                       "cascade__retry_backoff_seconds": 0.5},
+             faults=lambda: [Fault.stall(route="embeddings", requests=range(7, 10_000))]),
     Scenario("fd-256", "seed-316 with the server under an open-file limit of 256",
              count=20, size_bytes=80_000, use_llm=True, settings=FAST_LLM, open_files_limit=256,
              faults=lambda: [Fault.close(at="mid_request", route="chat")], recover_after_s=4.0),
@@ -163,16 +182,23 @@ def describe_plan(name: str, options: ReplayOptions) -> str:
     return f"replay {name}: starting a server on {where} and uploading {count} synthetic documents"
 
 
+def corpus_word(index: int) -> str:
+    """The word only document ``index`` of a corpus holds (``tagaaabq`` for 1): a keyword search
+    for it finds that document and no other."""
+    return "tag" + "".join("abcdfghjkl"[int(digit)] for digit in f"{index:05d}") + "q"
+
+
 def make_corpus(count: int, size_bytes: int, languages: tuple[str, ...], seed: int) -> list[tuple[str, bytes]]:
     """``count`` markdown documents of about ``size_bytes`` each: headings, paragraphs, a mix of
-    ``languages`` ("en", "zh"). Deterministic for a seed; every document is distinct."""
+    ``languages`` ("en", "zh"), and in the introduction :func:`corpus_word` of the document's
+    index. Deterministic for a seed; every document is distinct."""
     rng = random.Random(seed)
     corpus = []
     for index in range(count):
         language = languages[index % len(languages)]
         words = WORDS_ZH if language == "zh" else WORDS_EN
         joiner = "" if language == "zh" else " "
-        parts = [f"# Document {index}\n\nIntroduction {index}.\n"]
+        parts = [f"# Document {index}\n\nIntroduction {index}: {corpus_word(index)}.\n"]
         size, section = 0, 0
         while size < size_bytes:
             section += 1
@@ -237,6 +263,45 @@ class HealthProbe:
     def report(self) -> dict[str, Any]:
         return {"probes": len(self.latencies) + self.failures, "failures": self.failures,
                 "latency_ms": _percentiles(self.latencies), "longest_outage_s": round(self.longest_outage_s, 2)}
+
+
+class SearchWatch:
+    """Looks each acknowledged document up by its corpus word (keyword search, in the run's
+    scope) every ``interval_s`` until it is found, and keeps how long after its acknowledgement
+    that was."""
+
+    def __init__(self, url: str, scope: dict[str, str], interval_s: float = 0.5) -> None:
+        self.url, self.scope, self.interval_s = url, scope, interval_s
+        self.acknowledged: dict[str, tuple[str, float]] = {}  # doc_id -> (word, when acknowledged)
+        self.found_after_s: dict[str, float] = {}
+
+    def add(self, doc_id: str, word: str) -> None:
+        self.acknowledged.setdefault(doc_id, (word, time.monotonic()))
+
+    async def run(self) -> None:
+        while True:
+            await self.check()
+            await trio.sleep(self.interval_s)
+
+    async def check(self) -> None:
+        """One look-up of every document not found yet (errors are a miss, tried again later)."""
+        async with httpx.AsyncClient(base_url=self.url, timeout=5) as client:
+            for doc_id, (word, acknowledged_at) in list(self.acknowledged.items()):
+                if doc_id in self.found_after_s:
+                    continue
+                with contextlib.suppress(httpx.HTTPError, KeyError, TypeError, ValueError):
+                    response = await client.post(f"{API}/search", json={
+                        "query": word, "method": "keyword", "top_k": 5, **self.scope})
+                    hits = response.json()["data"]["hits"]
+                    if any((hit.get("document") or {}).get("doc_id") == doc_id for hit in hits):
+                        self.found_after_s[doc_id] = time.monotonic() - acknowledged_at
+
+    def missing(self) -> list[str]:
+        return sorted(set(self.acknowledged) - set(self.found_after_s))
+
+    def report(self) -> dict[str, Any]:
+        return {"searchable": len(self.found_after_s), "not_searchable": len(self.missing()),
+                "searchable_after_ms": _percentiles(list(self.found_after_s.values()))}
 
 
 # Threads that LanceDB's native runtime starts and stops by itself (tokio's blocking pool grows
@@ -317,12 +382,13 @@ def _server_env(scenario: Scenario, fake: FakeLLM | None) -> dict[str, str]:
 
 async def _upload_all(url: str, corpus: list[tuple[str, bytes]], concurrency: int, timeout_s: float,
                       on_progress: Callable[[int], Any] | None = None, respond_async: bool = False,
-                      scope: dict[str, str] | None = None) -> dict[str, Any]:
+                      scope: dict[str, str] | None = None,
+                      on_acknowledged: Callable[[str, int], None] | None = None) -> dict[str, Any]:
     results: dict[str, Any] = {"ok": 0, "accepted": 0, "failed": 0, "unanswered": 0, "latencies": [],
                                "acknowledged": [], "statuses": {}}
     limiter = trio.Semaphore(concurrency)
 
-    async def one(client: httpx.AsyncClient, title: str, body: bytes) -> None:
+    async def one(client: httpx.AsyncClient, index: int, title: str, body: bytes) -> None:
         async with limiter:
             started = time.monotonic()
             try:
@@ -336,7 +402,10 @@ async def _upload_all(url: str, corpus: list[tuple[str, bytes]], concurrency: in
             results["statuses"][str(response.status_code)] = results["statuses"].get(str(response.status_code), 0) + 1
             if response.status_code in (200, 201, 202):
                 results["ok" if response.status_code != 202 else "accepted"] += 1
-                results["acknowledged"].append(response.json()["data"]["doc_id"])
+                doc_id = response.json()["data"]["doc_id"]
+                results["acknowledged"].append(doc_id)
+                if on_acknowledged is not None:
+                    on_acknowledged(doc_id, index)
             else:
                 results["failed"] += 1
             if on_progress is not None:
@@ -345,8 +414,8 @@ async def _upload_all(url: str, corpus: list[tuple[str, bytes]], concurrency: in
     async with httpx.AsyncClient(base_url=url, timeout=timeout_s,
                                  limits=httpx.Limits(max_connections=max(10, concurrency))) as client:
         async with trio.open_nursery() as nursery:
-            for title, body in corpus:
-                nursery.start_soon(one, client, title, body)
+            for index, (title, body) in enumerate(corpus):
+                nursery.start_soon(one, client, index, title, body)
     return results
 
 
@@ -376,8 +445,34 @@ async def _drain(url: str, timeout_s: float) -> float | None:
     return None
 
 
-async def _verify(url: str, acknowledged: list[str], scope: dict[str, str]) -> dict[str, Any]:
+def _extractor_kind(extractor: str | None) -> str:
+    """``llm``, ``builtin``, ``builtin (llm fallback)`` (the reason cut off) or ``unknown``."""
+    if not extractor:
+        return "unknown"
+    return extractor.split(":", 1)[0] + ")" if extractor.startswith("builtin (llm fallback") else extractor
+
+
+async def _documents_now(client: httpx.AsyncClient, doc_ids: list[str]) -> dict[str, Any]:
+    """What ``GET /documents/{id}`` says about each listed acknowledged document: counts per
+    ``index_status``, those searchable by keyword only (vectors pending) and per extractor."""
+    statuses: dict[str, int] = {}
+    extractors: dict[str, int] = {}
+    keyword_only = 0
+    for doc_id in doc_ids:
+        with contextlib.suppress(httpx.HTTPError, KeyError, TypeError, ValueError):
+            document = (await client.get(f"{API}/documents/{doc_id}")).json()["data"]
+            status = str(document.get("index_status"))
+            statuses[status] = statuses.get(status, 0) + 1
+            keyword_only += str(document.get("index_error") or "").startswith("vectors pending")
+            kind = _extractor_kind(document.get("extractor"))
+            extractors[kind] = extractors.get(kind, 0) + 1
+    return {"index_status": statuses, "keyword_only": keyword_only, "extractors": extractors}
+
+
+async def _verify(url: str, acknowledged: list[str], scope: dict[str, str],
+                  unsearchable: list[str] = ()) -> dict[str, Any]:
     async with httpx.AsyncClient(base_url=url, timeout=10) as client:
+        cascade = (await client.get("/health")).json().get("cascade") or {}
         listed: list[dict] = []
         page = 1
         while True:
@@ -392,7 +487,8 @@ async def _verify(url: str, acknowledged: list[str], scope: dict[str, str]) -> d
         for status in ("dead", "failed"):
             tasks = (await client.get(f"{API}/tasks", params={"status": status, "page_size": 100})).json()["data"]
             dead.extend(tasks["tasks"])
-    wanted = set(acknowledged)
+        wanted = set(acknowledged)
+        documents = await _documents_now(client, sorted(wanted & {d["doc_id"] for d in listed}))
     # Only this run's documents and tasks: a server you run has its own.
     listed_ids = [d["doc_id"] for d in listed]
     dead = [t for t in dead if t["doc_id"] in wanted]
@@ -405,7 +501,14 @@ async def _verify(url: str, acknowledged: list[str], scope: dict[str, str]) -> d
         "documents_dead": len(wanted & dead_ids),
         "dead_without_error": sum(1 for t in dead if not t.get("last_error")),
         "documents_missing": sorted(wanted - set(listed_ids) - dead_ids),
+        "documents_not_searchable": sorted(set(unsearchable) - dead_ids),
         "jobs_running_after_drain": len(running["tasks"]),
+        "documents_index_pending": documents["index_status"].get("pending", 0),
+        "documents_keyword_only": documents["keyword_only"],
+        "index_status": documents["index_status"],
+        "extractors": documents["extractors"],
+        # The whole server's index queue (a server you run may have rows of its own).
+        "index_rows_open": sum((cascade.get("depth") or {}).get(state, 0) for state in ("queued", "running")),
     }
 
 
@@ -421,8 +524,14 @@ def _breaches(report: dict[str, Any], scenario: Scenario, options: ReplayOptions
         found.append(f"G6: {len(end['documents_missing'])} acknowledged documents are missing")
     if end["duplicates_listed"]:
         found.append(f"G6: {end['duplicates_listed']} documents are listed twice")
+    if end["documents_not_searchable"]:
+        found.append(f"G6: {len(end['documents_not_searchable'])} acknowledged documents (not dead) are not "
+                     "found by a keyword search at the end")
     if end["jobs_running_after_drain"] or end["dead_without_error"]:
         found.append("G7: jobs left running after the drain, or dead without an error")
+    if end["documents_index_pending"] or end["index_rows_open"]:
+        found.append(f"G7: {end['documents_index_pending']} documents still pending indexing and "
+                     f"{end['index_rows_open']} index rows queued or running after the drain")
     if report["drain_s"] is None:
         found.append(f"drain: the queues did not drain within {options.drain_timeout_s:g} s")
     if end["documents_dead"] and not scenario.expect_dead:
@@ -478,6 +587,11 @@ async def run_scenario(name: str, options: ReplayOptions | None = None) -> dict[
             report["root"] = str(root)
         probe = HealthProbe(url, options.health_interval_s, options.health_timeout_s)
         nursery.start_soon(probe.run)
+        watch = SearchWatch(url, options.scope())
+        if options.rounds == 1:
+            # With rounds, the per-round resource samples measure ingest alone: the watch then
+            # only looks once, after the drain (searches open index files of every version read).
+            nursery.start_soon(watch.run)
         if fake is not None and scenario.recover_after_s is not None:
             async def recover_later() -> None:
                 await trio.sleep(scenario.recover_after_s)
@@ -499,7 +613,8 @@ async def run_scenario(name: str, options: ReplayOptions | None = None) -> dict[
                     probe.paused = False
 
             uploads = await _upload_all(url, corpus, scenario.concurrency, options.upload_timeout_s, maybe_kill,
-                                        scenario.respond_async, options.scope())
+                                        scenario.respond_async, options.scope(),
+                                        lambda doc_id, index: watch.add(doc_id, corpus_word(index)))
             every_acknowledged.extend(uploads["acknowledged"])
             if scenario.kill_restart and not killed.is_set():
                 raise RuntimeError("the server finished before it could be killed; use a larger scale")
@@ -512,7 +627,9 @@ async def run_scenario(name: str, options: ReplayOptions | None = None) -> dict[
         latencies = uploads.pop("latencies")
         acknowledged = uploads.pop("acknowledged")
         report["uploads"] = {**uploads, "latency_ms": _percentiles(latencies)}
-        report["end"] = await _verify(url, acknowledged, options.scope())
+        await watch.check()  # a last look, after the drain
+        report["search"] = watch.report()
+        report["end"] = await _verify(url, acknowledged, options.scope(), watch.missing())
         if options.url:
             report["scope"] = options.scope()
             report["documents_deleted"] = await _delete_documents(url, every_acknowledged)

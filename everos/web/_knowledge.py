@@ -75,7 +75,7 @@ def _blueprint(service: KnowledgeService, search: Any, version: str) -> Blueprin
 
     def job_answer(job: Job, success_status: int) -> tuple[int, dict[str, Any], dict[str, str]]:
         if job.status is JobStatus.SUCCEEDED:
-            return success_status, {"request_id": None, "data": job.result}, {}
+            return success_status, {"request_id": None, "data": answers.upload_body(job.result)}, {}
         if job.status in TERMINAL:
             code, message = answers.job_failure(job)
             status = EXTRACTION_ERROR_STATUS.get(code, 503)
@@ -95,6 +95,13 @@ def _blueprint(service: KnowledgeService, search: Any, version: str) -> Blueprin
             return response
         return ok(body["data"], status, headers)
 
+    async def waited_answer(job: Job, success_status: int) -> tuple[int, dict[str, Any], dict[str, str]]:
+        """The job's answer after the sync wait (none with ``Prefer: respond-async``)."""
+        prefer_async = "respond-async" in request.headers.get("Prefer", "").lower()
+        wait_s = 0.0 if prefer_async else service.config.knowledge.sync_wait_seconds
+        job = await service.wait(job.id, wait_s) if wait_s > 0 else job
+        return job_answer(job, success_status)
+
     async def ingest(op: str, doc_id: str | None) -> Response:
         upload = await read_upload()
         key = request.headers.get("Idempotency-Key")
@@ -112,10 +119,7 @@ def _blueprint(service: KnowledgeService, search: Any, version: str) -> Blueprin
         if existing is not None:
             status, body, headers = 200, {"data": {**answers.created_body(existing, service.root), "duplicate": True}}, {}
         else:
-            prefer_async = "respond-async" in request.headers.get("Prefer", "").lower()
-            wait_s = 0.0 if prefer_async else service.config.knowledge.sync_wait_seconds
-            job = await service.wait(job.id, wait_s) if wait_s > 0 else job
-            status, body, headers = job_answer(job, 201 if op == "create" else 200)
+            status, body, headers = await waited_answer(job, 201 if op == "create" else 200)
         if key and status < 500:
             await service.remember_answer(idem_scope, key, request_hash, status, body)
         return render(status, body, headers)
@@ -127,6 +131,19 @@ def _blueprint(service: KnowledgeService, search: Any, version: str) -> Blueprin
     @bp.put("/documents/<doc_id>")
     async def replace_document(doc_id: str) -> Response:
         return await ingest("replace", validate_doc_id(doc_id))
+
+    @bp.post("/documents/<doc_id>/reextract")
+    async def reextract_document(doc_id: str) -> Response:
+        doc_id = validate_doc_id(doc_id)
+        await empty_body()
+        return render(*await waited_answer(await service.reextract(doc_id), 200))
+
+    @bp.post("/reextract")
+    async def reextract_fallbacks() -> Response:
+        await empty_body()
+        jobs = await service.reextract_fallbacks()
+        return ok({"requeued": [{"doc_id": job.payload["doc_id"], "task_id": job.id,
+                                 "status_url": f"{prefix}/tasks/{job.id}"} for job in jobs]}, 202)
 
     @bp.patch("/documents/<doc_id>")
     async def patch_document(doc_id: str) -> Response:
@@ -197,6 +214,12 @@ def _blueprint(service: KnowledgeService, search: Any, version: str) -> Blueprin
     async def get_task(task_id: str) -> Response:
         return ok(answers.task_body(await service.get_task(validate_task_id(task_id)), timezone(), prefix))
 
+    @bp.post("/tasks/<task_id>/retry")
+    async def retry_task(task_id: str) -> Response:
+        task_id = validate_task_id(task_id)
+        await empty_body()
+        return ok(answers.task_body(await service.retry_task(task_id), timezone(), prefix))
+
     @bp.get("/tasks")
     async def list_tasks() -> Response:
         status = request.args.get("status")
@@ -221,6 +244,16 @@ def int_arg(name: str, default: int, low: int, high: int) -> int:
     if not low <= value <= high:
         raise InvalidInput(f"{name} must be between {low} and {high}", field=name)
     return value
+
+
+async def empty_body() -> None:
+    """Accept an empty body or ``{}`` only (routes that take no arguments).
+
+    Raises:
+        InvalidInput: any other body.
+    """
+    if await request.get_data() and await json_body():
+        raise InvalidInput("this route takes no fields: send no body, or {}", field="body")
 
 
 async def json_body() -> dict[str, Any]:

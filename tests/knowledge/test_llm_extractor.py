@@ -41,13 +41,6 @@ TEXT = (
 )
 
 
-@pytest.fixture
-async def fake(nursery) -> FakeLLM:
-    fake = FakeLLM()
-    await nursery.start(fake.serve, "127.0.0.1", 0)
-    return fake
-
-
 def extractor(fake: FakeLLM, **overrides) -> LLMExtractor:
     settings = LLMSettings(provider="openai", base_url=fake.base_url, model="m", **{**FAST, **overrides})
     return LLMExtractor(ChatClient(settings), settings, trio.CapacityLimiter(2))
@@ -139,12 +132,32 @@ async def test_malformed_twice_falls_back_to_the_builtin_extractor_with_a_note(f
     assert extracted.root.children[0].name == "Solar power"
 
 
-async def test_provider_failures_propagate_instead_of_falling_back(fake: FakeLLM) -> None:
-    """G7: a model that does not answer fails the job (to be retried), it is not papered over."""
+async def test_with_fallback_none_provider_failures_propagate(fake: FakeLLM) -> None:
+    """G7: with [llm] fallback = "none" (model extraction only), a model that does not answer fails
+    the job (to be retried), it is not papered over."""
     fake.set_faults([Fault.stall(route="chat")])
     with pytest.raises(ProviderTimeout):
-        await extractor(fake, timeout_seconds=0.2, max_retries=0).extract(source(), DEFAULT_CATEGORIES)
+        await extractor(fake, timeout_seconds=0.2, max_retries=0, fallback="none").extract(source(),
+                                                                                          DEFAULT_CATEGORIES)
     fake.recover()
+
+
+async def test_a_model_that_closes_every_connection_falls_back_to_the_builtin_extractor_and_says_so(
+    fake: FakeLLM,
+) -> None:
+    """G11 (#18): a failing chat endpoint still gives the document a topic tree: the built-in
+    extractor's, with the extractor and the model's error recorded."""
+    fake.set_faults([Fault.close(route="chat")])
+    extracted = await extractor(fake, max_retries=0).extract(source(), DEFAULT_CATEGORIES)
+    assert extracted.extractor.startswith("builtin (llm fallback: ")
+    assert "llm" in extracted.extractor[len("builtin (llm fallback: "):] and extracted.extractor.endswith(")")
+    assert extracted.notes[0].startswith("LLM extraction fell back to the built-in extractor")
+    assert extracted.root.children[0].name == "Solar power"
+
+
+async def test_a_model_that_answers_records_the_llm_extractor(fake: FakeLLM) -> None:
+    extracted = await extractor(fake).extract(source(category_id="Science"), DEFAULT_CATEGORIES)
+    assert extracted.extractor == "llm"
 
 
 # -- inside the real server -----------------------------------------------------------------------

@@ -55,11 +55,12 @@ async def answers_too_late(request: httpx.Request) -> httpx.Response:
     return httpx.Response(200, json={"choices": [{"message": {"content": "{}"}}]})
 
 
-async def run_scenario(root: Path, behaviour, nursery: trio.Nursery):
-    loaded = loaded_config(root, **SETTINGS)
+async def run_scenario(root: Path, behaviour, nursery: trio.Nursery, **settings):
+    loaded = loaded_config(root, **{**SETTINGS, **settings})
     runtime = Runtime(loaded=loaded, board=StatusBoard(), limiters=Limiters.from_config(loaded))
     chat = make_chat(loaded.config.llm, transport=model_that(behaviour))
-    service = KnowledgeService(extractor_factory=lambda rt: LLMExtractor(chat, rt.config.llm, rt.limiters.cpu))
+    service = KnowledgeService(extractor_factory=lambda rt: LLMExtractor(
+        chat, rt.config.llm, rt.limiters.cpu, job_timeout_seconds=rt.config.ingest.job_timeout_seconds))
     await service.open(runtime)
     service.start_workers(Supervisor(nursery, runtime.board, restart_limit=5, restart_window_s=60))
     return service
@@ -69,8 +70,9 @@ async def run_scenario(root: Path, behaviour, nursery: trio.Nursery):
 async def test_upload_answers_at_its_sync_wait_and_dies_visibly_after_its_attempts(
     root: Path, mock_clock: trio.testing.MockClock, behaviour
 ) -> None:
+    """G1, G3, G7 with [llm] fallback = "none" (model extraction only)."""
     async with trio.open_nursery() as nursery:
-        service = await run_scenario(root, behaviour, nursery)
+        service = await run_scenario(root, behaviour, nursery, llm__fallback="none")
         upload = Upload(data=b"# A\n\nSome text.\n", title="A", filename="a.md", app_id="default",
                         project_id="default")
         job, _ = await service.accept(upload)
@@ -89,5 +91,36 @@ async def test_upload_answers_at_its_sync_wait_and_dies_visibly_after_its_attemp
         # Three attempts, each cut at the model's call deadline (30 s), then a backoff (3 s) and at
         # most one worker poll (reaper_interval_seconds, 5 s) before the next: bounded, never hung.
         assert 3 * 6 <= elapsed <= 3 * (30 + 3 + 5) + 30
+        nursery.cancel_scope.cancel()
+    await service.aclose()
+
+
+@pytest.mark.parametrize(("settings", "reason"), [
+    ({"llm__extraction_timeout_seconds": 10.0}, "the model did not finish within 10 s"),
+    ({"ingest__job_timeout_seconds": 12.0}, "the model did not finish within 9 s"),  # 3/4 of the job's
+    ({}, "no complete answer within the attempt timeout of 6s (3 attempts)"),  # the model call ends first
+], ids=["model-phase-deadline", "capped-by-the-job-deadline", "provider-timeout"])
+async def test_a_stalled_model_gives_a_builtin_topic_tree_within_the_first_attempt(
+    root: Path, mock_clock: trio.testing.MockClock, settings, reason
+) -> None:
+    """G1, G3, G11 (#18): with [llm] fallback = "builtin" (the default) a model that never answers
+    costs the document its model phase, not its job: the first attempt ends at that phase's
+    deadline (or the model call's, if sooner) with the built-in topic tree, and the task and the
+    document say which extractor ran and why."""
+    async with trio.open_nursery() as nursery:
+        service = await run_scenario(root, never_answers, nursery, **settings)
+        upload = Upload(data=b"# A\n\nSome text.\n", title="A", filename="a.md", app_id="default",
+                        project_id="default")
+        job, _ = await service.accept(upload)
+        started = trio.current_time()
+        final = await service.wait(job.id, 3600.0)
+        elapsed = trio.current_time() - started
+        assert (final.status, final.attempts) == (JobStatus.SUCCEEDED, 1)
+        assert final.result["extractor"].startswith("builtin (llm fallback: ")
+        assert reason in final.result["extractor"]
+        assert final.result["topic_count"] >= 1
+        assert elapsed < service.config.ingest.job_timeout_seconds
+        doc, _ = await service.get_document(final.result["doc_id"])
+        assert doc.extractor == final.result["extractor"]
         nursery.cancel_scope.cancel()
     await service.aclose()

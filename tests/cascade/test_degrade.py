@@ -1,0 +1,127 @@
+"""A failing embedder degrades indexing instead of holding it (#18; G3, G7, G11).
+
+The cascade runs for real (SQLite, its queue, the topic cache) against an in-memory sink, in
+virtual time: a MockClock jumps ahead whenever every task waits, so an embedder that never answers
+costs the test milliseconds. Its autojump threshold is above zero because SQLite calls run in
+threads, during which trio would otherwise think everything is idle.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import trio
+import trio.testing
+
+from everos.cascade import locate_document
+from everos.providers import CircuitBreaker, CircuitState, ProviderConnectionError
+
+from .conftest import GUIDE, FakeEmbedder, FakeSink, open_cascade, write_document
+
+ROW_TIMEOUT_S = 120.0
+
+
+@pytest.fixture
+def mock_clock() -> trio.testing.MockClock:
+    return trio.testing.MockClock(autojump_threshold=0.05)
+
+
+class StalledEmbedder(FakeEmbedder):
+    """Never answers while ``stalled``; answers like :class:`FakeEmbedder` otherwise."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stalled = True
+
+    async def embed(self, texts, *, budget):
+        if self.stalled:
+            await trio.sleep_forever()
+        return await super().embed(texts, budget=budget)
+
+
+class DownEmbedder(FakeEmbedder):
+    """An endpoint behind a circuit breaker (threshold 1, cooldown 30 s) that refuses while ``down``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.down = True
+        self.policy = SimpleNamespace(breaker=CircuitBreaker("embedding", failure_threshold=1, cooldown_seconds=30))
+
+    async def embed(self, texts, *, budget):
+        admission = self.policy.breaker.admit()
+        if self.down:
+            self.policy.breaker.record_failure(admission, "connection refused")
+            raise ProviderConnectionError("embedding endpoint", "connection refused")
+        self.policy.breaker.record_success(admission)
+        return await super().embed(texts, budget=budget)
+
+
+def vectors_of(sink: FakeSink, doc_id: str) -> list[tuple[float, ...]]:
+    return [row.vector for row in sink.topics[doc_id].values()] + [fact.vector for fact in sink.facts[doc_id]]
+
+
+async def test_a_stalled_embedder_leaves_the_document_keyword_searchable_within_the_row_deadline(
+    root: Path, sink: FakeSink, mock_clock: trio.testing.MockClock
+) -> None:
+    """G3/G7 (#18): an embedder that never answers costs the row its embedding phase (45 s here,
+    under the 120 s row deadline), not the row: it is indexed at once for keyword search with no
+    vectors, ``indexed`` with an ``index_error`` and counted in /health; once the embedder answers,
+    the re-embed pass fills exactly the missing vectors, facts taken from the cache."""
+    doc_dir = write_document(root, "Trio guide", GUIDE)
+    doc_id = locate_document(doc_dir).doc_id
+    embedder = StalledEmbedder()
+    async with open_cascade(root, sink, embedder, row_timeout_seconds=ROW_TIMEOUT_S) as cascade:
+        await cascade.enqueue_document(doc_dir)
+        started = trio.current_time()
+        [first] = await cascade.drain()
+        assert 45 <= trio.current_time() - started < ROW_TIMEOUT_S
+        assert first.error is None and first.outcome.action == "indexed"
+        assert first.outcome.vectors_pending == "the embedder did not answer within 45 s"
+        assert sink.topic_names(doc_id) == ["Cancel scopes", "Nurseries", "Threads"]
+        assert all(vector == () for vector in vectors_of(sink, doc_id)) and sink.facts[doc_id]
+        assert await cascade.index_states([doc_id]) == {doc_id: {
+            "index_status": "indexed", "index_error": "vectors pending: the embedder did not answer within 45 s"}}
+        status = await cascade.status()
+        assert status["healthy"] and status["vectors_pending"] == 1 and status["index_status"]["pending"] == 0
+        assert "searchable by keyword only" in status["notes"][0]
+
+        embedder.stalled = False
+        assert await cascade.reembed() == 1
+        assert (await cascade.index_states([doc_id]))[doc_id]["index_status"] == "indexed"  # searchable meanwhile
+        [second] = await cascade.drain()
+        assert second.outcome.action == "indexed" and second.outcome.vectors_pending is None
+        assert second.outcome.embedded == len(vectors_of(sink, doc_id))  # every vector once, nothing twice
+        assert all(len(vector) == FakeEmbedder.dim for vector in vectors_of(sink, doc_id))
+        assert await cascade.index_states([doc_id]) == {doc_id: {"index_status": "indexed", "index_error": None}}
+        assert (await cascade.status())["vectors_pending"] == 0
+        assert await cascade.reembed() == 0
+
+
+async def test_with_the_embedding_circuit_open_documents_are_indexed_at_once_and_re_embedded_after_it_closes(
+    root: Path, sink: FakeSink, mock_clock: trio.testing.MockClock
+) -> None:
+    """G7/G11 (#18): a failing endpoint (its circuit open) indexes each document for keyword search
+    at once; the re-embed pass queues nothing while the circuit is open, one probe document while
+    it is half-open, and the rest once the probe closed it."""
+    doc_dirs = [write_document(root, f"Guide {n}", GUIDE) for n in range(2)]
+    embedder = DownEmbedder()
+    async with open_cascade(root, sink, embedder, row_timeout_seconds=ROW_TIMEOUT_S) as cascade:
+        for doc_dir in doc_dirs:
+            await cascade.enqueue_document(doc_dir)
+        results = await cascade.drain()
+        assert [r.outcome.action for r in results] == ["indexed", "indexed"]
+        assert {r.outcome.vectors_pending.split(":")[0] for r in results} == {"the embedder failed"}
+        assert embedder.policy.breaker.state is CircuitState.OPEN
+        assert await cascade.reembed() == 0
+
+        embedder.down = False
+        await trio.sleep(31)  # the cooldown: half-open
+        assert await cascade.reembed() == 1
+        [probe] = await cascade.drain()
+        assert probe.outcome.vectors_pending is None and embedder.policy.breaker.state is CircuitState.CLOSED
+        assert await cascade.reembed() == 1
+        [rest] = await cascade.drain()
+        assert rest.outcome.vectors_pending is None and {probe.doc_dir, rest.doc_dir} == set(doc_dirs)
+        assert (await cascade.status())["vectors_pending"] == 0
