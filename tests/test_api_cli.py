@@ -214,6 +214,11 @@ async def test_a_retry_into_a_full_queue_answers_429_and_writes_nothing(root: Pa
         other = await upload(server.client, data=b"# Other\n\nAnother text.\n", title="Other",
                              headers={"Prefer": "respond-async"})
         assert other.status_code == 202
+        # Snapshot once a worker holds the other job (stalled there): a lease taken between the
+        # snapshots would look like a write.
+        with trio.fail_after(10):
+            while (await server.client.get(other.json()["data"]["status_url"])).json()["data"]["status"] != "running":
+                await trio.sleep(0.05)
         before = await trio.to_thread.run_sync(job_rows, root)
         answer = await server.client.post(f"{API}/tasks/{dead['task_id']}/retry")
         assert answer.status_code == 429 and answer.json()["error"]["code"] == "QUEUE_SATURATED"
