@@ -23,7 +23,7 @@ import httpx
 
 from everos.errors import RootLocked
 
-__all__ = ["LockOwner", "RootLock", "hold_root_lock", "reachable_url", "read_lock_owner", "root_lock_owner"]
+__all__ = ["LockOwner", "RootLock", "hold_root_lock", "reachable_url", "read_lock_owner"]
 
 LOCK_FILENAME = ".lock"
 _MAX_LOCK_BYTES = 4096
@@ -77,12 +77,6 @@ def read_lock_owner(root: Path) -> LockOwner | None:
             return _parse(os.pread(handle.fileno(), _MAX_LOCK_BYTES, 0).decode(errors="replace"))
         fcntl.flock(handle, fcntl.LOCK_UN)
         return None
-
-
-def root_lock_owner(root: Path) -> int | None:
-    """The pid that holds the root's lock, or None when it is free. Does not take the lock."""
-    owner = read_lock_owner(root)
-    return None if owner is None else owner.pid
 
 
 class RootLock:

@@ -42,7 +42,7 @@ from everos.config import Config, load_config, resolve_root
 from everos.errors import CommandError, ExitCode
 from everos.mcp._catalog import build_server
 from everos.mcp._render import error_result
-from everos.client import server_base_url
+from everos.client import ApiClient, server_base_url
 from everos.rootlock import read_lock_owner
 
 __all__ = ["RemoteDispatch", "check_reachable", "choose_target", "run", "serve_stdio", "stdio_line_limit"]
@@ -171,20 +171,18 @@ async def check_reachable(url: str, owner_pid: int | None) -> None:
     """Raise unless the server behind ``url`` (its ``/mcp`` URL) answers ``/livez``. A checkpoint.
 
     Raises:
-        CommandError: it does not answer within ``PROBE_TIMEOUT_S`` (``UNREACHABLE``).
+        CommandError: it does not answer within ``PROBE_TIMEOUT_S``, or not 200 (``UNREACHABLE``).
     """
-    livez = httpx.URL(url).copy_with(path="/livez", query=None)
+    owner = f" (the root's owner is pid {owner_pid})" if owner_pid else ""
+    base = str(httpx.URL(url).copy_with(path="/", query=None))
     try:
-        async with httpx.AsyncClient(timeout=PROBE_TIMEOUT_S, trust_env=False) as client:
-            response = await client.get(livez)
-        if response.status_code == 200:
-            return
-        problem = f"/livez answered {response.status_code}"
-    except httpx.HTTPError as exc:
-        problem = _describe(exc)
-    owner = f" (the root's owner, pid {owner_pid})" if owner_pid else ""
-    raise CommandError(f"cannot reach the everos server at {url}{owner}: {problem}",
-                       exit_code=ExitCode.UNREACHABLE)
+        async with ApiClient(base, timeout_s=PROBE_TIMEOUT_S, max_retries=0) as client:
+            response = await client.request("GET", "/livez")
+    except CommandError as exc:
+        raise CommandError(exc.message + owner, exit_code=exc.exit_code) from None
+    if response.status_code != 200:
+        raise CommandError(f"cannot reach the everos server at {url}: /livez answered {response.status_code}{owner}",
+                           exit_code=ExitCode.UNREACHABLE)
 
 
 async def _serve_proxy(server: MCPServer, max_line_bytes: int) -> None:

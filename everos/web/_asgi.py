@@ -89,11 +89,8 @@ class PathRouter:
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
-            if scope["type"] == "websocket":
-                for prefix, app in self.mounts.items():
-                    if scope["path"] == prefix or scope["path"].startswith(prefix + "/"):
-                        return await app(scope, receive, send)
-            return await self.default(scope, receive, send)
+            mounted = self._mount(scope["path"]) if scope["type"] == "websocket" else None
+            return await (mounted[0] if mounted else self.default)(scope, receive, send)
         app, route = self._route(scope["path"])
         status = {"code": "cut"}
 
@@ -116,10 +113,14 @@ class PathRouter:
             return self.health, path
         if path == METRICS_PATH and self.metrics is not None:
             return self.metrics, path
+        return self._mount(path) or (self.default, None)
+
+    def _mount(self, path: str) -> tuple[ASGIApp, str] | None:
+        """The mounted app whose prefix ``path`` is, or lies under, with that prefix."""
         for prefix, app in self.mounts.items():
             if path == prefix or path.startswith(prefix + "/"):
                 return app, prefix
-        return self.default, None
+        return None
 
 
 class RequestLayer:
