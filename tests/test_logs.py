@@ -28,35 +28,30 @@ def test_traceback_is_bounded_and_has_no_locals() -> None:
     assert len(text) <= logs.MAX_TRACEBACK_CHARS + 20
 
 
-def test_records_are_written_by_the_listener_with_fields() -> None:
+def log_two_records(fmt: str, fields: dict) -> str:
+    """What the writer thread wrote in ``fmt`` for an info record with ``fields`` and an exception."""
     stream = io.StringIO()
-    logs.configure_logging("INFO", stream)
+    logs.configure_logging("INFO", stream, fmt=fmt)
     try:
-        logging.getLogger("everos.test").info("hello", extra={"fields": {"path": "/x y", "status": 200}})
+        logging.getLogger("everos.test").info("hello", extra={"fields": fields})
         try:
             raise KeyError("k")
         except KeyError:
             logging.getLogger("everos.test").exception("failed")
     finally:
         logs.shutdown_logging()
-    out = stream.getvalue()
+    return stream.getvalue()
+
+
+def test_records_are_written_by_the_listener_with_fields() -> None:
+    out = log_two_records("text", {"path": "/x y", "status": 200})
     assert 'everos.test: hello path="/x y" status=200' in out
     assert "KeyError: 'k'" in out
 
 
 def test_json_lines_carry_the_fields_and_the_bounded_traceback() -> None:
-    stream = io.StringIO()
-    logs.configure_logging("INFO", stream, fmt="json")
-    try:
-        logging.getLogger("everos.test").info("hello", extra={"fields": {"path": "/x y", "status": 200,
-                                                                         "at": object()}})
-        try:
-            raise KeyError("k")
-        except KeyError:
-            logging.getLogger("everos.test").exception("failed")
-    finally:
-        logs.shutdown_logging()
-    first, second = (json.loads(line) for line in stream.getvalue().splitlines())
+    out = log_two_records("json", {"path": "/x y", "status": 200, "at": object()})
+    first, second = (json.loads(line) for line in out.splitlines())
     assert first["msg"] == "hello" and first["level"] == "INFO" and first["logger"] == "everos.test"
     assert first["path"] == "/x y" and first["status"] == 200 and first["ts"].endswith("Z")
     assert first["at"].startswith("<object")  # not JSON: written as text, never a crash

@@ -47,15 +47,21 @@ def stuck_and_busy_routes(app) -> None:
     add_log_burst_route(app)
 
 
-async def probe_health(client: httpx.AsyncClient, count: int, interval_s: float) -> list[float]:
-    """Probe /health ``count`` times; each must answer 200 within the liveness bound (G2)."""
+# What each path answered from the status board says when it is whole.
+SNAPSHOT_ANSWERS = {"/health": lambda response: response.json()["status"] == "ok",
+                    "/metrics": lambda response: "everos_server_state" in response.text}
+
+
+async def probe_health(client: httpx.AsyncClient, count: int, interval_s: float, path: str = "/health") -> list[float]:
+    """Probe ``path`` (/health, or /metrics) ``count`` times; each must answer 200 within the
+    liveness bound (G2)."""
     durations = []
     for _ in range(count):
         started = trio.current_time()
         with trio.fail_after(HEALTH_BOUND_S):
-            response = await client.get("/health")
+            response = await client.get(path)
         assert response.status_code == 200
-        assert response.json()["status"] == "ok"
+        assert SNAPSHOT_ANSWERS[path](response)
         durations.append(trio.current_time() - started)
         await trio.sleep(interval_s)
     return durations
@@ -75,14 +81,16 @@ async def test_health_body_keeps_everos_status_and_adds_readiness(root: Path) ->
         assert (await server.client.get("/readyz")).status_code == 200
 
 
-async def test_health_answers_while_a_route_is_stuck_forever(root: Path) -> None:
-    """G2: /health is answered by the router even while a request hangs in the app."""
+@pytest.mark.parametrize("path", ["/health", "/metrics"])
+async def test_health_answers_while_a_route_is_stuck_forever(root: Path, path: str) -> None:
+    """G2: /health (and /metrics, answered the same way) is answered by the router even while a
+    request hangs in the app."""
     async with running_server(root, configure_app=stuck_and_busy_routes, api__request_timeout_seconds=60) as server:
         async with trio.open_nursery() as nursery:
             for _ in range(8):
                 nursery.start_soon(server.client.get, "/test/stuck")
             await trio.sleep(0.2)
-            await probe_health(server.client, 10, 0.02)
+            await probe_health(server.client, 10, 0.02, path)
             nursery.cancel_scope.cancel()
 
 

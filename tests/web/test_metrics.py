@@ -11,8 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from everos.testing import FakeLLM
 
-from ..conftest import knowledge_server, running_server
-from ..test_server import stuck_and_busy_routes
+from ..conftest import knowledge_server
 
 API = "/api/v1/knowledge"
 GUIDE = b"# Solar power\n\nPanels turn light into power.\n\n## Wiring\n\nUse copper cables rated for the current.\n"
@@ -96,16 +95,3 @@ async def test_model_calls_attempts_and_circuit_are_counted_per_endpoint(root: P
         assert value(samples, "everos_model_circuit_state", endpoint="embedding") == 0.0  # closed
         assert value(samples, "everos_model_call_duration_seconds_count", endpoint="embedding") >= 1
     nursery.cancel_scope.cancel()
-
-
-async def test_metrics_answer_while_a_route_is_stuck_forever(root: Path) -> None:
-    """G2: like /health, /metrics is answered by the router, not behind the stuck app."""
-    async with running_server(root, configure_app=stuck_and_busy_routes, api__request_timeout_seconds=60) as server:
-        async with trio.open_nursery() as nursery:
-            for _ in range(4):
-                nursery.start_soon(server.client.get, "/test/stuck")
-            await trio.sleep(0.2)
-            for _ in range(5):
-                with trio.fail_after(1.0):
-                    assert "everos_server_state" in (await server.client.get("/metrics")).text
-            nursery.cancel_scope.cancel()
