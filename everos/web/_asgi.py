@@ -14,9 +14,10 @@ answered in time gets 504 ``REQUEST_TIMEOUT``, never silence) and one structured
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import trio
@@ -72,6 +73,43 @@ class HealthApp:
         await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else payload})
 
 
+class _LastBody:
+    """Holds back ``http.disconnect`` while the response's last body message is being sent.
+
+    Hypercorn sends the last body message, then, in the same call, tells the app the stream is
+    closed (``http.disconnect``) and only after that closes the connection (``Connection: close``,
+    HTTP/1.0, a request body left unread by an early 413/4xx) or readies it for the next request.
+    Quart-Trio cancels its handler as soon as it receives that disconnect, which cancels the send
+    still in flight at exactly that point: the connection is then neither closed nor reusable, and
+    the client's next request on it stalls until the keep-alive timeout. Delivering the disconnect
+    only once the last send has returned lets hypercorn finish; a disconnect at any other time (the
+    client went away mid-request) is delivered at once.
+    """
+
+    def __init__(self) -> None:
+        self._started = False
+        self._done = trio.Event()
+
+    @contextlib.asynccontextmanager
+    async def sending(self, message: dict) -> AsyncIterator[None]:
+        last = message["type"] == "http.response.body" and not message.get("more_body", False)
+        if last:
+            self._started = True
+        try:
+            yield
+        finally:
+            if last:
+                self._done.set()
+
+    def receiving(self, receive: Callable[[], Awaitable[dict]]) -> Callable[[], Awaitable[dict]]:
+        async def receive_after_last_body() -> dict:
+            message = await receive()
+            if message["type"] == "http.disconnect" and self._started:
+                await self._done.wait()  # set when hypercorn's send returns (or is cancelled)
+            return message
+        return receive_after_last_body
+
+
 class PathRouter:
     """Dispatches by path prefix before any middleware; lifespan goes to the default app.
 
@@ -93,15 +131,17 @@ class PathRouter:
             return await (mounted[0] if mounted else self.default)(scope, receive, send)
         app, route = self._route(scope["path"])
         status = {"code": "cut"}
+        last_body = _LastBody()
 
         async def counting_send(message: dict) -> None:
             if message["type"] == "http.response.start":
                 status["code"] = str(message["status"])
-            await send(message)
+            async with last_body.sending(message):
+                await send(message)
 
         started = time.perf_counter()
         try:
-            await app(scope, receive, counting_send)
+            await app(scope, last_body.receiving(receive), counting_send)
         finally:
             route = route or scope.get(ROUTE_SCOPE_KEY) or "unmatched"
             HTTP_REQUESTS.labels(scope["method"], route, status["code"]).inc()
