@@ -17,11 +17,13 @@ from everos.testing._fake_answers import (
 from everos.testing._fake_llm import FakeLLM, RecordedRequest
 from everos.testing._routes import add_log_burst_route
 from everos.testing._faults import Effects, Fault, combine, parse_fault_spec, select_faults
+from everos.testing._slots import ModelSpeed, SlotModel, estimate_tokens
 
 __all__ = [
     "Effects",
     "FakeLLM",
     "Fault",
+    "ModelSpeed",
     "RecordedRequest",
     "add_log_burst_route",
     "chat_answer",
@@ -33,6 +35,8 @@ __all__ = [
     "parse_fault_spec",
     "rerank_results",
     "select_faults",
+    "SlotModel",
+    "estimate_tokens",
     "topic_tree_answer",
 ]
 

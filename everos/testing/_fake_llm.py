@@ -36,6 +36,7 @@ import trio
 
 from everos.testing._fake_routes import Answer, build_answer, json_answer
 from everos.testing._faults import FAULT_ROUTES, Effects, Fault, combine, select_faults
+from everos.testing._slots import ModelSpeed, SlotModel
 
 __all__ = ["FakeLLM", "RecordedRequest"]
 
@@ -45,6 +46,7 @@ _ROUTES = {
     "/rerank": ("rerank", b"POST"),
     "/models": ("models", b"GET"),
 }
+SLOTTED_ROUTES = ("chat", "embeddings")  # the model's work; /models and /rerank answer at once
 _MAX_BODY_BYTES = 16 * 1024 * 1024
 _TRICKLE_TICK_SECONDS = 0.05
 
@@ -72,7 +74,10 @@ class FakeLLM:
     ``dim`` is the default embedding width, ``model`` the model name answered,
     ``supports_response_format=False`` makes chat reject ``response_format`` with a 400 as some
     servers do, ``fence_json=True`` wraps chat JSON in a ```json fence, and ``api_key``, when
-    set, is required as a Bearer token (401 otherwise).
+    set, is required as a Bearer token (401 otherwise). ``speed`` makes it as slow as a local
+    model server: chat and embedding answers wait for one of ``speed.slots`` slots and hold it for
+    their tokens' time (:mod:`everos.testing._slots`); ``metrics()["model"]`` reports the slots.
+    Faults apply on top (a latency or a stall comes before the slot).
     """
 
     def __init__(
@@ -85,8 +90,10 @@ class FakeLLM:
         supports_response_format: bool = True,
         fence_json: bool = False,
         api_key: str | None = None,
+        speed: ModelSpeed | None = None,
     ) -> None:
         self.dim = dim
+        self.slots = SlotModel(speed) if speed is not None else None
         self.model = model
         self.supports_response_format = supports_response_format
         self.fence_json = fence_json
@@ -136,6 +143,7 @@ class FakeLLM:
             "connections_closed_by_fault": self._closed_by_fault,
             "requests_abandoned": self._abandoned,
             "faults_applied": dict(sorted(self._faults_applied.items())),
+            **({"model": self.slots.metrics()} if self.slots is not None else {}),
         }
 
     async def wait_until(self, predicate: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
@@ -234,7 +242,7 @@ class FakeLLM:
         else:
             build = partial(build_answer, self, route, number, allowed_method=method, method=event.method,
                             headers=headers, body=body, effects=effects)
-        await self._respond(stream, connection, effects, build)
+        await self._respond(stream, connection, effects, build, route)
 
     def _route(self, path: str) -> tuple[str, bytes | None]:
         if path == "/metrics":
@@ -243,7 +251,8 @@ class FakeLLM:
         return _ROUTES.get(trimmed, ("other", None))
 
     async def _respond(
-        self, stream: trio.SocketStream, connection: h11.Connection, effects: Effects, build: Callable[[], Answer]
+        self, stream: trio.SocketStream, connection: h11.Connection, effects: Effects, build: Callable[[], Answer],
+        route: str,
     ) -> None:
         """Wait, answer and send, while watching the connection for the peer giving up."""
         peer_closed = False
@@ -277,6 +286,9 @@ class FakeLLM:
                 # Answers are built in a thread: an in-process fake must not add event-loop lag
                 # to the server under test (G5). Pure work on private data: abandoning is safe.
                 answer = await trio.to_thread.run_sync(build, limiter=self._build_limiter, abandon_on_cancel=True)
+                if self.slots is not None and route in SLOTTED_ROUTES and answer.status == 200:
+                    usage = json.loads(answer.body).get("usage", {})
+                    await self.slots.run(route, usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0))
                 await self._send(stream, connection, answer, effects)
                 finished = True
             except (_ConnectionDone, trio.BrokenResourceError, trio.ClosedResourceError) as exc:

@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 from everos.testing._fake_answers import chat_answer, embedding_vectors, rerank_results
 from everos.testing._faults import Effects
+from everos.testing._slots import estimate_tokens
 
 __all__ = ["Answer", "build_answer", "error_answer", "json_answer"]
 
@@ -93,8 +94,8 @@ def _chat(traits: _Traits, number: int, body: dict[str, Any], effects: Effects) 
         content = "Here is the JSON you asked for: {" + content[1 : len(content) // 2]
     elif traits.fence_json:
         content = f"```json\n{content}\n```"
-    prompt_tokens = len(json.dumps(messages)) // 4
-    completion_tokens = len(content) // 4
+    prompt_tokens = sum(estimate_tokens(_text(m.get("content"))) for m in messages if isinstance(m, dict))
+    completion_tokens = estimate_tokens(content)
     return json_answer(200, {
         "id": f"chatcmpl-fake-{number}",
         "object": "chat.completion",
@@ -114,7 +115,7 @@ def _embeddings(traits: _Traits, body: dict[str, Any], effects: Effects) -> Answ
     dim = effects.wrong_dim or int(body.get("dimensions") or traits.dim)
     data = [{"object": "embedding", "index": i, "embedding": vector}
             for i, vector in enumerate(embedding_vectors(texts, dim))]
-    tokens = sum(len(text.split()) for text in texts)
+    tokens = sum(estimate_tokens(text) for text in texts)
     return json_answer(200, {
         "object": "list", "data": data, "model": body.get("model") or traits.model,
         "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
@@ -129,3 +130,10 @@ def _rerank(traits: _Traits, number: int, body: dict[str, Any]) -> Answer:
     results = rerank_results(query, documents, body.get("top_n"))
     return json_answer(200, {"id": f"rerank-fake-{number}", "model": body.get("model") or traits.model,
                              "results": results, "usage": {"total_tokens": 0}})
+
+
+def _text(content: Any) -> str:
+    """A message's content as text (a list of parts is counted by its JSON)."""
+    if content is None:
+        return ""
+    return content if isinstance(content, str) else json.dumps(content, ensure_ascii=False)

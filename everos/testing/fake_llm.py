@@ -17,6 +17,7 @@ import trio
 
 from everos.testing._fake_llm import FakeLLM
 from everos.testing._faults import parse_fault_spec
+from everos.testing._slots import ModelSpeed
 
 __all__ = ["build_parser", "fake_from_args", "main"]
 
@@ -34,6 +35,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--api-key", default=None, help="require this Bearer token")
     parser.add_argument("--no-json-mode", action="store_true", help="reject response_format with a 400")
     parser.add_argument("--fence-json", action="store_true", help="wrap chat JSON in a ```json fence")
+    speed = parser.add_argument_group(
+        "model speed", "answer as slowly as a local model server: requests beyond the slots queue, each holds "
+        "its slot for prompt/prefill + completion/decode seconds (defaults: a 9B model on one consumer GPU)")
+    speed.add_argument("--local-model", action="store_true", help="use the default speed (1 slot, 1500/40 tok/s)")
+    speed.add_argument("--slots", type=int, default=None, help="parallel slots (default 1)")
+    speed.add_argument("--prefill-tps", type=float, default=None, help="prompt tokens per second (default 1500)")
+    speed.add_argument("--decode-tps", type=float, default=None, help="completion tokens per second (default 40)")
+    speed.add_argument("--embed-tps", type=float, default=None, help="embedding input tokens per second (default 20000)")
     parser.add_argument(
         "--fault", action="append", default=[], metavar="SPEC",
         help="KIND[=VALUE][,route=R][,requests=1-3+7][,p=P][,retry_after=S][,in_body=1]; "
@@ -43,8 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def fake_from_args(args: argparse.Namespace) -> FakeLLM:
-    """The server the parsed ``args`` describe. Raises ValueError for a bad ``--fault``."""
+def fake_from_args(args: argparse.Namespace, *, speed: ModelSpeed | None = None) -> FakeLLM:
+    """The server the parsed ``args`` describe (``speed``: the speed flags', if already read).
+    Raises ValueError for a bad ``--fault`` or speed flag."""
     return FakeLLM(
         [parse_fault_spec(spec) for spec in args.fault],
         seed=args.seed,
@@ -53,7 +63,19 @@ def fake_from_args(args: argparse.Namespace) -> FakeLLM:
         supports_response_format=not args.no_json_mode,
         fence_json=args.fence_json,
         api_key=args.api_key,
+        speed=speed if speed is not None else _speed(args),
     )
+
+
+def _speed(args: argparse.Namespace) -> ModelSpeed | None:
+    """The model speed the flags ask for; None (answer at once) when no speed flag is given."""
+    given = {name: value for name, value in (
+        ("slots", args.slots), ("prefill_tokens_per_second", args.prefill_tps),
+        ("decode_tokens_per_second", args.decode_tps), ("embed_tokens_per_second", args.embed_tps),
+    ) if value is not None}
+    if not given and not args.local_model:
+        return None
+    return ModelSpeed(**given)
 
 
 async def _run(fake: FakeLLM, host: str, port: int) -> None:
@@ -72,7 +94,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        fake = fake_from_args(args)
+        speed = _speed(args)
+    except ValueError as exc:
+        parser.error(f"model speed: {exc}")
+    try:
+        fake = fake_from_args(args, speed=speed)
     except ValueError as exc:
         parser.error(f"--fault: {exc}")
     status = 0
