@@ -35,7 +35,7 @@ from everos.cascade._snapshot import walk_document_dirs
 from everos.cascade._watcher import Watcher
 from everos.cascade._worker import QUEUE_KIND, QUEUE_TABLE, AttemptResult, IndexWorkers
 from everos.errors import InvalidInput, StoreBusy
-from everos.knowledge import _repository as repo
+from everos.ingest import _repository as repo
 from everos.providers import CircuitState, circuit_state
 from everos.store import Database, Job, JobStatus, LeasedQueue, MigrationSet
 from everos.store._index_rows import IndexSink

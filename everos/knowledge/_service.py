@@ -42,7 +42,7 @@ from everos.errors import (
     StoreBusy,
     UnsupportedFormat,
 )
-from everos.knowledge import _repository as repo
+from everos.ingest import _repository as repo
 from everos.knowledge._decode import decode_upload
 from everos.knowledge._edit import (
     discard_staging,

@@ -38,7 +38,7 @@ from everos.knowledge._requests import (
     validate_task_id,
     validate_title,
 )
-from everos.knowledge._repository import SORT_COLUMNS
+from everos.ingest._repository import SORT_COLUMNS
 from everos.knowledge._service import TERMINAL, KnowledgeService, Upload
 from everos.mcp import _render as render  # the submodule, not the package namespace
 from everos.mcp._catalog import PAGE_MAX, PAGE_SIZE_MAX

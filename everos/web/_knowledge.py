@@ -23,7 +23,7 @@ from everos.knowledge._requests import (
     validate_task_id,
     validate_title,
 )
-from everos.knowledge._repository import SORT_COLUMNS
+from everos.ingest._repository import SORT_COLUMNS
 from everos.knowledge._service import TERMINAL, KnowledgeService, Upload
 from everos.store import Job, JobStatus
 from everos.web._app import current_request_id, ok

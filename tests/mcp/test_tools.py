@@ -9,7 +9,7 @@ import trio
 from mcp import Client
 
 from everos.errors import ExtractionEmpty
-from everos.knowledge._repository import SORT_COLUMNS
+from everos.ingest._repository import SORT_COLUMNS
 from everos.knowledge._requests import SEARCH_METHODS
 from everos.mcp import BEGIN_DATA, END_DATA
 
