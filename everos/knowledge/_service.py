@@ -44,7 +44,7 @@ from everos.errors import (
 )
 from everos.ingest import _repository as repo
 from everos.knowledge._decode import decode_upload
-from everos.knowledge._edit import (
+from everos.ingest._edit import (
     discard_staging,
     publish_rewrite,
     restore_rows,
