@@ -1,4 +1,4 @@
-"""Every knowledge tool through the SDK's in-process client, against a real KnowledgeService."""
+"""Every knowledge tool through the SDK's in-process client, against a real IngestService."""
 
 from __future__ import annotations
 
