@@ -3,17 +3,18 @@
 The one place that names services. :func:`open_services` opens them in this order, each
 constructed from the ones already open (constructor injection only)::
 
-    providers  model clients (LLM, embedder, reranker); /health "providers"
+    providers  model clients (LLM, embedder, reranker)
     locks      the per-document locks, shared by ingest and the cascade
-    index      the LanceDB store and its single writer (a worker); /health "index"
+    index      the LanceDB store and its single writer (a worker)
     cascade    leased index queue, watcher, scanner, index workers: writes through the index
-               writer, under the document locks; /health "cascade"
+               writer, under the document locks
     ingest     durable ingest: tells the cascade which document directories changed and asks it
-               for index states; /health "ingest"
+               for index states
     search     the search service over the index, with ingest's document lookups
     mcp        the knowledge tools over MCP (``/mcp``, or stdio for ``everos mcp``)
 
-Workers start in the order ingest, index writer, cascade, mcp. Closing runs in the reverse order of
+Workers start in the order ingest, index writer, cascade, mcp, and /health shows the blocks
+"providers", "ingest", "index", "cascade" in that order. Closing runs in the reverse order of
 opening, shielded and bounded by ``CLOSE_TIMEOUT_S``. ``everos server start``, ``everos mcp``
 (stdio), ``everos ingest`` (a server of its own) and ``everos cascade sync|fix --apply|rebuild``
 all open the services here; ``cascade status`` and ``cascade fix`` (listing) only read, through
@@ -60,14 +61,12 @@ class IndexService:
 
     @classmethod
     async def open(cls, runtime: Runtime, *, reset: bool = False) -> IndexService:
-        """The index, open (``reset`` drops both tables first: ``everos cascade rebuild``), its
-        /health block ("index") published. Close it with :meth:`aclose`."""
+        """The index, open (``reset`` drops both tables first: ``everos cascade rebuild``). Close it
+        with :meth:`aclose`."""
         config = runtime.config
         store = await IndexStore.open(runtime.root.joinpath(*LANCEDB_RELPATH), dim=config.embedding.dim,
                                       settings=config.lancedb, limiter=runtime.limiters.lancedb, reset=reset)
-        service = cls(store, IndexWriter(store, config.cascade))
-        runtime.board.blocks["index"] = service.writer.statistics
-        return service
+        return cls(store, IndexWriter(store, config.cascade))
 
     async def aclose(self) -> None:
         """Close the store. Idempotent."""
@@ -123,7 +122,6 @@ async def open_services(runtime: Runtime, *, mcp_transport: Literal["http", "std
     stack = contextlib.AsyncExitStack()
     try:
         providers = await stack.enter_async_context(Providers.from_config(config))
-        runtime.board.blocks["providers"] = providers.snapshot
         locks = DocumentLocks()
         index = await IndexService.open(runtime, reset=reset_index)
         stack.push_async_callback(index.aclose)
@@ -142,6 +140,9 @@ async def open_services(runtime: Runtime, *, mcp_transport: Literal["http", "std
         mcp = None if mcp_transport is None else MCPService(ingest, runtime, search=search.search,
                                                             transport=mcp_transport)
         blueprints = knowledge_blueprints(ingest, search=search) + cascade_blueprints(cascade)
+        # /health shows the blocks in this order (the README's quick start shows it too).
+        runtime.board.blocks.update(providers=providers.snapshot, ingest=ingest.status_block,
+                                    index=index.writer.statistics, cascade=cascade.status_block)
         yield Services(providers=providers, locks=locks, index=index, cascade=cascade, ingest=ingest, search=search,
                        mcp=mcp, blueprints=blueprints)
     finally:

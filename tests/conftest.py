@@ -71,6 +71,7 @@ def ingest_services(make_extractor: Callable[[Runtime], Any] | None = None, *, m
     async def opener(runtime: Runtime) -> AsyncIterator[GivenServices]:
         extractor = make_extractor(runtime) if make_extractor else None
         ingest = await IngestService.open(runtime, extractor=extractor)
+        runtime.board.blocks["ingest"] = ingest.status_block
         try:
             adapter = MCPService(ingest, runtime, search=search) if mcp else None
             yield GivenServices(services=[s for s in (ingest, adapter) if s is not None],

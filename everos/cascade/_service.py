@@ -121,7 +121,8 @@ class CascadeService:
     async def open(self, runtime: Runtime, *, recover: bool = True) -> None:
         """Open the database, build the workers, return rows of a previous process to the queue
         (G7, skipped with ``recover=False``: ``cascade status`` next to a running server must not
-        take its rows) and publish the status block. Raises what :meth:`Database.open` raises."""
+        take its rows) and refresh the status (:meth:`status_block`, which the wiring publishes in
+        /health). Raises what :meth:`Database.open` raises."""
         self.root: Path = runtime.loaded.root
         self.settings = runtime.config.cascade
         limiters = self.limiters = runtime.limiters
@@ -144,7 +145,6 @@ class CascadeService:
             log.warning("returned %d index rows of a previous process to the queue", recovered)
             await self.workers.sync_terminal_states()
         self._snapshot = await self.status()
-        runtime.board.blocks["cascade"] = self.status_block
 
     def start_workers(self, supervisor: Supervisor) -> None:
         """Start the index workers, the reaper, the scanner, the watcher (when ``watch``), the

@@ -76,8 +76,7 @@ class IngestService:
     async def open(cls, runtime: Runtime, *, extractor: Extractor | None = None, locks: DocumentLocks | None = None,
                    index: IndexFeed | None = None, clock: Callable[[], float] = time.time) -> IngestService:
         """The service, open: the database opened (and migrated), staging cleaned, jobs of a
-        previous process returned to the queue (G7), its /health block ("ingest") published.
-        Close it with :meth:`aclose`.
+        previous process returned to the queue (G7). Close it with :meth:`aclose`.
 
         Without ``extractor`` it is the built-in one; without ``locks``, locks of its own.
 
@@ -106,7 +105,6 @@ class IngestService:
                     await db.aclose()
                 await _close_extractor(extractor)
             raise
-        runtime.board.blocks["ingest"] = service.status_block
         return service
 
     async def aclose(self) -> None:
@@ -121,7 +119,7 @@ class IngestService:
         self._workers.start(supervisor)
 
     def status_block(self) -> dict[str, Any]:
-        """The /health block "ingest". Not a checkpoint."""
+        """The /health block "ingest" (the wiring publishes it). Not a checkpoint."""
         return self._workers.status_block()
 
     # -- accepting (_accept.py) -------------------------------------------------------------------
