@@ -31,7 +31,7 @@ import trio
 from everos.config import load_config, render_template
 from everos.logs import configure_logging, shutdown_logging
 from everos.server import serve
-from everos.services import build_services
+from everos.services import open_services
 from everos.testing import add_log_burst_route
 
 API = "/api/v1/knowledge/documents"
@@ -81,12 +81,11 @@ async def main(args: argparse.Namespace) -> dict:
     loaded = load_config(root, environ={}, overrides={("api", "port"): 0, ("knowledge", "dedupe"): "none",
                                                       ("api", "request_timeout_seconds"): 600.0,
                                                       ("knowledge", "sync_wait_seconds"): 300.0})
-    services, blueprints = build_services(loaded)
     holder: dict = {}
     results: dict = {"python": sys.version.split()[0], "cpus": os.cpu_count()}
     async with trio.open_nursery() as nursery:
         binds = await nursery.start(functools.partial(
-            serve, loaded, services=services, blueprints=blueprints, configure_app=functools.partial(add_log_burst_route, path="/bench/log-burst"),
+            serve, loaded, services=open_services, configure_app=functools.partial(add_log_burst_route, path="/bench/log-burst"),
             runtime_ready=lambda runtime: holder.setdefault("runtime", runtime)))
         base_url, board = binds[0], holder["runtime"].board
         await trio.sleep(0.5)

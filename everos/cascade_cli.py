@@ -2,33 +2,27 @@
 
 ``status`` and ``fix`` (without ``--apply``) only read, so they run next to a server (they never
 recover or take rows, and write nothing). ``sync``, ``rebuild`` and ``fix --apply`` write the
-index, so they hold the root lock: they open the same services the server does (providers,
-knowledge, index, cascade), run the index writer for the duration of the command, and drain the
-queue before returning. While a server owns the root, ``sync`` and ``rebuild`` refuse with a clear
+index, so they hold the root lock: they open the same services the server does
+(``everos.services.open_services``, without MCP), run the index writer for the duration of the
+command, and drain the queue before returning. While a server owns the root, ``sync`` and ``rebuild`` refuse with a clear
 message, and ``fix --apply`` asks that server (``POST /api/v1/cascade/fix``, at the URL the server
 recorded in the lock) to queue the rows again for its own index workers.
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import trio
 
-from everos.cascade import CascadeService
 from everos.cascade._service import document_dir_of
+from everos.client import ApiClient, server_base_url
 from everos.config import LoadedConfig
 from everos.errors import CommandError, ExitCode, InvalidInput
-from everos.knowledge._service import KnowledgeService
-from everos.providers import BuiltinEmbedder
-from everos.client import ApiClient, server_base_url
 from everos.rootlock import hold_root_lock, read_lock_owner
-from everos.server import Limiters, Runtime
-from everos.services import IndexService, ProvidersService, build_cascade
-from everos.status import StatusBoard
+from everos.runtime import Runtime
+from everos.services import open_cascade_reader, open_services
 
 __all__ = ["fix_through_server", "run_cascade_command"]
 
@@ -64,28 +58,22 @@ async def run_cascade_command(loaded: LoadedConfig, command: str, options: dict[
         CommandError: ``fix --apply`` while the root's owner cannot take it (see
             :func:`fix_through_server`).
     """
-    runtime = Runtime(loaded=loaded, board=StatusBoard(), limiters=Limiters.from_config(loaded))
+    runtime = Runtime.for_config(loaded)
     if command == "sync" and options.get("path"):
         options = {**options, "path": sync_target(loaded.root, options["path"])}
     if command == "status":
-        async with _reading_cascade(runtime) as cascade:
+        async with open_cascade_reader(runtime) as cascade:
             return await cascade.status()
     if command == "fix" and not options.get("apply"):
-        async with _reading_cascade(runtime) as cascade:
+        async with open_cascade_reader(runtime) as cascade:
             return await cascade.fix()
     if command == "fix" and read_lock_owner(loaded.root) is not None:
         return await fix_through_server(loaded.root)
     with hold_root_lock(loaded.root, purpose=f"cascade {command}"):
-        providers = ProvidersService()
-        knowledge = KnowledgeService()
-        index = IndexService(providers, knowledge, reset=command == "rebuild")
-        cascade = build_cascade(providers, index, knowledge)
-        services = [providers, knowledge, index, cascade]
-        try:
-            for service in services:
-                await service.open(runtime)
+        async with open_services(runtime, mcp_transport=None, reset_index=command == "rebuild") as services:
+            cascade = services.cascade
             async with trio.open_nursery() as nursery:
-                await nursery.start(index.writer.run)
+                await nursery.start(services.index.writer.run)
                 if command == "sync":
                     report = await cascade.sync(options.get("path"))
                 elif command == "fix":
@@ -96,23 +84,6 @@ async def run_cascade_command(loaded: LoadedConfig, command: str, options: dict[
                     raise ValueError(f"unknown cascade command {command!r}")
                 nursery.cancel_scope.cancel()
             return report
-        finally:
-            with trio.CancelScope(shield=True):
-                for service in reversed(services):
-                    await service.aclose()
-
-
-@contextlib.asynccontextmanager
-async def _reading_cascade(runtime: Runtime) -> AsyncIterator[CascadeService]:
-    """The cascade opened only to read its queue and state, next to a server if one runs: it
-    recovers no rows and needs no index and no model (stand-ins that are never called)."""
-    cascade = CascadeService(sink=lambda rt: None, embedder=lambda rt: BuiltinEmbedder(rt.config.embedding.dim),
-                             search_tokens=lambda text: [], split_facts=lambda text, n: [])
-    await cascade.open(runtime, recover=False)
-    try:
-        yield cascade
-    finally:
-        await cascade.aclose()
 
 
 async def fix_through_server(root: Path) -> dict[str, Any]:

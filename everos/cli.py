@@ -128,7 +128,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _cmd_mcp(args: argparse.Namespace) -> int:
-    from everos.mcp import run
+    from everos.mcp_cli import run
 
     return run(args.root, args.url, args.log_level or os.environ.get("EVEROS_LOG_LEVEL", "").upper() or None)
 
@@ -228,7 +228,7 @@ def _cmd_config_show(args: argparse.Namespace) -> int:
 def _cmd_server_start(args: argparse.Namespace) -> int:
     from everos.logs import configure_logging
     from everos.server import run
-    from everos.services import build_services
+    from everos.services import open_services
 
     root = resolve_root(args.root)
     overrides: dict[tuple[str, str], object] = {}
@@ -241,8 +241,7 @@ def _cmd_server_start(args: argparse.Namespace) -> int:
         overrides[("api", "log_level")] = log_level
     loaded = load_config(root, overrides=overrides)
     configure_logging(loaded.config.api.log_level, fmt=loaded.config.api.log_format)
-    services, blueprints = build_services(loaded)
-    run(loaded, services=services, blueprints=blueprints)
+    run(loaded, services=open_services)
     return 0
 
 

@@ -367,7 +367,7 @@ async def _read_index(path: Path, config: Config) -> dict[str, Any]:
 
     from everos.cascade import _state as state
     from everos.cascade._worker import QUEUE_TABLE
-    from everos.knowledge._service import INGEST_TABLE
+    from everos.ingest import INGEST_TABLE
     from everos.store import Database, JobStatus, LeasedQueue
 
     db = Database(path, config.sqlite, trio.CapacityLimiter(1))

@@ -458,14 +458,14 @@ async def in_process_server(root: Path) -> AsyncIterator[str]:
         RootLocked: another process owns the root.
         ConfigError: the root has no valid ``everos.toml``.
     """
-    from everos.server import Runtime, serve
-    from everos.services import build_services
+    from everos.runtime import Runtime
+    from everos.server import serve
+    from everos.services import open_services
 
     loaded = load_config(root, overrides={("api", "host"): "127.0.0.1", ("api", "port"): 0})
-    services, blueprints = build_services(loaded)
     runtimes: list[Runtime] = []
     async with trio.open_nursery() as nursery:
-        binds = await nursery.start(functools.partial(serve, loaded, services=services, blueprints=blueprints,
+        binds = await nursery.start(functools.partial(serve, loaded, services=open_services,
                                                       runtime_ready=runtimes.append))
         try:
             yield reachable_url(binds[0])

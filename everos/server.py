@@ -1,4 +1,4 @@
-"""The server process: the root nursery, its wiring and its orderly stop.
+"""The server process: the root nursery and its orderly stop.
 
 ::
 
@@ -12,29 +12,31 @@
                  /mcp (services' mounts) -> the MCP streamable-HTTP app
                  everything else        -> RequestLayer (id, deadline, log) -> Quart app
 
+Which services run is the caller's: ``serve()`` is given an opener (``everos.services.open_services``),
+enters it under the startup deadline with a fresh :class:`~everos.runtime.Runtime`, starts the
+services' workers and serves their routes and mounts.
+
 Stopping: ``stop`` is set (a signal, or ``Runtime.request_stop()``); the board says ``stopping``
 (``/readyz`` 503); hypercorn stops accepting, gives in-flight requests ``graceful_timeout_seconds``
-and returns; then the nursery is cancelled, which stops every worker; services close their stores.
-A worker in a crash loop cancels the nursery too, and :func:`serve` raises.
+and returns; then the nursery is cancelled, which stops every worker; the opener closes the
+services' stores. A worker in a crash loop cancels the nursery too, and :func:`serve` raises.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
-import ipaddress
 import logging
 import resource
 import signal
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import hypercorn.config
 import hypercorn.trio
 import trio
-from quart import Blueprint
 from quart_trio import QuartTrio
 
 from everos import __version__
@@ -42,68 +44,14 @@ from everos.config import LoadedConfig
 from everos.errors import CommandError, ExitCode
 from everos.metrics import MetricsApp
 from everos.rootlock import hold_root_lock
-from everos.status import LoopLagProbe, StatusBoard
+from everos.runtime import CLOSE_TIMEOUT_S, OpenServices, Runtime, ServiceSet, is_loopback
+from everos.status import LoopLagProbe
 from everos.supervisor import Supervisor
 from everos.web import HealthApp, PathRouter, RequestLayer, create_app
 
-__all__ = ["Limiters", "Runtime", "Service", "raise_open_file_limit", "serve"]
+__all__ = ["check_bindable", "is_loopback", "raise_open_file_limit", "run", "serve", "with_cors"]
 
 log = logging.getLogger("everos.server")
-
-
-@dataclass(frozen=True)
-class Limiters:
-    """The named thread budgets (guarantee G5): every thread call takes one of these."""
-
-    sqlite: trio.CapacityLimiter
-    lancedb: trio.CapacityLimiter
-    files: trio.CapacityLimiter
-    cpu: trio.CapacityLimiter
-
-    @classmethod
-    def from_config(cls, loaded: LoadedConfig) -> Limiters:
-        limits = loaded.config.limits
-        return cls(
-            sqlite=trio.CapacityLimiter(limits.sqlite_threads),
-            lancedb=trio.CapacityLimiter(limits.lancedb_threads),
-            files=trio.CapacityLimiter(limits.file_threads),
-            cpu=trio.CapacityLimiter(limits.cpu_threads),
-        )
-
-
-@dataclass
-class Runtime:
-    """What every service receives: the config, the status board, the thread budgets."""
-
-    loaded: LoadedConfig
-    board: StatusBoard
-    limiters: Limiters
-    stop: trio.Event = field(default_factory=trio.Event)
-
-    @property
-    def config(self):
-        return self.loaded.config
-
-    def request_stop(self) -> None:
-        """Begin an orderly stop, as SIGTERM would. Not a checkpoint; idempotent."""
-        self.stop.set()
-
-
-class Service(Protocol):
-    """A part of the server (ingest, cascade, search...) as the root nursery sees it.
-
-    A service may also carry ``mounts``, a dict of ASGI apps by path prefix (``{"/mcp": app}``):
-    the path router sends those paths to them, before Quart and its request layer.
-    """
-
-    async def open(self, runtime: Runtime) -> None:
-        """Open stores and recover state; runs under the startup deadline before serving."""
-
-    def start_workers(self, supervisor: Supervisor) -> None:
-        """Start long-lived workers under supervision. Not a checkpoint."""
-
-    async def aclose(self) -> None:
-        """Close stores. Idempotent; runs shielded under a short deadline at stop."""
 
 
 def raise_open_file_limit() -> tuple[int, int]:
@@ -116,15 +64,6 @@ def raise_open_file_limit() -> tuple[int, int]:
         except (ValueError, OSError):
             pass
     return soft, hard
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 _BIND_ADVICE = {
@@ -187,14 +126,10 @@ async def _watch_signals(stop: trio.Event, *, task_status: trio.TaskStatus[None]
             return
 
 
-SHUTDOWN_CLOSE_TIMEOUT_S = 10.0
-
-
 async def serve(
     loaded: LoadedConfig,
     *,
-    services: list[Service] | None = None,
-    blueprints: list[Blueprint] | None = None,
+    services: OpenServices | None = None,
     handle_signals: bool = False,
     configure_app: Callable[[QuartTrio], None] | None = None,
     runtime_ready: Callable[[Runtime], Any] | None = None,
@@ -203,7 +138,8 @@ async def serve(
 ) -> None:
     """Run the server on ``loaded.config.api.host``/``port`` until stopped.
 
-    ``task_status.started()`` reports the bound addresses (``http://127.0.0.1:PORT``) once the
+    ``services`` opens the services to run (see :data:`~everos.runtime.OpenServices`); without it
+    the server answers health, metrics and nothing else. ``task_status.started()`` reports the bound addresses (``http://127.0.0.1:PORT``) once the
     server answers and ``/readyz`` says ready. Returns after an orderly stop. With ``http=False``
     nothing listens (``everos mcp`` over stdio): the services and their workers run until stopped,
     and ``task_status.started()`` reports ``[]``.
@@ -214,7 +150,6 @@ async def serve(
         WorkerCrashLoop: a worker kept crashing; the server stopped.
     """
     config = loaded.config
-    services = services or []
     with hold_root_lock(loaded.root, purpose="everos server" if http else "everos mcp (stdio, no HTTP)") as lock:
         if http:
             check_bindable(config.api.host, config.api.port)
@@ -226,28 +161,31 @@ async def serve(
                         "can read and change the knowledge base", config.api.host)
         for item in loaded.ignored:
             log.info("config ignored: %s", item)
-        board = StatusBoard()
-        runtime = Runtime(loaded=loaded, board=board, limiters=Limiters.from_config(loaded))
+        runtime = Runtime.for_config(loaded)
+        board = runtime.board
+        stack = contextlib.AsyncExitStack()
         try:
             async with trio.open_nursery() as nursery:
                 if handle_signals:
                     await nursery.start(_watch_signals, runtime.stop)
                 nursery.start_soon(LoopLagProbe(board, config.limits.loop_lag_probe_interval_seconds).run)
+                opened: ServiceSet | None = None
                 with trio.fail_after(config.api.startup_timeout_seconds):
-                    for service in services:
-                        await service.open(runtime)
+                    if services is not None:
+                        opened = await stack.enter_async_context(services(runtime))
+                running = list(opened.services) if opened is not None else []
                 supervisor = Supervisor(nursery, board, restart_limit=config.limits.worker_restart_limit,
                                         restart_window_s=config.limits.worker_restart_window_seconds)
-                for service in services:
+                for service in running:
                     service.start_workers(supervisor)
 
                 app = create_app(
                     max_upload_bytes=config.knowledge.max_upload_bytes,
-                    blueprints=blueprints or [],
+                    blueprints=list(opened.blueprints) if opened is not None else [],
                     configure=configure_app,
                 )
                 mounts: dict[str, Any] = {}
-                for service in services:
+                for service in running:
                     mounts.update(getattr(service, "mounts", None) or {})
                 api = with_cors(RequestLayer(app, config.api.request_timeout_seconds), config.api.cors_origins)
                 asgi = PathRouter(api, HealthApp(board), mounts, metrics=MetricsApp(board))
@@ -287,12 +225,11 @@ async def serve(
                 task_status.started(binds)
         finally:
             # Workers are all cancelled by now; close the stores they used.
-            with trio.CancelScope(shield=True), trio.move_on_after(SHUTDOWN_CLOSE_TIMEOUT_S):
-                for service in reversed(services):
-                    await service.aclose()
+            with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_TIMEOUT_S):
+                await stack.aclose()
     log.info("stopped")
 
 
-def run(loaded: LoadedConfig, *, services: list[Service], blueprints: list[Blueprint]) -> None:
+def run(loaded: LoadedConfig, *, services: OpenServices) -> None:
     """Blocking entry point for the CLI: run until SIGINT/SIGTERM."""
-    trio.run(functools.partial(serve, loaded, services=services, blueprints=blueprints, handle_signals=True))
+    trio.run(functools.partial(serve, loaded, services=services, handle_signals=True))

@@ -1,14 +1,24 @@
-"""Which services a server runs, and the routes that serve them, built from its configuration.
+"""Which services a process runs, how they are wired, and the routes that serve them.
 
-The root nursery (``everos.server``) knows services only through the ``Service`` protocol; this is
-the one place that names them, wires them to each other and pairs them with their blueprints (the
-web layer imports services, never the other way round). Start order::
+The one place that names services. :func:`open_services` opens them in this order, each
+constructed from the ones already open (constructor injection only)::
 
-    providers  -> model clients (LLM, embedder, reranker), reported in /health
-    knowledge  -> durable ingest; tells the cascade which document directories changed
-    index      -> the LanceDB store, its single writer (a worker) and the search service
-    cascade    -> leased index queue, watcher, scanner, index workers (write through the writer)
-    mcp        -> the knowledge tools over MCP
+    providers  model clients (LLM, embedder, reranker)
+    locks      the per-document locks, shared by ingest and the cascade
+    index      the LanceDB store and its single writer (a worker)
+    cascade    leased index queue, watcher, scanner, index workers: writes through the index
+               writer, under the document locks
+    ingest     durable ingest: tells the cascade which document directories changed and asks it
+               for index states
+    search     the search service over the index, with ingest's document lookups
+    mcp        the knowledge tools over MCP (``/mcp``, or stdio for ``everos mcp``)
+
+Workers start in the order ingest, index writer, cascade, mcp, and /health shows the blocks
+"providers", "ingest", "index", "cascade" in that order. Closing runs in the reverse order of
+opening, shielded and bounded by ``CLOSE_TIMEOUT_S``. ``everos server start``, ``everos mcp``
+(stdio), ``everos ingest`` (a server of its own) and ``everos cascade sync|fix --apply|rebuild``
+all open the services here; ``cascade status`` and ``cascade fix`` (listing) only read, through
+:func:`open_cascade_reader`.
 
 Routes: the knowledge and task routes (``web/_knowledge.py``) and the cascade's admin routes
 (``web/_cascade.py``), each under ``/api/v1`` and ``/api/v2``.
@@ -16,123 +26,152 @@ Routes: the knowledge and task routes (``web/_knowledge.py``) and the cascade's 
 
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Literal
 
 import trio
 from quart import Blueprint
 
 from everos.cascade import CascadeService
-from everos.config import LoadedConfig
-from everos.knowledge._extractor import BuiltinExtractor, Extractor
-from everos.knowledge._llm_extractor import LLMExtractor
-from everos.knowledge._service import KnowledgeService
+from everos.ingest import DocumentLocks, IngestService
+from everos.knowledge import BuiltinExtractor, Extractor, LLMExtractor
 from everos.mcp import MCPService
-from everos.providers import Providers
+from everos.providers import BuiltinEmbedder, Providers
+from everos.runtime import CLOSE_TIMEOUT_S, Runtime, Service
 from everos.search import SearchService, search_tokens, split_facts, warm_up
-from everos.server import Service
+from everos.store._index_rows import FactRow, TopicRow
 from everos.store.index import IndexStore, IndexWriter
+from everos.supervisor import Supervisor
 from everos.web._cascade import cascade_blueprints
 from everos.web._knowledge import knowledge_blueprints
 
-__all__ = ["IndexService", "ProvidersService", "build_services"]
+__all__ = ["IndexService", "Services", "open_cascade_reader", "open_services"]
 
 LANCEDB_RELPATH = (".index", "lancedb")
 
 
-class ProvidersService:
-    """Owns the model clients (LLM, embedder, reranker) of the server and reports them in /health.
+class IndexService:
+    """The search index: its LanceDB store and the one writer task (the only LanceDB writer)."""
 
-    The clients are built when the server opens (no connection is made until first use) and
-    closed last, after every service that uses them.
-    """
+    def __init__(self, store: IndexStore, writer: IndexWriter) -> None:
+        self.store = store
+        self.writer = writer
 
-    def __init__(self) -> None:
-        self.providers: Providers | None = None
-
-    async def open(self, runtime: Any) -> None:
-        self.providers = Providers.from_config(runtime.config)
-        runtime.board.blocks["providers"] = self.providers.snapshot
-
-    def start_workers(self, supervisor: Any) -> None:
-        pass
+    @classmethod
+    async def open(cls, runtime: Runtime, *, reset: bool = False) -> IndexService:
+        """The index, open (``reset`` drops both tables first: ``everos cascade rebuild``). Close it
+        with :meth:`aclose`."""
+        config = runtime.config
+        store = await IndexStore.open(runtime.root.joinpath(*LANCEDB_RELPATH), dim=config.embedding.dim,
+                                      settings=config.lancedb, limiter=runtime.limiters.lancedb, reset=reset)
+        return cls(store, IndexWriter(store, config.cascade))
 
     async def aclose(self) -> None:
-        if self.providers is not None:
-            await self.providers.aclose()
+        """Close the store. Idempotent."""
+        await self.store.aclose()
 
-
-class IndexService:
-    """The search index: its LanceDB store, the one writer task, and the search service over it.
-
-    ``reset`` drops both tables at open (``everos cascade rebuild``).
-    """
-
-    def __init__(self, providers: ProvidersService, knowledge: KnowledgeService, *, reset: bool = False) -> None:
-        self._providers = providers
-        self._knowledge = knowledge
-        self._reset = reset
-        self.store: IndexStore | None = None
-        self.writer: IndexWriter | None = None
-        self.searcher: SearchService | None = None
-
-    async def open(self, runtime: Any) -> None:
-        config = runtime.config
-        path = runtime.loaded.root.joinpath(*LANCEDB_RELPATH)
-        self.store = await IndexStore.open(path, dim=config.embedding.dim, settings=config.lancedb,
-                                           limiter=runtime.limiters.lancedb, reset=self._reset)
-        self.writer = IndexWriter(self.store, config.cascade)
-        # jieba's dictionary takes about a second to load: now, in a thread, not on a first search.
-        await trio.to_thread.run_sync(warm_up, limiter=runtime.limiters.cpu)
-        providers = self._providers.providers
-        self.searcher = SearchService(
-            self.store, providers.embedder, providers.reranker, config.knowledge_search, runtime.limiters.cpu,
-            document_lookup=self._knowledge.document_briefs, topic_content_lookup=self._knowledge.topic_contents)
-        runtime.board.blocks["index"] = self.writer.statistics
-
-    def start_workers(self, supervisor: Any) -> None:
+    def start_workers(self, supervisor: Supervisor) -> None:
         supervisor.start("index-writer", self.writer.run)
 
-    async def aclose(self) -> None:
-        if self.store is not None:
-            await self.store.aclose()
 
-    async def search(self, **arguments: Any) -> dict[str, Any]:
-        """EverOS's knowledge search (see :meth:`SearchService.search`)."""
-        return await self.searcher.search(**arguments)
+@dataclass(frozen=True)
+class Services:
+    """The open services of one process, by name (see the module docstring), and their routes."""
+
+    providers: Providers
+    locks: DocumentLocks
+    index: IndexService
+    cascade: CascadeService
+    ingest: IngestService
+    search: SearchService
+    mcp: MCPService | None
+    blueprints: list[Blueprint]
+
+    @property
+    def services(self) -> list[Service]:
+        """The services with workers, in the order their workers start."""
+        return [service for service in (self.ingest, self.index, self.cascade, self.mcp) if service is not None]
 
 
-def build_cascade(providers: ProvidersService, index: IndexService, knowledge: KnowledgeService) -> CascadeService:
-    return CascadeService(
-        document_lock=knowledge.document_locked,
-        sink=lambda runtime: index.writer,
-        embedder=lambda runtime: providers.providers.embedder,
-        chat=lambda runtime: providers.providers.llm,
-        search_tokens=search_tokens,
-        split_facts=split_facts,
-    )
+def make_extractor(runtime: Runtime, providers: Providers) -> Extractor:
+    """The LLM extractor when ``[llm] provider`` names an endpoint, else the built-in one."""
+    if providers.llm is None:
+        return BuiltinExtractor(runtime.limiters.cpu)
+    return LLMExtractor(providers.llm, runtime.config.llm, runtime.limiters.cpu,
+                        job_timeout_seconds=runtime.config.ingest.job_timeout_seconds)
 
 
-def build_services(loaded: LoadedConfig, *, mcp_transport: str = "http") -> tuple[list[Service], list[Blueprint]]:
-    """The services of a full server for ``loaded``'s root, in start order, and their routes.
+@contextlib.asynccontextmanager
+async def open_services(runtime: Runtime, *, mcp_transport: Literal["http", "stdio"] | None = "http",
+                        reset_index: bool = False) -> AsyncIterator[Services]:
+    """``async with open_services(runtime) as services:`` every service of ``runtime``'s root,
+    open, in the order of the module docstring; closed on exit in the reverse order, shielded and
+    within ``CLOSE_TIMEOUT_S``. A checkpoint; the caller bounds the opening (the startup deadline).
 
-    ``mcp_transport`` is ``"http"`` (the MCP tools mounted at ``/mcp``) or ``"stdio"`` (``everos mcp``
-    serving this process's stdin/stdout).
+    ``mcp_transport`` is ``"http"`` (the MCP tools mounted at ``/mcp``), ``"stdio"`` (``everos mcp``
+    serving this process's stdin/stdout) or None (no MCP: the cascade commands). ``reset_index``
+    drops the index tables at open (``everos cascade rebuild``).
+
+    Raises:
+        What opening a store raises (``StoreBusy``, ``sqlite3.Error``, ``OSError``); the services
+        opened before it are closed again.
     """
-    providers = ProvidersService()
+    config, limiters = runtime.config, runtime.limiters
+    stack = contextlib.AsyncExitStack()
+    try:
+        providers = await stack.enter_async_context(Providers.from_config(config))
+        locks = DocumentLocks()
+        index = await IndexService.open(runtime, reset=reset_index)
+        stack.push_async_callback(index.aclose)
+        cascade = CascadeService(sink=index.writer, embedder=providers.embedder, chat=providers.llm,
+                                 search_tokens=search_tokens, split_facts=split_facts, document_lock=locks.hold)
+        stack.push_async_callback(cascade.aclose)  # idempotent: also closes a cascade half open
+        await cascade.open(runtime)
+        ingest = await IngestService.open(runtime, extractor=make_extractor(runtime, providers), locks=locks,
+                                          index=cascade)
+        stack.push_async_callback(ingest.aclose)
+        # jieba's dictionary takes about a second to load: now, in a thread, not on a first search.
+        await trio.to_thread.run_sync(warm_up, limiter=limiters.cpu)
+        search = SearchService(index.store, providers.embedder, providers.reranker, config.knowledge_search,
+                               limiters.cpu, document_lookup=ingest.document_briefs,
+                               topic_content_lookup=ingest.topic_contents)
+        mcp = None if mcp_transport is None else MCPService(ingest, runtime, search=search.search,
+                                                            transport=mcp_transport)
+        blueprints = knowledge_blueprints(ingest, search=search) + cascade_blueprints(cascade)
+        # /health shows the blocks in this order (the README's quick start shows it too).
+        runtime.board.blocks.update(providers=providers.snapshot, ingest=ingest.status_block,
+                                    index=index.writer.statistics, cascade=cascade.status_block)
+        yield Services(providers=providers, locks=locks, index=index, cascade=cascade, ingest=ingest, search=search,
+                       mcp=mcp, blueprints=blueprints)
+    finally:
+        with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_TIMEOUT_S):
+            await stack.aclose()
 
-    def make_extractor(runtime: Any) -> Extractor:
-        """The LLM extractor when ``[llm] provider`` names an endpoint, else the built-in one."""
-        chat = providers.providers.llm
-        if chat is None:
-            return BuiltinExtractor(runtime.limiters.cpu)
-        return LLMExtractor(chat, runtime.config.llm, runtime.limiters.cpu,
-                            job_timeout_seconds=runtime.config.ingest.job_timeout_seconds)
 
-    knowledge = KnowledgeService(extractor_factory=make_extractor)
-    index = IndexService(providers, knowledge)
-    cascade = build_cascade(providers, index, knowledge)
-    knowledge.index_notifier = cascade.enqueue_document
-    knowledge.index_state_lookup = cascade.index_states
-    mcp = MCPService(knowledge, search=index.search, transport=mcp_transport)
-    blueprints = knowledge_blueprints(knowledge, search=index) + cascade_blueprints(cascade)
-    return [providers, knowledge, index, cascade, mcp], blueprints
+class _NoIndex:
+    """The index of a cascade that only reads: never written (writing is a bug, so it raises)."""
+
+    async def replace_document(self, doc_id: str, topics: list[TopicRow], facts: list[FactRow]) -> None:
+        raise RuntimeError("a cascade opened to read does not write the index")
+
+    async def delete_document(self, doc_id: str) -> int:
+        raise RuntimeError("a cascade opened to read does not write the index")
+
+    async def topic_hashes(self, doc_id: str) -> dict[str, str]:
+        raise RuntimeError("a cascade opened to read does not read the index")
+
+
+@contextlib.asynccontextmanager
+async def open_cascade_reader(runtime: Runtime) -> AsyncIterator[CascadeService]:
+    """The cascade opened only to read its queue and state, next to a server if one runs: it
+    recovers no rows and needs no index and no model (stand-ins that are never called)."""
+    cascade = CascadeService(sink=_NoIndex(), embedder=BuiltinEmbedder(runtime.config.embedding.dim),
+                             search_tokens=lambda text: [], split_facts=lambda text, n: [])
+    try:
+        await cascade.open(runtime, recover=False)
+        yield cascade
+    finally:
+        with trio.CancelScope(shield=True):
+            await cascade.aclose()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,7 +14,8 @@ import pytest
 import trio
 
 from everos.config import LoadedConfig, load_config, render_template
-from everos.server import Runtime, serve
+from everos.runtime import OpenServices, Runtime
+from everos.server import serve
 
 
 def write_config(root: Path, text: str | None = None) -> Path:
@@ -45,40 +46,89 @@ class RunningServer:
     base_url: str
     runtime: Runtime
     client: httpx.AsyncClient
+    services: Any = None  # what the opener yielded (everos.services.Services for the full server)
+
+
+@dataclass
+class GivenServices:
+    """A ServiceSet of services a test built itself (test doubles, or ingest alone)."""
+
+    services: Sequence[Any] = ()
+    blueprints: Sequence[Any] = ()
+    ingest: Any = None
+    mcp: Any = None
+
+
+def ingest_services(make_extractor: Callable[[Runtime], Any] | None = None, *, mcp: bool = False,
+                    search: Any = None) -> OpenServices:
+    """An opener of the ingest service alone (no cascade, no index) with its routes; with ``mcp``
+    also the MCP adapter over it (HTTP mount, ``search`` for knowledge_search)."""
+    from everos.ingest import IngestService
+    from everos.mcp import MCPService
+    from everos.web._knowledge import knowledge_blueprints
+
+    @contextlib.asynccontextmanager
+    async def opener(runtime: Runtime) -> AsyncIterator[GivenServices]:
+        extractor = make_extractor(runtime) if make_extractor else None
+        ingest = await IngestService.open(runtime, extractor=extractor)
+        runtime.board.blocks["ingest"] = ingest.status_block
+        try:
+            adapter = MCPService(ingest, runtime, search=search) if mcp else None
+            yield GivenServices(services=[s for s in (ingest, adapter) if s is not None],
+                                blueprints=knowledge_blueprints(ingest), ingest=ingest, mcp=adapter)
+        finally:
+            await ingest.aclose()
+
+    return opener
 
 
 @contextlib.asynccontextmanager
 async def running_server(
     root: Path,
     *,
-    services: list | None = None,
-    blueprints: list | None = None,
+    services: OpenServices | Sequence[Any] | None = None,
     configure_app: Callable | None = None,
     **overrides: Any,
 ) -> AsyncIterator[RunningServer]:
-    """The real server on a free loopback port, stopped in an orderly way on exit."""
+    """The real server on a free loopback port, stopped in an orderly way on exit. ``services`` is
+    an opener, or a list of services that need no opening (test doubles)."""
     loaded = loaded_config(root, **overrides)
-    holder: dict[str, Runtime] = {}
+    holder: dict[str, Any] = {}
+    opener = services if services is None or callable(services) else _given(list(services))
+
+    @contextlib.asynccontextmanager
+    async def recording(runtime: Runtime) -> AsyncIterator[Any]:
+        async with opener(runtime) as opened:
+            holder["services"] = opened
+            yield opened
+
     async with trio.open_nursery() as nursery:
         binds = await nursery.start(functools.partial(
-            serve, loaded, services=services, blueprints=blueprints, configure_app=configure_app,
+            serve, loaded, services=None if opener is None else recording, configure_app=configure_app,
             runtime_ready=lambda runtime: holder.setdefault("runtime", runtime),
         ))
         base_url = binds[0]
         async with httpx.AsyncClient(base_url=base_url, timeout=10) as client:
             try:
-                yield RunningServer(base_url=base_url, runtime=holder["runtime"], client=client)
+                yield RunningServer(base_url=base_url, runtime=holder["runtime"], client=client,
+                                    services=holder.get("services"))
             finally:
                 holder["runtime"].request_stop()
+
+
+def _given(services: list[Any]) -> OpenServices:
+    @contextlib.asynccontextmanager
+    async def opener(runtime: Runtime) -> AsyncIterator[GivenServices]:
+        yield GivenServices(services=services)
+
+    return opener
 
 
 @contextlib.asynccontextmanager
 async def knowledge_server(root: Path, **overrides: Any) -> AsyncIterator[RunningServer]:
     """The full server (every service of ``everos server start``) on loopback."""
-    from everos.knowledge._service import KnowledgeService
-    from everos.services import build_services
+    from everos.services import open_services
 
-    services, blueprints = build_services(loaded_config(root, **overrides))
-    async with running_server(root, services=services, blueprints=blueprints, **overrides) as server:
-        server.service = next(s for s in services if isinstance(s, KnowledgeService))
+    async with running_server(root, services=open_services, **overrides) as server:
+        server.service = server.services.ingest
         yield server

@@ -14,10 +14,8 @@ from everos.api_cli import document_outline, render_table
 from everos.cli import main
 from everos.errors import ExitCode, ExternalServiceUnavailable
 from everos.knowledge._extractor import BuiltinExtractor
-from everos.knowledge._service import KnowledgeService
-from everos.web._knowledge import knowledge_blueprints
 
-from .conftest import knowledge_server, running_server
+from .conftest import ingest_services, knowledge_server, running_server
 from .web.test_knowledge_routes import GUIDE, upload, wait_indexed
 
 API = "/api/v1/knowledge"
@@ -145,8 +143,7 @@ class BrokenExtractor:
 
 def broken_server(root: Path, extractor: BrokenExtractor, **overrides):
     """Ingest only, one attempt per job: a failing job is dead at once."""
-    service = KnowledgeService(extractor_factory=lambda runtime: extractor)
-    return running_server(root, services=[service], blueprints=knowledge_blueprints(service),
+    return running_server(root, services=ingest_services(lambda runtime: extractor),
                           ingest__max_attempts=1, ingest__workers=1, **overrides)
 
 

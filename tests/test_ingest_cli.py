@@ -29,9 +29,9 @@ from everos.folder_ingest import (
     summarize,
     wanted,
 )
-from everos.services import build_services
+from everos.services import open_services
 
-from .conftest import loaded_config, running_server
+from .conftest import running_server
 
 DOCUMENTS = "/api/v1/knowledge/documents"
 
@@ -224,8 +224,7 @@ async def counting_server(root: Path, *, hold_after: int | None = None, saturate
             if g.get("counted"):
                 state["in_flight"] -= 1
 
-    services, blueprints = build_services(loaded_config(root))
-    async with running_server(root, services=services, blueprints=blueprints, configure_app=configure) as server:
+    async with running_server(root, services=open_services, configure_app=configure) as server:
         state["server"] = server
         yield state
 

@@ -58,7 +58,7 @@ from everos.cascade._rows import (
     topic_row,
 )
 from everos.cascade._snapshot import find_document_dirs, read_document_dir, sha256_file
-from everos.knowledge import _repository as repo
+from everos.ingest import _repository as repo
 from everos.knowledge._layout import ORIGINAL_DIRNAME
 from everos.knowledge._models import KnowledgeTopic
 from everos.providers import Budget, EmbeddingDimensionError, ProviderError, ProviderResponseError

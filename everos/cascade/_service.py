@@ -35,10 +35,12 @@ from everos.cascade._snapshot import walk_document_dirs
 from everos.cascade._watcher import Watcher
 from everos.cascade._worker import QUEUE_KIND, QUEUE_TABLE, AttemptResult, IndexWorkers
 from everos.errors import InvalidInput, StoreBusy
-from everos.knowledge import _repository as repo
+from everos.ingest import _repository as repo
 from everos.providers import CircuitState, circuit_state
+from everos.runtime import Runtime
 from everos.store import Database, Job, JobStatus, LeasedQueue, MigrationSet
 from everos.store._index_rows import IndexSink
+from everos.supervisor import Supervisor
 
 __all__ = ["CascadeService", "cascade_migrations", "document_dir_of"]
 
@@ -83,10 +85,9 @@ def document_dir_of(root: Path, path: str | os.PathLike[str]) -> str:
 class CascadeService:
     """The cascade: index queue, workers, reaper, scanner, watcher and their status.
 
-    Collaborators are given as providers, each called once with the runtime in :meth:`open`
-    (so they can come from services opened before it): ``sink`` gives the
-    :class:`~everos.store._index_rows.IndexSink`; ``embedder`` gives an embedder (``dim`` and
-    ``await embed(texts, budget=...)``); ``chat`` gives a :class:`~everos.providers.ChatClient` or
+    Collaborators are given open, by the services opened before it (``everos.services``):
+    ``sink`` is the :class:`~everos.store._index_rows.IndexSink`; ``embedder`` an embedder (``dim``
+    and ``await embed(texts, budget=...)``); ``chat`` a :class:`~everos.providers.ChatClient` or
     None (no provider: no LLM facts). The cascade closes none of them: their owners do.
     ``search_tokens(text)`` and ``split_facts(text, max_facts)`` are blocking callables run in
     cpu threads. ``clock`` (seconds since the epoch) times queue rows and state.
@@ -95,19 +96,19 @@ class CascadeService:
     def __init__(
         self,
         *,
-        sink: Callable[[Any], IndexSink],
-        embedder: Callable[[Any], Any],
+        sink: IndexSink,
+        embedder: Any,
         search_tokens: SearchTokens,
         split_facts: SplitFacts,
-        chat: Callable[[Any], Any | None] | None = None,
+        chat: Any | None = None,
         max_facts_per_topic: int = 16,
         clock: Callable[[], float] = time.time,
         document_lock: DocumentLock = no_document_lock,
     ) -> None:
         self._document_lock = document_lock
-        self._sink_provider = sink
-        self._embedder_provider = embedder
-        self._chat_provider = chat
+        self.sink = sink
+        self.embedder = embedder
+        self._chat = chat
         self._search_tokens = search_tokens
         self._split_facts = split_facts
         self._max_facts_per_topic = max_facts_per_topic
@@ -117,23 +118,22 @@ class CascadeService:
 
     # -- lifecycle (the Service protocol) -------------------------------------------------------
 
-    async def open(self, runtime: Any, *, recover: bool = True) -> None:
+    async def open(self, runtime: Runtime, *, recover: bool = True) -> None:
         """Open the database, build the workers, return rows of a previous process to the queue
         (G7, skipped with ``recover=False``: ``cascade status`` next to a running server must not
-        take its rows) and publish the status block. Raises what :meth:`Database.open` raises."""
+        take its rows) and refresh the status (:meth:`status_block`, which the wiring publishes in
+        /health). Raises what :meth:`Database.open` raises."""
         self.root: Path = runtime.loaded.root
         self.settings = runtime.config.cascade
         limiters = self.limiters = runtime.limiters
         self.db = await Database.open(self.root / DATABASE_RELPATH, runtime.config.sqlite, limiters.sqlite,
                                       migrations=cascade_migrations())
         self.queue = LeasedQueue(self.db, QUEUE_TABLE, max_attempts=self.settings.max_attempts, clock=self._clock)
-        self.sink = self._sink_provider(runtime)
-        self.embedder = self._embedder_provider(runtime)
         self.workers = IndexWorkers(
             root=self.root, db=self.db, queue=self.queue, sink=self.sink, embedder=self.embedder,
             search_tokens=self._search_tokens, split_facts=self._split_facts, settings=self.settings,
             files_limiter=limiters.files, cpu_limiter=limiters.cpu,
-            chat=None if self._chat_provider is None else self._chat_provider(runtime),
+            chat=self._chat,
             max_facts_per_topic=self._max_facts_per_topic, clock=self._clock, document_lock=self._document_lock)
         self.scanner = Scanner(root=self.root, db=self.db, queue=self.queue, enqueue=self.enqueue_document,
                                files_limiter=limiters.files, interval_seconds=self.settings.scan_interval_seconds,
@@ -145,9 +145,8 @@ class CascadeService:
             log.warning("returned %d index rows of a previous process to the queue", recovered)
             await self.workers.sync_terminal_states()
         self._snapshot = await self.status()
-        runtime.board.blocks["cascade"] = self.status_block
 
-    def start_workers(self, supervisor: Any) -> None:
+    def start_workers(self, supervisor: Supervisor) -> None:
         """Start the index workers, the reaper, the scanner, the watcher (when ``watch``), the
         status monitor and the re-embed pass under supervision. Not a checkpoint."""
         owner = f"cascade-{os.getpid()}-{os.urandom(3).hex()}"

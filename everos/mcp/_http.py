@@ -1,6 +1,6 @@
 """The MCP adapter as a part of the server: streamable HTTP at ``/mcp``, or stdio.
 
-:class:`MCPService` follows the ``Service`` protocol of ``everos.server``. Over HTTP it offers
+:class:`MCPService` follows the ``Service`` protocol of ``everos.runtime``. Over HTTP it offers
 ``mounts = {"/mcp": app}``, which ``serve()`` hands to the ``PathRouter`` (so MCP requests bypass
 Quart and its request layer: each tool call carries its own deadline instead), and it runs the
 SDK's session manager as a supervised worker in the root nursery (stack notes §5: never
@@ -23,11 +23,12 @@ import trio
 from mcp.server.mcpserver import MCPServer
 from mcp.server.transport_security import TransportSecuritySettings
 
-from everos.knowledge._service import KnowledgeService
+from everos.ingest import IngestService
 from everos.mcp._catalog import build_server
 from everos.mcp._stdio import serve_stdio, stdio_line_limit
 from everos.mcp._tools import KnowledgeTools, SearchFn
-from everos.server import is_loopback
+from everos.runtime import Runtime, is_loopback
+from everos.supervisor import Supervisor
 from everos.web._envelope import dumps, error_body, mint_request_id
 
 __all__ = ["MCPService", "transport_security"]
@@ -42,39 +43,32 @@ MIB = 1024 * 1024
 
 
 class MCPService:
-    """The knowledge tools over MCP. ``transport`` is ``"http"`` (mounted at ``/mcp``) or ``"stdio"``.
+    """The knowledge tools over MCP, answered by the (open) ingest service ``knowledge``.
+    ``transport`` is ``"http"`` (mounted at ``/mcp``) or ``"stdio"``.
 
     ``search`` is the search callable of ``knowledge_search`` (see ``SearchFn``); None answers
-    ``SERVICE_UNAVAILABLE`` for that tool alone.
+    ``SERVICE_UNAVAILABLE`` for that tool alone. Nothing to open or close: sessions end with the
+    nursery.
     """
 
-    def __init__(self, knowledge: KnowledgeService, search: SearchFn | None = None, *,
+    def __init__(self, knowledge: IngestService, runtime: Runtime, *, search: SearchFn | None = None,
                  transport: str = "http") -> None:
         if transport not in ("http", "stdio"):
             raise ValueError(f"transport must be http or stdio, not {transport!r}")
         self.knowledge = knowledge
+        self.runtime = runtime
         self.search = search
         self.transport = transport
         self.mounts: dict[str, Any] = {MCP_PATH: self._asgi} if transport == "http" else {}
-        self.server: MCPServer | None = None
+        self.tools = KnowledgeTools(knowledge, runtime, search)
+        self.server: MCPServer = build_server(self.tools.dispatch)
         self._app: Any = None
 
-    async def open(self, runtime: Any) -> None:
-        """Build the tools over the (already opened) knowledge service. Nothing to recover."""
-        self.runtime = runtime
-        self.tools = KnowledgeTools(self.knowledge, runtime, self.search)
-        self.server = build_server(self.tools.dispatch)
-        await trio.lowlevel.checkpoint()
-
-    def start_workers(self, supervisor: Any) -> None:
+    def start_workers(self, supervisor: Supervisor) -> None:
         if self.transport == "http":
             supervisor.start("mcp-sessions", self._run_sessions)
         else:
             supervisor.start("mcp-stdio", self._run_stdio)
-
-    async def aclose(self) -> None:
-        """Nothing to close: sessions end with the nursery. Idempotent."""
-        await trio.lowlevel.checkpoint()
 
     async def _run_sessions(self) -> None:
         """Run the streamable-HTTP session manager until cancelled; its task group is a nursery

@@ -1,4 +1,4 @@
-"""The knowledge tools answered in this process, over a :class:`KnowledgeService`.
+"""The knowledge tools answered in this process, over an :class:`~everos.ingest.IngestService`.
 
 Every call runs under ``[api] request_timeout_seconds`` (guarantee G1): past it the answer is a
 ``REQUEST_TIMEOUT`` tool error and the call's subtree is cancelled (an upload already accepted
@@ -21,6 +21,8 @@ import trio
 from mcp.types import CallToolResult
 
 from everos.errors import EverosError, InvalidInput, NotFound, PayloadTooLarge, ServiceUnavailable
+from everos.ingest import TERMINAL, IngestService, Upload
+from everos.ingest._repository import SORT_COLUMNS
 from everos.knowledge import sanitize_name, validate_app_id, validate_doc_id, validate_project_id, validate_topic_id
 from everos.knowledge._answers import (
     created_body,
@@ -38,10 +40,9 @@ from everos.knowledge._requests import (
     validate_task_id,
     validate_title,
 )
-from everos.knowledge._repository import SORT_COLUMNS
-from everos.knowledge._service import TERMINAL, KnowledgeService, Upload
 from everos.mcp import _render as render  # the submodule, not the package namespace
 from everos.mcp._catalog import PAGE_MAX, PAGE_SIZE_MAX
+from everos.runtime import Runtime
 from everos.store import JobStatus
 
 __all__ = ["KnowledgeTools", "SearchFn"]
@@ -73,7 +74,7 @@ class KnowledgeTools:
     ``SERVICE_UNAVAILABLE``, and every other tool works).
     """
 
-    def __init__(self, knowledge: KnowledgeService, runtime: Any, search: SearchFn | None = None) -> None:
+    def __init__(self, knowledge: IngestService, runtime: Runtime, search: SearchFn | None = None) -> None:
         self.knowledge = knowledge
         self.runtime = runtime
         self.search = search

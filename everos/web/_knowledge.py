@@ -14,6 +14,8 @@ from quart import Blueprint, Response, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from everos.errors import InvalidInput, PayloadTooLarge, ServiceUnavailable
+from everos.ingest import TERMINAL, IngestService, Upload
+from everos.ingest._repository import SORT_COLUMNS
 from everos.knowledge import validate_app_id, validate_doc_id, validate_project_id, validate_topic_id
 from everos.knowledge import _answers as answers
 from everos.knowledge._requests import (
@@ -23,8 +25,6 @@ from everos.knowledge._requests import (
     validate_task_id,
     validate_title,
 )
-from everos.knowledge._repository import SORT_COLUMNS
-from everos.knowledge._service import TERMINAL, KnowledgeService, Upload
 from everos.store import Job, JobStatus
 from everos.web._app import current_request_id, ok
 from everos.web._envelope import dumps, now_iso
@@ -35,13 +35,13 @@ EXTRACTION_ERROR_STATUS = {"EXTRACTION_EMPTY": 422, "UNSUPPORTED_FORMAT": 415, "
                            "BAD_REQUEST": 400, "NOT_FOUND": 404, "INTERNAL_ERROR": 500}
 
 
-def knowledge_blueprints(service: KnowledgeService, search: Any = None) -> list[Blueprint]:
+def knowledge_blueprints(service: IngestService, search: Any = None) -> list[Blueprint]:
     """The routes for ``/api/v1`` and ``/api/v2``. ``search`` is the search service (an object with
     EverOS's ``search(...)``); without one, ``POST /search`` answers 503."""
     return [_blueprint(service, search, version) for version in ("v1", "v2")]
 
 
-def _blueprint(service: KnowledgeService, search: Any, version: str) -> Blueprint:
+def _blueprint(service: IngestService, search: Any, version: str) -> Blueprint:
     bp = Blueprint(f"knowledge_{version}", __name__, url_prefix=f"/api/{version}/knowledge")
     prefix = f"/api/{version}/knowledge"
 

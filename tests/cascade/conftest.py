@@ -143,9 +143,8 @@ async def open_cascade(
     extra = {"clock": clock} if clock else {}
     if document_lock is not None:
         extra["document_lock"] = document_lock
-    service = CascadeService(sink=lambda runtime: sink, embedder=lambda runtime: embedder,
-                             search_tokens=search_tokens, split_facts=split_facts,
-                             chat=(lambda runtime: chat), **extra)
+    service = CascadeService(sink=sink, embedder=embedder, search_tokens=search_tokens, split_facts=split_facts,
+                             chat=chat, **extra)
     await service.open(make_runtime(root, **cascade))
     try:
         yield service

@@ -10,7 +10,7 @@ import trio
 
 from everos.cascade import locate_document
 from everos.errors import InvalidInput
-from everos.knowledge import _repository as repo
+from everos.ingest import _repository as repo
 from everos.status import StatusBoard
 from everos.store import JobStatus
 from everos.supervisor import Supervisor

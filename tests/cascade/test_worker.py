@@ -205,7 +205,7 @@ async def test_rows_read_from_a_directory_moved_meanwhile_never_overwrite_the_ne
 ) -> None:
     """A PATCH moves the document between the cascade's read and its row write: the cascade,
     holding the document's lock, sees the files gone and writes nothing from the old place."""
-    from everos.knowledge import _repository as repo
+    from everos.ingest import _repository as repo
 
     doc_dir = write_document(root, "Trio", GUIDE)
     moved_to = root / doc_dir.replace("/Technology/", "/Engineering/")

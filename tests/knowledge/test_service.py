@@ -14,11 +14,9 @@ import httpx
 import pytest
 import trio
 
-from everos.knowledge._service import KnowledgeService
 from everos.testing.replay import free_port
-from everos.web._knowledge import knowledge_blueprints
 
-from ..conftest import running_server, write_config
+from ..conftest import ingest_services, running_server, write_config
 from ..test_cli import wait_healthy
 
 API = "/api/v1/knowledge"
@@ -36,8 +34,7 @@ class StalledExtractor:
 
 
 def stalled_server(root: Path, extractor: StalledExtractor, **overrides):
-    service = KnowledgeService(extractor_factory=lambda runtime: extractor)
-    return running_server(root, services=[service], blueprints=knowledge_blueprints(service), **overrides)
+    return running_server(root, services=ingest_services(lambda runtime: extractor), **overrides)
 
 
 async def post(client, index: int = 0, headers: dict | None = None):
@@ -103,9 +100,9 @@ async def test_an_expired_lease_returns_the_job_to_the_queue(root: Path) -> None
     """G7: a job leased by a worker that vanished is reaped after its lease and done by another."""
     async with running_server(root) as _:
         pass  # creates nothing; the root lock is free again
-    service = KnowledgeService()
-    async with running_server(root, services=[service], blueprints=knowledge_blueprints(service),
+    async with running_server(root, services=ingest_services(),
                               ingest__reaper_interval_seconds=0.1, ingest__workers=1) as server:
+        service = server.services.ingest
         job = (await post(server.client, 0, {"Prefer": "respond-async"})).json()["data"]
         # Meanwhile a "ghost" worker may have leased it; simulate one holding a short lease.
         await service.queue.lease("ghost", 10, 0.2)
@@ -182,9 +179,7 @@ class FailingOnMarker:
 
 
 async def test_a_replace_that_fails_leaves_the_old_version_whole(root: Path) -> None:
-    service = KnowledgeService(extractor_factory=FailingOnMarker)
-    async with running_server(root, services=[service], blueprints=knowledge_blueprints(service),
-                              ingest__max_attempts=1) as server:
+    async with running_server(root, services=ingest_services(FailingOnMarker), ingest__max_attempts=1) as server:
         created = (await post(server.client, 1)).json()["data"]
         doc_dir = Path(created["md_path"])
         before = {p.name: p.read_bytes() for p in doc_dir.rglob("*") if p.is_file()}

@@ -16,10 +16,10 @@ import pytest
 import trio
 import trio.testing
 
+from everos.ingest import IngestService, Upload
 from everos.knowledge import LLMExtractor
-from everos.knowledge._service import KnowledgeService, Upload
 from everos.providers import make_chat
-from everos.server import Limiters, Runtime
+from everos.runtime import Limiters, Runtime
 from everos.status import StatusBoard
 from everos.supervisor import Supervisor
 from everos.store import JobStatus
@@ -59,9 +59,8 @@ async def run_scenario(root: Path, behaviour, nursery: trio.Nursery, **settings)
     loaded = loaded_config(root, **{**SETTINGS, **settings})
     runtime = Runtime(loaded=loaded, board=StatusBoard(), limiters=Limiters.from_config(loaded))
     chat = make_chat(loaded.config.llm, transport=model_that(behaviour))
-    service = KnowledgeService(extractor_factory=lambda rt: LLMExtractor(
-        chat, rt.config.llm, rt.limiters.cpu, job_timeout_seconds=rt.config.ingest.job_timeout_seconds))
-    await service.open(runtime)
+    service = await IngestService.open(runtime, extractor=LLMExtractor(
+        chat, runtime.config.llm, runtime.limiters.cpu, job_timeout_seconds=runtime.config.ingest.job_timeout_seconds))
     service.start_workers(Supervisor(nursery, runtime.board, restart_limit=5, restart_window_s=60))
     return service
 

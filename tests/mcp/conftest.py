@@ -8,15 +8,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
 import trio
 from jsonschema import Draft202012Validator
 from mcp import Client
 
-from everos.knowledge._service import KnowledgeService
+from everos.ingest import IngestService
 from everos.mcp import MCPService
+from everos.runtime import Runtime
 from everos.search._service import _Candidate, _hit
-from everos.web._knowledge import knowledge_blueprints
-from ..conftest import RunningServer, running_server
+from ..conftest import RunningServer, ingest_services, loaded_config, running_server
 from ..knowledge.test_service import StalledExtractor
 
 __all__ = ["FakeSearch", "McpServer", "StalledExtractor", "call", "mcp_server", "schema_problems", "search_hit",
@@ -49,7 +50,7 @@ class FakeSearch:
 @dataclass
 class McpServer:
     http: RunningServer
-    knowledge: KnowledgeService
+    knowledge: IngestService
     mcp: MCPService
 
     @property
@@ -61,12 +62,26 @@ class McpServer:
 async def mcp_server(root: Path, *, search: Any = None, extractor: Any = None,
                      **overrides: Any) -> AsyncIterator[McpServer]:
     """The real server with the knowledge service and the MCP adapter (HTTP mount) on loopback."""
-    knowledge = KnowledgeService(extractor_factory=(lambda runtime: extractor) if extractor else None)
-    mcp = MCPService(knowledge, search=search)
+    services = ingest_services((lambda runtime: extractor) if extractor else None, mcp=True, search=search)
     overrides.setdefault("api__graceful_timeout_seconds", 0.5)  # an open MCP session holds the drain
-    async with running_server(root, services=[knowledge, mcp], blueprints=knowledge_blueprints(knowledge),
-                              **overrides) as http:
-        yield McpServer(http=http, knowledge=knowledge, mcp=mcp)
+    async with running_server(root, services=services, **overrides) as http:
+        yield McpServer(http=http, knowledge=http.services.ingest, mcp=http.services.mcp)
+
+
+@pytest.fixture
+def runtime(root: Path) -> Runtime:
+    """A runtime for ``root``'s config, as a server would open its services with."""
+    return Runtime.for_config(loaded_config(root))
+
+
+@pytest.fixture
+async def knowledge(runtime: Runtime) -> AsyncIterator[IngestService]:
+    """The ingest service, open over ``runtime``'s root (no workers)."""
+    service = await IngestService.open(runtime)
+    try:
+        yield service
+    finally:
+        await service.aclose()
 
 
 async def call(client: Client, name: str, **arguments: Any):

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from types import SimpleNamespace
 
 import httpx
 import trio
 from mcp import Client
 
-from everos.knowledge._service import KnowledgeService
 from everos.mcp import TOOL_NAMES, MCPService, transport_security
 
-from ..conftest import knowledge_server, loaded_config
+from ..conftest import knowledge_server
 from .conftest import call, mcp_server
 
 INITIALIZE = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
@@ -51,8 +49,8 @@ async def test_health_stays_outside_the_mount(root: Path) -> None:
         assert health["workers"]["mcp-sessions"]["state"] == "running"
 
 
-async def test_mount_answers_503_while_the_session_manager_is_not_running() -> None:
-    service = MCPService(KnowledgeService())
+async def test_mount_answers_503_while_the_session_manager_is_not_running(knowledge, runtime) -> None:
+    service = MCPService(knowledge, runtime)
     sent: list[dict] = []
 
     async def send(message: dict) -> None:
@@ -62,8 +60,8 @@ async def test_mount_answers_503_while_the_session_manager_is_not_running() -> N
     assert sent[0]["status"] == 503 and b"SERVICE_UNAVAILABLE" in sent[1]["body"]
 
 
-def test_stdio_transport_mounts_nothing() -> None:
-    assert MCPService(KnowledgeService(), transport="stdio").mounts == {}
+async def test_stdio_transport_mounts_nothing(knowledge, runtime) -> None:
+    assert MCPService(knowledge, runtime, transport="stdio").mounts == {}
 
 
 def test_transport_security_guards_loopback_binds_only() -> None:
@@ -85,10 +83,9 @@ async def test_a_client_disconnect_mid_call_leaves_the_server_serving(root: Path
             assert not is_error and body["health"]["state"] == "ready"
 
 
-async def test_session_manager_restarts_with_a_fresh_app(root: Path) -> None:
+async def test_session_manager_restarts_with_a_fresh_app(knowledge, runtime) -> None:
     """A supervised restart gets a new session manager (the SDK runs each one only once)."""
-    service = MCPService(KnowledgeService())
-    await service.open(SimpleNamespace(config=loaded_config(root).config))
+    service = MCPService(knowledge, runtime)
     apps = []
     for _ in range(2):
         async with trio.open_nursery() as nursery:
@@ -102,7 +99,7 @@ async def test_session_manager_restarts_with_a_fresh_app(root: Path) -> None:
 
 
 async def test_the_full_server_mounts_mcp(root: Path) -> None:
-    """``everos server start`` (build_services) serves the tools at /mcp."""
+    """``everos server start`` (open_services) serves the tools at /mcp."""
     async with knowledge_server(root, api__graceful_timeout_seconds=0.5) as server:
         async with Client(server.base_url + "/mcp") as client:
             body, _, is_error = await call(client, "knowledge_status")

@@ -13,15 +13,15 @@ import pytest
 import trio
 from mcp import Client, StdioServerParameters
 
-from everos.knowledge._service import KnowledgeService
 from everos.errors import CommandError, ExitCode
-from everos.mcp import TOOL_NAMES, RemoteDispatch, choose_target
-from everos.mcp._stdio import _StdinLines, check_reachable
+from everos.mcp import TOOL_NAMES, RemoteDispatch
+from everos.mcp._stdio import _StdinLines
+from everos.mcp_cli import check_reachable, choose_target
 from everos.rootlock import hold_root_lock, reachable_url
 from everos.server import serve
 from everos.testing.replay import free_port
 
-from ..conftest import loaded_config, write_config
+from ..conftest import ingest_services, loaded_config, write_config
 from .conftest import call, mcp_server
 
 SPAWN_TIMEOUT_S = 60  # a cold interpreter imports the whole stack before it answers
@@ -199,11 +199,10 @@ async def test_stdin_lines_drop_a_line_longer_than_one_read() -> None:
 
 async def test_serve_without_http_runs_the_services_until_stopped(root: Path) -> None:
     """``everos mcp`` opens a root with ``serve(http=False)``: nothing listens, workers run."""
-    knowledge = KnowledgeService()
     holder = {}
     async with trio.open_nursery() as nursery:
         binds = await nursery.start(lambda task_status: serve(
-            loaded_config(root), services=[knowledge], http=False,
+            loaded_config(root), services=ingest_services(), http=False,
             runtime_ready=lambda runtime: holder.setdefault("runtime", runtime), task_status=task_status))
         assert binds == [] and holder["runtime"].board.state == "ready"
         assert "ingest-0" in holder["runtime"].board.workers

@@ -1,4 +1,4 @@
-"""Every knowledge tool through the SDK's in-process client, against a real KnowledgeService."""
+"""Every knowledge tool through the SDK's in-process client, against a real IngestService."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import trio
 from mcp import Client
 
 from everos.errors import ExtractionEmpty
-from everos.knowledge._repository import SORT_COLUMNS
+from everos.ingest._repository import SORT_COLUMNS
 from everos.knowledge._requests import SEARCH_METHODS
 from everos.mcp import BEGIN_DATA, END_DATA
 

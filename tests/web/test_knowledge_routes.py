@@ -296,7 +296,8 @@ async def test_a_patch_that_fails_at_any_step_leaves_files_and_rows_as_they_were
                                                                               failing: str) -> None:
     """G10: every failure point of a PATCH that moves the document (a new title) is undone, and a
     DELETE afterwards leaves nothing behind."""
-    from everos.knowledge import _edit, _service
+    from everos.ingest import _documents as _service  # the module whose update() runs the PATCH steps
+    from everos.ingest import _edit
 
     def boom(*args, **kwargs):
         raise OSError(f"injected failure in {failing}")

@@ -19,7 +19,7 @@ from pathlib import Path
 from everos.knowledge._layout import INDEX_FILENAME, ORIGINAL_DIRNAME
 from everos.knowledge._markdown import parse_index_md, parse_topic_md, render_index_md, render_topic_md
 from everos.knowledge._models import KnowledgeDocument, KnowledgeTopic
-from everos.knowledge._repository import DocumentRow
+from everos.ingest._repository import DocumentRow
 from everos.store import atomic_write_text_sync, publish_directory_sync, remove_tree_sync, staging_dir_sync
 
 __all__ = ["discard_staging", "publish_rewrite", "restore_rows", "row_snapshot", "save_rewritten", "stage_rewrite"]

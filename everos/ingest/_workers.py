@@ -1,0 +1,217 @@
+"""The ingest workers: lease a job, extract, publish, settle; the reaper and the queue monitor.
+
+One attempt at a job (:meth:`IngestWorkers._run_job`, under ``run_leased_attempt``: its deadline
+``job_timeout_seconds`` and a lease renewed every third of ``lease_seconds``)::
+
+    read the inbox file, decode, read the scope's taxonomy, extract (the extractor: built-in in a
+    thread, or the model)                                       <- no lock held, may take minutes
+    hold the document's lock: render index.md and the topic files into <root>/.tmp/stage-*, add
+    _original/<file>, publish the directory with one atomic exchange (removing the old one if the
+    category or title moved it), upsert the document and topic rows, tell the cascade
+    settle: complete (the inbox file is deleted), fail at once (a permanent error), or retry after
+    retry_backoff_seconds until max_attempts, then dead           (G7; every step idempotent, G8)
+
+The reaper returns expired leases to the queue every ``reaper_interval_seconds``; the monitor
+refreshes the queue's stats for ``/health`` ("ingest") every ``STATUS_REFRESH_S``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from typing import Any
+
+import trio
+from trio_util import periodic
+
+from everos.errors import (
+    EverosError,
+    ExtractionEmpty,
+    InvalidInput,
+    NotFound,
+    PathTraversal,
+    StoreBusy,
+    UnsupportedFormat,
+)
+from everos.ingest import _repository as repo
+from everos.ingest._accept import STATUS_REFRESH_S
+from everos.ingest._categories import Categories
+from everos.ingest._context import IngestContext
+from everos.ingest._locks import DocumentLocks
+from everos.knowledge._decode import decode_upload
+from everos.knowledge._extractor import Extractor, SourceDocument
+from everos.knowledge._layout import INDEX_FILENAME, document_dir, knowledge_dir, original_path, topic_filename
+from everos.knowledge._markdown import render_document_files
+from everos.knowledge._models import document_record, flatten
+from everos.store import (
+    Job,
+    QueueStats,
+    atomic_write_bytes_sync,
+    atomic_write_text_sync,
+    publish_directory_sync,
+    remove_tree_sync,
+    staging_dir_sync,
+)
+from everos.store._attempt import run_leased_attempt
+from everos.supervisor import Supervisor
+
+__all__ = ["PERMANENT_ERRORS", "IngestWorkers"]
+
+log = logging.getLogger("everos.ingest")
+
+# Errors that will not go away by trying again: the job fails at once.
+PERMANENT_ERRORS = (ExtractionEmpty, UnsupportedFormat, InvalidInput, PathTraversal)
+
+
+class IngestWorkers:
+    """The long-lived tasks of ingest, over the shared :class:`IngestContext`.
+
+    ``stats`` is the queue's state when the service opened (``/health`` reads it before the
+    monitor's first refresh).
+    """
+
+    def __init__(self, ctx: IngestContext, categories: Categories, extractor: Extractor, locks: DocumentLocks,
+                 stats: QueueStats) -> None:
+        self.extractor = extractor
+        self._categories = categories
+        self._locks = locks
+        self._stats = stats
+        # The names the steps below have used since they were methods of the service itself.
+        self.config = ctx.config
+        self.root = ctx.root
+        self.inbox = ctx.inbox
+        self.db = ctx.db
+        self.queue = ctx.queue
+        self._clock = ctx.clock
+        self._files = ctx.files
+        self._cpu = ctx.cpu
+        self._relative = ctx.relative
+        self._changed = ctx.changed
+        self._notify = ctx.jobs.settled
+
+    def start(self, supervisor: Supervisor) -> None:
+        """Start ``[ingest] workers`` workers, the reaper and the monitor. Not a checkpoint."""
+        owner = f"{os.getpid()}-{os.urandom(3).hex()}"
+        for index in range(self.config.ingest.workers):
+            supervisor.start(f"ingest-{index}", lambda index=index: self._work(f"{owner}-{index}"))
+        supervisor.start("ingest-reaper", self._reap)
+        supervisor.start("ingest-monitor", self._monitor)
+
+    def status_block(self) -> dict[str, Any]:
+        """The /health block, from the monitor's last refresh. Not a checkpoint."""
+        stats = self._stats
+        return {
+            "healthy": True,
+            "pending": stats.pending,
+            "counts": {str(status): count for status, count in stats.counts.items()},
+            "oldest_lease_age_s": stats.oldest_lease_age_seconds,
+            "oldest_queued_age_s": stats.oldest_queued_age_seconds,
+            "last_progress_at": stats.last_progress_at,
+        }
+
+    async def _work(self, owner: str) -> None:
+        settings = self.config.ingest
+        while True:
+            jobs = await self.queue.lease(owner, 1, settings.lease_seconds)
+            if not jobs:
+                await self.queue.wait_for_work(settings.reaper_interval_seconds)
+                continue
+            await self._run_job(jobs[0], owner)
+
+    async def _run_job(self, job: Job, owner: str) -> None:
+        """One attempt: the job's steps under its deadline and lease, then settle it."""
+        settings = self.config.ingest
+        outcome = await run_leased_attempt(
+            self.queue, job, owner, lambda: self._process(job), lease_seconds=settings.lease_seconds,
+            timeout_seconds=settings.job_timeout_seconds,
+            timeout_error=lambda: StoreBusy(f"extraction did not finish within {settings.job_timeout_seconds:g} s"))
+        with trio.CancelScope(shield=True):
+            if outcome.succeeded:
+                await self.queue.complete(job.id, owner, outcome.result)
+                await self._files(lambda: (self.inbox / job.payload["inbox"]).unlink(missing_ok=True))
+            elif outcome.error is not None:
+                exc = outcome.error
+                code = exc.code if isinstance(exc, EverosError) else "INTERNAL_ERROR"
+                message = exc.message if isinstance(exc, EverosError) else f"{exc.__class__.__name__}: {exc}"
+                if not isinstance(exc, EverosError):
+                    log.error("ingest job %s failed", job.id, exc_info=exc)
+                await self.queue.fail(job.id, owner, f"{code}: {message}", settings.retry_backoff_seconds,
+                                      retryable=not isinstance(exc, PERMANENT_ERRORS))
+            # else: the lease was lost and another worker owns the job now.
+            self._notify(job.id)
+
+    async def _process(self, job: Job) -> dict[str, Any]:
+        """One attempt at one job. Every step can run twice without harm (G8)."""
+        p = job.payload
+        data = await self._files((self.inbox / p["inbox"]).read_bytes)
+        text = await self._cpu(decode_upload, data, p["filename"], None)
+        categories = await self._categories.read(p["app_id"], p["project_id"])
+        source = SourceDocument(doc_id=p["doc_id"], title=p["title"], text=text, filename=p["filename"],
+                                source_type=p["source_type"], category_id=p["category_id"])
+        extracted = await self.extractor.extract(source, categories)
+        async with self._locks.hold(p["doc_id"]):
+            if await self.queue.get(job.id) is None:
+                raise NotFound("the document was deleted while it was being extracted")
+            return await self._publish(p, data, extracted)
+
+    async def _publish(self, p: dict[str, Any], data: bytes, extracted: Any) -> dict[str, Any]:
+        doc_id, title = p["doc_id"], p["title"]
+        previous = await self.db.read(repo.get_document, doc_id)
+        final = document_dir(self.root, p["app_id"], p["project_id"], extracted.category_id, title, doc_id)
+        # Rendering and flattening walk the whole text: CPU work, off the event loop (G5).
+        files, topics = await self._cpu(lambda: (
+            render_document_files(doc_id, title, extracted, source_name=p["filename"], source_type=p["source_type"]),
+            flatten(doc_id, title, extracted)))
+        original = original_path(final, p["filename"])
+
+        def write_and_publish() -> None:
+            staging = staging_dir_sync(self.root)
+            for name, content in files.items():
+                atomic_write_text_sync(staging / name, content)
+            (staging / original.parent.name).mkdir(exist_ok=True)
+            atomic_write_bytes_sync(staging / original.parent.name / original.name, data)
+            final.parent.mkdir(parents=True, exist_ok=True)
+            publish_directory_sync(staging, final)
+            if previous is not None:
+                old = (self.root / previous.md_path).parent
+                if old != final and old.exists():
+                    remove_tree_sync(old, root=knowledge_dir(self.root, previous.app_id, previous.project_id))
+
+        await self._files(write_and_publish)
+        moved_from = None if previous is None else (self.root / previous.md_path).parent
+        doc = document_record(doc_id, title, extracted, source_name=p["filename"], source_type=p["source_type"])
+        topic_paths = {t.topic_index: self._relative(final / topic_filename(t.topic_index, t.topic_name))
+                       for t in topics if t.topic_index}
+        def save(conn) -> None:
+            repo.save_document(
+                conn, doc=doc, topics=topics, topic_paths=topic_paths, app_id=p["app_id"],
+                project_id=p["project_id"], md_path=self._relative(final / INDEX_FILENAME),
+                original_path=self._relative(original), content_sha256=p["sha256"], now=self._clock())
+            repo.set_extractor(conn, doc_id, extracted.extractor)
+
+        await self.db.write(save)
+        await self._changed(final, moved_from)
+        return {
+            "doc_id": doc_id,
+            "category_id": doc.category_id,
+            "topic_count": sum(1 for t in topics if t.topic_index),
+            "source_name": p["filename"],
+            "md_path": str(final),
+            "original_file_path": str(original),
+            "extractor": extracted.extractor,
+        }
+
+    async def _reap(self) -> None:
+        async with contextlib.aclosing(periodic(self.config.ingest.reaper_interval_seconds)) as ticks:
+            async for _, since_last in ticks:
+                if since_last is None:
+                    continue  # the first tick comes at once; the first reap one interval after start
+                reaped = await self.queue.reap_expired()
+                if reaped:
+                    log.warning("returned %d ingest jobs with expired leases to the queue", reaped)
+
+    async def _monitor(self) -> None:
+        async with contextlib.aclosing(periodic(STATUS_REFRESH_S)) as ticks:
+            async for _ in ticks:
+                self._stats = await self.queue.stats()
