@@ -17,16 +17,19 @@ ones included, which reset their retries and livelocked the cascade (reference Â
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 
 import trio
+from trio_util import wait_any
 
 from everos.cascade import _state as state
 from everos.cascade._rows import GONE
-from everos.cascade._snapshot import DirStat, walk_document_dirs
+from everos.cascade._snapshot import walk_document_dirs
+from everos.knowledge._fingerprint import DirStat
 from everos.errors import StoreBusy
 from everos.store import Database, Job, JobStatus, LeasedQueue
 
@@ -113,8 +116,9 @@ class Scanner:
             except StoreBusy as exc:
                 log.warning("cascade scan skipped: %s", exc.message)
             await trio.sleep(MIN_SCAN_GAP_S)
-            with trio.move_on_after(max(0.0, self.interval_seconds - MIN_SCAN_GAP_S)):
-                await self._requested.wait()
+            # The next scan: when one is asked for, or when the interval is over.
+            await wait_any(self._requested.wait,
+                           functools.partial(trio.sleep, max(0.0, self.interval_seconds - MIN_SCAN_GAP_S)))
 
     async def scan_once(self) -> list[tuple[str, str]]:
         """One reconciliation; returns what it queued. A checkpoint; the walk runs in a thread."""
