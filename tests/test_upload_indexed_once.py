@@ -93,3 +93,43 @@ async def test_an_80_kb_upload_is_never_read_back_and_is_written_queued_and_inde
         assert writes == [doc_id]
         hits = (await server.client.post(f"{API}/search", json={"query": "Sentence section topic"})).json()
         assert hits["data"]["hits"]
+
+
+async def test_a_patch_is_indexed_from_the_rows_it_wrote_which_are_its_markdown(root: Path, monkeypatch) -> None:
+    """PATCH reads the document's markdown once (to rewrite it) and writes its projection; the
+    cascade indexes the moved document from those rows, which are the new files' rows."""
+    from everos.cascade import DocumentFiles, parse_document
+    from everos.knowledge import _repository as repo
+
+    async with knowledge_server(root) as server:
+        created = (await server.client.post(f"{API}/documents", files={"file": ("g.md", b"# Guide\n\n## A\nAlpha.\n")},
+                                            data={"title": "Guide"})).json()["data"]
+        doc_id = created["doc_id"]
+        await wait_indexed(server.client, doc_id)
+        parsed: list[str] = []
+        real_parse = markdown.parse_markdown
+
+        def parse(text):
+            meta, body = real_parse(text)
+            parsed.append(meta.get("type"))
+            return meta, body
+
+        monkeypatch.setattr(markdown, "parse_markdown", parse)
+        response = await server.client.patch(f"{API}/documents/{doc_id}", json={"title": "Moved guide"})
+        assert response.status_code == 200, response.text
+        await wait_indexed(server.client, doc_id)
+        with trio.fail_after(30):
+            while (await server.client.get("/health")).json()["cascade"]["pending"]:
+                await trio.sleep(0.05)
+        assert parsed.count("knowledge_document") == 1  # the PATCH's own read of index.md
+        monkeypatch.undo()
+        with sqlite3.connect(root / ".index" / "sqlite" / "everos.db") as conn:
+            conn.row_factory = sqlite3.Row
+            stored = repo.load_rows(conn, doc_id)
+        new_dir = (root / stored.md_path).parent
+        texts = {p.name: p.read_text(encoding="utf-8") for p in new_dir.glob("*.md")}
+        relative = new_dir.relative_to(root).as_posix()
+        from_files = parse_document(DocumentFiles(relative, "fp", texts, "g.md")).rows
+        assert new_dir.name.startswith("Moved_guide_")
+        assert (stored.content, stored.topic_paths, stored.original_path) == (
+            from_files.content, from_files.topic_paths, from_files.original_path)
