@@ -146,6 +146,18 @@ class IndexLedger:
             jobs.extend(found)
         return jobs
 
+    async def scan_view(self) -> tuple[dict[str, str | None], dict[str, Job]]:
+        """What the scanner compares the disk with: ``{doc_dir: fingerprint}`` the last attempts
+        saw, and the queued, running, dead and failed rows by directory."""
+        seen = await self.db.read(state.fingerprints)
+        rows: dict[str, Job] = {}
+        for status in (JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.DEAD, JobStatus.FAILED):
+            offset = 0
+            while batch := await self.queue.list(status, limit=500, offset=offset):
+                offset += len(batch)
+                rows.update((job.key, job) for job in batch if job.key is not None)
+        return seen, rows
+
     async def handled(self, doc_dir: str, fingerprint: str) -> bool:
         """True when the row of ``doc_dir`` was last queued with a receipt of files with this
         ``fingerprint`` and is queued, running or done: the cascade runs (or ran) those files,

@@ -144,7 +144,7 @@ class CascadeService:
             clock=self._clock, document_lock=self._document_lock,
             embed_timeout_seconds=embed_phase_seconds(self.settings)))
         self.workers = IndexWorkers(self.ledger, indexer, self.settings, clock=self._clock)
-        self.scanner = Scanner(root=self.root, db=self.db, queue=self.queue, enqueue=self.enqueue_document,
+        self.scanner = Scanner(root=self.root, ledger=self.ledger, enqueue=self.enqueue_document,
                                files_limiter=limiters.files, interval_seconds=self.settings.scan_interval_seconds,
                                clock=self._clock)
         self.watcher = Watcher(root=self.root, enqueue=self.enqueue_if_changed, on_tree_change=self.scanner.request_scan,

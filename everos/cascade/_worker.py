@@ -5,7 +5,8 @@ every third of ``lease_seconds`` while it runs, and if the lease is lost (reaped
 deleted) the attempt stops at once (G7). A failed attempt goes back to the queue after
 ``retry_backoff_seconds`` and the row is ``dead`` after ``max_attempts``, with its last error
 kept; an attempt that cannot succeed by trying again (a malformed file) fails the row at once.
-Nothing is held while waiting: a row is leased only when a worker is free to run it, one at a
+Every row is settled through the :class:`~everos.cascade._ledger.IndexLedger`, which moves the
+row and its document's index status together. Nothing is held while waiting: a row is leased only when a worker is free to run it, one at a
 time per worker, unlike EverOS 1.1, which claimed 50 and waited on the slowest.
 """
 
