@@ -67,8 +67,8 @@ class DocumentFiles:
     """The markdown files of one document directory as read from disk.
 
     ``texts`` maps a file name (``index.md``, ``<n>_<slug>.md``) to its text; ``fingerprint`` is
-    :func:`fingerprint_digest` of the files as stat'ed *before* they were read, so a change made
-    while reading shows up as a difference at the next scan. ``original_name`` is the first file
+    :func:`~everos.knowledge._fingerprint.fingerprint_digest` of the files as stat'ed *before*
+    they were read, so a change made while reading shows up as a difference at the next scan. ``original_name`` is the first file
     in ``_original/``, if any.
     """
 

@@ -88,7 +88,8 @@ def _original_name(original_dir: Path) -> str | None:
 
 
 def walk_document_dirs(root: Path) -> dict[str, DirStat | None]:
-    """Every document directory under ``root`` (relative path -> :class:`DirStat`, None for a
+    """Every document directory under ``root`` (relative path ->
+    :class:`~everos.knowledge._fingerprint.DirStat`, None for a
     directory without ``index.md``). Directories whose names map to no scope or doc id are
     skipped: nothing could index them."""
     found: dict[str, DirStat | None] = {}
