@@ -2,11 +2,14 @@
 
 ::
 
-    read the files (files thread)  ── gone? ── its doc lives in another directory: forget this one
+    written by ingest or PATCH, and the   the rows its writer saved are the document: no read,
+    files still carry its receipt?        no parse, no row write (the document lock is held
+                                          while the fingerprint and the rows are read)
+    else read the files (files thread)  ── gone? ── its doc lives in another directory: forget this one
                                            └── else: delete it from the index and from SQLite
     record the fingerprint seen        (so the scanner knows what this attempt saw)
     parse (cpu thread)                 same signature as last indexed: nothing else to do
-    upsert the document and topic rows (list/get/topic see hand edits)
+    write the rows (the projection)    (list/get/topic see hand edits)
     topic digests == the index's       the index is current: done
     facts + tokens + vectors           only for topics whose digest has no cached derivation;
                                        vectors in chunks, each cached when done
@@ -29,7 +32,6 @@ the same rows, and a document already in the index is not embedded or written ag
 """
 
 from __future__ import annotations
-
 
 import contextlib
 import dataclasses
@@ -57,15 +59,15 @@ from everos.cascade._rows import (
     topic_content_sha256,
     topic_row,
 )
-from everos.cascade._snapshot import find_document_dirs, read_document_dir, sha256_file
+from everos.cascade._snapshot import find_document_dirs, read_document_dir, sha256_file, stat_document_dir
 from everos.ingest import _repository as repo
-from everos.knowledge._layout import ORIGINAL_DIRNAME
+from everos.knowledge._fingerprint import WrittenFiles
 from everos.knowledge._models import KnowledgeTopic
 from everos.providers import Budget, EmbeddingDimensionError, ProviderError, ProviderResponseError
 from everos.store import Database
 from everos.store._index_rows import FactRow, IndexSink, TopicRow
 
-__all__ = ["EMBED_CHUNK_TEXTS", "KEYWORD_ONLY", "DocumentIndexer", "IndexOutcome", "embedder_identity"]
+__all__ = ["EMBED_CHUNK_TEXTS", "KEYWORD_ONLY", "DocumentIndexer", "IndexOutcome", "IndexerParts", "embedder_identity"]
 
 T = TypeVar("T")
 
@@ -125,42 +127,44 @@ def embedder_identity(embedder: Any) -> str:
     return f"{type(embedder).__name__}:{getattr(embedder, 'model', '')}:{embedder.dim}"
 
 
+@dataclass(frozen=True)
+class IndexerParts:
+    """What indexing a document uses: the ``root`` and its ``db`` (knowledge and cascade tables),
+    the ``sink`` (the search index), the ``embedder`` (``dim`` and ``await embed(texts,
+    budget=...)``, background budget here), the ``facts`` extractor, ``search_tokens(text) ->
+    list[str]`` (blocking, run in a cpu thread), the files and cpu limiters, the ``clock``
+    (seconds since the epoch), the ``document_lock`` shared with ingest, PATCH and DELETE, and
+    ``embed_timeout_seconds``, the bound of one attempt's embedding phase (None: none of its own)."""
+
+    root: Path
+    db: Database
+    sink: IndexSink
+    embedder: Any
+    facts: FactExtractor
+    search_tokens: SearchTokens
+    files_limiter: trio.CapacityLimiter
+    cpu_limiter: trio.CapacityLimiter
+    clock: Callable[[], float] = time.time
+    document_lock: DocumentLock = no_document_lock
+    embed_timeout_seconds: float | None = None
+
+
 class DocumentIndexer:
-    """Indexes document directories under ``root``; see the module docstring.
+    """Indexes document directories under ``parts.root``; see the module docstring."""
 
-    ``search_tokens(text) -> list[str]`` tokenises for full-text search (run in a cpu thread);
-    ``embedder`` has ``dim`` and ``await embed(texts, budget=...)`` (background budget here).
-    ``embed_timeout_seconds`` bounds the embedding phase of one attempt (None: no bound of its
-    own).
-    """
-
-    def __init__(
-        self,
-        *,
-        root: Path,
-        db: Database,
-        sink: IndexSink,
-        embedder: Any,
-        facts: FactExtractor,
-        search_tokens: SearchTokens,
-        files_limiter: trio.CapacityLimiter,
-        cpu_limiter: trio.CapacityLimiter,
-        clock: Callable[[], float] = time.time,
-        document_lock: DocumentLock = no_document_lock,
-        embed_timeout_seconds: float | None = None,
-    ) -> None:
-        self.root = root
-        self._db = db
-        self._embed_timeout_s = math.inf if embed_timeout_seconds is None else embed_timeout_seconds
-        self._document_lock = document_lock
-        self._sink = sink
-        self._embedder = embedder
-        self._embedder_id = embedder_identity(embedder)
-        self._facts = facts
-        self._search_tokens = search_tokens
-        self._files_limiter = files_limiter
-        self._cpu_limiter = cpu_limiter
-        self._clock = clock
+    def __init__(self, parts: IndexerParts) -> None:
+        self.root = parts.root
+        self._db = parts.db
+        self._embed_timeout_s = math.inf if parts.embed_timeout_seconds is None else parts.embed_timeout_seconds
+        self._document_lock = parts.document_lock
+        self._sink = parts.sink
+        self._embedder = parts.embedder
+        self._embedder_id = embedder_identity(parts.embedder)
+        self._facts = parts.facts
+        self._search_tokens = parts.search_tokens
+        self._files_limiter = parts.files_limiter
+        self._cpu_limiter = parts.cpu_limiter
+        self._clock = parts.clock
 
     async def _files(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await trio.to_thread.run_sync(fn, *args, limiter=self._files_limiter)
@@ -168,9 +172,11 @@ class DocumentIndexer:
     async def _cpu(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await trio.to_thread.run_sync(fn, *args, limiter=self._cpu_limiter)
 
-    async def index(self, doc_dir: str) -> IndexOutcome:
-        """Bring the index and the SQLite rows in line with ``root/doc_dir``. A checkpoint; runs
-        until done (the caller bounds it).
+    async def index(self, doc_dir: str, written: WrittenFiles | None = None) -> IndexOutcome:
+        """Bring the index and the SQLite rows in line with ``root/doc_dir``. ``written`` is the
+        receipt its writer (ingest, PATCH) queued it with: while the files carry it, the rows
+        that writer saved are the document, and the files are neither read nor parsed. A
+        checkpoint; runs until done (the caller bounds it).
 
         Raises:
             InvalidInput: the path or a file is not a valid document (retrying will not help).
@@ -180,18 +186,23 @@ class DocumentIndexer:
         next attempt picks up from the files again.
         """
         location = locate_document(doc_dir)
-        files = await self._files(read_document_dir, self.root, doc_dir)
-        if files is None:
-            return await self._gone(location)
+        files = None
+        parsed = None if written is None else await self._saved_by_writer(location, written)
+        if parsed is None:
+            files = await self._files(read_document_dir, self.root, doc_dir)
+            if files is None:
+                return await self._gone(location)
+        fingerprint = written.fingerprint if files is None else files.fingerprint
         now = self._clock()
         last_signature, vectors_pending = await self._db.write(lambda conn: (
-            state.begin_attempt(conn, doc_dir, location.doc_id, files.fingerprint, now),
+            state.begin_attempt(conn, doc_dir, location.doc_id, fingerprint, now),
             state.pending_vectors(conn, doc_dir)))
-        parsed: ParsedDocument = await self._cpu(parse_document, files)
+        if files is not None:
+            parsed = await self._cpu(parse_document, files)
         if vectors_pending is None and last_signature == parsed.signature:
             await self._db.write(state.finish_indexed, doc_dir, parsed.signature, self._clock())
             return IndexOutcome(doc_dir, parsed.doc_id, "unchanged", len(parsed.indexed_topics))
-        if not await self._save_rows(parsed, files.original_name):
+        if files is not None and not await self._save_rows(parsed):
             return await self._gone(location)  # moved or deleted while it was read
         digests = {t.topic_id: topic_content_sha256(t, parsed.topic_paths[t.topic_index])
                    for t in parsed.indexed_topics}
@@ -207,6 +218,19 @@ class DocumentIndexer:
 
         await self._db.write(record)
         return IndexOutcome(doc_dir, parsed.doc_id, "indexed", len(topics), len(facts), embedded, missing)
+
+    async def _saved_by_writer(self, location: DocumentLocation, written: WrittenFiles) -> ParsedDocument | None:
+        """The document as the rows its writer saved, when the directory's files still carry the
+        writer's receipt and the rows are this directory's; None otherwise (read the files).
+        Under the document lock, so the files and the rows are looked at between two writes."""
+        async with self._document_lock(location.doc_id):
+            stat = await self._files(stat_document_dir, self.root, location.doc_dir)
+            if stat is None or stat.fingerprint != written.fingerprint:
+                return None
+            rows = await self._db.read(repo.load_rows, location.doc_id)
+        if rows is None or rows.doc_dir != location.doc_dir:
+            return None
+        return ParsedDocument(location, rows, written.signature)
 
     async def _gone(self, location: DocumentLocation) -> IndexOutcome:
         doc_dir, doc_id = location.doc_dir, location.doc_id
@@ -225,25 +249,22 @@ class DocumentIndexer:
         await self._db.write(forget)
         return IndexOutcome(doc_dir, doc_id, "deleted", removed)
 
-    async def _save_rows(self, parsed: ParsedDocument, original_name: str | None) -> bool:
-        """Upsert the document and topic rows from the markdown, keeping what only ingest knows
-        (the upload's digest, used for content dedupe). False, writing nothing, when the document
-        directory is gone by now: ingest, PATCH and DELETE change a document under its lock, which
-        this takes too, so rows read from an old place never overwrite the new place's."""
-        doc_dir = parsed.location.doc_dir
-        original = f"{doc_dir}/{ORIGINAL_DIRNAME}/{original_name}" if original_name else None
+    async def _save_rows(self, parsed: ParsedDocument) -> bool:
+        """Write the rows of the markdown (its projection), keeping what only ingest knows (the
+        upload's digest, used for content dedupe; the extractor). False, writing nothing, when
+        the document directory is gone by now: ingest, PATCH and DELETE change a document under
+        its lock, which this takes too, so rows read from an old place never overwrite the new
+        place's."""
         existing = await self._db.read(repo.get_document, parsed.doc_id)
         content_sha256 = existing.content_sha256 if existing is not None else None
+        original = parsed.rows.original_path
         if content_sha256 is None and original is not None:
             content_sha256 = await self._files(sha256_file, self.root / original)
+        rows = dataclasses.replace(parsed.rows, content_sha256=content_sha256)
         async with self._document_lock(parsed.doc_id):
             if not await self._files(lambda: (self.root / parsed.md_path).is_file()):
                 return False
-            now = self._clock()
-            await self._db.write(lambda conn: repo.save_document(
-                conn, doc=parsed.document, topics=parsed.topics, topic_paths=dict(parsed.topic_paths),
-                app_id=parsed.location.app_id, project_id=parsed.location.project_id, md_path=parsed.md_path,
-                original_path=original, content_sha256=content_sha256, now=now))
+            await self._db.write(repo.save_rows, rows, self._clock())
         return True
 
     async def _derive(

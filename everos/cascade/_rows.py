@@ -2,8 +2,9 @@
 
 A document directory (``<app>/<project>/knowledge/<Category>/<Title>_<doc_id>``, relative to the
 root, ``/``-separated) is read once into :class:`DocumentFiles`; :func:`parse_document` turns it
-into a :class:`ParsedDocument` (the document, topic 0 built from ``index.md``, then every topic
-file); :func:`topic_row` and :func:`fact_rows` build the :class:`~everos.store._index_rows.TopicRow`
+into a :class:`ParsedDocument`: its rows (the projection of the document, topic 0 built from
+``index.md``, then every topic file; :mod:`everos.knowledge._projection`) and the files'
+signature. :func:`topic_row` and :func:`fact_rows` build the :class:`~everos.store._index_rows.TopicRow`
 and :class:`~everos.store._index_rows.FactRow` values the index stores, from the parts the indexer
 computed (tokens, facts, vectors).
 
@@ -14,12 +15,14 @@ EverOS, whose ``knowledge_topic`` table holds topic files only.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from everos.errors import InvalidInput
+from everos.knowledge._fingerprint import document_signature, is_markdown_name
 from everos.knowledge._layout import (
     INDEX_FILENAME,
+    ORIGINAL_DIRNAME,
     app_id_from_dir,
     md_kind,
     parse_document_path,
@@ -27,6 +30,7 @@ from everos.knowledge._layout import (
 )
 from everos.knowledge._markdown import parse_index_md, parse_topic_md
 from everos.knowledge._models import KnowledgeDocument, KnowledgeTopic
+from everos.knowledge._projection import DocumentRows, content_from_markdown, project
 from everos.store._index_rows import FactRow, TopicRow
 
 __all__ = [
@@ -35,10 +39,8 @@ __all__ = [
     "DocumentLocation",
     "ParsedDocument",
     "TopicParts",
-    "document_signature",
     "embedding_text",
     "fact_rows",
-    "fingerprint_digest",
     "is_document_file",
     "locate_document",
     "parse_document",
@@ -65,8 +67,8 @@ class DocumentFiles:
     """The markdown files of one document directory as read from disk.
 
     ``texts`` maps a file name (``index.md``, ``<n>_<slug>.md``) to its text; ``fingerprint`` is
-    :func:`fingerprint_digest` of the files as stat'ed *before* they were read, so a change made
-    while reading shows up as a difference at the next scan. ``original_name`` is the first file
+    :func:`~everos.knowledge._fingerprint.fingerprint_digest` of the files as stat'ed *before*
+    they were read, so a change made while reading shows up as a difference at the next scan. ``original_name`` is the first file
     in ``_original/``, if any.
     """
 
@@ -78,15 +80,27 @@ class DocumentFiles:
 
 @dataclass(frozen=True)
 class ParsedDocument:
-    """A document directory parsed: ``topics`` holds topic 0 (from ``index.md``) first, then the
-    topic files by ``topic_index``; ``topic_paths`` maps a topic index >= 1 to its file's path
-    relative to the root. ``signature`` is :func:`document_signature` of the files read."""
+    """A document directory as the index sees it: its ``rows`` (the projection of its markdown,
+    or the rows its writer saved when the files are still the ones it wrote) and the
+    ``signature`` (:func:`~everos.knowledge._fingerprint.document_signature`) of its files.
+    ``topics`` holds topic 0 (from ``index.md``) first, then the topic files by ``topic_index``;
+    ``topic_paths`` maps a topic index >= 1 to its file's path relative to the root."""
 
     location: DocumentLocation
-    document: KnowledgeDocument
-    topics: tuple[KnowledgeTopic, ...]
-    topic_paths: Mapping[int, str]
+    rows: DocumentRows
     signature: str
+
+    @property
+    def document(self) -> KnowledgeDocument:
+        return self.rows.document
+
+    @property
+    def topics(self) -> tuple[KnowledgeTopic, ...]:
+        return self.rows.topics
+
+    @property
+    def topic_paths(self) -> Mapping[int, str]:
+        return self.rows.topic_paths
 
     @property
     def doc_id(self) -> str:
@@ -95,7 +109,7 @@ class ParsedDocument:
     @property
     def md_path(self) -> str:
         """``index.md`` relative to the root."""
-        return f"{self.location.doc_dir}/{INDEX_FILENAME}"
+        return self.rows.md_path
 
     @property
     def indexed_topics(self) -> tuple[KnowledgeTopic, ...]:
@@ -138,25 +152,9 @@ def locate_document(doc_dir: str) -> DocumentLocation:
 
 def is_document_file(doc_dir: str, name: str) -> bool:
     """True for ``index.md`` and topic files (``[0-9]*.md``) of a document directory: the files
-    the cascade reads (EverOS's cascade globs, :func:`~everos.knowledge.md_kind`)."""
-    return md_kind(f"{doc_dir}/{name}") is not None
-
-
-def fingerprint_digest(entries: Iterable[tuple[str, int, int]]) -> str:
-    """A digest of ``(name, size_bytes, mtime_ns)`` entries, independent of their order."""
-    digest = hashlib.sha256()
-    for name, size, mtime_ns in sorted(entries):
-        digest.update(f"{name}\0{size}\0{mtime_ns}\n".encode())
-    return digest.hexdigest()
-
-
-def document_signature(doc_dir: str, texts: Mapping[str, str]) -> str:
-    """A digest of the directory path and every file's name and text: equal signatures mean the
-    index and the SQLite rows built from them are equal too."""
-    digest = hashlib.sha256(doc_dir.encode())
-    for name in sorted(texts):
-        digest.update(b"\0" + name.encode() + b"\0" + texts[name].encode())
-    return digest.hexdigest()
+    the cascade reads (EverOS's cascade globs, :func:`~everos.knowledge.md_kind`), the files a
+    fingerprint covers."""
+    return md_kind(f"{doc_dir}/{name}") is not None and is_markdown_name(name)
 
 
 def parse_document(files: DocumentFiles) -> ParsedDocument:
@@ -181,7 +179,7 @@ def parse_document(files: DocumentFiles) -> ParsedDocument:
             f"{files.doc_dir}/{INDEX_FILENAME}: doc_id {document.doc_id} does not match the directory's "
             f"{location.doc_id}", field="doc_id")
     topics: dict[int, KnowledgeTopic] = {}
-    paths: dict[int, str] = {}
+    names: dict[int, str] = {}
     for name in sorted(files.texts):
         if name == INDEX_FILENAME:
             continue
@@ -191,25 +189,13 @@ def parse_document(files: DocumentFiles) -> ParsedDocument:
         if topic.topic_index in topics:
             raise InvalidInput(
                 f"{files.doc_dir}/{name}: topic_index {topic.topic_index} is also used by "
-                f"{paths[topic.topic_index].rsplit('/', 1)[-1]}", field="topic_index")
+                f"{names[topic.topic_index]}", field="topic_index")
         topics[topic.topic_index] = topic
-        paths[topic.topic_index] = f"{files.doc_dir}/{name}"
-    root = KnowledgeTopic(
-        doc_id=location.doc_id,
-        topic_index=0,
-        topic_id=f"{location.doc_id}_0",
-        topic_name=document.title,
-        topic_path=document.title,
-        depth=0,
-        summary=document.summary,
-        content="",
-        content_labels=(),
-        parent_index=None,
-        children_index=tuple(sorted(i for i, t in topics.items() if t.parent_index == 0)),
-        category_id=document.category_id,
-    )
-    ordered = (root, *(topics[i] for i in sorted(topics)))
-    return ParsedDocument(location, document, ordered, paths, document_signature(files.doc_dir, files.texts))
+        names[topic.topic_index] = name
+    original = f"{files.doc_dir}/{ORIGINAL_DIRNAME}/{files.original_name}" if files.original_name else None
+    rows = project(content_from_markdown(document, topics.values()), doc_dir=files.doc_dir, app_id=location.app_id,
+                   project_id=location.project_id, topic_files=names, original_path=original)
+    return ParsedDocument(location, rows, document_signature(files.doc_dir, files.texts))
 
 
 def _parse_file(doc_dir: str, name: str, parse, text: str):

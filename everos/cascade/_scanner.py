@@ -17,18 +17,21 @@ ones included, which reset their retries and livelocked the cascade (reference Â
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 
 import trio
+from trio_util import wait_any
 
-from everos.cascade import _state as state
+from everos.cascade._ledger import IndexLedger
 from everos.cascade._rows import GONE
-from everos.cascade._snapshot import DirStat, walk_document_dirs
+from everos.cascade._snapshot import walk_document_dirs
+from everos.knowledge._fingerprint import DirStat
 from everos.errors import StoreBusy
-from everos.store import Database, Job, JobStatus, LeasedQueue
+from everos.store import Job, JobStatus
 
 __all__ = ["Scanner", "plan_scan"]
 
@@ -77,22 +80,22 @@ def plan_scan(
 
 
 class Scanner:
-    """Runs :func:`plan_scan` over ``root`` and hands each directory to ``enqueue(doc_dir, reason)``."""
+    """Runs :func:`plan_scan` over ``root`` with what the ``ledger`` knows (fingerprints seen,
+    rows in hand) and hands each directory to ``enqueue(doc_dir, reason)``; the walk runs in a
+    thread under ``files_limiter``. ``clock`` (seconds since the epoch) times ``last_scan_at``."""
 
     def __init__(
         self,
         *,
         root: Path,
-        db: Database,
-        queue: LeasedQueue,
+        ledger: IndexLedger,
         enqueue: Callable[[str, str], Awaitable[object]],
         files_limiter: trio.CapacityLimiter,
         interval_seconds: float,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.root = root
-        self._db = db
-        self._queue = queue
+        self._ledger = ledger
         self._enqueue = enqueue
         self._files_limiter = files_limiter
         self.interval_seconds = interval_seconds
@@ -113,19 +116,14 @@ class Scanner:
             except StoreBusy as exc:
                 log.warning("cascade scan skipped: %s", exc.message)
             await trio.sleep(MIN_SCAN_GAP_S)
-            with trio.move_on_after(max(0.0, self.interval_seconds - MIN_SCAN_GAP_S)):
-                await self._requested.wait()
+            # The next scan: when one is asked for, or when the interval is over.
+            await wait_any(self._requested.wait,
+                           functools.partial(trio.sleep, max(0.0, self.interval_seconds - MIN_SCAN_GAP_S)))
 
     async def scan_once(self) -> list[tuple[str, str]]:
         """One reconciliation; returns what it queued. A checkpoint; the walk runs in a thread."""
         disk = await trio.to_thread.run_sync(walk_document_dirs, self.root, limiter=self._files_limiter)
-        seen = await self._db.read(state.fingerprints)
-        rows: dict[str, Job] = {}
-        for status in (JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.DEAD, JobStatus.FAILED):
-            offset = 0
-            while batch := await self._queue.list(status, limit=500, offset=offset):
-                offset += len(batch)
-                rows.update((job.key, job) for job in batch if job.key is not None)
+        seen, rows = await self._ledger.scan_view()
         plan = plan_scan(disk, seen, rows)
         for doc_dir, reason in plan:
             await self._enqueue(doc_dir, reason)

@@ -2,12 +2,13 @@
 
 ::
 
-    ingest (enqueue_document) ─┐
-    watcher (edits, debounced) ├─> md_change_state (leased queue, key = document directory)
-    scanner (fingerprints)   ──┘          │
+    ingest, PATCH (enqueue_document, with the receipt of the files they wrote) ─┐
+    watcher (edits, debounced; not what a writer just queued)                   ├─> IndexLedger:
+    scanner (fingerprints)                                                    ──┘   md_change_state
+                                                                                    + index_status
                                 index workers (lease, index, settle) ── reaper (expired leases)
                                           │
-                      SQLite rows (list/get/topic) + IndexSink (search) + index_status
+                      SQLite rows (list/get/topic) + IndexSink (search)
 
 The cascade opens its own :class:`~everos.store.Database` on ``<root>/.index/sqlite/everos.db``,
 the file the knowledge service uses: each opens the migration sets it needs and each set runs
@@ -24,21 +25,24 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import trio
+from trio_util import periodic
 
 from everos.cascade import _state as state
-from everos.cascade._facts import SplitFacts
+from everos.cascade._facts import FactExtractor, SplitFacts
 from everos.cascade._health import cascade_health, stall_after_seconds
-from everos.cascade._indexer import DocumentLock, SearchTokens, no_document_lock
-from everos.cascade._rows import locate_document
+from everos.cascade._indexer import DocumentIndexer, DocumentLock, IndexerParts, SearchTokens, no_document_lock
+from everos.cascade._ledger import QUEUE_TABLE, IndexLedger
+from everos.cascade._rows import GONE, locate_document
 from everos.cascade._scanner import Scanner
-from everos.cascade._snapshot import walk_document_dirs
+from everos.cascade._snapshot import stat_document_dir, walk_document_dirs
 from everos.cascade._watcher import Watcher
-from everos.cascade._worker import QUEUE_KIND, QUEUE_TABLE, AttemptResult, IndexWorkers
+from everos.cascade._worker import AttemptResult, IndexWorkers, embed_phase_seconds
 from everos.errors import InvalidInput, StoreBusy
 from everos.ingest import _repository as repo
+from everos.knowledge._fingerprint import WrittenFiles
 from everos.providers import CircuitState, circuit_state
 from everos.runtime import Runtime
-from everos.store import Database, Job, JobStatus, LeasedQueue, MigrationSet
+from everos.store import Database, JobStatus, LeasedQueue, MigrationSet
 from everos.store._index_rows import IndexSink
 from everos.supervisor import Supervisor
 
@@ -129,21 +133,25 @@ class CascadeService:
         self.db = await Database.open(self.root / DATABASE_RELPATH, runtime.config.sqlite, limiters.sqlite,
                                       migrations=cascade_migrations())
         self.queue = LeasedQueue(self.db, QUEUE_TABLE, max_attempts=self.settings.max_attempts, clock=self._clock)
-        self.workers = IndexWorkers(
-            root=self.root, db=self.db, queue=self.queue, sink=self.sink, embedder=self.embedder,
-            search_tokens=self._search_tokens, split_facts=self._split_facts, settings=self.settings,
-            files_limiter=limiters.files, cpu_limiter=limiters.cpu,
-            chat=self._chat,
-            max_facts_per_topic=self._max_facts_per_topic, clock=self._clock, document_lock=self._document_lock)
-        self.scanner = Scanner(root=self.root, db=self.db, queue=self.queue, enqueue=self.enqueue_document,
+        self.ledger = IndexLedger(self.db, self.queue, clock=self._clock)
+        facts = FactExtractor(self._split_facts, limiters.cpu,
+                              chat=self._chat,
+                              max_facts=self._max_facts_per_topic,
+                              llm_time_budget_seconds=self.settings.row_timeout_seconds / 2)
+        indexer = DocumentIndexer(IndexerParts(
+            root=self.root, db=self.db, sink=self.sink, embedder=self.embedder, facts=facts,
+            search_tokens=self._search_tokens, files_limiter=limiters.files, cpu_limiter=limiters.cpu,
+            clock=self._clock, document_lock=self._document_lock,
+            embed_timeout_seconds=embed_phase_seconds(self.settings)))
+        self.workers = IndexWorkers(self.ledger, indexer, self.settings, clock=self._clock)
+        self.scanner = Scanner(root=self.root, ledger=self.ledger, enqueue=self.enqueue_document,
                                files_limiter=limiters.files, interval_seconds=self.settings.scan_interval_seconds,
                                clock=self._clock)
-        self.watcher = Watcher(root=self.root, enqueue=self.enqueue_document, on_tree_change=self.scanner.request_scan,
+        self.watcher = Watcher(root=self.root, enqueue=self.enqueue_if_changed, on_tree_change=self.scanner.request_scan,
                                debounce_ms=self.settings.watch_debounce_ms)
-        recovered = await self.queue.recover() if recover else 0
+        recovered = await self.ledger.recover() if recover else 0
         if recovered:
             log.warning("returned %d index rows of a previous process to the queue", recovered)
-            await self.workers.sync_terminal_states()
         self._snapshot = await self.status()
 
     def start_workers(self, supervisor: Supervisor) -> None:
@@ -166,10 +174,14 @@ class CascadeService:
 
     # -- producers ------------------------------------------------------------------------------
 
-    async def enqueue_document(self, doc_dir: str | os.PathLike[str], reason: str = "ingest") -> str:
+    async def enqueue_document(self, doc_dir: str | os.PathLike[str], reason: str = "ingest", *,
+                               written: WrittenFiles | None = None) -> str:
         """Queue a document directory (absolute, or relative to the root) for indexing; its
         ``index_status`` becomes ``pending``. Returns the relative directory. For the ingest path
-        after it publishes, PATCH after a move (both directories) and DELETE.
+        after it publishes, PATCH after a move (both directories) and DELETE. ``written`` is the
+        receipt of the files a writer just published there, its rows saved: while the files
+        carry it, the attempt indexes those rows without reading the files back, and the
+        watcher does not queue the directory again.
 
         A row already queued takes the new reason; one running is marked to run again.
 
@@ -178,10 +190,21 @@ class CascadeService:
             StoreBusy: SQLite did not answer in time.
         """
         relative = document_dir_of(self.root, doc_dir)
-        location = locate_document(relative)
-        await self.db.write(state.mark_pending, relative, location.doc_id, self._clock())
-        await self.queue.enqueue(QUEUE_KIND, {"doc_dir": relative, "reason": reason}, key=relative)
+        await self.ledger.enqueue(relative, locate_document(relative).doc_id, reason, written=written)
         return relative
+
+    async def enqueue_if_changed(self, doc_dir: str, reason: str) -> str | None:
+        """The watcher's :meth:`enqueue_document`: nothing (None) when the directory's files are
+        the ones a writer queued with their receipt and the row is queued, running or done, so
+        an upload is indexed once, not once for ingest and again for its own file events.
+
+        Raises:
+            StoreBusy: SQLite did not answer in time.
+        """
+        stat = await trio.to_thread.run_sync(stat_document_dir, self.root, doc_dir, limiter=self.limiters.files)
+        if await self.ledger.handled(doc_dir, GONE if stat is None else stat.fingerprint):
+            return None
+        return await self.enqueue_document(doc_dir, reason)
 
     # -- reading --------------------------------------------------------------------------------
 
@@ -198,7 +221,7 @@ class CascadeService:
             StoreBusy: SQLite did not answer in time.
         """
         ids = list(doc_ids)
-        found = await self.db.read(state.index_states, ids)
+        found = await self.ledger.index_states(ids)
         return {doc_id: found.get(doc_id, state.IndexState("pending")).fields() for doc_id in ids}
 
     def status_block(self) -> dict[str, Any]:
@@ -212,10 +235,7 @@ class CascadeService:
         Raises:
             StoreBusy: SQLite did not answer in time.
         """
-        stats = await self.queue.stats()
-        counts = await self.db.read(state.state_counts)
-        failures = await self.db.read(state.recent_failures, RECENT_FAILURES)
-        vectors_pending = await self.db.read(state.vectors_pending_count)
+        stats, counts, failures, vectors_pending = await self.ledger.status_facts(RECENT_FAILURES)
         report = cascade_health(stats, counts, now=self._clock(), stall_after_s=stall_after_seconds(
             self.settings.row_timeout_seconds, self.settings.lease_seconds), recent_failures=failures,
             vectors_pending=vectors_pending)
@@ -224,16 +244,16 @@ class CascadeService:
         return report
 
     async def _monitor(self) -> None:
-        while True:
+        async for _ in periodic(MONITOR_INTERVAL_S):
             try:
                 self._snapshot = await self.status()
             except StoreBusy as exc:
                 log.warning("cascade status not refreshed: %s", exc.message)
-            await trio.sleep(MONITOR_INTERVAL_S)
 
     async def _reembed_forever(self) -> None:
-        while True:
-            await trio.sleep(self.settings.reembed_interval_seconds)
+        interval_s = self.settings.reembed_interval_seconds
+        await trio.sleep(interval_s)  # the first round one interval after the start
+        async for _ in periodic(interval_s):
             try:
                 await self.reembed()
             except StoreBusy as exc:
@@ -253,8 +273,7 @@ class CascadeService:
             return 0
         limit = 1 if circuit is CircuitState.HALF_OPEN else REEMBED_BATCH
         doc_dirs = await self.db.read(state.vectors_pending_dirs, limit)
-        for doc_dir in doc_dirs:
-            await self.queue.enqueue(QUEUE_KIND, {"doc_dir": doc_dir, "reason": "re-embed"}, key=doc_dir)
+        await self.ledger.enqueue_for_vectors(doc_dirs)
         if doc_dirs:
             log.info("queued %d documents again to embed their pending vectors", len(doc_dirs))
         return len(doc_dirs)
@@ -291,21 +310,10 @@ class CascadeService:
             {"doc_dir": job.key, "status": str(job.status), "attempts": job.attempts, "last_error": job.last_error}
             for job in rows]}
         if apply:
-            report["requeued"] = await self._requeue(rows) if rows else 0
+            report["requeued"] = await self.ledger.requeue(rows) if rows else 0
             if drain:
                 report.update(summarize(await self.drain() if rows else []))
         return report
-
-    async def _requeue(self, rows: list[Job]) -> int:
-        """Mark the rows' documents pending and queue the rows again; return how many changed."""
-        now = self._clock()
-
-        def mark(conn) -> None:
-            for job in rows:
-                state.mark_pending(conn, job.key, locate_document(job.key).doc_id, now)
-
-        await self.db.write(mark)
-        return await self.queue.requeue(job.id for job in rows)
 
     async def rebuild(self) -> dict[str, Any]:
         """Drop the derived state and index every document directory under the root again.

@@ -10,16 +10,15 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
-from everos.cascade._rows import DocumentFiles, DocumentLocation, fingerprint_digest, is_document_file, locate_document
+from everos.cascade._rows import DocumentFiles, DocumentLocation, is_document_file, locate_document
 from everos.errors import InvalidInput
+from everos.knowledge._fingerprint import DirStat, stat_document_files
 from everos.knowledge._layout import INDEX_FILENAME, KNOWLEDGE_DIRNAME, ORIGINAL_DIRNAME
 
 __all__ = [
     "MAX_FILE_BYTES",
-    "DirStat",
     "find_document_dirs",
     "read_document_dir",
     "sha256_file",
@@ -33,15 +32,6 @@ MAX_FILE_BYTES = 64 * 1024 * 1024
 _HASH_CHUNK_BYTES = 1024 * 1024
 
 
-@dataclass(frozen=True)
-class DirStat:
-    """A document directory's markdown files as stat'ed: their :func:`fingerprint_digest` and the
-    newest modification time (seconds since the epoch)."""
-
-    fingerprint: str
-    max_mtime: float
-
-
 def _visible_dirs(path: Path) -> list[os.DirEntry]:
     try:
         with os.scandir(path) as entries:
@@ -51,21 +41,9 @@ def _visible_dirs(path: Path) -> list[os.DirEntry]:
 
 
 def stat_document_dir(root: Path, doc_dir: str) -> DirStat | None:
-    """The :class:`DirStat` of ``root/doc_dir``, or None when it is gone or has no ``index.md``."""
-    entries: list[tuple[str, int, int]] = []
-    try:
-        with os.scandir(root / doc_dir) as scan:
-            for entry in scan:
-                if entry.is_file(follow_symlinks=False) and is_document_file(doc_dir, entry.name):
-                    st = entry.stat(follow_symlinks=False)
-                    entries.append((entry.name, st.st_size, st.st_mtime_ns))
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-    except OSError:
-        return None  # a file vanished mid-scan: the directory is changing, the next look decides
-    if not any(name == INDEX_FILENAME for name, _, _ in entries):
-        return None
-    return DirStat(fingerprint_digest(entries), max(m for _, _, m in entries) / 1e9)
+    """The :class:`~everos.knowledge._fingerprint.DirStat` of ``root/doc_dir``, or None when it
+    is gone or has no ``index.md``."""
+    return stat_document_files(root / doc_dir)
 
 
 def read_document_dir(root: Path, doc_dir: str) -> DocumentFiles | None:
@@ -110,7 +88,8 @@ def _original_name(original_dir: Path) -> str | None:
 
 
 def walk_document_dirs(root: Path) -> dict[str, DirStat | None]:
-    """Every document directory under ``root`` (relative path -> :class:`DirStat`, None for a
+    """Every document directory under ``root`` (relative path ->
+    :class:`~everos.knowledge._fingerprint.DirStat`, None for a
     directory without ``index.md``). Directories whose names map to no scope or doc id are
     skipped: nothing could index them."""
     found: dict[str, DirStat | None] = {}

@@ -5,7 +5,8 @@ every third of ``lease_seconds`` while it runs, and if the lease is lost (reaped
 deleted) the attempt stops at once (G7). A failed attempt goes back to the queue after
 ``retry_backoff_seconds`` and the row is ``dead`` after ``max_attempts``, with its last error
 kept; an attempt that cannot succeed by trying again (a malformed file) fails the row at once.
-Nothing is held while waiting: a row is leased only when a worker is free to run it, one at a
+Every row is settled through the :class:`~everos.cascade._ledger.IndexLedger`, which moves the
+row and its document's index status together. Nothing is held while waiting: a row is leased only when a worker is free to run it, one at a
 time per worker, unlike EverOS 1.1, which claimed 50 and waited on the slowest.
 """
 
@@ -15,27 +16,24 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import trio
+from trio_util import periodic
 
-from everos.cascade import _state as state
-from everos.cascade._facts import FactExtractor, SplitFacts
-from everos.cascade._indexer import DocumentIndexer, DocumentLock, IndexOutcome, SearchTokens, no_document_lock
+from everos.cascade._indexer import DocumentIndexer, IndexOutcome
+from everos.cascade._ledger import QUEUE_KIND, QUEUE_TABLE, IndexLedger
 from everos.config import CascadeSettings
 from everos.errors import EverosError, InvalidInput, PathTraversal, StoreBusy
+from everos.knowledge._fingerprint import WrittenFiles
 from everos.providers import EmbeddingDimensionError
-from everos.store import Database, Job, JobStatus, LeasedQueue
+from everos.store import Job
 from everos.store._attempt import run_leased_attempt
-from everos.store._index_rows import IndexSink
 
 __all__ = ["PERMANENT_ERRORS", "QUEUE_KIND", "QUEUE_TABLE", "AttemptResult", "IndexWorkers", "embed_phase_seconds"]
 
 log = logging.getLogger("everos.cascade")
 
-QUEUE_TABLE = "md_change_state"
-QUEUE_KIND = "knowledge_document"
 # Errors that trying again cannot fix: the row fails at once (a fixed file queues it again).
 PERMANENT_ERRORS = (InvalidInput, PathTraversal, EmbeddingDimensionError)
 # How long an idle worker sleeps before looking again for rows whose backoff ended.
@@ -74,41 +72,17 @@ def error_message(exc: BaseException) -> str:
 class IndexWorkers:
     """The index workers of one root; see the module docstring.
 
-    ``queue`` is the :class:`~everos.store.LeasedQueue` over ``md_change_state`` (keys are
-    document directories relative to ``root``); ``db`` holds the knowledge and cascade tables.
-    ``search_tokens(text) -> list[str]`` and ``split_facts(text, max_facts) -> list[str]`` are
-    blocking callables (run in cpu threads). ``chat`` (optional) is asked for facts on the
-    background budget. ``clock`` gives seconds since the epoch (state rows).
-    """
+    ``ledger`` holds the queue rows (``md_change_state``, keyed by document directory) and the
+    index states, and settles every attempt; ``indexer`` runs one; ``settings`` are the
+    cascade's; ``clock`` gives seconds since the epoch (progress)."""
 
-    def __init__(
-        self,
-        *,
-        root: Path,
-        db: Database,
-        queue: LeasedQueue,
-        sink: IndexSink,
-        embedder: Any,
-        search_tokens: SearchTokens,
-        split_facts: SplitFacts,
-        settings: CascadeSettings,
-        files_limiter: trio.CapacityLimiter,
-        cpu_limiter: trio.CapacityLimiter,
-        chat: Any | None = None,
-        max_facts_per_topic: int = 16,
-        clock: Callable[[], float] = time.time,
-        document_lock: DocumentLock = no_document_lock,
-    ) -> None:
-        self.queue = queue
+    def __init__(self, ledger: IndexLedger, indexer: DocumentIndexer, settings: CascadeSettings,
+                 *, clock: Callable[[], float] = time.time) -> None:
+        self.ledger = ledger
+        self.queue = ledger.queue
+        self.indexer = indexer
         self.settings = settings
-        self._db = db
         self._clock = clock
-        facts = FactExtractor(split_facts, cpu_limiter, chat=chat, max_facts=max_facts_per_topic,
-                              llm_time_budget_seconds=settings.row_timeout_seconds / 2)
-        self.indexer = DocumentIndexer(
-            root=root, db=db, sink=sink, embedder=embedder, facts=facts, search_tokens=search_tokens,
-            files_limiter=files_limiter, cpu_limiter=cpu_limiter, clock=clock, document_lock=document_lock,
-            embed_timeout_seconds=embed_phase_seconds(settings))
         self.last_progress_at: float | None = None
         self.attempts_finished = 0
 
@@ -132,10 +106,9 @@ class IndexWorkers:
             await self.attempt(jobs[0], owner)
 
     async def reap_forever(self) -> None:
-        """Every few seconds, return rows with expired leases to the queue (or make them dead)."""
-        interval_s = min(IDLE_POLL_MAX_S, self.settings.lease_seconds / 4)
-        while True:
-            await trio.sleep(interval_s)
+        """Every few seconds (from the start: ``periodic``), return rows with expired leases to
+        the queue (or make them dead)."""
+        async for _ in periodic(min(IDLE_POLL_MAX_S, self.settings.lease_seconds / 4)):
             try:
                 await self.reap()
             except StoreBusy as exc:
@@ -143,32 +116,10 @@ class IndexWorkers:
 
     async def reap(self) -> int:
         """Settle expired leases once; rows that died this way show ``failed`` in list/get."""
-        reaped = await self.queue.reap_expired()
+        reaped = await self.ledger.reap()
         if reaped:
             log.warning("returned %d index rows with expired leases to the queue", reaped)
-            await self.sync_terminal_states()
         return reaped
-
-    async def sync_terminal_states(self) -> None:
-        """Mark ``failed`` the state of every dead or failed row (they died without their worker
-        writing it: a reaped lease, a crash)."""
-        dead = [job for status in (JobStatus.DEAD, JobStatus.FAILED) for job in await self._all(status)]
-        now = self._clock()
-
-        def mark(conn) -> None:
-            for job in dead:
-                row = state.get_state(conn, job.key)
-                if row is not None and row["status"] == "pending":
-                    state.mark_failed(conn, job.key, job.last_error or "failed", terminal=True, now=now)
-
-        if dead:
-            await self._db.write(mark)
-
-    async def _all(self, status: JobStatus) -> list[Job]:
-        jobs: list[Job] = []
-        while batch := await self.queue.list(status, limit=500, offset=len(jobs)):
-            jobs.extend(batch)
-        return jobs
 
     # -- one attempt ----------------------------------------------------------------------------
 
@@ -182,8 +133,9 @@ class IndexWorkers:
         """
         settings = self.settings
         doc_dir = job.key or (job.payload or {}).get("doc_dir", "")
+        written = WrittenFiles.from_payload((job.payload or {}).get("written"))
         attempt = await run_leased_attempt(
-            self.queue, job, owner, lambda: self.indexer.index(doc_dir), lease_seconds=settings.lease_seconds,
+            self.queue, job, owner, lambda: self.indexer.index(doc_dir, written), lease_seconds=settings.lease_seconds,
             timeout_seconds=settings.row_timeout_seconds,
             timeout_error=lambda: StoreBusy(
                 f"indexing {doc_dir} did not finish within {settings.row_timeout_seconds:g} s"))
@@ -201,13 +153,13 @@ class IndexWorkers:
         return AttemptResult(job.id, doc_dir, error="the row could not be settled in time")
 
     def _settle_timeout_s(self) -> float:
-        # Two SQLite calls at most, each bounded by its own deadline.
-        return 3 * self._db.settings.call_timeout_seconds
+        # Three SQLite calls at most (fail, read back, state), each bounded by its own deadline.
+        return 3 * self.ledger.db.settings.call_timeout_seconds
 
     async def _settle(self, job: Job, owner: str, doc_dir: str, outcome: dict[str, Any]) -> AttemptResult:
         if "result" in outcome:
             result: IndexOutcome = outcome["result"]
-            if await self.queue.complete(job.id, owner, result.as_result()):
+            if await self.ledger.complete(job, owner, result.as_result()):
                 self._progress()
             if result.action in ("indexed", "deleted"):
                 log.info("cascade %s %s (%d topics, %d facts, %d embedded)", result.action, doc_dir,
@@ -225,12 +177,9 @@ class IndexWorkers:
             log.error("index row %s failed", doc_dir, exc_info=exc)
         else:
             log.warning("index row %s failed (attempt %d of %d): %s", doc_dir, job.attempts, job.max_attempts, message)
-        if await self.queue.fail(job.id, owner, message, self.settings.retry_backoff_seconds, retryable=retryable):
+        if await self.ledger.fail(job, owner, message, retry_after_seconds=self.settings.retry_backoff_seconds,
+                                  retryable=retryable):
             self._progress()
-            settled = await self.queue.get(job.id)
-            terminal = settled is not None and settled.status in (JobStatus.DEAD, JobStatus.FAILED)
-            now = self._clock()
-            await self._db.write(lambda conn: state.mark_failed(conn, doc_dir, message, terminal=terminal, now=now))
         return AttemptResult(job.id, doc_dir, error=message)
 
     def _progress(self) -> None:

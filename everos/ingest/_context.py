@@ -18,6 +18,7 @@ import trio
 from trio_util import AsyncValue
 
 from everos.config import Config
+from everos.knowledge._fingerprint import WrittenFiles
 from everos.runtime import Limiters
 from everos.store import Database, JobStatus, LeasedQueue
 
@@ -38,8 +39,9 @@ def job_id_for(doc_id: str) -> str:
 class IndexFeed(Protocol):
     """The cascade as ingest sees it (:class:`~everos.cascade.CascadeService` is one)."""
 
-    async def enqueue_document(self, doc_dir: Path) -> Any:
-        """Queue a document directory that changed (published, moved or deleted) for indexing."""
+    async def enqueue_document(self, doc_dir: Path, *, written: WrittenFiles | None = None) -> Any:
+        """Queue a document directory that changed (published, moved or deleted) for indexing;
+        ``written``: the receipt of the files a writer just published there, its rows saved."""
 
     async def index_states(self, doc_ids: Iterable[str]) -> dict[str, dict[str, str | None]]:
         """``{doc_id: {"index_status", "index_error"}}`` for every given id."""
@@ -127,9 +129,13 @@ class IngestContext:
     def relative(self, path: Path) -> str:
         return path.relative_to(self.root).as_posix()
 
-    async def changed(self, *doc_dirs: Path | None) -> None:
-        """Tell the cascade which document directories changed (each once, moves included)."""
+    async def changed(self, *doc_dirs: Path | None, written: WrittenFiles | None = None) -> None:
+        """Tell the cascade which document directories changed (each once, moves included);
+        ``written`` is the receipt of the files just published in the first, its rows saved."""
         if self.index is None:
             return
-        for doc_dir in dict.fromkeys(d for d in doc_dirs if d is not None):
-            await self.index.enqueue_document(doc_dir)
+        for index, doc_dir in enumerate(dict.fromkeys(d for d in doc_dirs if d is not None)):
+            if index == 0 and written is not None:
+                await self.index.enqueue_document(doc_dir, written=written)
+            else:
+                await self.index.enqueue_document(doc_dir)

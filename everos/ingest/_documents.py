@@ -117,7 +117,7 @@ class Documents:
             old_dir = (root / doc.md_path).parent
             new_dir = document_dir(root, doc.app_id, doc.project_id, new_category, new_title, doc_id)
             now = ctx.clock()
-            staging, rows = await ctx.files(stage_rewrite, root, old_dir, new_title, new_category)
+            staging, rows = await ctx.files(stage_rewrite, root, old_dir, new_title, new_category, new_dir)
             try:
                 before = await ctx.db.read(row_snapshot, doc_id)
                 await ctx.db.write(lambda conn: save_rewritten(conn, root, doc, rows, new_dir, new_title,
@@ -131,7 +131,7 @@ class Documents:
             finally:
                 with trio.CancelScope(shield=True):
                     await ctx.files(discard_staging, staging)
-            await ctx.changed(new_dir, old_dir)
+            await ctx.changed(new_dir, old_dir, written=rows.written)
             return {"doc_id": doc_id, "updated_fields": updated, "updated_at": now}
 
     async def delete(self, doc_id: str) -> int | None:

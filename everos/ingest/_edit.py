@@ -2,7 +2,8 @@
 
 A failed PATCH leaves the files and the rows exactly as they were (G10). The steps, each undone
 if a later one fails: :func:`stage_rewrite` (a copy under ``<root>/.tmp``; nothing else
-touched), :func:`row_snapshot` then :func:`save_rewritten` (one transaction), then
+touched), :func:`row_snapshot` then :func:`save_rewritten` (the rewritten document's projection,
+one transaction), then
 :func:`publish_rewrite` (one atomic rename or exchange; a failure puts the rows back with
 :func:`restore_rows`). Every function blocks (files, SQLite) and runs in a thread: the file ones
 under the files limiter, the row ones inside :meth:`Database.read` / :meth:`Database.write`. The
@@ -14,42 +15,62 @@ from __future__ import annotations
 import dataclasses
 import shutil
 import sqlite3
+from dataclasses import dataclass
 from pathlib import Path
 
+from everos.knowledge._fingerprint import WrittenFiles, written_files
 from everos.knowledge._layout import INDEX_FILENAME, ORIGINAL_DIRNAME
 from everos.knowledge._markdown import parse_index_md, parse_topic_md, render_index_md, render_topic_md
-from everos.knowledge._models import KnowledgeDocument, KnowledgeTopic
-from everos.ingest._repository import DocumentRow
+from everos.knowledge._projection import DocumentContent, content_from_markdown, project
+from everos.ingest._repository import DocumentRow, save_rows
 from everos.store import atomic_write_text_sync, publish_directory_sync, remove_tree_sync, staging_dir_sync
 
-__all__ = ["discard_staging", "publish_rewrite", "restore_rows", "row_snapshot", "save_rewritten", "stage_rewrite"]
+__all__ = ["Rewritten", "discard_staging", "publish_rewrite", "restore_rows", "row_snapshot", "save_rewritten",
+           "stage_rewrite"]
 
-Rewritten = tuple[KnowledgeDocument, list[tuple[str, KnowledgeTopic]]]
+
+@dataclass(frozen=True)
+class Rewritten:
+    """What :func:`stage_rewrite` staged: the document's new content, the file name of each
+    topic (by topic index) and the receipt of the staged files (None when their markdown would
+    not read back as the content)."""
+
+    content: DocumentContent
+    topic_files: dict[int, str]
+    written: WrittenFiles | None
 
 
-def stage_rewrite(root: Path, old_dir: Path, title: str, category_id: str) -> tuple[Path, Rewritten]:
+def stage_rewrite(root: Path, old_dir: Path, title: str, category_id: str, new_dir: Path) -> tuple[Path, Rewritten]:
     """Copy the document into a new staging directory with its frontmatter updated (title,
-    category, topic paths). Nothing outside ``<root>/.tmp`` changes. Returns the staging directory,
-    the new index record and ``(file name, topic)`` of every topic file."""
+    category, topic paths), to be published at ``new_dir``. Nothing outside ``<root>/.tmp``
+    changes. Returns the staging directory and what it holds."""
     staging = staging_dir_sync(root)
     try:
         index = dataclasses.replace(parse_index_md((old_dir / INDEX_FILENAME).read_text(encoding="utf-8")),
                                     title=title, category_id=category_id)
-        atomic_write_text_sync(staging / INDEX_FILENAME, render_index_md(index))
-        topics = []
+        texts = {INDEX_FILENAME: render_index_md(index)}
+        topics, names = [], {}
         for path in sorted(old_dir.glob("[0-9]*.md")):
             topic = parse_topic_md(path.read_text(encoding="utf-8"))
             rest = topic.topic_path.split(" > ", 1)
             topic = dataclasses.replace(topic, category_id=category_id,
                                         topic_path=title + (" > " + rest[1] if len(rest) > 1 else ""))
-            atomic_write_text_sync(staging / path.name, render_topic_md(topic))
-            topics.append((path.name, topic))
+            texts[path.name] = render_topic_md(topic)
+            topics.append(topic)
+            names[topic.topic_index] = path.name
+        for name, text in texts.items():
+            atomic_write_text_sync(staging / name, text)
         if (old_dir / ORIGINAL_DIRNAME).is_dir():
             shutil.copytree(old_dir / ORIGINAL_DIRNAME, staging / ORIGINAL_DIRNAME)
+        content = content_from_markdown(index, topics)
+        # Files the cascade would refuse (ids that disagree) get no receipt: it reads them and fails.
+        consistent = (new_dir.name.endswith(f"_{index.doc_id}") and len(names) == len(topics)
+                      and all(topic.doc_id == index.doc_id for topic in topics))
+        written = written_files(staging, new_dir.relative_to(root).as_posix(), content, texts) if consistent else None
     except BaseException:
         remove_tree_sync(staging)
         raise
-    return staging, (index, topics)
+    return staging, Rewritten(content, names, written)
 
 
 def publish_rewrite(root: Path, staging: Path, old_dir: Path, new_dir: Path) -> None:
@@ -74,40 +95,30 @@ def discard_staging(staging: Path) -> None:
 
 
 def row_snapshot(conn: sqlite3.Connection, doc_id: str) -> tuple[dict, list[dict]]:
-    """The columns :func:`save_rewritten` changes, as they are now, for :func:`restore_rows`."""
-    doc = conn.execute("SELECT doc_id, title, category_id, md_path, original_path, updated_at "
-                       "FROM knowledge_documents WHERE doc_id = ?", (doc_id,)).fetchone()
-    topics = conn.execute("SELECT node_id, category_id, topic_path, md_path, updated_at FROM knowledge_topics "
-                          "WHERE doc_id = ?", (doc_id,)).fetchall()
+    """The document's row and topic rows as they are now, in full, for :func:`restore_rows`."""
+    doc = conn.execute("SELECT * FROM knowledge_documents WHERE doc_id = ?", (doc_id,)).fetchone()
+    topics = conn.execute("SELECT * FROM knowledge_topics WHERE doc_id = ? ORDER BY rowid", (doc_id,)).fetchall()
     return dict(doc), [dict(topic) for topic in topics]
 
 
 def restore_rows(conn: sqlite3.Connection, snapshot: tuple[dict, list[dict]]) -> None:
     """Put back what :func:`row_snapshot` saw (a PATCH whose files could not be published)."""
     doc, topics = snapshot
-    conn.execute("UPDATE knowledge_documents SET title = :title, category_id = :category_id, md_path = :md_path, "
-                 "original_path = :original_path, updated_at = :updated_at WHERE doc_id = :doc_id", doc)
-    conn.executemany("UPDATE knowledge_topics SET category_id = :category_id, topic_path = :topic_path, "
-                     "md_path = :md_path, updated_at = :updated_at WHERE node_id = :node_id", topics)
+    conn.execute(f"UPDATE knowledge_documents SET {', '.join(f'{c} = :{c}' for c in doc)} WHERE doc_id = :doc_id",
+                 doc)
+    conn.execute("DELETE FROM knowledge_topics WHERE doc_id = ?", (doc["doc_id"],))
+    for topic in topics:
+        conn.execute(f"INSERT INTO knowledge_topics ({', '.join(topic)}) VALUES ({', '.join(':' + c for c in topic)})",
+                     topic)
 
 
 def save_rewritten(conn: sqlite3.Connection, root: Path, doc: DocumentRow, rewritten: Rewritten, new_dir: Path,
                    title: str, category_id: str, now: float) -> None:
-    """Update the document's and its topics' rows to match :func:`stage_rewrite`'s result."""
-    _index, topics = rewritten
-
-    def relative(path: Path) -> str:
-        return path.relative_to(root).as_posix()
-
-    original = doc.original_path and relative(new_dir / ORIGINAL_DIRNAME / Path(doc.original_path).name)
-    conn.execute(
-        "UPDATE knowledge_documents SET title = ?, category_id = ?, md_path = ?, original_path = ?,"
-        " updated_at = ? WHERE doc_id = ?",
-        (title, category_id, relative(new_dir / INDEX_FILENAME), original, now, doc.doc_id))
-    conn.execute("UPDATE knowledge_topics SET category_id = ?, updated_at = ? WHERE doc_id = ?",
-                 (category_id, now, doc.doc_id))
-    for name, topic in topics:
-        conn.execute("UPDATE knowledge_topics SET topic_path = ?, md_path = ? WHERE node_id = ?",
-                     (topic.topic_path, relative(new_dir / name), topic.topic_id))
-    conn.execute("UPDATE knowledge_topics SET topic_path = ? WHERE doc_id = ? AND topic_index = 0",
-                 (title, doc.doc_id))
+    """Write the rows of :func:`stage_rewrite`'s result (its projection at ``new_dir``, which
+    carries the new ``title`` and ``category_id``), keeping the upload's original, digest and
+    extractor."""
+    doc_dir = new_dir.relative_to(root).as_posix()
+    original = doc.original_path and f"{doc_dir}/{ORIGINAL_DIRNAME}/{Path(doc.original_path).name}"
+    save_rows(conn, project(rewritten.content, doc_dir=doc_dir, app_id=doc.app_id, project_id=doc.project_id,
+                            topic_files=rewritten.topic_files, original_path=original,
+                            content_sha256=doc.content_sha256), now)

@@ -2,21 +2,21 @@
 
 Plain functions over a ``sqlite3.Connection``; they run inside :meth:`Database.read` /
 :meth:`Database.write` (one transaction per call, in a worker thread). Every write is an upsert or
-a delete keyed by id, so running one twice is harmless (guarantee G8).
+a delete keyed by id, so running one twice is harmless (guarantee G8). The document and topic
+rows are written by :func:`save_rows` alone, from a document's projection
+(:mod:`everos.knowledge._projection`): ingest's publish, PATCH and the cascade all call it.
 """
 
 from __future__ import annotations
 
-import json
 import sqlite3
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from everos.knowledge._models import KnowledgeDocument, KnowledgeTopic
+from everos.knowledge._projection import DocumentRows
 from everos.store import MigrationSet
 
-__all__ = ["MIGRATIONS", "DocumentRow", "SORT_COLUMNS", "fallback_documents", "set_extractor"]
+__all__ = ["MIGRATIONS", "DocumentRow", "SORT_COLUMNS", "fallback_documents", "load_rows", "save_rows"]
 
 MIGRATIONS = MigrationSet("knowledge", (
     """
@@ -101,63 +101,45 @@ class DocumentRow:
         return cls(**{name: row[name] for name in cls.__dataclass_fields__})
 
 
-# The columns save_document writes; reads add the extractor, which only ingest sets.
-_DOC_COLUMNS = ", ".join(name for name in DocumentRow.__dataclass_fields__ if name != "extractor")
 _READ_COLUMNS = ", ".join(DocumentRow.__dataclass_fields__)
+_TOPIC_COLUMNS = ("node_id", "doc_id", "app_id", "project_id", "category_id", "topic_index", "topic_name",
+                  "topic_path", "depth", "parent_node_id", "children_node_ids", "summary", "content",
+                  "content_labels", "md_path")
 
 
-def save_document(
-    conn: sqlite3.Connection,
-    *,
-    doc: KnowledgeDocument,
-    topics: Sequence[KnowledgeTopic],
-    topic_paths: dict[int, str],
-    app_id: str,
-    project_id: str,
-    md_path: str,
-    original_path: str | None,
-    content_sha256: str | None,
-    now: float,
-) -> None:
-    """Replace the document's row and all its topic rows (topic 0 included) in one transaction."""
-    count = sum(1 for topic in topics if topic.topic_index != 0)
+def save_rows(conn: sqlite3.Connection, rows: DocumentRows, now: float) -> None:
+    """Write exactly the rows of one document (its projection) in the caller's transaction: the
+    document row is upserted (its ``created_at`` kept; an ``extractor`` of None keeps the stored
+    one), its topic rows replaced (each topic's ``created_at`` kept). ``updated_at`` is ``now``."""
+    doc = rows.document_row()
+    columns = list(doc)
     conn.execute(
-        f"INSERT INTO knowledge_documents ({_DOC_COLUMNS}, language, keywords)"
-        " VALUES (:doc_id, :app_id, :project_id, :category_id, :title, :summary, :source_name, :source_type,"
-        " :md_path, :original_path, :content_sha256, :topic_count, :now, :now, :language, :keywords)"
-        " ON CONFLICT (doc_id) DO UPDATE SET app_id = excluded.app_id, project_id = excluded.project_id,"
-        " category_id = excluded.category_id, title = excluded.title, summary = excluded.summary,"
-        " source_name = excluded.source_name, source_type = excluded.source_type, md_path = excluded.md_path,"
-        " original_path = excluded.original_path, content_sha256 = excluded.content_sha256,"
-        " topic_count = excluded.topic_count, language = excluded.language, keywords = excluded.keywords,"
-        " updated_at = excluded.updated_at",
-        {"doc_id": doc.doc_id, "app_id": app_id, "project_id": project_id, "category_id": doc.category_id,
-         "title": doc.title, "summary": doc.summary, "source_name": doc.source_name,
-         "source_type": doc.source_type, "md_path": md_path, "original_path": original_path,
-         "content_sha256": content_sha256, "topic_count": count, "now": now, "language": doc.language,
-         "keywords": json.dumps(list(doc.keywords), ensure_ascii=False)},
+        f"INSERT INTO knowledge_documents ({', '.join(columns)}, created_at, updated_at)"
+        f" VALUES ({', '.join(':' + c for c in columns)}, :now, :now)"
+        " ON CONFLICT (doc_id) DO UPDATE SET "
+        + ", ".join(f"{c} = excluded.{c}" for c in columns if c not in ("doc_id", "extractor"))
+        + ", extractor = coalesce(excluded.extractor, extractor), updated_at = excluded.updated_at",
+        {**doc, "now": now},
     )
+    doc_id = doc["doc_id"]
     created = {row[0]: row[1] for row in conn.execute(
-        "SELECT node_id, created_at FROM knowledge_topics WHERE doc_id = ?", (doc.doc_id,))}
-    conn.execute("DELETE FROM knowledge_topics WHERE doc_id = ?", (doc.doc_id,))
+        "SELECT node_id, created_at FROM knowledge_topics WHERE doc_id = ?", (doc_id,))}
+    conn.execute("DELETE FROM knowledge_topics WHERE doc_id = ?", (doc_id,))
     conn.executemany(
-        "INSERT INTO knowledge_topics (node_id, doc_id, app_id, project_id, category_id, topic_index, topic_name,"
-        " topic_path, depth, parent_node_id, children_node_ids, summary, content, content_labels, md_path,"
-        " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        [
-            (t.topic_id, doc.doc_id, app_id, project_id, t.category_id, t.topic_index, t.topic_name, t.topic_path,
-             t.depth, None if t.depth <= 1 else f"{doc.doc_id}_{t.parent_index}",  # EverOS: null at depth <= 1
-             json.dumps([f"{doc.doc_id}_{i}" for i in t.children_index]), t.summary, t.content,
-             json.dumps(list(t.content_labels), ensure_ascii=False), topic_paths.get(t.topic_index),
-             created.get(t.topic_id, now), now)
-            for t in topics
-        ],
+        f"INSERT INTO knowledge_topics ({', '.join(_TOPIC_COLUMNS)}, created_at, updated_at)"
+        f" VALUES ({', '.join(':' + c for c in _TOPIC_COLUMNS)}, :created_at, :updated_at)",
+        [{**topic, "created_at": created.get(topic["node_id"], now), "updated_at": now}
+         for topic in rows.topic_rows()],
     )
 
 
-def set_extractor(conn: sqlite3.Connection, doc_id: str, extractor: str) -> None:
-    """Record which extractor made the document's topics (ingest; the markdown does not say)."""
-    conn.execute("UPDATE knowledge_documents SET extractor = ? WHERE doc_id = ?", (extractor, doc_id))
+def load_rows(conn: sqlite3.Connection, doc_id: str) -> DocumentRows | None:
+    """The stored rows of a document as its projection (:meth:`DocumentRows.from_stored`), or
+    None when it has no row."""
+    doc = conn.execute("SELECT * FROM knowledge_documents WHERE doc_id = ?", (doc_id,)).fetchone()
+    if doc is None:
+        return None
+    return DocumentRows.from_stored(doc, list_topics(conn, doc_id))
 
 
 def fallback_documents(conn: sqlite3.Connection, app_id: str | None = None,

@@ -41,9 +41,10 @@ from everos.ingest._context import IngestContext
 from everos.ingest._locks import DocumentLocks
 from everos.knowledge._decode import decode_upload
 from everos.knowledge._extractor import Extractor, SourceDocument
-from everos.knowledge._layout import INDEX_FILENAME, document_dir, knowledge_dir, original_path, topic_filename
+from everos.knowledge._fingerprint import WrittenFiles, written_files
+from everos.knowledge._layout import document_dir, knowledge_dir, original_path
 from everos.knowledge._markdown import render_document_files
-from everos.knowledge._models import document_record, flatten
+from everos.knowledge._projection import content_from_extraction, project
 from everos.store import (
     Job,
     QueueStats,
@@ -159,43 +160,40 @@ class IngestWorkers:
         doc_id, title = p["doc_id"], p["title"]
         previous = await self.db.read(repo.get_document, doc_id)
         final = document_dir(self.root, p["app_id"], p["project_id"], extracted.category_id, title, doc_id)
-        # Rendering and flattening walk the whole text: CPU work, off the event loop (G5).
-        files, topics = await self._cpu(lambda: (
-            render_document_files(doc_id, title, extracted, source_name=p["filename"], source_type=p["source_type"]),
-            flatten(doc_id, title, extracted)))
         original = original_path(final, p["filename"])
+        # Rendering and projecting walk the whole text: CPU work, off the event loop (G5).
+        sources = {"source_name": p["filename"], "source_type": p["source_type"]}
+        files, rows = await self._cpu(lambda: (
+            render_document_files(doc_id, title, extracted, **sources),
+            project(content_from_extraction(doc_id, title, extracted, **sources), doc_dir=self._relative(final),
+                    app_id=p["app_id"], project_id=p["project_id"], original_path=self._relative(original),
+                    content_sha256=p["sha256"], extractor=extracted.extractor)))
 
-        def write_and_publish() -> None:
+        def write_and_publish() -> WrittenFiles | None:
             staging = staging_dir_sync(self.root)
             for name, content in files.items():
                 atomic_write_text_sync(staging / name, content)
             (staging / original.parent.name).mkdir(exist_ok=True)
             atomic_write_bytes_sync(staging / original.parent.name / original.name, data)
+            # Stat'ed before the rename that publishes them (which keeps their times): the
+            # receipt names these files, not a hand edit made after.
+            written = written_files(staging, rows.doc_dir, rows.content, files)
             final.parent.mkdir(parents=True, exist_ok=True)
             publish_directory_sync(staging, final)
             if previous is not None:
                 old = (self.root / previous.md_path).parent
                 if old != final and old.exists():
                     remove_tree_sync(old, root=knowledge_dir(self.root, previous.app_id, previous.project_id))
+            return written
 
-        await self._files(write_and_publish)
+        written = await self._files(write_and_publish)
         moved_from = None if previous is None else (self.root / previous.md_path).parent
-        doc = document_record(doc_id, title, extracted, source_name=p["filename"], source_type=p["source_type"])
-        topic_paths = {t.topic_index: self._relative(final / topic_filename(t.topic_index, t.topic_name))
-                       for t in topics if t.topic_index}
-        def save(conn) -> None:
-            repo.save_document(
-                conn, doc=doc, topics=topics, topic_paths=topic_paths, app_id=p["app_id"],
-                project_id=p["project_id"], md_path=self._relative(final / INDEX_FILENAME),
-                original_path=self._relative(original), content_sha256=p["sha256"], now=self._clock())
-            repo.set_extractor(conn, doc_id, extracted.extractor)
-
-        await self.db.write(save)
-        await self._changed(final, moved_from)
+        await self.db.write(repo.save_rows, rows, self._clock())
+        await self._changed(final, moved_from, written=written)
         return {
             "doc_id": doc_id,
-            "category_id": doc.category_id,
-            "topic_count": sum(1 for t in topics if t.topic_index),
+            "category_id": rows.document.category_id,
+            "topic_count": rows.content.topic_count,
             "source_name": p["filename"],
             "md_path": str(final),
             "original_file_path": str(original),

@@ -10,15 +10,14 @@ import pytest
 from everos.cascade import (
     DocumentFiles,
     TopicParts,
-    document_signature,
     fact_rows,
-    fingerprint_digest,
     locate_document,
     parse_document,
     topic_content_sha256,
     topic_row,
 )
 from everos.errors import InvalidInput
+from everos.knowledge._fingerprint import document_signature, fingerprint_digest
 
 from .conftest import GUIDE, write_document
 

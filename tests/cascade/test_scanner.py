@@ -7,7 +7,8 @@ import shutil
 import time
 from pathlib import Path
 
-from everos.cascade import GONE, DirStat, plan_scan
+from everos.cascade import GONE, plan_scan
+from everos.knowledge._fingerprint import DirStat
 from everos.store import Job, JobStatus
 
 from .conftest import GUIDE, FakeEmbedder, FakeSink, open_cascade, write_document
