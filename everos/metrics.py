@@ -22,14 +22,13 @@ endpoint kinds, never URLs.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.process_collector import ProcessCollector
 
-if TYPE_CHECKING:  # status.py records into LOOP_LAG: no import back at run time
-    from everos.status import StatusBoard
+from everos.status import StatusBoard
 
 __all__ = [
     "EVENTS",

@@ -42,7 +42,7 @@ from quart_trio import QuartTrio
 from everos import __version__
 from everos.config import LoadedConfig
 from everos.errors import CommandError, ExitCode
-from everos.metrics import MetricsApp
+from everos.metrics import LOOP_LAG, MetricsApp
 from everos.rootlock import hold_root_lock
 from everos.runtime import CLOSE_TIMEOUT_S, OpenServices, Runtime, ServiceSet, is_loopback
 from everos.status import LoopLagProbe
@@ -168,7 +168,8 @@ async def serve(
             async with trio.open_nursery() as nursery:
                 if handle_signals:
                     await nursery.start(_watch_signals, runtime.stop)
-                nursery.start_soon(LoopLagProbe(board, config.limits.loop_lag_probe_interval_seconds).run)
+                nursery.start_soon(LoopLagProbe(board, config.limits.loop_lag_probe_interval_seconds,
+                                                observe=LOOP_LAG.observe).run)
                 opened: ServiceSet | None = None
                 with trio.fail_after(config.api.startup_timeout_seconds):
                     if services is not None:

@@ -16,7 +16,6 @@ from typing import Any
 import trio
 
 from everos import __version__
-from everos.metrics import LOOP_LAG
 
 __all__ = ["LoopLagProbe", "StatusBoard"]
 
@@ -86,12 +85,15 @@ class LoopLagProbe:
     """Measures how late the event loop wakes a sleeping task (guarantee G5's proof).
 
     A blocked loop shows up as lag: the probe asks to sleep ``interval_s`` and records how much
-    longer it actually took.
+    longer it actually took, on the board (``/health``'s window) and through ``observe`` (the
+    server passes :data:`everos.metrics.LOOP_LAG`'s, for ``/metrics``; this module imports no
+    metrics, so the dependency runs one way: metrics reads the board).
     """
 
-    def __init__(self, board: StatusBoard, interval_s: float) -> None:
+    def __init__(self, board: StatusBoard, interval_s: float, *, observe: Callable[[float], None]) -> None:
         self.board = board
         self.interval_s = interval_s
+        self.observe = observe
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run until cancelled. A checkpoint every ``interval_s``."""
@@ -101,4 +103,4 @@ class LoopLagProbe:
             await trio.sleep(self.interval_s)
             lag = max(0.0, time.perf_counter() - before - self.interval_s)
             self.board.record_lag(lag)
-            LOOP_LAG.observe(lag)
+            self.observe(lag)

@@ -1,18 +1,12 @@
 """The LLM extractor: EverOS's topic-tree JSON from a chat model, validated, with one repair.
 
-The text is cut into numbered paragraphs (blank-line separated blocks) and packed into batches of
-about ``[llm] max_input_tokens`` (estimated as characters / 4), in a worker thread (G5). Each batch
-is one chat call asking for EverOS's topic tree (EverOS reference §7): ``{language, summary,
-keywords, topics: [{topic, summary, block_refs: "0-2,5", content_labels, children}]}``. Then,
-unless the upload named its category, one classification call ``{"category_id": …}`` over the
-taxonomy (an unknown or empty answer means ``Others``).
-
-Validation (:func:`topics_from_answer`, pure): block refs must parse and point into the batch,
-topics deeper than ``[llm] max_topic_depth`` are folded into their ancestor at that depth. Each
-paragraph is written once: it belongs to the first topic referencing it in post-order, so a child
-wins over its parent and a parent keeps only prose of its own. A paragraph no topic references goes
-to the topic owning the nearest paragraph before it (after it, at the start of a batch), which keeps
-reading order and invents no catch-all topic. Leaves left without prose are dropped.
+The text is cut into numbered paragraphs and packed into batches of about ``[llm]
+max_input_tokens`` (:mod:`._llm_batches`), in a worker thread (G5). Each batch is one chat call
+asking for EverOS's topic tree (EverOS reference §7): ``{language, summary, keywords, topics:
+[{topic, summary, block_refs: "0-2,5", content_labels, children}]}``, validated into topics by
+:func:`~everos.knowledge._llm_topics.topics_from_answer` (pure). Then, unless the upload named its
+category, one classification call ``{"category_id": …}`` over the taxonomy (an unknown or empty
+answer means ``Others``).
 
 A malformed answer (no JSON object, or JSON that fails validation) gets one repair request: the bad
 answer goes back with the validation error. If the repair fails too, the built-in extractor handles
@@ -31,53 +25,31 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-import re
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final, final
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Final, final
 
 import trio
 
 from everos.errors import ExtractionEmpty
 from everos.knowledge._extractor import BuiltinExtractor, SourceDocument
+from everos.knowledge._llm_batches import Batch, batches_of_text
+from everos.knowledge._llm_topics import BatchTopics, InvalidAnswer, topics_from_answer
 from everos.knowledge._models import OTHERS_CATEGORY, ExtractedDocument, TopicNode
 from everos.knowledge._taxonomy import Category
-from everos.knowledge._text import bounded, clean_inline, lead_sentences, name_from_text
+from everos.knowledge._text import bounded
 from everos.providers import Budget, ChatClient, ProviderError, ProviderResponseError
 
 if TYPE_CHECKING:
     from everos.config import LLMSettings
 
-__all__ = [
-    "CHARS_PER_TOKEN",
-    "Batch",
-    "BatchTopics",
-    "InvalidAnswer",
-    "LLMExtractor",
-    "estimate_tokens",
-    "model_phase_seconds",
-    "pack_batches",
-    "parse_block_refs",
-    "split_paragraphs",
-    "topics_from_answer",
-]
+__all__ = ["MODEL_PHASE_SHARE", "LLMExtractor", "model_phase_seconds"]
 
-CHARS_PER_TOKEN: Final = 4
-"""The token estimate: characters / 4, close enough for English and safe for CJK-light text."""
-
-_TOPIC_NAME_MAX_CHARS: Final = 120
-_SUMMARY_MAX_CHARS: Final = 300
-_KEYWORD_COUNT: Final = 5
 _REPAIR_EXCERPT_CHARS: Final = 4000
 _REASON_MAX_CHARS: Final = 300
 # The model phase gets at most this share of the job's deadline, so the built-in fallback, the
 # rendering and the publish still fit in the job after a model that stalls.
 MODEL_PHASE_SHARE: Final = 0.75
 _CLASSIFY_NAMES: Final = 30
-_BLANK_LINE_RE: Final = re.compile(r"\n[ \t]*\n")
-# A paragraph line that would read as a paragraph number "[n]" is escaped in the prompt.
-_NUMBER_LIKE_RE: Final = re.compile(r"^(\s*)\[(\d+)\]", re.MULTILINE)
-_REF_RE: Final = re.compile(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?")
 
 _TOPIC_SYSTEM: Final = """\
 You organise a document into a topic tree for retrieval. The user message lists the document's \
@@ -94,215 +66,6 @@ personal_info, financial, medical."""
 _CLASSIFY_SYSTEM: Final = """\
 Choose the category of a document. Answer with one JSON object only: {"category_id": "<one id \
 from the list, or an empty string when none fits>"}."""
-
-
-class InvalidAnswer(ValueError):
-    """A topic-tree answer that does not validate; the message says what is wrong."""
-
-
-@dataclass(frozen=True)
-class Batch:
-    """Paragraphs ``first`` … ``first + len(paragraphs) - 1`` and their rendered prompt."""
-
-    first: int
-    paragraphs: tuple[str, ...]
-    prompt: str
-
-
-def split_paragraphs(text: str) -> list[str]:
-    """The blank-line separated blocks of ``text``, without surrounding blank lines. Pure."""
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
-    return [block.strip("\n").rstrip() for block in _BLANK_LINE_RE.split(text) if block.strip()]
-
-
-def estimate_tokens(text: str) -> int:
-    """Characters / 4, rounded up."""
-    return -(-len(text) // CHARS_PER_TOKEN)
-
-
-def pack_batches(paragraphs: Sequence[str], max_tokens: int) -> list[Batch]:
-    """Pack consecutive paragraphs into batches of at most ``max_tokens`` (estimated). Pure.
-
-    A paragraph larger than ``max_tokens`` on its own gets a batch of its own (it is not cut:
-    cutting would put one paragraph into two topics). Numbers are global across batches.
-    """
-    batches: list[Batch] = []
-    start, used = 0, 0
-    for index, paragraph in enumerate(paragraphs):
-        tokens = estimate_tokens(paragraph) + 2  # the "[n] " prefix and the blank line
-        if index > start and used + tokens > max_tokens:
-            batches.append(_batch(paragraphs, start, index))
-            start, used = index, 0
-        used += tokens
-    if start < len(paragraphs):
-        batches.append(_batch(paragraphs, start, len(paragraphs)))
-    return batches
-
-
-def _batch(paragraphs: Sequence[str], start: int, end: int) -> Batch:
-    lines = [
-        f"[{number}] " + _NUMBER_LIKE_RE.sub(r"\1\\[\2]", paragraphs[number]) for number in range(start, end)
-    ]
-    return Batch(first=start, paragraphs=tuple(paragraphs[start:end]), prompt="\n\n".join(lines))
-
-
-def _prepare(text: str, max_tokens: int) -> list[Batch]:
-    return pack_batches(split_paragraphs(text), max_tokens)
-
-
-# -- validation (pure) ----------------------------------------------------------------------------
-
-
-@dataclass
-class _Draft:
-    name: str
-    summary: str
-    labels: tuple[str, ...]
-    refs: list[int]
-    children: list[_Draft]
-    owned: list[int]
-
-
-@dataclass(frozen=True)
-class BatchTopics:
-    """A validated batch: its topics and its document-level fields."""
-
-    language: str
-    summary: str
-    keywords: tuple[str, ...]
-    topics: tuple[TopicNode, ...]
-    notes: tuple[str, ...]
-
-
-def parse_block_refs(value: Any, first: int, count: int) -> list[int]:
-    """``"0-2,5"`` (or a list of numbers and such strings) → ``[0, 1, 2, 5]``, each checked to be in
-    ``[first, first + count)``. Raises :class:`InvalidAnswer`."""
-    parts: list[Any]
-    if isinstance(value, str):
-        parts = [part for part in value.split(",") if part.strip()]
-    elif isinstance(value, list):
-        parts = value
-    elif value is None:
-        return []
-    else:
-        raise InvalidAnswer(f"block_refs must be a string like '0-2,5', not {type(value).__name__}")
-    numbers: list[int] = []
-    last = first + count - 1
-    for part in parts:
-        if isinstance(part, int) and not isinstance(part, bool):
-            low = high = part
-        else:
-            match = _REF_RE.fullmatch(str(part))
-            if match is None:
-                raise InvalidAnswer(f"block_refs part {str(part)[:40]!r} is not a number or a range like 0-2")
-            low = int(match.group(1))
-            high = int(match.group(2)) if match.group(2) is not None else low
-        if low > high or low < first or high > last:
-            raise InvalidAnswer(f"block_refs {low}-{high} is outside the paragraphs [{first}] to [{last}]")
-        numbers.extend(range(low, high + 1))
-    return numbers
-
-
-def _draft(item: Any, first: int, count: int, depth: int, max_depth: int) -> _Draft:
-    if not isinstance(item, Mapping):
-        raise InvalidAnswer(f"a topic must be an object, not {type(item).__name__}")
-    name, summary = item.get("topic", ""), item.get("summary", "")
-    if not isinstance(name, str) or not isinstance(summary, str):
-        raise InvalidAnswer("topic and summary must be strings")
-    labels = item.get("content_labels") or []
-    children = item.get("children") or []
-    if not isinstance(labels, list) or not isinstance(children, list):
-        raise InvalidAnswer("content_labels and children must be lists")
-    draft = _Draft(
-        name=bounded(clean_inline(name), _TOPIC_NAME_MAX_CHARS),
-        summary=" ".join(summary.split()),
-        labels=tuple(label for label in labels if isinstance(label, str)),
-        refs=parse_block_refs(item.get("block_refs"), first, count),
-        children=[],
-        owned=[],
-    )
-    for child in children:
-        sub = _draft(child, first, count, depth + 1, max_depth)
-        if depth >= max_depth:
-            # Too deep: the child's paragraphs (and its descendants') fold into this topic.
-            draft.refs.extend(_all_refs(sub))
-        else:
-            draft.children.append(sub)
-    return draft
-
-
-def _all_refs(draft: _Draft) -> list[int]:
-    refs = list(draft.refs)
-    for child in draft.children:
-        refs.extend(_all_refs(child))
-    return refs
-
-
-def _post_order(drafts: Sequence[_Draft]) -> list[_Draft]:
-    out: list[_Draft] = []
-    for draft in drafts:
-        out.extend(_post_order(draft.children))
-        out.append(draft)
-    return out
-
-
-def topics_from_answer(answer: Any, paragraphs: Sequence[str], first: int, max_depth: int) -> BatchTopics:
-    """Validate one batch's topic-tree answer and build its topics (see the module doc). Pure.
-
-    Raises:
-        InvalidAnswer: the answer is not a topic tree over these paragraphs.
-    """
-    if not isinstance(answer, Mapping):
-        raise InvalidAnswer("the answer must be a JSON object")
-    raw_topics = answer.get("topics")
-    if not isinstance(raw_topics, list) or not raw_topics:
-        raise InvalidAnswer("'topics' must be a non-empty list")
-    count = len(paragraphs)
-    drafts = [_draft(item, first, count, 1, max_depth) for item in raw_topics]
-    owner: dict[int, _Draft] = {}
-    for draft in _post_order(drafts):
-        for number in draft.refs:
-            if number not in owner:
-                owner[number] = draft
-    if not owner:
-        raise InvalidAnswer("no topic references any paragraph")
-    notes: list[str] = []
-    missing = [number for number in range(first, first + count) if number not in owner]
-    for number in missing:
-        before = [n for n in range(number - 1, first - 1, -1) if n in owner]
-        after = [n for n in range(number + 1, first + count) if n in owner]
-        owner[number] = owner[before[0]] if before else owner[after[0]]
-    if missing:
-        notes.append(f"{len(missing)} paragraphs no topic referenced were added to the topic before them")
-    for number in sorted(owner):
-        owner[number].owned.append(number)
-    topics = tuple(node for node in (_node(d, paragraphs, first) for d in drafts) if node is not None)
-    if not topics:
-        raise InvalidAnswer("no topic holds any paragraph")
-    summary = answer.get("summary")
-    language = answer.get("language")
-    raw_keywords = answer.get("keywords")
-    return BatchTopics(
-        language=language.strip() if isinstance(language, str) and language.strip() else "other",
-        summary=" ".join(summary.split()) if isinstance(summary, str) and summary.strip() else topics[0].summary,
-        keywords=tuple(k.strip() for k in raw_keywords if isinstance(k, str) and k.strip())[:_KEYWORD_COUNT]
-        if isinstance(raw_keywords, list) else (),
-        topics=topics,
-        notes=tuple(notes),
-    )
-
-
-def _node(draft: _Draft, paragraphs: Sequence[str], first: int) -> TopicNode | None:
-    children = tuple(node for node in (_node(c, paragraphs, first) for c in draft.children) if node is not None)
-    content = "\n\n".join(paragraphs[number - first] for number in draft.owned)
-    if not content and not children:
-        return None
-    name = draft.name or name_from_text(content) or (children[0].name if children else "Topic")
-    summary = draft.summary or lead_sentences(content, _SUMMARY_MAX_CHARS) or name
-    return TopicNode(name=name, summary=summary, content=content, content_labels=draft.labels, children=children)
-
-
-# -- the extractor --------------------------------------------------------------------------------
 
 
 def model_phase_seconds(settings: LLMSettings, job_timeout_seconds: float | None) -> float:
@@ -358,7 +121,7 @@ class LLMExtractor:
             ProviderError: the model endpoint failed and ``fallback = "none"`` (a malformed answer
                 always falls back to the built-in extractor, with a note).
         """
-        prepare = functools.partial(_prepare, source.text, self._max_tokens)
+        prepare = functools.partial(batches_of_text, source.text, self._max_tokens)
         batches = await trio.to_thread.run_sync(prepare, limiter=self._cpu_limiter, abandon_on_cancel=True)
         if not batches:
             raise ExtractionEmpty("the document holds no text")

@@ -23,7 +23,8 @@ from everos.knowledge import (
     TopicNode,
     parse_markdown,
 )
-from everos.knowledge._llm_extractor import InvalidAnswer, pack_batches, split_paragraphs, topics_from_answer
+from everos.knowledge._llm_batches import pack_batches, split_paragraphs
+from everos.knowledge._llm_topics import InvalidAnswer, topics_from_answer
 from everos.providers import ChatClient, ProviderTimeout
 from everos.testing import FakeLLM, Fault
 

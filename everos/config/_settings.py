@@ -1,33 +1,25 @@
-"""One configuration object, loaded with EverOS's precedence and validated at startup.
+"""Every setting of everos, declared once: its default, its unit (in its name), its help text and
+the values it allows (:func:`setting`), in one frozen dataclass per TOML section under
+:class:`Config`.
 
-Precedence, lowest first: the built-in defaults below < ``<root>/everos.toml`` <
-``EVEROS_<SECTION>__<KEY>`` environment variables < command-line flags. Every setting is declared
-once here, with its default, its unit (in its name) and its help text; ``everos init`` renders the
-commented template from these declarations and ``everos config show`` prints the effective values
-with where each came from, so the docs cannot drift from the code.
-
-A bad value stops startup with one :class:`~everos.errors.ConfigError` naming the key, the file or
-variable it came from, and what is allowed. Sections and keys that EverOS 1.x has but everos does not
-use (its conversation-memory features) are accepted and reported as ignored, so an existing EverOS
-``everos.toml`` loads as it is.
+The declarations are the single source: loading validates against them (:mod:`._validate`,
+:mod:`._load`), ``everos init`` renders its commented template and ``everos config show`` its
+listing from them (:mod:`._render`). Sections and keys that EverOS 1.x has but everos does not use
+are listed here too (:data:`IGNORED_SECTIONS`, :data:`IGNORED_KEYS`), so its files load.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
-import os
 import re
-import tomllib
 import zoneinfo
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, get_type_hints
-
-from everos.errors import ConfigError
+from typing import Any
 
 __all__ = [
+    "IGNORED_KEYS",
+    "IGNORED_SECTIONS",
+    "SECTIONS",
     "ApiSettings",
     "CascadeSettings",
     "Config",
@@ -38,17 +30,13 @@ __all__ = [
     "LanceDBSettings",
     "LimitsSettings",
     "LLMSettings",
-    "LoadedConfig",
     "MemorySettings",
     "RerankSettings",
     "SQLiteSettings",
-    "config_path",
-    "load_config",
-    "render_template",
-    "resolve_root",
+    "is_time_zone",
+    "section_class",
+    "setting",
 ]
-
-CONFIG_FILENAME = "everos.toml"
 
 
 def setting(
@@ -343,279 +331,6 @@ IGNORED_KEYS: dict[str, frozenset[str]] = {
 }
 
 
-@dataclass(frozen=True)
-class LoadedConfig:
-    """The effective config, the root it belongs to, and where every value came from."""
-
-    root: Path
-    config: Config
-    sources: Mapping[tuple[str, str], str]
-    ignored: tuple[str, ...] = ()
-
-    def source_of(self, section: str, key: str) -> str:
-        return self.sources.get((section, key), "default")
-
-
-def resolve_root(flag: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None) -> Path:
-    """The memory root: ``--root``, else ``EVEROS_ROOT``, else ``~/.everos``."""
-    environ = os.environ if environ is None else environ
-    if flag:
-        return Path(flag).expanduser().resolve()
-    if environ.get("EVEROS_ROOT"):
-        return Path(environ["EVEROS_ROOT"]).expanduser().resolve()
-    return (Path.home() / ".everos").resolve()
-
-
-def config_path(root: Path) -> Path:
-    return root / CONFIG_FILENAME
-
-
-def _section_class(section: str) -> type:
+def section_class(section: str) -> type:
+    """The dataclass of TOML section ``section`` (``"knowledge.search"`` -> :class:`KnowledgeSearchSettings`)."""
     return type(getattr(Config(), SECTIONS[section]))
-
-
-def _fields(cls: type) -> dict[str, dataclasses.Field]:
-    return {f.name: f for f in dataclasses.fields(cls)}
-
-
-def _describe_allowed(f: dataclasses.Field, typ: type) -> str:
-    meta = f.metadata
-    if meta.get("choices"):
-        return "one of " + ", ".join(repr(c) for c in meta["choices"])
-    if meta.get("check"):
-        return meta["check"][1]
-    name = {bool: "true or false", int: "a whole number", float: "a number", str: "a string",
-            dict: "a table", list: "a list"}[typ]
-    if meta.get("positive"):
-        return f"{name} greater than 0"
-    low, high = meta.get("minimum"), meta.get("maximum")
-    if low is not None and high is not None:
-        return f"{name} from {low:g} to {high:g}"
-    if low is not None:
-        return f"{name} >= {low:g}"
-    if high is not None:
-        return f"{name} <= {high:g}"
-    return name
-
-
-def _check_value(section: str, key: str, value: Any, f: dataclasses.Field, typ: type, origin: str) -> Any:
-    """Validate one value from TOML or an already-parsed environment string."""
-    ok: bool
-    if typ is bool:
-        ok = isinstance(value, bool)
-    elif typ is int:
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    elif typ is float:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        if ok:
-            value = float(value)
-    else:
-        ok = isinstance(value, typ)
-    meta = f.metadata
-    if ok and meta.get("choices") and value not in meta["choices"]:
-        ok = False
-    if ok and meta.get("positive") and not value > 0:
-        ok = False
-    if ok and meta.get("minimum") is not None and value < meta["minimum"]:
-        ok = False
-    if ok and meta.get("maximum") is not None and value > meta["maximum"]:
-        ok = False
-    if ok and meta.get("check") and not meta["check"][0](value):
-        ok = False
-    if not ok:
-        raise ConfigError(
-            f"[{section}] {key} = {value!r} from {origin} is not allowed: expected {_describe_allowed(f, typ)}."
-        )
-    return value
-
-
-def _parse_env_value(raw: str, typ: type) -> Any:
-    """Turn an environment string into the setting's type; leave it as-is when it does not parse."""
-    text = raw.strip()
-    if typ is bool:
-        lowered = text.lower()
-        if lowered in ("1", "true", "yes", "on"):
-            return True
-        if lowered in ("0", "false", "no", "off"):
-            return False
-        return raw
-    if typ is int:
-        try:
-            return int(text)
-        except ValueError:
-            return raw
-    if typ is float:
-        try:
-            return float(text)
-        except ValueError:
-            return raw
-    if typ in (dict, list):
-        try:
-            return json.loads(text)
-        except ValueError:
-            return raw
-    return raw
-
-
-def _env_target(var: str) -> tuple[str, str] | None:
-    """Map ``EVEROS_KNOWLEDGE__SEARCH__RECALL_N`` to ``("knowledge.search", "recall_n")``."""
-    if not var.startswith("EVEROS_") or "__" not in var:
-        return None
-    parts = var[len("EVEROS_"):].lower().split("__")
-    for cut in range(len(parts) - 1, 0, -1):
-        section = ".".join(parts[:cut])
-        key = "__".join(parts[cut:])
-        if section in SECTIONS or section in IGNORED_SECTIONS:
-            return section, key
-    return parts[0], "__".join(parts[1:])
-
-
-def _flatten_toml(data: Mapping[str, Any], origin: str) -> dict[str, dict[str, Any]]:
-    """Split a parsed TOML document into ``{section: {key: value}}`` (nested tables dotted)."""
-    out: dict[str, dict[str, Any]] = {}
-    for name, table in data.items():
-        if not isinstance(table, dict):
-            raise ConfigError(f"{name} = {table!r} in {origin} is not inside a section; put it under [api], [llm], ...")
-        for sub in list(table):
-            dotted = f"{name}.{sub}"
-            if isinstance(table[sub], dict) and dotted in SECTIONS:
-                out[dotted] = dict(table[sub])
-        out[name] = {k: v for k, v in table.items() if f"{name}.{k}" not in SECTIONS}
-    return out
-
-
-def load_config(
-    root: Path,
-    *,
-    environ: Mapping[str, str] | None = None,
-    overrides: Mapping[tuple[str, str], Any] | None = None,
-    require_file: bool = True,
-) -> LoadedConfig:
-    """Load ``<root>/everos.toml``, apply the environment and then ``overrides`` (CLI flags).
-
-    Raises:
-        ConfigError: the file is missing (when ``require_file``), unreadable or not TOML, or any key
-            is unknown or has a value that is not allowed. The message names the key, where the
-            value came from and what is allowed.
-    """
-    environ = os.environ if environ is None else environ
-    values: dict[str, dict[str, Any]] = {s: {} for s in SECTIONS}
-    sources: dict[tuple[str, str], str] = {}
-    ignored: list[str] = []
-    hints = {s: get_type_hints(_section_class(s)) for s in SECTIONS}
-
-    path = config_path(root)
-    if path.exists():
-        try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"cannot read {path}: {exc.__class__.__name__}: {exc}") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{path} is not valid TOML: {exc}") from None
-        for section, table in _flatten_toml(data, str(path)).items():
-            if section in IGNORED_SECTIONS:
-                ignored.append(f"[{section}] in {path} (an EverOS memory feature everos does not serve)")
-                continue
-            if section not in SECTIONS:
-                if not table and any(s.startswith(section + ".") for s in SECTIONS):
-                    continue
-                raise ConfigError(
-                    f"unknown section [{section}] in {path}; known sections: "
-                    + ", ".join(f"[{s}]" for s in SECTIONS)
-                )
-            known = _fields(_section_class(section))
-            for key, value in table.items():
-                if key in IGNORED_KEYS.get(section, ()):
-                    ignored.append(f"[{section}] {key} in {path} (EverOS setting with no meaning in everos)")
-                    continue
-                if key not in known:
-                    raise ConfigError(
-                        f"unknown key [{section}] {key} in {path}; keys of [{section}]: " + ", ".join(known)
-                    )
-                values[section][key] = _check_value(section, key, value, known[key], hints[section][key], str(path))
-                sources[(section, key)] = str(path)
-    elif require_file:
-        raise ConfigError(f"no {CONFIG_FILENAME} in {root}; run `everos init --root {root}` first")
-
-    for var in sorted(environ):
-        target = _env_target(var)
-        if target is None:
-            continue
-        section, key = target
-        if section in IGNORED_SECTIONS or key in IGNORED_KEYS.get(section, ()):
-            ignored.append(f"{var} (EverOS setting with no meaning in everos)")
-            continue
-        if section not in SECTIONS:
-            raise ConfigError(f"unknown section in environment variable {var}; known sections: " + ", ".join(SECTIONS))
-        known = _fields(_section_class(section))
-        if key not in known:
-            raise ConfigError(f"unknown key in environment variable {var}; keys of [{section}]: " + ", ".join(known))
-        typ = hints[section][key]
-        value = _parse_env_value(environ[var], typ)
-        values[section][key] = _check_value(section, key, value, known[key], typ, f"environment variable {var}")
-        sources[(section, key)] = f"env {var}"
-
-    for (section, key), value in (overrides or {}).items():
-        known = _fields(_section_class(section))
-        values[section][key] = _check_value(section, key, value, known[key], hints[section][key], "the command line")
-        sources[(section, key)] = "command line"
-
-    config = Config(**{SECTIONS[s]: _section_class(s)(**kv) for s, kv in values.items()})
-    return LoadedConfig(root=root, config=config, sources=sources, ignored=tuple(ignored))
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False)
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{json.dumps(k)} = {_toml_value(v)}" for k, v in value.items()) + "}"
-    raise TypeError(f"cannot render {value!r} as TOML")
-
-
-def iter_settings(config: Config):
-    """Yield ``(section, key, value, field)`` for every setting, in declaration order."""
-    for section, attr in SECTIONS.items():
-        section_value = getattr(config, attr)
-        for f in dataclasses.fields(section_value):
-            yield section, f.name, getattr(section_value, f.name), f
-
-
-def display_value(value: Any, f: dataclasses.Field) -> str:
-    """The value as ``config show`` prints it; secrets are masked."""
-    if f.metadata.get("secret") and value:
-        return json.dumps(value[:2] + "***" if len(value) > 8 else "***")
-    return _toml_value(value)
-
-
-def render_template(config: Config | None = None) -> str:
-    """The commented ``everos.toml`` that ``everos init`` writes: every section and key, each with
-    its meaning, allowed values and default. It parses back to ``config`` (defaults when None)."""
-    config = config or Config()
-    defaults = Config()
-    lines = [
-        "# everos configuration. Every key is shown with its default; edit what you need.",
-        "# Precedence: defaults < this file < EVEROS_<SECTION>__<KEY> environment < command-line flags.",
-        "# `everos config show` prints the effective values and where each came from.",
-        "",
-    ]
-    current = None
-    hints_cache: dict[str, dict[str, Any]] = {}
-    for section, key, value, f in iter_settings(config):
-        if section != current:
-            if current is not None:
-                lines.append("")
-            lines.append(f"[{section}]")
-            current = section
-            hints_cache[section] = get_type_hints(_section_class(section))
-        default = getattr(getattr(defaults, SECTIONS[section]), key)
-        allowed = _describe_allowed(f, hints_cache[section][key])
-        lines.append(f"# {f.metadata['help']} Allowed: {allowed}. Default: {_toml_value(default)}.")
-        lines.append(f"{key} = {_toml_value(value)}")
-    lines.append("")
-    return "\n".join(lines)

@@ -1,0 +1,94 @@
+"""What a run watches while it loads the server: :class:`HealthProbe` hits ``/health`` on a fixed
+interval (G2), :class:`SearchWatch` looks each acknowledged document up by its corpus word until a
+keyword search finds it (G6).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from typing import Any
+
+import httpx
+import trio
+
+from everos.testing.replay._load import API
+from everos.testing.replay._report import percentiles
+
+__all__ = ["HealthProbe", "SearchWatch"]
+
+
+class HealthProbe:
+    """Hits /health every ``interval_s``; a probe fails when it errors or exceeds ``timeout_s``."""
+
+    def __init__(self, url: str, interval_s: float, timeout_s: float) -> None:
+        self.url, self.interval_s, self.timeout_s = url, interval_s, timeout_s
+        self.latencies: list[float] = []
+        self.failures = 0
+        self.longest_outage_s = 0.0
+        self.paused = False
+
+    async def run(self) -> None:
+        outage_started: float | None = None
+        async with httpx.AsyncClient(base_url=self.url, timeout=self.timeout_s) as client:
+            while True:
+                if not self.paused:
+                    started = time.monotonic()
+                    try:
+                        response = await client.get("/health")
+                        ok = response.status_code == 200
+                    except httpx.HTTPError:
+                        ok = False
+                    elapsed = time.monotonic() - started
+                    if ok and elapsed <= self.timeout_s:
+                        self.latencies.append(elapsed)
+                        if outage_started is not None:
+                            self.longest_outage_s = max(self.longest_outage_s, started - outage_started)
+                            outage_started = None
+                    else:
+                        self.failures += 1
+                        outage_started = outage_started or started
+                await trio.sleep(self.interval_s)
+
+    def report(self) -> dict[str, Any]:
+        return {"probes": len(self.latencies) + self.failures, "failures": self.failures,
+                "latency_ms": percentiles(self.latencies), "longest_outage_s": round(self.longest_outage_s, 2)}
+
+
+class SearchWatch:
+    """Looks each acknowledged document up by its corpus word (keyword search, in the run's
+    scope) every ``interval_s`` until it is found, and keeps how long after its acknowledgement
+    that was."""
+
+    def __init__(self, url: str, scope: dict[str, str], interval_s: float = 0.5) -> None:
+        self.url, self.scope, self.interval_s = url, scope, interval_s
+        self.acknowledged: dict[str, tuple[str, float]] = {}  # doc_id -> (word, when acknowledged)
+        self.found_after_s: dict[str, float] = {}
+
+    def add(self, doc_id: str, word: str) -> None:
+        self.acknowledged.setdefault(doc_id, (word, time.monotonic()))
+
+    async def run(self) -> None:
+        while True:
+            await self.check()
+            await trio.sleep(self.interval_s)
+
+    async def check(self) -> None:
+        """One look-up of every document not found yet (errors are a miss, tried again later)."""
+        async with httpx.AsyncClient(base_url=self.url, timeout=5) as client:
+            for doc_id, (word, acknowledged_at) in list(self.acknowledged.items()):
+                if doc_id in self.found_after_s:
+                    continue
+                with contextlib.suppress(httpx.HTTPError, KeyError, TypeError, ValueError):
+                    response = await client.post(f"{API}/search", json={
+                        "query": word, "method": "keyword", "top_k": 5, **self.scope})
+                    hits = response.json()["data"]["hits"]
+                    if any((hit.get("document") or {}).get("doc_id") == doc_id for hit in hits):
+                        self.found_after_s[doc_id] = time.monotonic() - acknowledged_at
+
+    def missing(self) -> list[str]:
+        return sorted(set(self.acknowledged) - set(self.found_after_s))
+
+    def report(self) -> dict[str, Any]:
+        return {"searchable": len(self.found_after_s), "not_searchable": len(self.missing()),
+                "searchable_after_ms": percentiles(list(self.found_after_s.values()))}

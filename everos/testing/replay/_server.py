@@ -1,0 +1,105 @@
+"""The server a run starts itself: ``everos server start`` as a subprocess on a loopback port with
+the scenario's settings in its environment (and an open-file limit where the scenario asks for
+one), restartable, killable, with its memory, threads and open files read from ``/proc``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import resource
+import signal
+import socket
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+import trio
+
+from everos.testing._fake_llm import FakeLLM
+from everos.testing.replay._scenarios import Scenario
+
+__all__ = ["ManagedServer", "free_port", "server_env"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+# Threads that LanceDB's native runtime starts and stops by itself (tokio's blocking pool grows
+# with concurrent file I/O and lets idle threads go after 10 s; Arrow's CPU pool; jemalloc's).
+NATIVE_THREADS = ("lancedb-tokio", "lance-", "jemalloc")
+
+
+class ManagedServer:
+    """An ``everos server start`` subprocess on a fresh root, restartable, killable."""
+
+    def __init__(self, root: Path, env: dict[str, str], open_files_limit: int | None) -> None:
+        self.root, self.env, self.open_files_limit = root, env, open_files_limit
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process: trio.Process | None = None
+
+    def _limit(self) -> None:
+        if self.open_files_limit:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (self.open_files_limit, self.open_files_limit))
+
+    async def start(self) -> None:
+        log = open(self.root / "server.log", "ab")  # noqa: SIM115 - handed to the child
+        self.process = await trio.lowlevel.open_process(
+            [sys.executable, "-m", "everos.cli", "server", "start", "--root", str(self.root), "--port", str(self.port)],
+            env=self.env, stdout=log, stderr=log, preexec_fn=self._limit)
+        log.close()
+        async with httpx.AsyncClient(base_url=self.url, timeout=1) as client:
+            with trio.fail_after(30):
+                while True:
+                    if self.process.poll() is not None:
+                        raise RuntimeError(f"the server exited at startup; see {self.root / 'server.log'}")
+                    with contextlib.suppress(httpx.HTTPError):
+                        if (await client.get("/readyz")).status_code == 200:
+                            return
+                    await trio.sleep(0.1)
+
+    def resources(self) -> dict[str, Any]:
+        """Resident memory, threads and open files of the server process, from /proc."""
+        if self.process is None or self.process.poll() is not None:
+            return {}
+        status = Path(f"/proc/{self.process.pid}/status").read_text()
+        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+        native = 0
+        for task in os.listdir(f"/proc/{self.process.pid}/task"):
+            with contextlib.suppress(OSError):  # a thread that just exited
+                native += Path(f"/proc/{self.process.pid}/task/{task}/comm").read_text().startswith(NATIVE_THREADS)
+        return {"rss_kib": int(fields["VmRSS"].split()[0]), "threads": int(fields["Threads"]),
+                "native_threads": native, "open_files": len(os.listdir(f"/proc/{self.process.pid}/fd"))}
+
+    async def kill(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        await self.process.wait()
+
+    async def stop(self) -> int | None:
+        if self.process is None or self.process.poll() is not None:
+            return None if self.process is None else self.process.returncode
+        self.process.send_signal(signal.SIGTERM)
+        with trio.move_on_after(20):
+            return await self.process.wait()
+        self.process.kill()
+        return await self.process.wait()
+
+
+def server_env(scenario: Scenario, fake: FakeLLM | None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EVEROS_")}
+    settings = dict(scenario.settings)
+    if fake is not None and scenario.use_llm:
+        settings.update({"llm__provider": "openai", "llm__base_url": fake.base_url, "llm__model": "fake"})
+    if fake is not None and scenario.use_embedding_endpoint:
+        settings.update({"embedding__provider": "openai", "embedding__base_url": fake.base_url,
+                         "embedding__model": "fake"})
+    for name, value in settings.items():
+        section, key = name.split("__", 1)
+        env[f"EVEROS_{section.upper()}__{key.upper()}"] = str(value)
+    return env
