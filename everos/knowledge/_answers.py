@@ -13,8 +13,9 @@ import zoneinfo
 from pathlib import Path
 from typing import Any
 
+from everos.errors import EverosError, error_from_code
 from everos.knowledge._repository import DocumentRow
-from everos.store import Job, JobStatus
+from everos.store import Job, JobError, JobStatus
 
 __all__ = [
     "created_body",
@@ -59,11 +60,11 @@ def upload_body(result: dict[str, Any]) -> dict[str, Any]:
     return {name: value for name, value in result.items() if name != "extractor"}
 
 
-def job_failure(job: Job) -> tuple[str, str]:
-    """The EverOS ``(code, message)`` of a job that ended without success (``last_error`` is
-    stored as ``"CODE: message"``)."""
-    code, _, message = (job.last_error or "INTERNAL_ERROR: failed").partition(": ")
-    return code, message
+def job_failure(job: Job) -> EverosError:
+    """The error a job that ended without success failed with, rebuilt from its stored code and
+    message, so its ``status`` is the error hierarchy's."""
+    error = job.error or JobError("INTERNAL_ERROR", "failed")
+    return error_from_code(error.code, error.message)
 
 
 def created_body(doc: DocumentRow, root: Path) -> dict[str, Any]:
