@@ -24,6 +24,9 @@ Every error the server can answer with is an :class:`EverosError`. Each class ca
 
 Messages are written for the person reading the response: they say what was wrong and what is
 allowed, and never include a traceback or local values.
+
+An error that outlives its request (a failed ingest job, stored as code + message in its queue row)
+is rebuilt from its code by :func:`error_from_code`, so its HTTP status comes from this hierarchy too.
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ __all__ = [
     "ServiceUnavailable",
     "StoreBusy",
     "UnsupportedFormat",
+    "error_from_code",
 ]
 
 
@@ -207,3 +211,25 @@ class CommandError(EverosError):
     def __init__(self, message: str, *, exit_code: int) -> None:
         super().__init__(message)
         self.exit_code = exit_code
+
+
+# The class each code is rebuilt as: the one that names the code itself (``BadRequest``, not
+# ``PathTraversal``). CommandError is the CLI's own (it needs an exit code) and no job stores it.
+_BY_CODE: dict[str, type[EverosError]] = {cls.code: cls for cls in (
+    EverosError, ConfigError, BadRequest, NotFound, MethodNotAllowed, Conflict, PayloadTooLarge, UnsupportedFormat,
+    InvalidInput, ExtractionEmpty, QueueSaturated, ServiceUnavailable, ExternalServiceUnavailable, StoreBusy,
+    RequestTimeout, RootLocked,
+)}
+
+
+def error_from_code(code: str | None, message: str) -> EverosError:
+    """The error a stored ``code`` names, rebuilt with ``message``: the class of that code, so its
+    ``status`` is the hierarchy's. Pure.
+
+    A code no class names, or None (a failure that had no EverOS code), gives the generic
+    :class:`EverosError` (500 ``INTERNAL_ERROR``) whose message is the stored text in full
+    (``"CODE: message"``, or the message alone).
+    """
+    if code is not None and code in _BY_CODE:
+        return _BY_CODE[code](message)
+    return EverosError(message if code is None else f"{code}: {message}")

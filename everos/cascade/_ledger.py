@@ -29,7 +29,7 @@ from typing import Any
 from everos.cascade import _state as state
 from everos.cascade._rows import locate_document
 from everos.knowledge._fingerprint import WrittenFiles
-from everos.store import Database, Job, JobStatus, LeasedQueue, QueueStats
+from everos.store import Database, Job, JobError, JobStatus, LeasedQueue, QueueStats
 from everos.store._lease import COLUMNS, job_from_row
 
 __all__ = ["QUEUE_KIND", "QUEUE_TABLE", "IndexLedger"]
@@ -91,13 +91,16 @@ class IndexLedger:
         took effect."""
         return await self.queue.complete(job.id, owner, result)
 
-    async def fail(self, job: Job, owner: str, message: str, *, retry_after_seconds: float, retryable: bool) -> bool:
-        """End ``owner``'s attempt as a failure with ``message``: the row is retried after the
-        backoff, or gives up (``dead`` after its attempts, ``failed`` when not retryable), and
-        the document shows ``failed`` once it gave up (``pending`` before). True if it took
-        effect (False: the lease was lost, and the row's new owner settles it)."""
-        if not await self.queue.fail(job.id, owner, message, retry_after_seconds, retryable=retryable):
+    async def fail(self, job: Job, owner: str, error: JobError, *, retry_after_seconds: float,
+                   retryable: bool) -> bool:
+        """End ``owner``'s attempt as a failure with ``error`` (stored as code + message; the state
+        row keeps its shown ``CODE: message`` text): the row is retried after the backoff, or gives
+        up (``dead`` after its attempts, ``failed`` when not retryable), and the document shows
+        ``failed`` once it gave up (``pending`` before). True if it took effect (False: the lease
+        was lost, and the row's new owner settles it)."""
+        if not await self.queue.fail(job.id, owner, error, retry_after_seconds, retryable=retryable):
             return False
+        message = str(error)
         settled = await self.queue.get(job.id)
         terminal = settled is not None and settled.status in (JobStatus.DEAD, JobStatus.FAILED)
         now = self._clock()

@@ -27,7 +27,7 @@ from everos.config import CascadeSettings
 from everos.errors import EverosError, InvalidInput, PathTraversal, StoreBusy
 from everos.knowledge._fingerprint import WrittenFiles
 from everos.providers import EmbeddingDimensionError
-from everos.store import Job
+from everos.store import Job, JobError
 from everos.store._attempt import run_leased_attempt
 
 __all__ = ["PERMANENT_ERRORS", "QUEUE_KIND", "QUEUE_TABLE", "AttemptResult", "IndexWorkers", "embed_phase_seconds"]
@@ -60,13 +60,6 @@ class AttemptResult:
     doc_dir: str
     outcome: IndexOutcome | None = None
     error: str | None = None
-
-
-def error_message(exc: BaseException) -> str:
-    """``CODE: message`` for everos errors, ``Type: text`` for anything else."""
-    if isinstance(exc, EverosError):
-        return f"{exc.code}: {exc.message}"
-    return f"{exc.__class__.__name__}: {exc}"
 
 
 class IndexWorkers:
@@ -171,13 +164,16 @@ class IndexWorkers:
         if "error" not in outcome:
             return AttemptResult(job.id, doc_dir)  # the lease was lost; its new owner settles it
         exc = outcome["error"]
-        message = error_message(exc)
+        # Stored as code + message (``Type: text`` without a code for a non-everos error); the
+        # state row keeps the shown form, the text /health and the document answers display.
+        error = JobError.of(exc)
+        message = str(error)
         retryable = not isinstance(exc, PERMANENT_ERRORS)
         if not isinstance(exc, EverosError):
             log.error("index row %s failed", doc_dir, exc_info=exc)
         else:
             log.warning("index row %s failed (attempt %d of %d): %s", doc_dir, job.attempts, job.max_attempts, message)
-        if await self.ledger.fail(job, owner, message, retry_after_seconds=self.settings.retry_backoff_seconds,
+        if await self.ledger.fail(job, owner, error, retry_after_seconds=self.settings.retry_backoff_seconds,
                                   retryable=retryable):
             self._progress()
         return AttemptResult(job.id, doc_dir, error=message)

@@ -133,11 +133,10 @@ class IngestWorkers:
                 await self._files(lambda: (self.inbox / job.payload["inbox"]).unlink(missing_ok=True))
             elif outcome.error is not None:
                 exc = outcome.error
-                code = exc.code if isinstance(exc, EverosError) else "INTERNAL_ERROR"
-                message = exc.message if isinstance(exc, EverosError) else f"{exc.__class__.__name__}: {exc}"
                 if not isinstance(exc, EverosError):
                     log.error("ingest job %s failed", job.id, exc_info=exc)
-                await self.queue.fail(job.id, owner, f"{code}: {message}", settings.retry_backoff_seconds,
+                    exc = EverosError(f"{exc.__class__.__name__}: {exc}")  # a bug: stored as INTERNAL_ERROR
+                await self.queue.fail(job.id, owner, exc, settings.retry_backoff_seconds,
                                       retryable=not isinstance(exc, PERMANENT_ERRORS))
             # else: the lease was lost and another worker owns the job now.
             self._notify(job.id)

@@ -13,7 +13,8 @@ import zoneinfo
 from pathlib import Path
 from typing import Any
 
-from everos.store import Job, JobStatus
+from everos.errors import EverosError, ServiceUnavailable, error_from_code
+from everos.store import Job, JobError, JobStatus
 
 __all__ = [
     "created_body",
@@ -62,11 +63,15 @@ def upload_body(result: dict[str, Any]) -> dict[str, Any]:
     return {name: value for name, value in result.items() if name != "extractor"}
 
 
-def job_failure(job: Job) -> tuple[str, str]:
-    """The EverOS ``(code, message)`` of a job that ended without success (``last_error`` is
-    stored as ``"CODE: message"``)."""
-    code, _, message = (job.last_error or "INTERNAL_ERROR: failed").partition(": ")
-    return code, message
+def job_failure(job: Job) -> EverosError:
+    """The error a job that ended without success failed with, rebuilt from its stored code and
+    message, so its ``status`` is the error hierarchy's. An error stored without a code (the
+    last attempt was lost: its lease expired or its process stopped) answers 503, as before:
+    trying again later may well succeed."""
+    error = job.error or JobError("INTERNAL_ERROR", "failed")
+    if error.code is None:
+        return ServiceUnavailable(error.message)
+    return error_from_code(error.code, error.message)
 
 
 def created_body(doc: DocumentRow, root: Path) -> dict[str, Any]:

@@ -60,7 +60,8 @@ ANSWER_MARGIN_FRACTION = 0.25
 
 
 class ToolFailure(Exception):
-    """A failure with an EverOS code that has no ``EverosError`` class (an ingest job's error)."""
+    """An EverOS error answered with more than its code and message: an ingest job's error,
+    rebuilt from the job's stored code, with the ``task_id`` it belongs to."""
 
     def __init__(self, code: str, message: str, **extra: Any) -> None:
         super().__init__(message)
@@ -156,8 +157,8 @@ class KnowledgeTools:
             return ({"done": True, "duplicate": False, "document": document},
                     render.render_created(document, False))
         if job.status in TERMINAL:
-            code, message = job_failure(job)
-            raise ToolFailure(code, message, task_id=job.id)
+            error = job_failure(job)
+            raise ToolFailure(error.code, error.message, task_id=job.id)
         task = task_body(job, self.timezone, TASK_PREFIX)
         return {"done": False, "task": task}, render.render_pending(task)
 

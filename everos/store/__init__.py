@@ -24,7 +24,7 @@ from everos.store._files import (
     staging_dir,
     staging_dir_sync,
 )
-from everos.store._lease import Job, JobStatus, QueueStats
+from everos.store._lease import Job, JobError, JobStatus, QueueStats
 from everos.store._migrations import MigrationSet, MigrationStep, split_statements
 from everos.store._queue import LeasedQueue
 from everos.store._sqlite import Database, open_database
@@ -32,6 +32,7 @@ from everos.store._sqlite import Database, open_database
 __all__ = [
     "Database",
     "Job",
+    "JobError",
     "JobStatus",
     "LeasedQueue",
     "MigrationSet",

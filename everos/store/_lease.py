@@ -8,6 +8,10 @@ completes it, the worker fails it (retryable or not), its lease expires (the rea
 process that held it is gone (startup recovery). A row marked ``rerun`` (enqueued again while it
 was running) always goes back to the queue with a fresh attempt budget, whatever the outcome,
 because what it describes changed during the attempt.
+
+A failed attempt leaves a :class:`JobError`: the EverOS code and the message, kept apart so a
+reader rebuilds the error from its code (:func:`everos.errors.error_from_code`) instead of parsing
+text; ``str(error)`` is the one ``"CODE: message"`` form every display shows.
 """
 
 from __future__ import annotations
@@ -18,11 +22,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from everos.errors import EverosError
+
 __all__ = [
     "COLUMNS",
     "MAX_ERROR_CHARS",
     "EnqueueAction",
     "Job",
+    "JobError",
     "JobStatus",
     "QueueStats",
     "Settlement",
@@ -34,7 +41,7 @@ __all__ = [
     "settle_attempt",
 ]
 
-# last_error is shown in the API and the CLI; a whole traceback or response body is not.
+# An error is shown in the API and the CLI; a whole traceback or response body is not.
 MAX_ERROR_CHARS = 2000
 
 
@@ -50,9 +57,46 @@ class JobStatus(enum.StrEnum):
 
 
 @dataclass(frozen=True)
+class JobError:
+    """Why a row's last attempt failed: its EverOS ``code`` and its ``message``.
+
+    ``code`` is None for a failure outside the error hierarchy: an exception that is not an
+    :class:`~everos.errors.EverosError`, a plain message, and the queue's own settlements of a lost
+    lease. Build one with :meth:`of`, which keeps the shown form within :data:`MAX_ERROR_CHARS`.
+    """
+
+    code: str | None
+    message: str
+
+    def __str__(self) -> str:
+        """``"CODE: message"`` (the message alone without a code): the ``last_error`` every task
+        body, CLI listing and doctor line shows."""
+        return self.message if self.code is None else f"{self.code}: {self.message}"
+
+    @classmethod
+    def of(cls, error: JobError | BaseException | str) -> JobError:
+        """An ``EverosError``'s code and message; ``"Type: text"`` without a code for another
+        exception; a message without a code for a ``str``. The message is cut so that the shown
+        form is at most :data:`MAX_ERROR_CHARS` long, ending with ``…`` when cut. Pure."""
+        if isinstance(error, JobError):
+            code, message = error.code, error.message
+        elif isinstance(error, EverosError):
+            code, message = error.code, error.message
+        elif isinstance(error, BaseException):
+            code, message = None, f"{type(error).__name__}: {error}"
+        else:
+            code, message = None, error
+        shown = len(message) if code is None else len(code) + 2 + len(message)
+        if shown > MAX_ERROR_CHARS:
+            message = message[: max(0, len(message) - (shown - MAX_ERROR_CHARS) - 1)] + "…"
+        return cls(code, message)
+
+
+@dataclass(frozen=True)
 class Job:
     """One queue row as read. Times are seconds since the epoch (the queue's clock); ``payload``
-    and ``result`` are decoded JSON. ``lease_owner`` is set only while ``running``."""
+    and ``result`` are decoded JSON. ``lease_owner`` is set only while ``running``. ``error`` is
+    the last failed attempt's (None once the row is revived or requeued, and before any failure)."""
 
     id: str
     kind: str
@@ -65,12 +109,17 @@ class Job:
     lease_owner: str | None
     lease_expires_at: float | None
     available_at: float
-    last_error: str | None
+    error: JobError | None
     result: Any
     created_at: float
     updated_at: float
     started_at: float | None
     finished_at: float | None
+
+    @property
+    def last_error(self) -> str | None:
+        """The error as shown (``"CODE: message"``, see :class:`JobError`), or None."""
+        return None if self.error is None else str(self.error)
 
 
 @dataclass(frozen=True)
@@ -152,29 +201,33 @@ def enqueue_action(existing: JobStatus | None) -> EnqueueAction:
     return EnqueueAction.REVIVE
 
 
-# The queue table's columns, in the order :func:`job_from_row` reads them.
-COLUMNS = (
-    "id, kind, key, payload, status, attempts, max_attempts, rerun, lease_owner, lease_expires_at, "
-    "available_at, last_error, result, created_at, updated_at, started_at, finished_at"
-)
+# What the queue reads of a row: every column. A table not yet migrated to its error_code column
+# (``everos doctor`` reads without migrating) still reads, its last_error being the whole text.
+COLUMNS = "*"
 
 
 def job_from_row(row: Mapping[str, Any]) -> Job:
-    """A :class:`Job` from a row of :data:`COLUMNS` (a :class:`sqlite3.Row` or a dict)."""
+    """A :class:`Job` from a row of the queue table (a :class:`sqlite3.Row` or a dict).
+
+    The error is ``(error_code, last_error)``: the code, and the message in the column that held
+    the whole ``"CODE: message"`` text before the code had its own (see the queue's migration).
+    """
+    code = row["error_code"] if "error_code" in row.keys() else None
     return Job(
         id=row["id"], kind=row["kind"], key=row["key"], payload=decode_json(row["payload"]),
         status=JobStatus(row["status"]), attempts=row["attempts"], max_attempts=row["max_attempts"],
         rerun=bool(row["rerun"]), lease_owner=row["lease_owner"], lease_expires_at=row["lease_expires_at"],
-        available_at=row["available_at"], last_error=row["last_error"], result=decode_json(row["result"]),
-        created_at=row["created_at"], updated_at=row["updated_at"], started_at=row["started_at"],
-        finished_at=row["finished_at"],
+        available_at=row["available_at"],
+        error=None if row["last_error"] is None else JobError(code, row["last_error"]),
+        result=decode_json(row["result"]), created_at=row["created_at"], updated_at=row["updated_at"],
+        started_at=row["started_at"], finished_at=row["finished_at"],
     )
 
 
 def error_text(error: BaseException | str) -> str:
-    """``last_error`` for an exception or a message, cut to :data:`MAX_ERROR_CHARS`."""
-    text = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
-    return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 1] + "…"
+    """An error as shown, for an exception or a message, cut to :data:`MAX_ERROR_CHARS`: the
+    ``str`` of its :class:`JobError`."""
+    return str(JobError.of(error))
 
 
 def encode_json(value: Any) -> str:

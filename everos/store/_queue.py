@@ -3,10 +3,10 @@
 A row being worked on carries a lease (``lease_owner``, ``lease_expires_at``). Workers renew it
 while they work; a lease that expires (the reaper) or whose process is gone (startup recovery)
 returns the row to the queue, counted as an attempt, and after ``max_attempts`` the row is
-``dead`` with its last error kept. Every update a worker makes (renew, complete, fail, release)
-takes effect only while the row is still ``running`` under that worker's lease, so a stale worker
-never overwrites a row that was reaped and leased again. Owners must therefore be unique per
-worker per process (for example ``"ingest-1:<boot id>"``).
+``dead`` with its last error kept as code and message (``error_code``, ``last_error``). Every
+update a worker makes (renew, complete, fail, release) takes effect only while the row is still
+``running`` under that worker's lease, so a stale worker never overwrites a row that was reaped and
+leased again. Owners must therefore be unique per worker per process (``"ingest-1:<boot id>"``).
 
 Rows may carry a dedupe ``key`` (for example an ``md_path``): enqueueing a key that is queued
 updates that row; one that is running is left alone and marked to run again once its attempt
@@ -34,11 +34,11 @@ from everos.store._lease import (
     COLUMNS,
     EnqueueAction,
     Job,
+    JobError,
     JobStatus,
     QueueStats,
     encode_json,
     enqueue_action,
-    error_text,
     job_from_row,
     settle_attempt,
 )
@@ -74,6 +74,21 @@ CREATE INDEX {t}_status_lease ON {t} (status, lease_expires_at);
 CREATE INDEX {t}_finished ON {t} (finished_at);
 """
 
+# Before step 2, last_error held the whole "CODE: message" text; a leading upper-case code moves to
+# error_code. Other text (a lost lease, "ValueError: ...") has none. Frozen with the step.
+_V1_CODED_ERROR = re.compile(r"([A-Z][A-Z0-9_]*): (.*)", re.DOTALL)
+
+
+def _error_code_step(table: str) -> Callable[[sqlite3.Connection], None]:
+    """Step 2: the error's code gets its own column; existing rows are split once."""
+    def step(conn: sqlite3.Connection) -> None:
+        conn.execute(f"ALTER TABLE {table} ADD COLUMN error_code TEXT")
+        for row_id, text in conn.execute(f"SELECT id, last_error FROM {table} WHERE last_error IS NOT NULL").fetchall():
+            if coded := _V1_CODED_ERROR.fullmatch(text):
+                conn.execute(f"UPDATE {table} SET error_code = ?, last_error = ? WHERE id = ?",
+                             (coded[1], coded[2], row_id))
+    return step
+
 
 class LeasedQueue:
     """A durable work queue with leases, backed by table ``table`` of ``db``.
@@ -96,7 +111,7 @@ class LeasedQueue:
     def migration(cls, table: str) -> MigrationSet:
         """The schema of a queue table named ``table``, as a migration set ``queue.<table>``."""
         table = cls._check_table(table)
-        return MigrationSet(f"queue.{table}", (_SCHEMA_V1.format(t=table),))
+        return MigrationSet(f"queue.{table}", (_SCHEMA_V1.format(t=table), _error_code_step(table)))
 
     @staticmethod
     def _check_table(table: str) -> str:
@@ -171,7 +186,7 @@ class LeasedQueue:
                 sql = "rerun = 1"
             else:
                 sql = ("status = 'queued', attempts = 0, rerun = 0, available_at = :available_at,"
-                       " last_error = NULL, result = NULL, started_at = NULL, finished_at = NULL")
+                       " last_error = NULL, error_code = NULL, result = NULL, started_at = NULL, finished_at = NULL")
             conn.execute(
                 f"UPDATE {t} SET kind = :kind, payload = :payload, max_attempts = :max_attempts,"
                 f" updated_at = :now, {sql} WHERE id = :id",
@@ -198,6 +213,7 @@ class LeasedQueue:
                     " rerun = CASE status WHEN 'running' THEN 1 ELSE 0 END,"
                     " attempts = CASE WHEN status IN ('succeeded', 'failed', 'dead') THEN 0 ELSE attempts END,"
                     " last_error = CASE WHEN status IN ('succeeded', 'failed', 'dead') THEN NULL ELSE last_error END,"
+                    " error_code = CASE WHEN status IN ('succeeded', 'failed', 'dead') THEN NULL ELSE error_code END,"
                     " available_at = CASE status WHEN 'running' THEN available_at ELSE :now END,"
                     " status = CASE status WHEN 'running' THEN 'running' ELSE 'queued' END"
                     " WHERE id = :id",
@@ -278,17 +294,18 @@ class LeasedQueue:
                                   result=encode_json(result), retry_after_seconds=0.0)
 
     async def fail(
-        self, job_id: str, owner: str, error: BaseException | str, retry_after_seconds: float, *,
+        self, job_id: str, owner: str, error: JobError | BaseException | str, retry_after_seconds: float, *,
         retryable: bool = True,
     ) -> bool:
         """End ``owner``'s attempt as a failure; True if it took effect (False for a stale owner).
 
-        ``error`` (an exception or a message, cut to a readable length) becomes ``last_error``.
+        ``error`` is stored as code and message (:meth:`JobError.of`: an ``EverosError`` keeps its
+        code; another exception or a plain message has none), cut to a readable length.
         A retryable failure queues the row again after ``retry_after_seconds``, or makes it
         ``dead`` once its attempts reached ``max_attempts``; a non-retryable one makes it
         ``failed``. A row marked ``rerun`` is queued again at once in every case.
         """
-        return await self._settle(job_id, owner, succeeded=False, retryable=retryable, error=error_text(error),
+        return await self._settle(job_id, owner, succeeded=False, retryable=retryable, error=JobError.of(error),
                                   result=None, retry_after_seconds=retry_after_seconds)
 
     async def release(self, job_id: str, owner: str) -> bool:
@@ -307,7 +324,7 @@ class LeasedQueue:
         return changed == 1
 
     async def _settle(
-        self, job_id: str, owner: str, *, succeeded: bool, retryable: bool, error: str | None,
+        self, job_id: str, owner: str, *, succeeded: bool, retryable: bool, error: JobError | None,
         result: str | None, retry_after_seconds: float,
     ) -> bool:
         now = self._clock()
@@ -326,8 +343,10 @@ class LeasedQueue:
             )
             conn.execute(
                 f"UPDATE {self._t} SET status = ?, attempts = ?, available_at = ?, rerun = 0, lease_owner = NULL,"
-                " lease_expires_at = NULL, last_error = ?, result = ?, finished_at = ?, updated_at = ? WHERE id = ?",
-                (settlement.status, settlement.attempts, settlement.available_at, error, result, now, now, job_id),
+                " lease_expires_at = NULL, error_code = ?, last_error = ?, result = ?, finished_at = ?, updated_at = ?"
+                " WHERE id = ?",
+                (settlement.status, settlement.attempts, settlement.available_at, error and error.code,
+                 error and error.message, result, now, now, job_id),
             )
             return settlement.status
 
@@ -373,10 +392,10 @@ class LeasedQueue:
                 finished_at = None if settlement.status is JobStatus.QUEUED else now
                 conn.execute(
                     f"UPDATE {self._t} SET status = ?, attempts = ?, available_at = ?, rerun = 0, lease_owner = NULL,"
-                    " lease_expires_at = NULL, last_error = ?, finished_at = coalesce(?, finished_at), updated_at = ?"
-                    " WHERE id = ?",
+                    " lease_expires_at = NULL, error_code = NULL, last_error = ?,"
+                    " finished_at = coalesce(?, finished_at), updated_at = ? WHERE id = ?",
                     (settlement.status, settlement.attempts, settlement.available_at,
-                     error_text(reason.format(owner=row["lease_owner"])), finished_at, now, row["id"]),
+                     JobError.of(reason.format(owner=row["lease_owner"])).message, finished_at, now, row["id"]),
                 )
             return len(rows)
 

@@ -31,9 +31,6 @@ from everos.web._envelope import dumps, now_iso
 
 __all__ = ["knowledge_blueprints"]
 
-EXTRACTION_ERROR_STATUS = {"EXTRACTION_EMPTY": 422, "UNSUPPORTED_FORMAT": 415, "INVALID_INPUT": 422,
-                           "BAD_REQUEST": 400, "NOT_FOUND": 404, "INTERNAL_ERROR": 500}
-
 
 def knowledge_blueprints(service: IngestService, search: Any = None) -> list[Blueprint]:
     """The routes for ``/api/v1`` and ``/api/v2``. ``search`` is the search service (an object with
@@ -77,10 +74,9 @@ def _blueprint(service: IngestService, search: Any, version: str) -> Blueprint:
         if job.status is JobStatus.SUCCEEDED:
             return success_status, {"request_id": None, "data": answers.upload_body(job.result)}, {}
         if job.status in TERMINAL:
-            code, message = answers.job_failure(job)
-            status = EXTRACTION_ERROR_STATUS.get(code, 503)
-            return status, {"request_id": None, "error": {"code": code, "message": message, "task_id": job.id,
-                                                          "path": request.path}}, {}
+            error = answers.job_failure(job)
+            return error.status, {"request_id": None, "error": {"code": error.code, "message": error.message,
+                                                                "task_id": job.id, "path": request.path}}, {}
         body = {"doc_id": job.payload["doc_id"], "task_id": job.id, "status": str(job.status),
                 "status_url": f"{prefix}/tasks/{job.id}"}
         return 202, {"request_id": None, "data": body}, {"Location": body["status_url"]}

@@ -18,7 +18,7 @@ A, B = "app/proj/knowledge/Cat/A_d_aaaaaaaaaaaa", "app/proj/knowledge/Cat/B_d_bb
 
 def job(status: JobStatus, *, started_at: float | None = None, finished_at: float | None = None) -> Job:
     return Job(id="j", kind="knowledge_document", key=A, payload=None, status=status, attempts=1, max_attempts=5,
-               rerun=False, lease_owner=None, lease_expires_at=None, available_at=0.0, last_error=None, result=None,
+               rerun=False, lease_owner=None, lease_expires_at=None, available_at=0.0, error=None, result=None,
                created_at=0.0, updated_at=50.0, started_at=started_at, finished_at=finished_at)
 
 
