@@ -10,7 +10,7 @@ from mcp import Client
 
 from everos.errors import ExtractionEmpty
 from everos.knowledge._repository import SORT_COLUMNS
-from everos.knowledge._requests import SEARCH_METHODS
+from everos.api import SEARCH_METHODS
 from everos.mcp import BEGIN_DATA, END_DATA
 
 from .conftest import FakeSearch, StalledExtractor, call, mcp_server, schema_problems, search_hit, tool_schemas
