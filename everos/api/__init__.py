@@ -29,7 +29,6 @@ from everos.api._fields import (
     TASK_ID_PATTERN,
     TITLE_MAX_CHARS,
     TOP_K_MAX,
-    text_field,
 )
 from everos.api._model import RequestModel, checked, refusal
 from everos.api._requests import (
@@ -82,7 +81,6 @@ __all__ = [
     "job_failure",
     "refusal",
     "task_body",
-    "text_field",
     "topic_body",
     "upload_body",
 ]

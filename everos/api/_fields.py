@@ -43,7 +43,6 @@ __all__ = [
     "TASK_ID_PATTERN",
     "TITLE_MAX_CHARS",
     "TOP_K_MAX",
-    "text_field",
 ]
 
 SEARCH_METHODS = ("keyword", "vector", "hybrid")
@@ -191,7 +190,16 @@ def check_filename(name: object) -> str:
     Raises:
         PathTraversal: the name holds a NUL byte.
     """
-    return safe_filename(name or "upload.txt")  # type: ignore[arg-type]  # form file names are text
+    return safe_filename("upload.txt" if name is None else text_field(name, "filename") or "upload.txt")
+
+
+def check_optional_text(value: object, info: ValidationInfo) -> str | None:
+    """A string, or none (absent or empty)."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise InvalidInput(f"{info.field_name} must be a string", field=info.field_name)
+    return value
 
 
 def check_text(value: object, info: ValidationInfo) -> str:

@@ -36,6 +36,7 @@ from everos.api._fields import (
     TopK,
     check_filename,
     check_new_title,
+    check_optional_text,
     check_text,
 )
 from everos.api._model import RequestModel, checked, refusal
@@ -173,7 +174,7 @@ class UploadForm(RequestModel):
                         checked(check_filename)] = "upload.txt"
     source_type: Annotated[str | None, Field(description="What the source is (EverOS's source_type), kept on the "
                                                          "document; empty is none."),
-                           checked(lambda source_type: source_type or None)] = None
+                           checked(check_optional_text, with_info=True)] = None
     category_id: Annotated[CategoryId, Field(description="A category id of the scope's taxonomy (e.g. Technology); "
                                                          "omit it and the extractor classifies the text.")] = None
 
