@@ -3,7 +3,8 @@
 One pydantic model per operation (``_requests.py``) is the request's schema, its validation and
 its documentation; it refuses a field with EverOS's ``InvalidInput`` and one-line message, never
 pydantic's (``_model.py``), from the field types and checks of ``_fields.py``. The answer bodies
-both surfaces render are pure functions of stored rows (``_answers.py``).
+both surfaces render are pure functions of stored rows (``_answers.py``). ``openapi_document()``
+builds the OpenAPI document of the routes from the models (``_openapi.py``).
 """
 
 from everos._exports import claim_public_names
@@ -31,6 +32,7 @@ from everos.api._fields import (
     TOP_K_MAX,
 )
 from everos.api._model import RequestModel, checked, refusal
+from everos.api._openapi import OPERATIONS, Operation, openapi_document
 from everos.api._requests import (
     AddDocument,
     CascadeFix,
@@ -58,6 +60,8 @@ __all__ = [
     "ListTasks",
     "MAX_QUERY_CHARS",
     "NoArguments",
+    "OPERATIONS",
+    "Operation",
     "PAGE_MAX",
     "PAGE_SIZE_MAX",
     "PatchDocument",
@@ -79,6 +83,7 @@ __all__ = [
     "document_body",
     "document_list_item",
     "job_failure",
+    "openapi_document",
     "refusal",
     "task_body",
     "topic_body",

@@ -163,12 +163,13 @@ class ListTasks(RequestModel):
 
 
 class UploadForm(RequestModel):
-    """The form fields of ``POST /documents`` and ``PUT /documents/{doc_id}`` (multipart); the
-    file itself (part ``file``) stays outside the model, read and size-checked by the route first.
-    ``app_id`` and ``project_id`` come from the query string when the form has neither."""
+    """The form fields of ``POST /documents`` and ``PUT /documents/{doc_id}`` (multipart, in
+    EverOS's order); the file itself (part ``file``) stays outside the model, read and
+    size-checked by the route first, and its part's name is ``filename``. ``app_id`` and
+    ``project_id`` come from the query string when the form has neither."""
 
-    app_id: AppId = "default"
-    project_id: ProjectId = "default"
+    refusal_order: ClassVar = ("app_id", "project_id", "title", "filename", "source_type", "category_id")
+
     title: Title
     filename: Annotated[str, Field(description="The file part's name, stored as a safe base name in _original/."),
                         checked(check_filename)] = "upload.txt"
@@ -177,6 +178,8 @@ class UploadForm(RequestModel):
                            checked(check_optional_text, with_info=True)] = None
     category_id: Annotated[CategoryId, Field(description="A category id of the scope's taxonomy (e.g. Technology); "
                                                          "omit it and the extractor classifies the text.")] = None
+    app_id: AppId = "default"
+    project_id: ProjectId = "default"
 
 
 class PatchDocument(RequestModel):
