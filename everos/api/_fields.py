@@ -1,18 +1,19 @@
 """The fields the request models are built from: each one's JSON schema and its EverOS check.
 
-A field type is ``Annotated[type, Field(limits, description), checked(check)]``: the type and
-limits are what the JSON schema publishes (and what the MCP catalog's input schemas refuse); the
-check refuses a value with the message the API answers, in the order the checks below run, and
-returns the value to keep (a query or title stripped, an empty category none). Checks that need
-the server's state stay with the service: the configured ``top_k_cap`` arrives as validation
-context (``SearchRequest.parse(body, top_k_cap=...)``); a category the taxonomy does not know is
-refused by the knowledge service.
+A field type is ``Annotated[type, Field(limits, description), checked(check)]``. The type and
+limits are what the JSON schema publishes, and all that the MCP SDK refuses before a tool runs.
+The check runs first: it refuses a value with the one-line message the API answers (testing in
+the order the routes always did: a blank query is "required" before it is too long) and returns
+the value to keep (a query or title stripped, an empty category none). Of the checks that need
+the server's state, the configured ``top_k_cap`` arrives as validation context
+(``SearchRequest.parse(body, top_k_cap=...)``); a category the scope's taxonomy does not know is
+the knowledge service's to refuse.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, ValidationInfo
 
@@ -92,12 +93,14 @@ def check_top_k(top_k: object, info: ValidationInfo) -> int:
 
 
 def check_score_threshold(threshold: object) -> float | None:
+    """A number (an integer is kept as a float), or none."""
     if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, (int, float))):
         raise InvalidInput("score_threshold must be a number", field="score_threshold")
     return None if threshold is None else float(threshold)
 
 
 def check_flag(value: object, info: ValidationInfo) -> bool:
+    """``true`` or ``false``, not a number or a string."""
     if not isinstance(value, bool):
         raise InvalidInput(f"{info.field_name} must be true or false", field=info.field_name)
     return value
@@ -190,7 +193,9 @@ def check_filename(name: object) -> str:
     Raises:
         PathTraversal: the name holds a NUL byte.
     """
-    return safe_filename("upload.txt" if name is None else text_field(name, "filename") or "upload.txt")
+    if name is None or name == "":
+        return safe_filename("upload.txt")
+    return safe_filename(text_field(name, "filename"))
 
 
 def check_optional_text(value: object, info: ValidationInfo) -> str | None:
@@ -247,7 +252,7 @@ PageSize = Annotated[int, Field(strict=True, ge=1, le=PAGE_SIZE_MAX),
                      checked(whole_number(1, PAGE_SIZE_MAX), with_info=True)]
 SortBy = Annotated[Literal[SORT_COLUMNS],  # type: ignore[valid-type]  # the tuple's strings
                    checked(one_of(SORT_COLUMNS), with_info=True)]
-JobStatusName = Annotated[Literal[JOB_STATUSES] | None,  # type: ignore[valid-type]  # the tuple's strings
-                          checked(check_job_status)]
 SortOrder = Annotated[Literal[SORT_ORDERS],  # type: ignore[valid-type]  # the tuple's strings
                       checked(one_of(SORT_ORDERS, "sort_order must be asc or desc"), with_info=True)]
+JobStatusName = Annotated[Literal[JOB_STATUSES] | None,  # type: ignore[valid-type]  # the tuple's strings
+                          checked(check_job_status)]

@@ -3,8 +3,9 @@
 A model is the request's schema (``model_json_schema()``), its validation (``parse``, or
 ``from_query`` for a query string) and its documentation (field descriptions and limits). Path
 parameters are models of their own (:class:`DocumentRef`, :class:`TopicRef`, :class:`TaskRef`),
-checked before the body is read, as EverOS answers them first; an operation with a path and a
-body has both (``PATCH /documents/{doc_id}``: :class:`DocumentRef` and :class:`PatchDocument`).
+checked before the body is read (a malformed id is answered before a malformed body, as it always
+was); an operation with a path and a body has both (``PATCH /documents/{doc_id}``:
+:class:`DocumentRef` and :class:`PatchDocument`). The MCP tools take the same models' fields.
 ``OPERATIONS`` (``_openapi.py``) says which route uses which.
 """
 
@@ -110,8 +111,8 @@ class TaskRef(RequestModel):
 
 
 class Scope(RequestModel):
-    """A scope in the query string: ``GET /categories``, and ``DELETE /documents/{doc_id}`` (which
-    checks it, as EverOS does, though a document id names one document in every scope)."""
+    """A scope in the query string: ``GET /categories``, and ``DELETE /documents/{doc_id}`` (EverOS's
+    takes one: it is checked, though a document id names one document across every scope)."""
 
     app_id: AppId = "default"
     project_id: ProjectId = "default"

@@ -4,10 +4,11 @@ Every call runs under ``[api] request_timeout_seconds`` (guarantee G1): past it 
 ``REQUEST_TIMEOUT`` tool error and the call's subtree is cancelled (an upload already accepted
 stays durable, G6). ``knowledge_add_document`` waits for its extraction at most
 ``min([knowledge] sync_wait_seconds, time left - a margin)``, so during an LLM stall it answers in
-time with the task to poll. Input is checked with the validators of the HTTP routes (after the
-catalog's input schema: defence in depth, and the checks a schema cannot say), and answers have
-the HTTP bodies' shapes (``knowledge/_answers.py``, described by the catalog's output schemas); an
-``EverosError`` becomes a tool error with its EverOS code and message.
+time with the task to poll. Arguments are validated with the request models of the HTTP routes
+(``everos.api``; after the catalog's input schema, made from the same models: defence in depth,
+and the checks a schema cannot say), and answers have the HTTP bodies' shapes (``everos.api``'s
+answer bodies, described by the catalog's output schemas); an ``EverosError`` becomes a tool
+error with its EverOS code and message.
 """
 
 from __future__ import annotations
