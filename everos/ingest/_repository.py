@@ -13,6 +13,7 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
+from everos.knowledge._models import SORT_COLUMNS
 from everos.knowledge._projection import DocumentRows
 from everos.store import MigrationSet
 
@@ -74,8 +75,6 @@ MIGRATIONS = MigrationSet("knowledge", (
     # NULL for a document ingest did not write (a hand-made directory, an EverOS root).
     "ALTER TABLE knowledge_documents ADD COLUMN extractor TEXT",
 ))
-
-SORT_COLUMNS = ("created_at", "updated_at", "title")
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ __all__ = [
     "DOC_ID_RE",
     "OTHERS_CATEGORY",
     "SCOPE_ID_RE",
+    "SORT_COLUMNS",
     "TOPIC_ID_RE",
     "ExtractedDocument",
     "KnowledgeDocument",
@@ -48,6 +49,8 @@ TOPIC_ID_RE: Final = re.compile(r"^(d_[a-f0-9]{12,32})_(\d+)$")
 SCOPE_ID_RE: Final = re.compile(r"^[a-zA-Z0-9_@+-][a-zA-Z0-9_.@+-]*$")
 
 OTHERS_CATEGORY: Final = "Others"
+# The document fields a listing may sort by (EverOS's ``sort_by``).
+SORT_COLUMNS: Final = ("created_at", "updated_at", "title")
 """The category EverOS gives a document nothing else fits (and a node without a category)."""
 
 # Longest scope id accepted: one path component on every common filesystem.

@@ -6,15 +6,16 @@ arguments to a ``dispatch(name, arguments)`` callable that answers with a ``Call
 local implementation (``_tools.KnowledgeTools.dispatch``) and the stdio proxy to a running server
 (``_stdio.RemoteDispatch``) plug in there, so both transports publish one catalog.
 
-Each argument's input schema carries the limits the implementation enforces: ranges, lengths,
-enums and id patterns (``tests/mcp/test_tools.py`` checks that both agree), and integers and
-booleans must be JSON integers and booleans, as in the HTTP API's JSON bodies. An argument the
-schema refuses (missing, wrong type, out of range, not in the enum, or not an argument at all) is
-answered like the implementation's own refusals: an ``INVALID_INPUT`` tool error whose one-line
-message names the argument (guarantee G10), and ``dispatch`` is not called. The implementation
-keeps its checks (defence in depth), and those the schema cannot say live only there: the
-configured ``top_k_cap``, reserved scope ids, a blank query or title, a category the taxonomy does
-not know.
+Each tool's arguments are the fields of its request model (``everos.api``), the model the HTTP
+route of the same operation validates with: its input schema carries the model's ranges, lengths,
+enums and id patterns (``tests/mcp/test_tools.py`` checks that schema and implementation agree),
+and integers and booleans must be JSON integers and booleans, as in the HTTP API's JSON bodies.
+An argument the schema refuses (missing, wrong type, out of range, not in the enum, or not an
+argument at all) is answered like the implementation's own refusals: an ``INVALID_INPUT`` tool
+error whose one-line message names the argument (guarantee G10), and ``dispatch`` is not called.
+The implementation validates with the whole model (defence in depth), whose checks also say what a
+schema cannot: the configured ``top_k_cap``, reserved scope ids, a blank query or title; a category
+the taxonomy does not know is the knowledge service's to refuse.
 
 Each tool's output schema describes its structured answer, the HTTP body's fields. An error result
 carries ``{"error": {code, message, ...}}`` instead; MCP clients validate only successful results.
@@ -22,6 +23,7 @@ carries ``{"error": {code, message, ...}}`` instead; MCP clients validate only s
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Literal
@@ -29,18 +31,24 @@ from typing import Annotated, Any, Literal
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
 from mcp.types import CallToolResult, InputRequiredResult, ToolAnnotations
-from pydantic import Field, ValidationError
+from pydantic import ValidationError
 from typing_extensions import NotRequired, TypedDict
 
 from everos import __version__
-from everos.knowledge import DOC_ID_RE, SCOPE_ID_RE, TOPIC_ID_RE
-from everos.knowledge._requests import MAX_QUERY_CHARS
+from everos.api import (
+    AddDocument,
+    DocumentRef,
+    ListDocuments,
+    NoArguments,
+    RequestModel,
+    SearchRequest,
+    TaskRef,
+    TopicRef,
+)
 from everos.mcp import _render as render  # the submodule, not the package namespace
 
 __all__ = [
     "INSTRUCTIONS",
-    "PAGE_MAX",
-    "PAGE_SIZE_MAX",
     "TOOL_NAMES",
     "CatalogServer",
     "Dispatch",
@@ -85,43 +93,7 @@ TOOL_NAMES = (
     "knowledge_task_status",
 )
 
-# -- the limits of the arguments (the HTTP API's: knowledge/_requests.py, _models.py, web/_knowledge.py) --
-
-# EverOS's documented top_k range and [knowledge_search] top_k_cap's default. A lower cap is the
-# implementation's to enforce; a higher one is not offered over MCP.
-TOP_K_MAX = 100
-PAGE_MAX = 1_000_000
-PAGE_SIZE_MAX = 100
-TITLE_MAX_CHARS = 500
-SCOPE_ID_MAX_CHARS = 255
-CATEGORY_MAX_CHARS = 50  # a category is one sanitized path component
-TASK_ID_PATTERN = r"^t_[a-f0-9]{12,32}$"
-
-# -- the arguments ----------------------------------------------------------------------------------
-
-AppId = Annotated[str, Field(description="Scope: the application id (letters, digits, _ . @ + -).",
-                             pattern=SCOPE_ID_RE.pattern, max_length=SCOPE_ID_MAX_CHARS)]
-ProjectId = Annotated[str, Field(description="Scope: the project id within the application.",
-                                 pattern=SCOPE_ID_RE.pattern, max_length=SCOPE_ID_MAX_CHARS)]
-DocId = Annotated[str, Field(description="Document id: d_ followed by 12 to 32 hex digits.",
-                             pattern=DOC_ID_RE.pattern)]
-TopicId = Annotated[str, Field(description="Topic id: <doc_id>_<n>, as listed by a document or a search hit.",
-                               pattern=TOPIC_ID_RE.pattern)]
-TaskId = Annotated[str, Field(description="Task id: t_ followed by 12 to 32 hex digits, as answered by "
-                                          "knowledge_add_document.", pattern=TASK_ID_PATTERN)]
-Category = Annotated[str, Field(max_length=CATEGORY_MAX_CHARS)]
-CategoryId = Annotated[Category | None, Field(description="A category id of the scope's taxonomy (e.g. Technology); "
-                                                          "omit it and the extractor classifies the text.")]
-
-# Integers and booleans are strict: a JSON integer or boolean, not "5" or true for a number.
-TopK = Annotated[int, Field(description=f"How many hits to answer, 1 to {TOP_K_MAX}.", strict=True, ge=1,
-                            le=TOP_K_MAX)]
-Page = Annotated[int, Field(description="Page number, from 1.", strict=True, ge=1, le=PAGE_MAX)]
-PageSize = Annotated[int, Field(description=f"Documents per page, 1 to {PAGE_SIZE_MAX}.", strict=True, ge=1,
-                                le=PAGE_SIZE_MAX)]
-
-
-# -- the answers (the structured content of a successful call: the HTTP bodies, knowledge/_answers.py) --
+# -- the answers (the structured content of a successful call: the HTTP bodies, everos/api/_answers.py) -
 
 
 class CreatedDocument(TypedDict):
@@ -371,84 +343,61 @@ def build_server(dispatch: Dispatch) -> MCPServer:
     server = quiet_server(CatalogServer, name="everos", title="everos knowledge base", version=__version__,
                           instructions=INSTRUCTIONS)
 
-    @server.tool(title="Search the knowledge base", annotations=_READ_ONLY)
-    async def knowledge_search(
-        query: Annotated[str, Field(description=f"A few keywords naming what to find (1 to {MAX_QUERY_CHARS} "
-                                                "characters).", min_length=1, max_length=MAX_QUERY_CHARS)],
-        method: Annotated[Literal["keyword", "vector", "hybrid"],
-                          Field(description="keyword (BM25), vector (embeddings) or hybrid (both, fused).")] = "hybrid",
-        top_k: TopK = 10,
-        score_threshold: Annotated[Annotated[float, Field(strict=True)] | None,
-                                   Field(description="Drop hits scoring below this. Keyword, vector and hybrid "
-                                                     "scores run from 0 to 1; a reranker scores on its own scale.")]
-        = None,
-        include_content: Annotated[bool, Field(description="Also answer each topic's full content.",
-                                               strict=True)] = False,
-        app_id: AppId = "default",
-        project_id: ProjectId = "default",
-    ) -> Annotated[CallToolResult, SearchAnswer]:
+    def tool(request: type[RequestModel], **options: Any) -> Callable[[Callable[..., Any]], Any]:
+        """Register the decorated function as a tool (``server.tool(**options)``) whose arguments
+        are the fields of ``request``, as its JSON schema states them: the SDK builds the input
+        schema, and the validation before ``dispatch``, from the function's signature."""
+
+        def register(function: Callable[..., Any]) -> Any:
+            answer = inspect.signature(function, eval_str=True).return_annotation
+            function.__signature__ = inspect.Signature(request.schema_parameters(),  # type: ignore[attr-defined]
+                                                       return_annotation=answer)
+            return server.tool(**options)(function)
+
+        return register
+
+    @tool(SearchRequest, title="Search the knowledge base", annotations=_READ_ONLY)
+    async def knowledge_search(**arguments: Any) -> Annotated[CallToolResult, SearchAnswer]:
         """Search stored topics by keywords and/or meaning. Each hit names its topic, its document
         and a summary; set include_content for the full text, or read a topic with knowledge_get_topic."""
-        return await dispatch("knowledge_search", {
-            "query": query, "method": method, "top_k": top_k, "score_threshold": score_threshold,
-            "include_content": include_content, "app_id": app_id, "project_id": project_id})
+        return await dispatch("knowledge_search", arguments)
 
-    @server.tool(title="Add a document", annotations=_ADDITIVE)
-    async def knowledge_add_document(
-        title: Annotated[str, Field(description=f"The document's title (at most {TITLE_MAX_CHARS} characters).",
-                                    min_length=1, max_length=TITLE_MAX_CHARS)],
-        content: Annotated[str, Field(description="The document's text, plain or markdown (UTF-8, at most "
-                                                  "[knowledge] max_upload_bytes once encoded: 50 MiB by default).")],
-        category_id: CategoryId = None,
-        app_id: AppId = "default",
-        project_id: ProjectId = "default",
-    ) -> Annotated[CallToolResult, AddAnswer]:
+    @tool(AddDocument, title="Add a document", annotations=_ADDITIVE)
+    async def knowledge_add_document(**arguments: Any) -> Annotated[CallToolResult, AddAnswer]:
         """Store a text as a document: it is saved at once, then split into topics. Answers with the
         document, or, when extraction is still running at the deadline, with a task to poll with
         knowledge_task_status. The same text in the same scope answers with the stored document."""
-        return await dispatch("knowledge_add_document", {
-            "title": title, "content": content, "category_id": category_id, "app_id": app_id,
-            "project_id": project_id})
+        return await dispatch("knowledge_add_document", arguments)
 
-    @server.tool(title="Read a document's outline", annotations=_READ_ONLY)
-    async def knowledge_get_document(doc_id: DocId) -> Annotated[CallToolResult, DocumentAnswer]:
+    @tool(DocumentRef, title="Read a document's outline", annotations=_READ_ONLY)
+    async def knowledge_get_document(**arguments: Any) -> Annotated[CallToolResult, DocumentAnswer]:
         """A document's title, summary and topic tree (each topic's id, name and summary)."""
-        return await dispatch("knowledge_get_document", {"doc_id": doc_id})
+        return await dispatch("knowledge_get_document", arguments)
 
-    @server.tool(title="Read a topic", annotations=_READ_ONLY)
-    async def knowledge_get_topic(topic_id: TopicId) -> Annotated[CallToolResult, TopicAnswer]:
+    @tool(TopicRef, title="Read a topic", annotations=_READ_ONLY)
+    async def knowledge_get_topic(**arguments: Any) -> Annotated[CallToolResult, TopicAnswer]:
         """One topic's full content, with its place in the document (path, parent, children)."""
-        return await dispatch("knowledge_get_topic", {"topic_id": topic_id})
+        return await dispatch("knowledge_get_topic", arguments)
 
-    @server.tool(title="List documents", annotations=_READ_ONLY)
-    async def knowledge_list_documents(
-        app_id: AppId = "default",
-        project_id: ProjectId = "default",
-        category_id: Annotated[Category | None, Field(description="Only documents of this category.")] = None,
-        page: Page = 1,
-        page_size: PageSize = 20,
-        sort_by: Literal["created_at", "updated_at", "title"] = "created_at",
-        sort_order: Literal["asc", "desc"] = "desc",
-    ) -> Annotated[CallToolResult, ListAnswer]:
+    @tool(ListDocuments, title="List documents", annotations=_READ_ONLY)
+    async def knowledge_list_documents(**arguments: Any) -> Annotated[CallToolResult, ListAnswer]:
         """Browse the documents of a scope, a page at a time."""
-        return await dispatch("knowledge_list_documents", {
-            "app_id": app_id, "project_id": project_id, "category_id": category_id, "page": page,
-            "page_size": page_size, "sort_by": sort_by, "sort_order": sort_order})
+        return await dispatch("knowledge_list_documents", arguments)
 
-    @server.tool(title="Delete a document", annotations=_DESTRUCTIVE)
-    async def knowledge_delete_document(doc_id: DocId) -> Annotated[CallToolResult, DeleteAnswer]:
+    @tool(DocumentRef, title="Delete a document", annotations=_DESTRUCTIVE)
+    async def knowledge_delete_document(**arguments: Any) -> Annotated[CallToolResult, DeleteAnswer]:
         """Delete a document: its files, its topics and any extraction still queued. Cannot be undone."""
-        return await dispatch("knowledge_delete_document", {"doc_id": doc_id})
+        return await dispatch("knowledge_delete_document", arguments)
 
-    @server.tool(title="Poll an ingest task", annotations=_READ_ONLY)
-    async def knowledge_task_status(task_id: TaskId) -> Annotated[CallToolResult, TaskAnswer]:
+    @tool(TaskRef, title="Poll an ingest task", annotations=_READ_ONLY)
+    async def knowledge_task_status(**arguments: Any) -> Annotated[CallToolResult, TaskAnswer]:
         """Where a document's extraction is: queued, running, succeeded, failed or dead (out of
         attempts), with its attempts and last error."""
-        return await dispatch("knowledge_task_status", {"task_id": task_id})
+        return await dispatch("knowledge_task_status", arguments)
 
-    @server.tool(title="Server health and queue", annotations=_READ_ONLY)
-    async def knowledge_status() -> Annotated[CallToolResult, StatusAnswer]:
+    @tool(NoArguments, title="Server health and queue", annotations=_READ_ONLY)
+    async def knowledge_status(**arguments: Any) -> Annotated[CallToolResult, StatusAnswer]:
         """The server's health snapshot (state, loop lag, workers, providers) and the ingest queue."""
-        return await dispatch("knowledge_status", {})
+        return await dispatch("knowledge_status", arguments)
 
     return server

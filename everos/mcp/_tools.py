@@ -4,10 +4,11 @@ Every call runs under ``[api] request_timeout_seconds`` (guarantee G1): past it 
 ``REQUEST_TIMEOUT`` tool error and the call's subtree is cancelled (an upload already accepted
 stays durable, G6). ``knowledge_add_document`` waits for its extraction at most
 ``min([knowledge] sync_wait_seconds, time left - a margin)``, so during an LLM stall it answers in
-time with the task to poll. Input is checked with the validators of the HTTP routes (after the
-catalog's input schema: defence in depth, and the checks a schema cannot say), and answers have
-the HTTP bodies' shapes (``knowledge/_answers.py``, described by the catalog's output schemas); an
-``EverosError`` becomes a tool error with its EverOS code and message.
+time with the task to poll. Arguments are validated with the request models of the HTTP routes
+(``everos.api``; after the catalog's input schema, made from the same models: defence in depth,
+and the checks a schema cannot say), and answers have the HTTP bodies' shapes (``everos.api``'s
+answer bodies, described by the catalog's output schemas); an ``EverosError`` becomes a tool
+error with its EverOS code and message.
 """
 
 from __future__ import annotations
@@ -20,11 +21,13 @@ from typing import Any
 import trio
 from mcp.types import CallToolResult
 
-from everos.errors import EverosError, InvalidInput, NotFound, PayloadTooLarge, ServiceUnavailable
-from everos.ingest import TERMINAL, IngestService, Upload
-from everos.ingest._repository import SORT_COLUMNS
-from everos.knowledge import sanitize_name, validate_app_id, validate_doc_id, validate_project_id, validate_topic_id
-from everos.knowledge._answers import (
+from everos.api import (
+    AddDocument,
+    DocumentRef,
+    ListDocuments,
+    SearchRequest,
+    TaskRef,
+    TopicRef,
     created_body,
     document_body,
     document_list_item,
@@ -33,15 +36,9 @@ from everos.knowledge._answers import (
     topic_body,
     upload_body,
 )
-from everos.knowledge._requests import (
-    parse_search_request,
-    validate_category_name,
-    validate_filename,
-    validate_task_id,
-    validate_title,
-)
+from everos.errors import EverosError, InvalidInput, NotFound, PayloadTooLarge, ServiceUnavailable
+from everos.ingest import TERMINAL, IngestService, Upload
 from everos.mcp import _render as render  # the submodule, not the package namespace
-from everos.mcp._catalog import PAGE_MAX, PAGE_SIZE_MAX
 from everos.runtime import Runtime
 from everos.store import JobStatus
 
@@ -79,7 +76,7 @@ class KnowledgeTools:
         self.knowledge = knowledge
         self.runtime = runtime
         self.search = search
-        self._handlers: dict[str, Callable[..., Awaitable[tuple[dict[str, Any], str]]]] = {
+        self._handlers: dict[str, Callable[[dict[str, Any]], Awaitable[tuple[dict[str, Any], str]]]] = {
             "knowledge_search": self._search,
             "knowledge_add_document": self._add_document,
             "knowledge_get_document": self._get_document,
@@ -114,7 +111,7 @@ class KnowledgeTools:
 
     async def _answer(self, name: str, arguments: dict[str, Any]) -> CallToolResult:
         try:
-            structured, text = await self._handlers[name](**arguments)
+            structured, text = await self._handlers[name](arguments)
         except EverosError as exc:
             return render.error_result(exc.code, exc.message, field=getattr(exc, "field", None),
                                        retry_after_s=exc.retry_after_s)
@@ -127,22 +124,19 @@ class KnowledgeTools:
 
     # -- the tools --------------------------------------------------------------------------------
 
-    async def _search(self, **arguments: Any) -> tuple[dict[str, Any], str]:
-        checked = parse_search_request(arguments, self.config.knowledge_search.top_k_cap)
+    async def _search(self, arguments: dict[str, Any]) -> tuple[dict[str, Any], str]:
+        checked = SearchRequest.parse(arguments, top_k_cap=self.config.knowledge_search.top_k_cap)
         if self.search is None:
             raise ServiceUnavailable("search is not available yet on this server; documents can still be "
                                      "listed and read with knowledge_list_documents and knowledge_get_document")
-        body = await self.search(**checked)
+        body = await self.search(**checked.model_dump())
         return body, render.render_search(body)
 
-    async def _add_document(self, title: str, content: str, category_id: str | None, app_id: str,
-                            project_id: str) -> tuple[dict[str, Any], str]:
-        title = validate_title(title)
-        app_id, project_id = validate_app_id(app_id), validate_project_id(project_id)
-        category_id = validate_category_name(category_id)
-        data = await self._encode_within_limit(content)
-        upload = Upload(data=data, title=title, filename=validate_filename(sanitize_name(title, "document") + ".md"),
-                        app_id=app_id, project_id=project_id, category_id=category_id)
+    async def _add_document(self, arguments: dict[str, Any]) -> tuple[dict[str, Any], str]:
+        request = AddDocument.parse(arguments)
+        data = await self._encode_within_limit(request.content)
+        upload = Upload(data=data, title=request.title, filename=request.filename, app_id=request.app_id,
+                        project_id=request.project_id, category_id=request.category_id)
         job, existing = await self.knowledge.accept(upload)
         if existing is not None:
             document = created_body(existing, self.knowledge.root)
@@ -176,52 +170,36 @@ class KnowledgeTools:
             raise PayloadTooLarge(f"content is {len(data)} bytes; the limit is {limit} bytes")
         return data
 
-    async def _get_document(self, doc_id: str) -> tuple[dict[str, Any], str]:
-        doc, topics = await self.knowledge.get_document(validate_doc_id(doc_id))
+    async def _get_document(self, arguments: dict[str, Any]) -> tuple[dict[str, Any], str]:
+        doc, topics = await self.knowledge.get_document(DocumentRef.parse(arguments).doc_id)
         body = document_body(doc, topics, self.knowledge.root, self.timezone)
         return body, render.render_document(body)
 
-    async def _get_topic(self, topic_id: str) -> tuple[dict[str, Any], str]:
-        body = topic_body(await self.knowledge.get_topic(validate_topic_id(topic_id)), self.timezone)
+    async def _get_topic(self, arguments: dict[str, Any]) -> tuple[dict[str, Any], str]:
+        body = topic_body(await self.knowledge.get_topic(TopicRef.parse(arguments).topic_id), self.timezone)
         return body, render.render_topic(body)
 
-    async def _list_documents(self, app_id: str, project_id: str, category_id: str | None, page: int,
-                              page_size: int, sort_by: str, sort_order: str) -> tuple[dict[str, Any], str]:
-        app_id, project_id = validate_app_id(app_id), validate_project_id(project_id)
-        _check_range("page", page, 1, PAGE_MAX)
-        _check_range("page_size", page_size, 1, PAGE_SIZE_MAX)
-        if sort_by not in SORT_COLUMNS:
-            raise InvalidInput(f"sort_by must be one of {', '.join(SORT_COLUMNS)}", field="sort_by")
-        if sort_order not in ("asc", "desc"):
-            raise InvalidInput("sort_order must be asc or desc", field="sort_order")
-        docs, total = await self.knowledge.list_documents(
-            app_id=app_id, project_id=project_id, category_id=validate_category_name(category_id), page=page,
-            page_size=page_size, sort_by=sort_by, sort_order=sort_order)
-        body = {"documents": [document_list_item(d, self.timezone) for d in docs], "total": total, "page": page,
-                "page_size": page_size}
+    async def _list_documents(self, arguments: dict[str, Any]) -> tuple[dict[str, Any], str]:
+        listing = ListDocuments.parse(arguments)
+        docs, total = await self.knowledge.list_documents(**listing.model_dump())
+        body = {"documents": [document_list_item(d, self.timezone) for d in docs], "total": total,
+                "page": listing.page, "page_size": listing.page_size}
         return body, render.render_listing(body)
 
-    async def _delete_document(self, doc_id: str) -> tuple[dict[str, Any], str]:
-        doc_id = validate_doc_id(doc_id)
+    async def _delete_document(self, arguments: dict[str, Any]) -> tuple[dict[str, Any], str]:
+        doc_id = DocumentRef.parse(arguments).doc_id
         deleted = await self.knowledge.delete(doc_id)
         if deleted is None:
             raise NotFound(f"document {doc_id} not found")
         return ({"doc_id": doc_id, "deleted_topics": deleted},
                 f"Deleted document {doc_id} and its {deleted} topics.")
 
-    async def _task_status(self, task_id: str) -> tuple[dict[str, Any], str]:
-        if not isinstance(task_id, str):
-            raise InvalidInput("task_id must look like t_<hex>", field="task_id")
-        body = task_body(await self.knowledge.get_task(validate_task_id(task_id)), self.timezone, TASK_PREFIX)
+    async def _task_status(self, arguments: dict[str, Any]) -> tuple[dict[str, Any], str]:
+        body = task_body(await self.knowledge.get_task(TaskRef.parse(arguments).task_id), self.timezone, TASK_PREFIX)
         return body, render.render_task(body)
 
-    async def _status(self) -> tuple[dict[str, Any], str]:
+    async def _status(self, arguments: dict[str, Any]) -> tuple[dict[str, Any], str]:
         await trio.lowlevel.checkpoint()
         health = self.runtime.board.snapshot()
         body = {"health": health, "queue": health.get("ingest") or {}}
         return body, render.render_status(body)
-
-
-def _check_range(name: str, value: int, low: int, high: int) -> None:
-    if not low <= value <= high:
-        raise InvalidInput(f"{name} must be between {low} and {high}", field=name)

@@ -12,14 +12,12 @@ from __future__ import annotations
 
 from quart import Blueprint, Response, request
 
+from everos.api import CascadeFix
 from everos.cascade import CascadeService
-from everos.errors import InvalidInput
 from everos.web._app import ok
 from everos.web._knowledge import json_body
 
 __all__ = ["cascade_blueprints"]
-
-FIX_FIELDS = frozenset({"apply"})
 
 
 def cascade_blueprints(cascade: CascadeService) -> list[Blueprint]:
@@ -44,18 +42,11 @@ def _blueprint(cascade: CascadeService, version: str) -> Blueprint:
 
 async def fix_request() -> bool:
     """The ``apply`` flag of a ``POST /fix`` body: an empty body, or a JSON object with at most
-    ``apply`` (a boolean, default false).
+    ``apply`` (a boolean, default false): :class:`everos.api.CascadeFix`.
 
     Raises:
         InvalidInput: the body is not a JSON object, has other fields, or ``apply`` is not a boolean.
     """
     if not await request.get_data():
         return False
-    body = await json_body()
-    unknown = set(body) - FIX_FIELDS
-    if unknown:
-        raise InvalidInput(f"unknown fields: {', '.join(sorted(unknown))}; allowed: apply", field=sorted(unknown)[0])
-    apply = body.get("apply", False)
-    if not isinstance(apply, bool):
-        raise InvalidInput("apply must be true or false", field="apply")
-    return apply
+    return CascadeFix.parse(await json_body()).apply

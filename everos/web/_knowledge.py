@@ -13,18 +13,21 @@ import trio
 from quart import Blueprint, Response, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
+from everos.api import (
+    DocumentRef,
+    EmptyBody,
+    ListDocuments,
+    ListTasks,
+    PatchDocument,
+    Scope,
+    SearchRequest,
+    TaskRef,
+    TopicRef,
+    UploadForm,
+)
+from everos.api import _answers as answers
 from everos.errors import InvalidInput, PayloadTooLarge, ServiceUnavailable
 from everos.ingest import TERMINAL, IngestService, Upload
-from everos.ingest._repository import SORT_COLUMNS
-from everos.knowledge import validate_app_id, validate_doc_id, validate_project_id, validate_topic_id
-from everos.knowledge import _answers as answers
-from everos.knowledge._requests import (
-    parse_search_request,
-    validate_category_name,
-    validate_filename,
-    validate_task_id,
-    validate_title,
-)
 from everos.store import Job, JobStatus
 from everos.web._app import current_request_id, ok
 from everos.web._envelope import dumps, now_iso
@@ -48,10 +51,6 @@ def _blueprint(service: IngestService, search: Any, version: str) -> Blueprint:
     def timestamp(epoch: float | None) -> str | None:
         return answers.display_time(epoch, timezone())
 
-    def scope_from(source: Any) -> tuple[str, str]:
-        return (validate_app_id(source.get("app_id", "default")),
-                validate_project_id(source.get("project_id", "default")))
-
     async def read_upload() -> Upload:
         form = await request.form
         files = await request.files
@@ -63,12 +62,12 @@ def _blueprint(service: IngestService, search: Any, version: str) -> Blueprint:
         if len(data) > service.config.knowledge.max_upload_bytes:
             raise PayloadTooLarge(
                 f"file is {len(data)} bytes; the limit is {service.config.knowledge.max_upload_bytes} bytes")
-        app_id, project_id = scope_from(form if "app_id" in form or "project_id" in form else request.args)
-        return Upload(
-            data=data, title=validate_title(form.get("title")), filename=validate_filename(storage.filename),
-            app_id=app_id, project_id=project_id, source_type=form.get("source_type") or None,
-            category_id=validate_category_name(form.get("category_id")),
-        )
+        scope = form if "app_id" in form or "project_id" in form else request.args
+        fields = UploadForm.parse({**{name: scope[name] for name in ("app_id", "project_id") if name in scope},
+                                   "title": form.get("title"), "filename": storage.filename,
+                                   "source_type": form.get("source_type"), "category_id": form.get("category_id")})
+        return Upload(data=data, title=fields.title, filename=fields.filename, app_id=fields.app_id,
+                      project_id=fields.project_id, source_type=fields.source_type, category_id=fields.category_id)
 
     def job_answer(job: Job, success_status: int) -> tuple[int, dict[str, Any], dict[str, str]]:
         if job.status is JobStatus.SUCCEEDED:
@@ -126,11 +125,11 @@ def _blueprint(service: IngestService, search: Any, version: str) -> Blueprint:
 
     @bp.put("/documents/<doc_id>")
     async def replace_document(doc_id: str) -> Response:
-        return await ingest("replace", validate_doc_id(doc_id))
+        return await ingest("replace", path_doc_id(doc_id))
 
     @bp.post("/documents/<doc_id>/reextract")
     async def reextract_document(doc_id: str) -> Response:
-        doc_id = validate_doc_id(doc_id)
+        doc_id = path_doc_id(doc_id)
         await empty_body()
         return render(*await waited_answer(await service.reextract(doc_id), 200))
 
@@ -143,20 +142,15 @@ def _blueprint(service: IngestService, search: Any, version: str) -> Blueprint:
 
     @bp.patch("/documents/<doc_id>")
     async def patch_document(doc_id: str) -> Response:
-        doc_id = validate_doc_id(doc_id)
-        body = await json_body()
-        unknown = set(body) - {"title", "category_id", "app_id", "project_id"}
-        if unknown:
-            raise InvalidInput(f"unknown fields: {', '.join(sorted(unknown))}", field=sorted(unknown)[0])
-        title = validate_title(body["title"]) if body.get("title") is not None else None
-        category = validate_category_name(body.get("category_id"))
-        result = await service.update(doc_id, title=title, category_id=category)
+        doc_id = path_doc_id(doc_id)
+        patch = PatchDocument.parse(await json_body())
+        result = await service.update(doc_id, title=patch.title, category_id=patch.category_id)
         return ok({**result, "updated_at": timestamp(result["updated_at"])})
 
     @bp.delete("/documents/<doc_id>")
     async def delete_document(doc_id: str) -> Response:
-        doc_id = validate_doc_id(doc_id)
-        scope_from(request.args)
+        doc_id = path_doc_id(doc_id)
+        Scope.from_query(request.args)
         deleted = await service.delete(doc_id)
         if not deleted:
             return Response(status=204)
@@ -164,82 +158,70 @@ def _blueprint(service: IngestService, search: Any, version: str) -> Blueprint:
 
     @bp.get("/documents")
     async def list_documents() -> Response:
-        args = request.args
-        app_id, project_id = scope_from(args)
-        page = int_arg("page", 1, 1, 1_000_000)
-        page_size = int_arg("page_size", 20, 1, 100)
-        sort_by = args.get("sort_by", "created_at")
-        if sort_by not in SORT_COLUMNS:
-            raise InvalidInput(f"sort_by must be one of {', '.join(SORT_COLUMNS)}", field="sort_by")
-        sort_order = args.get("sort_order", "desc")
-        if sort_order not in ("asc", "desc"):
-            raise InvalidInput("sort_order must be asc or desc", field="sort_order")
-        category = validate_category_name(args.get("category_id"))
-        docs, total = await service.list_documents(app_id=app_id, project_id=project_id, category_id=category,
-                                                   page=page, page_size=page_size, sort_by=sort_by,
-                                                   sort_order=sort_order)
+        listing = ListDocuments.from_query(request.args)
+        docs, total = await service.list_documents(**listing.model_dump())
         states = await service.index_states([d.doc_id for d in docs])
         return ok({
             "documents": [{**answers.document_list_item(d, timezone()), **states[d.doc_id]} for d in docs],
-            "total": total, "page": page, "page_size": page_size,
+            "total": total, "page": listing.page, "page_size": listing.page_size,
         })
 
     @bp.get("/documents/<doc_id>")
     async def get_document(doc_id: str) -> Response:
-        doc, topics = await service.get_document(validate_doc_id(doc_id))
+        doc, topics = await service.get_document(path_doc_id(doc_id))
         states = await service.index_states([doc.doc_id])
         return ok({**answers.document_body(doc, topics, service.root, timezone()), **states[doc.doc_id]})
 
     @bp.get("/topics/<topic_id>")
     async def get_topic(topic_id: str) -> Response:
-        return ok(answers.topic_body(await service.get_topic(validate_topic_id(topic_id)), timezone()))
+        return ok(answers.topic_body(await service.get_topic(path_topic_id(topic_id)), timezone()))
 
     @bp.post("/search")
     async def search_route() -> Response:
-        arguments = parse_search_request(await json_body(), service.config.knowledge_search.top_k_cap)
+        checked = SearchRequest.parse(await json_body(), top_k_cap=service.config.knowledge_search.top_k_cap)
         if search is None:
             raise ServiceUnavailable("search is not available on this server")
-        return ok(await search.search(**arguments))
+        return ok(await search.search(**checked.model_dump()))
 
     @bp.get("/categories")
     async def categories() -> Response:
-        app_id, project_id = scope_from(request.args)
-        return ok({"categories": await service.category_listing(app_id, project_id)})
+        scope = Scope.from_query(request.args)
+        return ok({"categories": await service.category_listing(scope.app_id, scope.project_id)})
 
     @bp.get("/tasks/<task_id>")
     async def get_task(task_id: str) -> Response:
-        return ok(answers.task_body(await service.get_task(validate_task_id(task_id)), timezone(), prefix))
+        return ok(answers.task_body(await service.get_task(path_task_id(task_id)), timezone(), prefix))
 
     @bp.post("/tasks/<task_id>/retry")
     async def retry_task(task_id: str) -> Response:
-        task_id = validate_task_id(task_id)
+        task_id = path_task_id(task_id)
         await empty_body()
         return ok(answers.task_body(await service.retry_task(task_id), timezone(), prefix))
 
     @bp.get("/tasks")
     async def list_tasks() -> Response:
-        status = request.args.get("status")
-        if status is not None and status not in {str(s) for s in JobStatus}:
-            raise InvalidInput(f"status must be one of {', '.join(str(s) for s in JobStatus)}", field="status")
-        page = int_arg("page", 1, 1, 1_000_000)
-        page_size = int_arg("page_size", 20, 1, 100)
-        jobs = await service.list_tasks(status, limit=page_size, offset=(page - 1) * page_size)
-        return ok({"tasks": [answers.task_body(job, timezone(), prefix) for job in jobs], "page": page, "page_size": page_size})
+        listing = ListTasks.from_query(request.args)
+        jobs = await service.list_tasks(listing.status, limit=listing.page_size,
+                                        offset=(listing.page - 1) * listing.page_size)
+        return ok({"tasks": [answers.task_body(job, timezone(), prefix) for job in jobs], "page": listing.page,
+                   "page_size": listing.page_size})
 
     return bp
 
 
-def int_arg(name: str, default: int, low: int, high: int) -> int:
-    raw = request.args.get(name)
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise InvalidInput(f"{name} must be a whole number", field=name) from None
-    if not low <= value <= high:
-        raise InvalidInput(f"{name} must be between {low} and {high}", field=name)
-    return value
+def path_doc_id(doc_id: str) -> str:
+    """The path's document id, checked (``InvalidInput`` naming ``doc_id``)."""
+    return DocumentRef.parse({"doc_id": doc_id}).doc_id
+
+
+def path_topic_id(topic_id: str) -> str:
+    """The path's topic id, checked (``InvalidInput`` naming ``topic_id``)."""
+    return TopicRef.parse({"topic_id": topic_id}).topic_id
+
+
+def path_task_id(task_id: str) -> str:
+    """The path's task id, checked (``InvalidInput`` naming ``task_id``)."""
+    return TaskRef.parse({"task_id": task_id}).task_id
 
 
 async def empty_body() -> None:
@@ -248,8 +230,8 @@ async def empty_body() -> None:
     Raises:
         InvalidInput: any other body.
     """
-    if await request.get_data() and await json_body():
-        raise InvalidInput("this route takes no fields: send no body, or {}", field="body")
+    if await request.get_data():
+        EmptyBody.parse(await json_body())
 
 
 async def json_body() -> dict[str, Any]:

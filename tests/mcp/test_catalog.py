@@ -10,6 +10,7 @@ from mcp import Client
 from mcp.types import CallToolResult
 
 import everos.mcp as mcp_package
+from everos import api
 from everos.knowledge import DOC_ID_RE, SCOPE_ID_RE, TOPIC_ID_RE
 from everos.mcp import INSTRUCTIONS, TOOL_NAMES, build_server
 from everos.mcp._catalog import quiet_server
@@ -74,6 +75,24 @@ async def test_input_schemas_carry_the_documented_limits() -> None:
     assert schemas["knowledge_get_document"]["doc_id"]["pattern"] == DOC_ID_RE.pattern
     assert schemas["knowledge_get_topic"]["topic_id"]["pattern"] == TOPIC_ID_RE.pattern
     assert schemas["knowledge_task_status"]["task_id"]["pattern"] == r"^t_[a-f0-9]{12,32}$"
+
+
+TOOL_MODELS = {"knowledge_add_document": api.AddDocument, "knowledge_delete_document": api.DocumentRef,
+               "knowledge_get_document": api.DocumentRef, "knowledge_get_topic": api.TopicRef,
+               "knowledge_list_documents": api.ListDocuments, "knowledge_search": api.SearchRequest,
+               "knowledge_status": api.NoArguments, "knowledge_task_status": api.TaskRef}
+
+
+async def test_each_input_schema_is_its_request_models_schema() -> None:
+    """The tools take the fields of the request models the HTTP routes validate with: same
+    names, order, types, limits, defaults and descriptions."""
+    async with Client(build_server(Recorder())) as client:
+        schemas = await tool_schemas(client)
+    assert sorted(TOOL_MODELS) == list(TOOL_NAMES)
+    for name, model in TOOL_MODELS.items():
+        published, expected = schemas[name][0], model.model_json_schema()
+        assert list(published.get("properties", {}).items()) == list(expected.get("properties", {}).items()), name
+        assert published.get("required", []) == expected.get("required", []), name
 
 
 SEARCH_ARGUMENTS = "query, method, top_k, score_threshold, include_content, app_id, project_id"

@@ -9,8 +9,8 @@ import trio
 from mcp import Client
 
 from everos.errors import ExtractionEmpty
-from everos.ingest._repository import SORT_COLUMNS
-from everos.knowledge._requests import SEARCH_METHODS
+from everos.knowledge._models import SORT_COLUMNS
+from everos.api import SEARCH_METHODS
 from everos.mcp import BEGIN_DATA, END_DATA
 
 from .conftest import FakeSearch, StalledExtractor, call, mcp_server, schema_problems, search_hit, tool_schemas

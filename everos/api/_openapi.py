@@ -1,0 +1,173 @@
+"""The OpenAPI document of the knowledge and cascade routes, built from the request models.
+
+``OPERATIONS`` names each route (under ``/api/v1`` and ``/api/v2`` alike) with the models of its
+path, its query string and its body; :func:`openapi_document` turns them into OpenAPI 3.1
+``paths``: the path and query parameters are the fields of their models, the request body is its
+model's JSON schema (``components/schemas``), and a multipart upload is the form's fields plus
+the ``file`` part. Answers are described by their status and EverOS's error envelope; their bodies
+have no schema here yet. Issue #15 serves this document as ``/openapi.json``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from everos import __version__
+from everos.api._requests import (
+    CascadeFix,
+    DocumentRef,
+    EmptyBody,
+    ListDocuments,
+    ListTasks,
+    PatchDocument,
+    Scope,
+    SearchRequest,
+    TaskRef,
+    TopicRef,
+    UploadForm,
+)
+from everos.api._model import RequestModel
+
+__all__ = ["OPERATIONS", "Operation", "openapi_document"]
+
+VERSIONS = ("v1", "v2")
+
+
+@dataclass(frozen=True)
+class Operation:
+    """One route: ``method`` and ``path`` (below ``/api/<version>``), the operation's ``name``
+    (``operationId`` with the version appended), a one-line ``summary``, the statuses it answers
+    with on success, and the models of its path parameters, query string and body.
+    ``body_optional``: no body at all is accepted too; ``form``: the body is multipart with a
+    ``file`` part; ``tool``: the MCP tool of the same operation."""
+
+    method: str
+    path: str
+    name: str
+    summary: str
+    answers: dict[int, str]
+    path_model: type[RequestModel] | None = None
+    query_model: type[RequestModel] | None = None
+    body_model: type[RequestModel] | None = None
+    body_optional: bool = False
+    form: bool = False
+    tool: str | None = None
+
+
+_UPLOADED = {201: "The document, stored and split into topics.",
+             200: "The stored document with the same content (duplicate: true), or the replaced document.",
+             202: "Extraction is still running (or Prefer: respond-async): the task to poll."}
+_DOCUMENT = "/knowledge/documents/{doc_id}"
+
+OPERATIONS: tuple[Operation, ...] = (
+    Operation("post", "/knowledge/documents", "create_document", "Upload a document", _UPLOADED,
+              body_model=UploadForm, form=True),
+    Operation("get", "/knowledge/documents", "list_documents", "List a scope's documents, a page at a time",
+              {200: "A page of documents."}, query_model=ListDocuments, tool="knowledge_list_documents"),
+    Operation("get", _DOCUMENT, "get_document", "Read a document and its topic tree", {200: "The document."},
+              path_model=DocumentRef, tool="knowledge_get_document"),
+    Operation("put", _DOCUMENT, "replace_document", "Replace a document's file", _UPLOADED,
+              path_model=DocumentRef, body_model=UploadForm, form=True),
+    Operation("patch", _DOCUMENT, "patch_document", "Rename a document or move it to another category",
+              {200: "The fields changed."}, path_model=DocumentRef, body_model=PatchDocument),
+    Operation("delete", _DOCUMENT, "delete_document", "Delete a document", {200: "What was deleted.",
+              204: "There was no such document."}, path_model=DocumentRef, query_model=Scope,
+              tool="knowledge_delete_document"),
+    Operation("post", _DOCUMENT + "/reextract", "reextract_document", "Extract a document's topics again",
+              {200: "The re-extracted document.", 202: "The task to poll."}, path_model=DocumentRef,
+              body_model=EmptyBody, body_optional=True),
+    Operation("post", "/knowledge/reextract", "reextract_fallbacks",
+              "Extract again every document the built-in extractor made as a fallback",
+              {202: "The tasks queued."}, body_model=EmptyBody, body_optional=True),
+    Operation("get", "/knowledge/topics/{topic_id}", "get_topic", "Read a topic with its content",
+              {200: "The topic."}, path_model=TopicRef, tool="knowledge_get_topic"),
+    Operation("post", "/knowledge/search", "search", "Search the topics of a scope", {200: "The hits."},
+              body_model=SearchRequest, tool="knowledge_search"),
+    Operation("get", "/knowledge/categories", "list_categories", "The categories of a scope's taxonomy",
+              {200: "The categories, with their document counts."}, query_model=Scope),
+    Operation("get", "/knowledge/tasks", "list_tasks", "List ingest tasks", {200: "A page of tasks."},
+              query_model=ListTasks),
+    Operation("get", "/knowledge/tasks/{task_id}", "get_task", "Poll an ingest task", {200: "The task."},
+              path_model=TaskRef, tool="knowledge_task_status"),
+    Operation("post", "/knowledge/tasks/{task_id}/retry", "retry_task", "Queue a dead or failed task again",
+              {200: "The task, queued again."}, path_model=TaskRef, body_model=EmptyBody, body_optional=True),
+    Operation("get", "/cascade/status", "cascade_status", "The index cascade's state",
+              {200: "What everos cascade status prints."}),
+    Operation("post", "/cascade/fix", "cascade_fix", "List, or queue again, the dead and failed index rows",
+              {200: "What everos cascade fix prints."}, body_model=CascadeFix, body_optional=True),
+)
+
+_ERROR_ENVELOPE = {
+    "type": "object",
+    "description": "EverOS's error envelope: the code, a one-line message and, for INVALID_INPUT, the field.",
+    "properties": {
+        "request_id": {"type": ["string", "null"]},
+        "error": {
+            "type": "object",
+            "properties": {"code": {"type": "string"}, "message": {"type": "string"}, "field": {"type": "string"},
+                           "task_id": {"type": "string"}, "timestamp": {"type": "string"},
+                           "path": {"type": "string"}},
+            "required": ["code", "message"],
+        },
+    },
+    "required": ["error"],
+}
+_FILE_PART = {"type": "string", "contentMediaType": "application/octet-stream",
+              "description": "The document's bytes, at most [knowledge] max_upload_bytes; the part's file name "
+                             "is the document's filename."}
+
+
+def openapi_document() -> dict[str, Any]:
+    """The OpenAPI 3.1 document of :data:`OPERATIONS`, for ``/api/v1`` and ``/api/v2``. Pure."""
+    paths: dict[str, dict[str, Any]] = {}
+    schemas: dict[str, Any] = {"Error": _ERROR_ENVELOPE}
+    for version in VERSIONS:
+        for operation in OPERATIONS:
+            paths.setdefault(f"/api/{version}{operation.path}", {})[operation.method] = \
+                _operation(operation, version, schemas)
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "everos", "version": __version__,
+                 "description": "A local-first knowledge server speaking the EverOS 1.x knowledge API."},
+        "paths": paths,
+        "components": {"schemas": schemas},
+    }
+
+
+def _operation(operation: Operation, version: str, schemas: dict[str, Any]) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "operationId": f"{operation.name}_{version}",
+        "summary": operation.summary,
+        "tags": [operation.path.split("/")[1]],
+        "parameters": [*_parameters(operation.path_model, "path"), *_parameters(operation.query_model, "query")],
+        "responses": {
+            **{str(status): {"description": text} for status, text in operation.answers.items()},
+            "default": {"description": "An EverOS error (a refused field: 422 INVALID_INPUT naming it).",
+                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
+        },
+    }
+    if operation.tool:
+        body["x-mcp-tool"] = operation.tool
+    model = operation.body_model
+    if model is not None:
+        schema = model.model_json_schema()
+        if operation.form:
+            fields = {name: value for name, value in schema["properties"].items() if name != "filename"}
+            form = {**schema, "properties": {"file": _FILE_PART, **fields},
+                    "required": ["file", *schema.get("required", [])]}
+            content = {"multipart/form-data": {"schema": form}}
+        else:
+            schemas[model.__name__] = schema
+            content = {"application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}}
+        body["requestBody"] = {"required": not operation.body_optional, "content": content}
+    return body
+
+
+def _parameters(model: type[RequestModel] | None, where: str) -> list[dict[str, Any]]:
+    if model is None:
+        return []
+    properties = model.model_json_schema().get("properties", {})
+    return [{"name": name, "in": where, "required": where == "path" or field.is_required(),
+             "description": field.description, "schema": properties[name]}
+            for name, field in model.model_fields.items()]

@@ -1,0 +1,78 @@
+"""api.openapi_document(): the routes the server serves, their parameters and bodies from the
+request models."""
+
+from __future__ import annotations
+
+import re
+
+from jsonschema import Draft202012Validator
+from quart import Quart
+
+from everos import __version__, api
+from everos.mcp import TOOL_NAMES
+from everos.web._cascade import cascade_blueprints
+from everos.web._knowledge import knowledge_blueprints
+
+METHODS = {"get", "post", "put", "patch", "delete"}
+
+
+def served_routes() -> set[tuple[str, str]]:
+    """Every ``(path, method)`` of the knowledge and cascade blueprints, in OpenAPI's spelling."""
+    app = Quart(__name__)
+    for blueprint in knowledge_blueprints(object()) + cascade_blueprints(object()):
+        app.register_blueprint(blueprint)
+    return {(re.sub(r"<(\w+)>", r"{\1}", rule.rule), method.lower()) for rule in app.url_map.iter_rules()
+            for method in rule.methods if method.lower() in METHODS and rule.rule.startswith("/api/")}
+
+
+def test_the_document_lists_exactly_the_routes_the_server_serves() -> None:
+    document = api.openapi_document()
+    listed = {(path, method) for path, operations in document["paths"].items() for method in operations}
+    assert listed == served_routes()
+    assert document["openapi"] == "3.1.0" and document["info"]["version"] == __version__
+
+
+def test_operation_ids_are_unique_and_every_operation_answers_something() -> None:
+    operations = [op for ops in api.openapi_document()["paths"].values() for op in ops.values()]
+    ids = [op["operationId"] for op in operations]
+    assert len(ids) == len(set(ids)) == 2 * len(api.OPERATIONS)
+    for operation in operations:
+        assert operation["summary"] and "default" in operation["responses"] and len(operation["responses"]) > 1
+
+
+def test_parameters_are_the_fields_of_the_path_and_query_models() -> None:
+    paths = api.openapi_document()["paths"]
+    listing = paths["/api/v1/knowledge/documents"]["get"]["parameters"]
+    schema = api.ListDocuments.model_json_schema()["properties"]
+    assert [(p["name"], p["in"], p["required"]) for p in listing] == [(name, "query", False) for name in schema]
+    assert [p["schema"] for p in listing] == list(schema.values())
+    delete = paths["/api/v2/knowledge/documents/{doc_id}"]["delete"]["parameters"]
+    assert [(p["name"], p["in"], p["required"]) for p in delete] == [
+        ("doc_id", "path", True), ("app_id", "query", False), ("project_id", "query", False)]
+    assert delete[0]["schema"]["pattern"] == api.DocumentRef.model_json_schema()["properties"]["doc_id"]["pattern"]
+    for path, operations in paths.items():
+        for operation in operations.values():  # every {name} of the path is a path parameter
+            named = {p["name"] for p in operation["parameters"] if p["in"] == "path"}
+            assert named == set(re.findall(r"{(\w+)}", path)), path
+
+
+def test_bodies_are_the_body_models_schemas() -> None:
+    document = api.openapi_document()
+    schemas, paths = document["components"]["schemas"], document["paths"]
+    search = paths["/api/v1/knowledge/search"]["post"]["requestBody"]
+    assert search["required"] is True
+    assert search["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/SearchRequest"}
+    assert schemas["SearchRequest"] == api.SearchRequest.model_json_schema()
+    assert paths["/api/v1/cascade/fix"]["post"]["requestBody"]["required"] is False  # no body is {}
+    upload = paths["/api/v1/knowledge/documents"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
+    assert list(upload["properties"]) == ["file", "title", "source_type", "category_id", "app_id", "project_id"]
+    assert upload["required"] == ["file", "title"]
+    for name, schema in schemas.items():
+        Draft202012Validator.check_schema(schema)
+    refs = re.findall(r'"\$ref": "#/components/schemas/(\w+)"', str(document).replace("'", '"'))
+    assert refs and set(refs) <= set(schemas)
+
+
+def test_the_operations_of_mcp_tools_name_real_tools() -> None:
+    tools = [operation.tool for operation in api.OPERATIONS if operation.tool]
+    assert len(tools) == len(set(tools)) and set(tools) <= set(TOOL_NAMES)
