@@ -49,6 +49,8 @@ from everos.status import LoopLagProbe
 from everos.supervisor import Supervisor
 from everos.web import HealthApp, PathRouter, RequestLayer, create_app
 
+KEEP_ALIVE_TIMEOUT_S = 5.0
+
 __all__ = ["check_bindable", "is_loopback", "raise_open_file_limit", "run", "serve", "with_cors"]
 
 log = logging.getLogger("everos.server")
@@ -195,7 +197,12 @@ async def serve(
                 hconfig.accesslog = None
                 hconfig.errorlog = logging.getLogger("hypercorn.error")
                 hconfig.graceful_timeout = config.api.graceful_timeout_seconds
-                hconfig.keep_alive_timeout = 30
+                # An idle keep-alive connection is closed after this. Hypercorn also holds a
+                # connection the client has closed until this timer ends (its task group waits
+                # for the idle task), so it bounds how long a closed connection keeps its fd:
+                # 30 s let a burst of short-lived clients pile up sockets in CLOSE-WAIT. 5 s is
+                # hypercorn's default and httpx's keep-alive expiry.
+                hconfig.keep_alive_timeout = KEEP_ALIVE_TIMEOUT_S
 
                 async def shutdown_trigger() -> None:
                     await runtime.stop.wait()
