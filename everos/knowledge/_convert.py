@@ -45,6 +45,8 @@ _NAMES: Final = {"pdf": "PDF", "docx": "DOCX", "pptx": "PPTX", "xlsx": "XLSX", "
 _OOXML_PARTS: Final = (("word/document.xml", "docx"), ("ppt/presentation.xml", "pptx"), ("xl/workbook.xml", "xlsx"))
 _HTML_SUFFIXES: Final = (".html", ".htm", ".xhtml")
 _HTML_STARTS: Final = (b"<!doctype html", b"<html")
+_CFB_SIGNATURE: Final = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
+_ENCRYPTED_PACKAGE: Final = "EncryptedPackage".encode("utf-16-le")  # the stream's name in the container
 _MARKDOWN_SUFFIXES: Final = (".md", ".markdown")
 _ACCEPTED: Final = ("everos accepts PDF, DOCX, PPTX, XLSX, HTML and EPUB files, and text and markdown "
                     "in UTF-8 (or UTF-16/32 with a byte-order mark)")
@@ -84,11 +86,17 @@ def detect_format(data: bytes, filename: str) -> str:
         return "pdf"
     if data.startswith(b"PK\x03\x04"):
         return _zip_format(data, filename)
+    if data.startswith(_CFB_SIGNATURE) and _ENCRYPTED_PACKAGE in data:
+        # A password-protected DOCX/XLSX/PPTX is an OLE container holding the encrypted package.
+        raise ConversionFailed(f"{_describe(filename, None)} is a password-protected Office file; everos cannot "
+                               "open it (remove the password and upload it again)")
     for signature, kind in _SIGNATURES:
         if data.startswith(signature):
             raise UnsupportedFormat(f"{_describe(filename, None)} is {kind}; {_ACCEPTED}")
     lowered = filename.lower()
-    if lowered.endswith(_HTML_SUFFIXES) or start.lower().startswith(_HTML_STARTS):
+    start = start.lower()
+    if lowered.endswith(_HTML_SUFFIXES) or start.startswith(_HTML_STARTS) or (
+            start.startswith(b"<?xml") and b"<html" in start):
         return "html"
     return "markdown" if lowered.endswith(_MARKDOWN_SUFFIXES) else "text"
 
@@ -152,7 +160,8 @@ def _zip_format(data: bytes, filename: str) -> str:
                 with archive.open("mimetype") as member:
                     if member.read(64).strip() == b"application/epub+zip":
                         return "epub"
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, OSError, NotImplementedError) as exc:
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, OSError, NotImplementedError,
+            RuntimeError) as exc:  # RuntimeError: an encrypted member
         raise ConversionFailed(f"{_describe(filename, None)} is a damaged ZIP archive: {_detail(exc)}") from None
     if "[Content_Types].xml" in names:
         for part, kind in _OOXML_PARTS:

@@ -75,7 +75,9 @@ def test_an_html_title_becomes_the_heading_when_the_body_has_none() -> None:
 
 def test_html_is_recognised_by_its_start_whatever_the_name() -> None:
     assert detect_format(b"  <!DOCTYPE html><html><body><p>x</p></body></html>", "upload") == "html"
+    assert detect_format(b'<?xml version="1.0"?>\n<html xmlns="http://www.w3.org/1999/xhtml">', "upload") == "html"
     assert detect_format(b"<p>x</p>", "page.htm") == "html"
+    assert detect_format(b"<p>x</p> is how a paragraph starts", "notes.md") == "markdown"
 
 
 def test_epub_chapters_come_in_spine_order() -> None:
@@ -119,6 +121,13 @@ def test_binaries_that_are_not_converted_are_unsupported_with_their_kind(data: b
     with pytest.raises(UnsupportedFormat) as caught:
         convert_to_markdown(data, "scan.bin")
     assert caught.value.message.startswith(f"'scan.bin' is {kind}; everos accepts PDF, DOCX, PPTX, XLSX, HTML and EPUB")
+
+
+def test_a_password_protected_office_file_says_so() -> None:
+    # What Office writes: an OLE container whose directory names the EncryptedPackage stream.
+    container = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\x00" * 500 + "EncryptedPackage".encode("utf-16-le")
+    with pytest.raises(ConversionFailed, match="'budget.xlsx' is a password-protected Office file; everos cannot open"):
+        convert_to_markdown(container, "budget.xlsx")
 
 
 def test_a_plain_zip_archive_is_unsupported() -> None:
