@@ -5,9 +5,8 @@ what clients use to pick files out of a folder (``everos ingest``) and which med
 Whoever teaches the decoder a new format (PDF, Office) adds its suffixes here. Pure data.
 
 :data:`CONVERTED_SUFFIXES` are the formats :func:`everos.knowledge._convert.convert_to_markdown`
-turns into markdown (issue #12). They join :data:`ACCEPTED_SUFFIXES` when ingest sends uploads
-through the converter; until then the server still answers 415 for them, so ``everos ingest``
-does not pick them out of a folder.
+turns into markdown (issue #12); ingest converts them in its worker processes, so they are part of
+:data:`ACCEPTED_SUFFIXES` too.
 """
 
 from __future__ import annotations
@@ -15,14 +14,6 @@ from __future__ import annotations
 from typing import Final
 
 __all__ = ["ACCEPTED_SUFFIXES", "CONVERTED_SUFFIXES", "media_type_for"]
-
-# Lower-case suffix -> the media type sent with the upload.
-ACCEPTED_SUFFIXES: Final[dict[str, str]] = {
-    ".md": "text/markdown",
-    ".markdown": "text/markdown",
-    ".txt": "text/plain",
-    ".text": "text/plain",
-}
 
 # Lower-case suffix -> media type, for the formats converted to markdown.
 CONVERTED_SUFFIXES: Final[dict[str, str]] = {
@@ -34,6 +25,15 @@ CONVERTED_SUFFIXES: Final[dict[str, str]] = {
     ".htm": "text/html",
     ".xhtml": "application/xhtml+xml",
     ".epub": "application/epub+zip",
+}
+
+# Lower-case suffix -> the media type sent with the upload: text and markdown, and the converted formats.
+ACCEPTED_SUFFIXES: Final[dict[str, str]] = {
+    ".md": "text/markdown",
+    ".markdown": "text/markdown",
+    ".txt": "text/plain",
+    ".text": "text/plain",
+    **CONVERTED_SUFFIXES,
 }
 
 
