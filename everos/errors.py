@@ -14,6 +14,11 @@ Every error the server can answer with is an :class:`EverosError`. Each class ca
     ├── UnsupportedFormat            415 UNSUPPORTED_FORMAT
     ├── InvalidInput                 422 INVALID_INPUT
     ├── ExtractionEmpty              422 EXTRACTION_EMPTY
+    ├── ConversionFailed             422 CONVERSION_FAILED     (encrypted, damaged, over a limit)
+    ├── WorkerFailed                 422 WORKER_FAILED         (the work cost its worker process)
+    │   ├── WorkerTimeout            422 WORKER_TIMEOUT
+    │   ├── WorkerOutOfMemory        422 WORKER_OUT_OF_MEMORY
+    │   └── WorkerCrashed            422 WORKER_CRASHED
     ├── QueueSaturated               429 QUEUE_SATURATED       (Retry-After)
     ├── ServiceUnavailable           503 SERVICE_UNAVAILABLE   (Retry-After)
     │   ├── ExternalServiceUnavailable 503 EXTERNAL_SERVICE_UNAVAILABLE
@@ -39,6 +44,7 @@ __all__ = [
     "CommandError",
     "ConfigError",
     "Conflict",
+    "ConversionFailed",
     "EverosError",
     "ExitCode",
     "ExternalServiceUnavailable",
@@ -54,6 +60,10 @@ __all__ = [
     "ServiceUnavailable",
     "StoreBusy",
     "UnsupportedFormat",
+    "WorkerCrashed",
+    "WorkerFailed",
+    "WorkerOutOfMemory",
+    "WorkerTimeout",
     "error_from_code",
 ]
 
@@ -144,6 +154,41 @@ class ExtractionEmpty(EverosError):
     code = "EXTRACTION_EMPTY"
 
 
+class ConversionFailed(EverosError):
+    """A document in a converted format (PDF, Office, EPUB) cannot be turned into markdown: it is
+    password-protected, damaged, or over a converter limit (a zip bomb, too many pages)."""
+
+    status = 422
+    code = "CONVERSION_FAILED"
+
+
+class WorkerFailed(EverosError):
+    """CPU work in a worker process cost that process: it ran past its deadline, over its memory
+    limit, or crashed. The pool replaces the worker. 422, not 5xx: the same input fails the same
+    way, so the client should not retry it."""
+
+    status = 422
+    code = "WORKER_FAILED"
+
+
+class WorkerTimeout(WorkerFailed):
+    """The work did not finish within its deadline; its worker process was killed."""
+
+    code = "WORKER_TIMEOUT"
+
+
+class WorkerOutOfMemory(WorkerFailed):
+    """The work needed more memory than its limit; its worker process was retired."""
+
+    code = "WORKER_OUT_OF_MEMORY"
+
+
+class WorkerCrashed(WorkerFailed):
+    """The worker process died during the work (a native crash, a signal)."""
+
+    code = "WORKER_CRASHED"
+
+
 class QueueSaturated(EverosError):
     """A bounded queue is full; try again after ``retry_after_s`` (guarantee G9)."""
 
@@ -217,7 +262,8 @@ class CommandError(EverosError):
 # ``PathTraversal``). CommandError is the CLI's own (it needs an exit code) and no job stores it.
 _BY_CODE: dict[str, type[EverosError]] = {cls.code: cls for cls in (
     EverosError, ConfigError, BadRequest, NotFound, MethodNotAllowed, Conflict, PayloadTooLarge, UnsupportedFormat,
-    InvalidInput, ExtractionEmpty, QueueSaturated, ServiceUnavailable, ExternalServiceUnavailable, StoreBusy,
+    InvalidInput, ExtractionEmpty, ConversionFailed, WorkerFailed, WorkerTimeout, WorkerOutOfMemory, WorkerCrashed,
+    QueueSaturated, ServiceUnavailable, ExternalServiceUnavailable, StoreBusy,
     RequestTimeout, RootLocked,
 )}
 

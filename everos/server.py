@@ -28,6 +28,7 @@ import contextlib
 import errno
 import functools
 import logging
+import math
 import resource
 import signal
 import socket
@@ -166,75 +167,88 @@ async def serve(
         runtime = Runtime.for_config(loaded)
         board = runtime.board
         stack = contextlib.AsyncExitStack()
-        try:
-            async with trio.open_nursery() as nursery:
-                if handle_signals:
-                    await nursery.start(_watch_signals, runtime.stop)
-                nursery.start_soon(LoopLagProbe(board, config.limits.loop_lag_probe_interval_seconds,
-                                                observe=LOOP_LAG.observe).run)
-                opened: ServiceSet | None = None
-                with trio.fail_after(config.api.startup_timeout_seconds):
+        async with trio.open_nursery() as nursery:
+            if handle_signals:
+                await nursery.start(_watch_signals, runtime.stop)
+            nursery.start_soon(LoopLagProbe(board, config.limits.loop_lag_probe_interval_seconds,
+                                            observe=LOOP_LAG.observe).run)
+            # One scope around the services' whole life (the CPU worker pool holds a nursery, which
+            # must close in the scope it was opened in): the startup deadline while they open, none
+            # while they run, shielded and CLOSE_TIMEOUT_S while they close.
+            opened_in_time = False
+            with trio.CancelScope(deadline=trio.current_time() + config.api.startup_timeout_seconds) as scope:
+                try:
+                    opened: ServiceSet | None = None
                     if services is not None:
                         opened = await stack.enter_async_context(services(runtime))
-                running = list(opened.services) if opened is not None else []
-                supervisor = Supervisor(nursery, board, restart_limit=config.limits.worker_restart_limit,
-                                        restart_window_s=config.limits.worker_restart_window_seconds)
-                for service in running:
-                    service.start_workers(supervisor)
+                    opened_in_time = True
+                    scope.deadline = math.inf
+                    # The workers' own nursery, inside the services: they are all cancelled before the
+                    # services they use close (the CPU worker pool waits for calls still running).
+                    async with trio.open_nursery() as workers:
+                        running = list(opened.services) if opened is not None else []
+                        supervisor = Supervisor(workers, board, restart_limit=config.limits.worker_restart_limit,
+                                                restart_window_s=config.limits.worker_restart_window_seconds)
+                        for service in running:
+                            service.start_workers(supervisor)
 
-                app = create_app(
-                    max_upload_bytes=config.knowledge.max_upload_bytes,
-                    blueprints=list(opened.blueprints) if opened is not None else [],
-                    configure=configure_app,
-                )
-                mounts: dict[str, Any] = {}
-                for service in running:
-                    mounts.update(getattr(service, "mounts", None) or {})
-                api = with_cors(RequestLayer(app, config.api.request_timeout_seconds), config.api.cors_origins)
-                asgi = PathRouter(api, HealthApp(board), mounts, metrics=MetricsApp(board))
-                hconfig = hypercorn.config.Config()
-                hconfig.bind = [f"{config.api.host}:{config.api.port}"]
-                hconfig.accesslog = None
-                hconfig.errorlog = logging.getLogger("hypercorn.error")
-                hconfig.graceful_timeout = config.api.graceful_timeout_seconds
-                # An idle keep-alive connection is closed after this. Hypercorn also holds a
-                # connection the client has closed until this timer ends (its task group waits
-                # for the idle task), so it bounds how long a closed connection keeps its fd:
-                # 30 s let a burst of short-lived clients pile up sockets in CLOSE-WAIT. 5 s is
-                # hypercorn's default and httpx's keep-alive expiry.
-                hconfig.keep_alive_timeout = KEEP_ALIVE_TIMEOUT_S
+                        app = create_app(
+                            max_upload_bytes=config.knowledge.max_upload_bytes,
+                            blueprints=list(opened.blueprints) if opened is not None else [],
+                            configure=configure_app,
+                        )
+                        mounts: dict[str, Any] = {}
+                        for service in running:
+                            mounts.update(getattr(service, "mounts", None) or {})
+                        api = with_cors(RequestLayer(app, config.api.request_timeout_seconds), config.api.cors_origins)
+                        asgi = PathRouter(api, HealthApp(board), mounts, metrics=MetricsApp(board))
+                        hconfig = hypercorn.config.Config()
+                        hconfig.bind = [f"{config.api.host}:{config.api.port}"]
+                        hconfig.accesslog = None
+                        hconfig.errorlog = logging.getLogger("hypercorn.error")
+                        hconfig.graceful_timeout = config.api.graceful_timeout_seconds
+                        # An idle keep-alive connection is closed after this. Hypercorn also holds
+                        # a connection the client has closed until this timer ends (its task group
+                        # waits for the idle task), so it bounds how long a closed connection keeps
+                        # its fd: 30 s let a burst of short-lived clients pile up sockets in
+                        # CLOSE-WAIT. 5 s is hypercorn's default and httpx's keep-alive expiry.
+                        hconfig.keep_alive_timeout = KEEP_ALIVE_TIMEOUT_S
 
-                async def shutdown_trigger() -> None:
-                    await runtime.stop.wait()
-                    board.set_state("stopping")
-                    log.info("stopping: draining in-flight requests (up to %g s)",
-                             config.api.graceful_timeout_seconds)
+                        async def shutdown_trigger() -> None:
+                            await runtime.stop.wait()
+                            board.set_state("stopping")
+                            log.info("stopping: draining in-flight requests (up to %g s)",
+                                     config.api.graceful_timeout_seconds)
 
-                async def run_http(*, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
-                    await hypercorn.trio.serve(asgi, hconfig, shutdown_trigger=shutdown_trigger,
-                                               task_status=task_status)
-                    nursery.cancel_scope.cancel()
+                        async def run_http(*, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
+                            await hypercorn.trio.serve(asgi, hconfig, shutdown_trigger=shutdown_trigger,
+                                                       task_status=task_status)
+                            workers.cancel_scope.cancel()
 
-                async def run_until_stop() -> None:
-                    await runtime.stop.wait()
-                    board.set_state("stopping")
-                    nursery.cancel_scope.cancel()
+                        async def run_until_stop() -> None:
+                            await runtime.stop.wait()
+                            board.set_state("stopping")
+                            workers.cancel_scope.cancel()
 
-                if http:
-                    binds = await nursery.start(run_http)
-                    lock.record(binds)  # `everos mcp` and the CLI reach this server here
-                else:
-                    binds = []
-                    nursery.start_soon(run_until_stop)
-                board.set_state("ready")
-                log.info("ready", extra={"fields": {"listening": " ".join(binds)}})
-                if runtime_ready is not None:
-                    runtime_ready(runtime)
-                task_status.started(binds)
-        finally:
-            # Workers are all cancelled by now; close the stores they used.
-            with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_TIMEOUT_S):
-                await stack.aclose()
+                        if http:
+                            binds = await workers.start(run_http)
+                            lock.record(binds)  # `everos mcp` and the CLI reach this server here
+                        else:
+                            binds = []
+                            workers.start_soon(run_until_stop)
+                        board.set_state("ready")
+                        log.info("ready", extra={"fields": {"listening": " ".join(binds)}})
+                        if runtime_ready is not None:
+                            runtime_ready(runtime)
+                        task_status.started(binds)
+                finally:
+                    # Workers are all cancelled by now; close the stores they used.
+                    scope.shield = True
+                    scope.deadline = trio.current_time() + CLOSE_TIMEOUT_S
+                    await stack.aclose()
+            if scope.cancelled_caught and not opened_in_time:
+                raise trio.TooSlowError(f"startup took longer than {config.api.startup_timeout_seconds:g} s")
+            nursery.cancel_scope.cancel()  # the signal watcher and the lag probe
     log.info("stopped")
 
 

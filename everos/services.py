@@ -5,16 +5,18 @@ constructed from the ones already open (constructor injection only)::
 
     providers  model clients (LLM, embedder, reranker)
     locks      the per-document locks, shared by ingest and the cascade
+    cpu        the worker processes converting PDF, Office, HTML and EPUB uploads (G13)
     index      the LanceDB store and its single writer (a worker)
     cascade    leased index queue, watcher, scanner, index workers: writes through the index
                writer, under the document locks
     ingest     durable ingest: tells the cascade which document directories changed and asks it
-               for index states
+               for index states; converts uploads in the cpu workers
     search     the search service over the index, with ingest's document lookups
     mcp        the knowledge tools over MCP (``/mcp``, or stdio for ``everos mcp``)
 
 Workers start in the order ingest, index writer, cascade, mcp, and /health shows the blocks
-"providers", "ingest", "index", "cascade" in that order. Closing runs in the reverse order of
+"providers", "ingest" (the cpu workers inside it, as "conversion_workers"), "index",
+"cascade" in that order. Closing runs in the reverse order of
 opening, shielded and bounded by ``CLOSE_TIMEOUT_S``. ``everos server start``, ``everos mcp``
 (stdio), ``everos ingest`` (a server of its own) and ``everos cascade sync|fix --apply|rebuild``
 all open the services here; ``cascade status`` and ``cascade fix`` (listing) only read, through
@@ -36,7 +38,7 @@ from quart import Blueprint
 
 from everos.cascade import CascadeService
 from everos.ingest import DocumentLocks, IngestService
-from everos.knowledge import BuiltinExtractor, Extractor, LLMExtractor
+from everos.knowledge import BuiltinExtractor, Extractor, LLMExtractor, warm_up_converter
 from everos.mcp import MCPService
 from everos.providers import BuiltinEmbedder, Providers
 from everos.runtime import CLOSE_TIMEOUT_S, Runtime, Service
@@ -44,6 +46,7 @@ from everos.search import SearchService, search_tokens, split_facts, warm_up
 from everos.store._index_rows import FactRow, TopicRow
 from everos.store.index import IndexStore, IndexWriter
 from everos.supervisor import Supervisor
+from everos.workers import open_cpu_workers
 from everos.web._cascade import cascade_blueprints
 from everos.web._knowledge import knowledge_blueprints
 
@@ -120,33 +123,41 @@ async def open_services(runtime: Runtime, *, mcp_transport: Literal["http", "std
     """
     config, limiters = runtime.config, runtime.limiters
     stack = contextlib.AsyncExitStack()
-    try:
-        providers = await stack.enter_async_context(Providers.from_config(config))
-        locks = DocumentLocks()
-        index = await IndexService.open(runtime, reset=reset_index)
-        stack.push_async_callback(index.aclose)
-        cascade = CascadeService(sink=index.writer, embedder=providers.embedder, chat=providers.llm,
-                                 search_tokens=search_tokens, split_facts=split_facts, document_lock=locks.hold)
-        stack.push_async_callback(cascade.aclose)  # idempotent: also closes a cascade half open
-        await cascade.open(runtime)
-        ingest = await IngestService.open(runtime, extractor=make_extractor(runtime, providers), locks=locks,
-                                          index=cascade)
-        stack.push_async_callback(ingest.aclose)
-        # jieba's dictionary takes about a second to load: now, in a thread, not on a first search.
-        await trio.to_thread.run_sync(warm_up, limiter=limiters.cpu)
-        search = SearchService(index.store, providers.embedder, providers.reranker, config.knowledge_search,
-                               limiters.cpu, document_lookup=ingest.document_briefs,
-                               topic_content_lookup=ingest.topic_contents)
-        mcp = None if mcp_transport is None else MCPService(ingest, runtime, search=search.search,
-                                                            transport=mcp_transport)
-        blueprints = knowledge_blueprints(ingest, search=search) + cascade_blueprints(cascade)
-        # /health shows the blocks in this order (the README's quick start shows it too).
-        runtime.board.blocks.update(providers=providers.snapshot, ingest=ingest.status_block,
-                                    index=index.writer.statistics, cascade=cascade.status_block)
-        yield Services(providers=providers, locks=locks, index=index, cascade=cascade, ingest=ingest, search=search,
-                       mcp=mcp, blueprints=blueprints)
-    finally:
-        with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_TIMEOUT_S):
+    # One scope around opening, the yield and closing: closing shields it and gives it a deadline, so
+    # the CPU worker pool (which holds a nursery) closes inside the scope it was opened in.
+    with trio.CancelScope() as scope:
+        try:
+            providers = await stack.enter_async_context(Providers.from_config(config))
+            locks = DocumentLocks()
+            # Opened here, outside the nursery of the workers that call it: at shutdown those are
+            # cancelled first (their conversions killed), then closing waits for nothing.
+            cpu = await stack.enter_async_context(open_cpu_workers(workers=config.ingest.conversion_workers,
+                                                                   init=warm_up_converter))
+            index = await IndexService.open(runtime, reset=reset_index)
+            stack.push_async_callback(index.aclose)
+            cascade = CascadeService(sink=index.writer, embedder=providers.embedder, chat=providers.llm,
+                                     search_tokens=search_tokens, split_facts=split_facts, document_lock=locks.hold)
+            stack.push_async_callback(cascade.aclose)  # idempotent: also closes a cascade half open
+            await cascade.open(runtime)
+            ingest = await IngestService.open(runtime, extractor=make_extractor(runtime, providers), locks=locks,
+                                              index=cascade, cpu_workers=cpu)
+            stack.push_async_callback(ingest.aclose)
+            # jieba's dictionary takes about a second to load: now, in a thread, not on a first search.
+            await trio.to_thread.run_sync(warm_up, limiter=limiters.cpu)
+            search = SearchService(index.store, providers.embedder, providers.reranker, config.knowledge_search,
+                                   limiters.cpu, document_lookup=ingest.document_briefs,
+                                   topic_content_lookup=ingest.topic_contents)
+            mcp = None if mcp_transport is None else MCPService(ingest, runtime, search=search.search,
+                                                                transport=mcp_transport)
+            blueprints = knowledge_blueprints(ingest, search=search) + cascade_blueprints(cascade)
+            # /health shows the blocks in this order (the README's quick start shows it too).
+            runtime.board.blocks.update(providers=providers.snapshot, ingest=ingest.status_block,
+                                        index=index.writer.statistics, cascade=cascade.status_block)
+            yield Services(providers=providers, locks=locks, index=index, cascade=cascade, ingest=ingest, search=search,
+                           mcp=mcp, blueprints=blueprints)
+        finally:
+            scope.shield = True
+            scope.deadline = trio.current_time() + CLOSE_TIMEOUT_S
             await stack.aclose()
 
 

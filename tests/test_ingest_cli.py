@@ -62,11 +62,12 @@ def acknowledged(folder: Path) -> int:
 
 
 def test_a_folder_yields_accepted_suffixes_recursively_without_hidden_names(tmp_path: Path) -> None:
-    for name in ("a.md", "b.TXT", "sub/c.markdown", "sub/deeper/d.text", "e.rst", ".f.md", ".git/g.md", "h.pdf"):
+    for name in ("a.md", "b.TXT", "sub/c.markdown", "sub/deeper/d.text", "e.rst", ".f.md", ".git/g.md", "h.doc", "i.pdf"):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text("x", encoding="utf-8")
     found = discover([str(tmp_path)], [], [])
-    assert [p.relative_to(tmp_path).as_posix() for p in found] == ["a.md", "b.TXT", "sub/c.markdown",
+    # h.doc (legacy Word) is still refused with 415; i.pdf is converted, so it is picked.
+    assert [p.relative_to(tmp_path).as_posix() for p in found] == ["a.md", "b.TXT", "i.pdf", "sub/c.markdown",
                                                                    "sub/deeper/d.text"]
 
 
@@ -239,7 +240,8 @@ async def ingest_folder(folder: Path, root: Path, state: dict, *, concurrency: i
 async def test_a_refused_file_is_listed_with_its_reason_and_the_others_are_indexed(root: Path,
                                                                                    tmp_path: Path) -> None:
     write_notes(tmp_path / "docs", 2)
-    (tmp_path / "docs" / "scan.md").write_bytes(b"%PDF-1.7 not text")
+    # An image is still refused at once (a PDF is converted now, so it no longer is).
+    (tmp_path / "docs" / "scan.md").write_bytes(b"\x89PNG\r\n\x1a\n not text")
     async with counting_server(root) as state:
         with trio.fail_after(60):
             summary = await ingest_folder(tmp_path / "docs", root, state, concurrency=2, wait=True)

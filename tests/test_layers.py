@@ -20,9 +20,9 @@ MAX_LINES = 450
 # Lowest first. A module may import its own layer and the layers below it, never above.
 LAYERS: list[set[str]] = [
     # foundations: settings, errors, logging, the status board and its metrics, the root lock,
-    # the supervisor, and the runtime every service is opened with
+    # the supervisor, the worker processes for CPU work, and the runtime every service is opened with
     {"everos", "everos._exports", "everos.errors", "everos.config", "everos.logs", "everos.metrics",
-     "everos.status", "everos.rootlock", "everos.supervisor", "everos.runtime"},
+     "everos.status", "everos.rootlock", "everos.supervisor", "everos.workers", "everos.runtime"},
     # outside the process: the stores, the model providers, the HTTP client of a running server
     {"everos.store", "everos.providers", "everos.client"},
     # the pure knowledge core, search, and one request model per operation

@@ -237,6 +237,14 @@ class IngestSettings:
     retry_backoff_seconds: float = setting(5.0, "Delay before a failed job is leased again.", minimum=0)
     reaper_interval_seconds: float = setting(5.0, "How often expired leases are returned to the queue.",
                                              positive=True)
+    conversion_workers: int = setting(
+        1, "Worker processes converting PDF, DOCX, PPTX, XLSX, HTML and EPUB uploads to markdown.", minimum=1)
+    conversion_timeout_seconds: float = setting(
+        60.0, "Deadline of one conversion; past it the worker process is killed and the job fails with "
+        "WORKER_TIMEOUT.", positive=True)
+    conversion_memory_mb: int = setting(
+        2048, "Memory limit (address space, MiB) of a conversion worker process; above it the job fails "
+        "with WORKER_OUT_OF_MEMORY.", minimum=256)
 
 
 @dataclass(frozen=True)

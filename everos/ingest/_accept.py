@@ -2,7 +2,9 @@
 
 ::
 
-    accept()   decode check and empty check (in a thread), category check, content dedupe per scope,
+    accept()   format check (detect_format: unknown binaries 415, damaged or password-protected
+               archives 422, in a thread); text and markdown: decode check and empty check; PDF,
+               Office, HTML, EPUB are converted by the job, not here; category check, content dedupe per scope,
                the bytes to <root>/.index/inbox/<job>-<sha>.bin (temp, fsync, rename), then the job
                row (keyed by doc_id; 429 when the queue is full, G9)     <- the acceptance point
     wait()     the request waits for the job up to its sync wait: woken when a worker of this
@@ -17,15 +19,16 @@ import hashlib
 
 import trio
 
-from everos.errors import ExtractionEmpty, NotFound, QueueSaturated
+from everos.errors import ExtractionEmpty, NotFound, QueueSaturated, UnsupportedFormat
 from everos.ingest import _repository as repo
 from everos.ingest._categories import Categories
 from everos.ingest._context import TERMINAL, IngestContext, job_id_for
+from everos.knowledge._convert import CONVERTED_FORMATS, detect_format
 from everos.knowledge._decode import decode_upload
 from everos.knowledge._models import new_doc_id
 from everos.store import Job, atomic_write_bytes_sync
 
-__all__ = ["STATUS_REFRESH_S", "Intake", "Upload"]
+__all__ = ["STATUS_REFRESH_S", "Intake", "Upload", "check_convertible"]
 
 STATUS_REFRESH_S = 1.0
 
@@ -51,6 +54,17 @@ class Upload:
         return digest.hexdigest()
 
 
+def check_convertible(ctx: IngestContext, kind: str, filename: str) -> None:
+    """Refuse a converted format when this service has no conversion workers. Not a checkpoint.
+
+    Raises:
+        UnsupportedFormat: ``kind`` is converted and ``ctx`` has no worker processes.
+    """
+    if kind in CONVERTED_FORMATS and ctx.cpu_workers is None:
+        raise UnsupportedFormat(f"{filename!r} is {kind.upper()}; this everos runs without conversion workers, "
+                                "so it takes text and markdown only")
+
+
 class Intake:
     """Makes uploads durable and queues their extraction; lets a request wait for the outcome."""
 
@@ -63,14 +77,19 @@ class Intake:
         ``(None, existing)`` when content dedupe found the same bytes in the same scope.
 
         Raises:
-            UnsupportedFormat, ExtractionEmpty, InvalidInput: bad input; nothing was written.
+            UnsupportedFormat, ExtractionEmpty, InvalidInput, ConversionFailed: bad input; nothing
+                was written.
             QueueSaturated: the ingest queue is full (G9); nothing was written.
             NotFound: ``replace_doc_id`` is not a document.
         """
         ctx = self._ctx
-        text = await ctx.cpu(decode_upload, upload.data, upload.filename, None)
-        if not text.strip():
-            raise ExtractionEmpty("the document holds no text")
+        kind = await ctx.cpu(detect_format, upload.data, upload.filename)
+        check_convertible(ctx, kind, upload.filename)
+        if kind not in CONVERTED_FORMATS:
+            # Converted formats are decoded by their conversion, in the job's worker process.
+            text = await ctx.cpu(decode_upload, upload.data, upload.filename, None)
+            if not text.strip():
+                raise ExtractionEmpty("the document holds no text")
         await self._categories.check(upload.category_id, upload.app_id, upload.project_id)
         sha256 = await ctx.cpu(lambda: hashlib.sha256(upload.data).hexdigest())
         if replace_doc_id is None:
@@ -88,7 +107,9 @@ class Intake:
         await ctx.files(atomic_write_bytes_sync, ctx.inbox / inbox_name, upload.data)
         payload = {
             "op": "replace" if replace_doc_id else "create", "doc_id": doc_id, "title": upload.title,
-            "filename": upload.filename, "source_type": upload.source_type, "category_id": upload.category_id,
+            "filename": upload.filename, "category_id": upload.category_id,
+            # No source_type given: a converted upload records its detected format ("pdf", "docx").
+            "source_type": upload.source_type or (kind if kind in CONVERTED_FORMATS else None), "format": kind,
             "app_id": upload.app_id, "project_id": upload.project_id, "inbox": inbox_name, "sha256": sha256,
         }
         try:

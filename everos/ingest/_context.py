@@ -1,7 +1,8 @@
 """What every part of ingest works with: the store, the queue, the thread budgets, the cascade.
 
 :class:`IngestContext` is built once when the service opens and handed to each part (intake,
-workers, documents, categories, idempotency), so no part reaches into another for them.
+workers, documents, categories, idempotency), so no part reaches into another for them; the
+conversion worker processes (:class:`~everos.workers.CpuWorkers`) are one of them.
 :class:`JobWatch` wakes the tasks that wait for a job (an upload's sync wait) when a worker settles
 it or a DELETE removes it. :class:`IndexFeed` is what ingest needs of the cascade; ingest does not
 import the cascade (a sibling in the same layer): the wiring passes the cascade in.
@@ -21,6 +22,7 @@ from everos.config import Config
 from everos.knowledge._fingerprint import WrittenFiles
 from everos.runtime import Limiters
 from everos.store import Database, JobStatus, LeasedQueue
+from everos.workers import CpuWorkers
 
 __all__ = ["INBOX_RELPATH", "INGEST_TABLE", "TERMINAL", "IndexFeed", "IngestContext", "JobWatch", "job_id_for"]
 
@@ -113,6 +115,9 @@ class IngestContext:
     # The cascade: told of every document directory that changed, and asked for index states.
     # None when no cascade runs (ingest alone): nothing is told, and states are unknown.
     index: IndexFeed | None = None
+    # The worker processes that convert PDF, Office, HTML and EPUB uploads (G13). None when the
+    # service runs without them: those formats are then refused (415) at accept.
+    cpu_workers: CpuWorkers | None = None
 
     @property
     def inbox(self) -> Path:

@@ -42,6 +42,7 @@ from everos.knowledge._taxonomy import Category
 from everos.runtime import Runtime
 from everos.store import Database, Job, LeasedQueue, QueueStats, clean_staging_sync
 from everos.supervisor import Supervisor
+from everos.workers import CpuWorkers
 
 __all__ = ["DATABASE_RELPATH", "IngestService"]
 
@@ -56,7 +57,7 @@ class IngestService:
     Construct it with :meth:`open`. ``extractor`` makes topic trees (the built-in one, or the
     model's); the service closes it when it closes. ``locks`` are the document locks it shares with
     the cascade. ``index`` is the cascade (told of changed directories, asked for index states),
-    None when ingest runs alone.
+    None when ingest runs alone. ``cpu_workers`` are the conversion worker processes.
     """
 
     def __init__(self, ctx: IngestContext, *, extractor: Extractor, locks: DocumentLocks, stats: QueueStats) -> None:
@@ -74,11 +75,14 @@ class IngestService:
 
     @classmethod
     async def open(cls, runtime: Runtime, *, extractor: Extractor | None = None, locks: DocumentLocks | None = None,
-                   index: IndexFeed | None = None, clock: Callable[[], float] = time.time) -> IngestService:
+                   index: IndexFeed | None = None, cpu_workers: CpuWorkers | None = None,
+                   clock: Callable[[], float] = time.time) -> IngestService:
         """The service, open: the database opened (and migrated), staging cleaned, jobs of a
         previous process returned to the queue (G7). Close it with :meth:`aclose`.
 
         Without ``extractor`` it is the built-in one; without ``locks``, locks of its own.
+        ``cpu_workers`` convert PDF, Office, HTML and EPUB uploads (the caller opens and closes
+        them); without them those formats are refused (415).
 
         Raises:
             What :meth:`Database.open` raises; then nothing is left open (the extractor is closed).
@@ -92,7 +96,8 @@ class IngestService:
             )
             queue = LeasedQueue(db, INGEST_TABLE, max_attempts=runtime.config.ingest.max_attempts, clock=clock)
             ctx = IngestContext(config=runtime.config, root=runtime.root, limiters=runtime.limiters, db=db,
-                                queue=queue, jobs=JobWatch(), clock=clock, index=index)
+                                queue=queue, jobs=JobWatch(), clock=clock, index=index,
+                                cpu_workers=cpu_workers)
             await ctx.files(clean_staging_sync, ctx.root)
             await ctx.files(lambda: ctx.inbox.mkdir(parents=True, exist_ok=True))
             recovered = await queue.recover()

@@ -3,8 +3,9 @@
 One attempt at a job (:meth:`IngestWorkers._run_job`, under ``run_leased_attempt``: its deadline
 ``job_timeout_seconds`` and a lease renewed every third of ``lease_seconds``)::
 
-    read the inbox file, decode, read the scope's taxonomy, extract (the extractor: built-in in a
-    thread, or the model)                                       <- no lock held, may take minutes
+    read the inbox file; PDF, Office, HTML, EPUB: convert to markdown in a worker process (its
+    deadline conversion_timeout_seconds kills it, G13), else decode; read the scope's taxonomy,
+    extract (the extractor: built-in in a thread, or the model)  <- no lock held, may take minutes
     hold the document's lock: render index.md and the topic files into <root>/.tmp/stage-*, add
     _original/<file>, publish the directory with one atomic exchange (removing the old one if the
     category or title moved it), upsert the document and topic rows, tell the cascade
@@ -18,6 +19,7 @@ refreshes the queue's stats for ``/health`` ("ingest") every ``STATUS_REFRESH_S`
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 from typing import Any
@@ -26,6 +28,7 @@ import trio
 from trio_util import periodic
 
 from everos.errors import (
+    ConversionFailed,
     EverosError,
     ExtractionEmpty,
     InvalidInput,
@@ -33,12 +36,14 @@ from everos.errors import (
     PathTraversal,
     StoreBusy,
     UnsupportedFormat,
+    WorkerFailed,
 )
 from everos.ingest import _repository as repo
-from everos.ingest._accept import STATUS_REFRESH_S
+from everos.ingest._accept import STATUS_REFRESH_S, check_convertible
 from everos.ingest._categories import Categories
 from everos.ingest._context import IngestContext
 from everos.ingest._locks import DocumentLocks
+from everos.knowledge._convert import CONVERTED_FORMATS, convert_to_markdown, detect_format
 from everos.knowledge._decode import decode_upload
 from everos.knowledge._extractor import Extractor, SourceDocument
 from everos.knowledge._fingerprint import WrittenFiles, written_files
@@ -61,8 +66,9 @@ __all__ = ["PERMANENT_ERRORS", "IngestWorkers"]
 
 log = logging.getLogger("everos.ingest")
 
-# Errors that will not go away by trying again: the job fails at once.
-PERMANENT_ERRORS = (ExtractionEmpty, UnsupportedFormat, InvalidInput, PathTraversal)
+# Errors that will not go away by trying again: the job fails at once. A conversion past its
+# deadline or memory limit (WorkerFailed) fails the same way on the same bytes.
+PERMANENT_ERRORS = (ExtractionEmpty, UnsupportedFormat, InvalidInput, PathTraversal, ConversionFailed, WorkerFailed)
 
 
 class IngestWorkers:
@@ -87,6 +93,7 @@ class IngestWorkers:
         self._clock = ctx.clock
         self._files = ctx.files
         self._cpu = ctx.cpu
+        self._ctx = ctx
         self._relative = ctx.relative
         self._changed = ctx.changed
         self._notify = ctx.jobs.settled
@@ -109,6 +116,9 @@ class IngestWorkers:
             "oldest_lease_age_s": stats.oldest_lease_age_seconds,
             "oldest_queued_age_s": stats.oldest_queued_age_seconds,
             "last_progress_at": stats.last_progress_at,
+            # The conversion worker processes (G13): alive, busy, killed at a deadline, ...
+            "conversion_workers": None if self._ctx.cpu_workers is None else
+            dataclasses.asdict(self._ctx.cpu_workers.snapshot()),
         }
 
     async def _work(self, owner: str) -> None:
@@ -145,8 +155,10 @@ class IngestWorkers:
         """One attempt at one job. Every step can run twice without harm (G8)."""
         p = job.payload
         data = await self._files((self.inbox / p["inbox"]).read_bytes)
-        text = await self._cpu(decode_upload, data, p["filename"], None)
+        text, kind = await self._text_of(data, p["filename"])
         categories = await self._categories.read(p["app_id"], p["project_id"])
+        if p.get("source_type") is None and kind in CONVERTED_FORMATS:
+            p = {**p, "source_type": kind}  # a job queued before accept recorded the format
         source = SourceDocument(doc_id=p["doc_id"], title=p["title"], text=text, filename=p["filename"],
                                 source_type=p["source_type"], category_id=p["category_id"])
         extracted = await self.extractor.extract(source, categories)
@@ -154,6 +166,26 @@ class IngestWorkers:
             if await self.queue.get(job.id) is None:
                 raise NotFound("the document was deleted while it was being extracted")
             return await self._publish(p, data, extracted)
+
+    async def _text_of(self, data: bytes, filename: str) -> tuple[str, str]:
+        """The upload as the extractor's text, and its detected format: converted formats become
+        markdown in a worker process under the conversion deadline and memory limit (G13), the
+        rest is decoded as at accept.
+
+        Raises:
+            ConversionFailed, ExtractionEmpty, UnsupportedFormat: the bytes cannot be converted.
+            WorkerTimeout, WorkerOutOfMemory, WorkerCrashed: the conversion cost its worker.
+        """
+        kind = await self._cpu(detect_format, data, filename)
+        if kind not in CONVERTED_FORMATS:
+            return await self._cpu(decode_upload, data, filename, None), kind
+        check_convertible(self._ctx, kind, filename)
+        assert self._ctx.cpu_workers is not None
+        settings = self.config.ingest
+        converted = await self._ctx.cpu_workers.run_cpu(
+            convert_to_markdown, data, filename, deadline_s=settings.conversion_timeout_seconds,
+            memory_mb=settings.conversion_memory_mb, task=f"converting {filename!r}")
+        return converted.markdown, kind
 
     async def _publish(self, p: dict[str, Any], data: bytes, extracted: Any) -> dict[str, Any]:
         doc_id, title = p["doc_id"], p["title"]

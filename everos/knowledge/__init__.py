@@ -13,6 +13,13 @@ from everos.knowledge._builtin_extractor import (
     SAMPLE_CHARS,
     extract_structure,
 )
+from everos.knowledge._convert import (
+    CONVERTED_FORMATS,
+    Converted,
+    convert_to_markdown,
+    detect_format,
+    warm_up_converter,
+)
 from everos.knowledge._decode import decode_upload
 from everos.knowledge._extractor import BuiltinExtractor, Extractor, SourceDocument
 from everos.knowledge._layout import (
@@ -81,7 +88,9 @@ from everos.knowledge._taxonomy import (
 
 __all__ = [
     "BuiltinExtractor",
+    "CONVERTED_FORMATS",
     "Category",
+    "Converted",
     "DEFAULT_CATEGORIES",
     "DOC_ID_RE",
     "DocumentPath",
@@ -109,7 +118,9 @@ __all__ = [
     "app_id_from_dir",
     "category_dir_name",
     "classify",
+    "convert_to_markdown",
     "decode_upload",
+    "detect_format",
     "document_dir",
     "document_dir_name",
     "document_record",
@@ -144,6 +155,7 @@ __all__ = [
     "validate_project_id",
     "validate_scope_id",
     "validate_topic_id",
+    "warm_up_converter",
 ]
 
 claim_public_names(globals())

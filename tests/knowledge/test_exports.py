@@ -7,7 +7,7 @@ import inspect
 
 import everos.knowledge as knowledge
 
-MODULES = ("_builtin_extractor", "_decode", "_extractor", "_layout", "_markdown", "_models", "_taxonomy")
+MODULES = ("_builtin_extractor", "_convert", "_decode", "_extractor", "_layout", "_markdown", "_models", "_taxonomy")
 
 
 def test_all_is_sorted_and_unique() -> None:
