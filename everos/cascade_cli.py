@@ -70,7 +70,8 @@ async def run_cascade_command(loaded: LoadedConfig, command: str, options: dict[
     if command == "fix" and read_lock_owner(loaded.root) is not None:
         return await fix_through_server(loaded.root)
     with hold_root_lock(loaded.root, purpose=f"cascade {command}"):
-        async with open_services(runtime, mcp_transport=None, reset_index=command == "rebuild") as services:
+        async with open_services(runtime, mcp_transport=None, reset_index=command == "rebuild",
+                                 conversion=False) as services:
             cascade = services.cascade
             async with trio.open_nursery() as nursery:
                 await nursery.start(services.index.writer.run)

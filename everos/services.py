@@ -108,14 +108,16 @@ def make_extractor(runtime: Runtime, providers: Providers) -> Extractor:
 
 @contextlib.asynccontextmanager
 async def open_services(runtime: Runtime, *, mcp_transport: Literal["http", "stdio"] | None = "http",
-                        reset_index: bool = False) -> AsyncIterator[Services]:
+                        reset_index: bool = False, conversion: bool = True) -> AsyncIterator[Services]:
     """``async with open_services(runtime) as services:`` every service of ``runtime``'s root,
     open, in the order of the module docstring; closed on exit in the reverse order, shielded and
     within ``CLOSE_TIMEOUT_S``. A checkpoint; the caller bounds the opening (the startup deadline).
 
     ``mcp_transport`` is ``"http"`` (the MCP tools mounted at ``/mcp``), ``"stdio"`` (``everos mcp``
     serving this process's stdin/stdout) or None (no MCP: the cascade commands). ``reset_index``
-    drops the index tables at open (``everos cascade rebuild``).
+    drops the index tables at open (``everos cascade rebuild``). ``conversion=False`` starts no
+    conversion worker processes, for a process that runs no ingest workers (the cascade commands):
+    its ingest service then refuses converted formats (415).
 
     Raises:
         What opening a store raises (``StoreBusy``, ``sqlite3.Error``, ``OSError``); the services
@@ -131,8 +133,8 @@ async def open_services(runtime: Runtime, *, mcp_transport: Literal["http", "std
             locks = DocumentLocks()
             # Opened here, outside the nursery of the workers that call it: at shutdown those are
             # cancelled first (their conversions killed), then closing waits for nothing.
-            cpu = await stack.enter_async_context(open_cpu_workers(workers=config.ingest.conversion_workers,
-                                                                   init=warm_up_converter))
+            cpu = None if not conversion else await stack.enter_async_context(
+                open_cpu_workers(workers=config.ingest.conversion_workers, init=warm_up_converter))
             index = await IndexService.open(runtime, reset=reset_index)
             stack.push_async_callback(index.aclose)
             cascade = CascadeService(sink=index.writer, embedder=providers.embedder, chat=providers.llm,
