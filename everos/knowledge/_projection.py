@@ -6,7 +6,9 @@ or its markdown parsed back (the cascade, PATCH). Both become one :class:`Docume
 document record and its topics, topic 0 first, as the markdown says them), and :func:`project`
 places it (scope, directory, original file, upload digest, extractor) as :class:`DocumentRows`:
 the document row and the topic rows, which
-:func:`~everos.ingest._repository.save_rows` stores exactly. Nothing else writes those rows.
+:func:`~everos.ingest._repository.save_rows` stores exactly. Nothing else writes new content to
+those rows: a failed PATCH puts back the rows it snapshotted (``ingest/_edit.py`` ``restore_rows``),
+and a DELETE removes them.
 
 ::
 
