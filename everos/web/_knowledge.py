@@ -153,7 +153,9 @@ def _blueprint(service: IngestService, search: Any, version: str) -> Blueprint:
         Scope.from_query(request.args)
         deleted = await service.delete(doc_id)
         if not deleted:
-            return Response(status=204)
+            # A bytes body: Quart's default empty body is a sync iterable that it drains through
+            # asyncio, which fails under trio ("no running event loop").
+            return Response(b"", status=204)
         return ok({"doc_id": doc_id, "deleted_topics": deleted})
 
     @bp.get("/documents")

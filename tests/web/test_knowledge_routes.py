@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import sqlite3
 from pathlib import Path
 
@@ -134,6 +135,18 @@ async def test_replace_patch_and_delete(root: Path) -> None:
         assert (await server.client.get(f"{API}/documents/{doc_id}")).status_code == 404
         assert (await server.client.delete(f"{API}/documents/{doc_id}")).status_code == 204
         assert db_counts(root)[:2] == (0, 0)
+
+
+async def test_delete_of_a_missing_document_answers_204_without_a_server_error(
+        root: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """G10: DELETE of a document that is not there answers 204 with an empty body, and the answer
+    is sent cleanly (it once raised "no running event loop" inside Quart after the status line)."""
+    async with knowledge_server(root) as server:
+        with caplog.at_level(logging.ERROR):
+            answer = await server.client.delete(f"{API}/documents/d_0123456789ab")
+        assert answer.status_code == 204 and answer.content == b""
+        assert (await server.client.get("/health")).status_code == 200
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
 
 
 async def test_respond_async_answers_202_and_the_task_reports_success(root: Path) -> None:
