@@ -5,6 +5,7 @@ time)."""
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import trio
 
 import everos.knowledge._markdown as markdown
 from everos.cascade import CascadeService
-from everos.store import LeasedQueue
+from everos.store import STAGING_DIRNAME, LeasedQueue
 
 from .conftest import knowledge_server
 
@@ -133,3 +134,36 @@ async def test_a_patch_is_indexed_from_the_rows_it_wrote_which_are_its_markdown(
         assert new_dir.name.startswith("Moved_guide_")
         assert (stored.content, stored.topic_paths, stored.original_path) == (
             from_files.content, from_files.topic_paths, from_files.original_path)
+
+
+async def test_an_80_kb_upload_costs_one_fsync_per_file_it_writes(root: Path, monkeypatch) -> None:
+    """G6 without waste (#17): the inbox copy, each published file and each directory touched are
+    fsynced once; staged files are not written through a temporary file and rename each."""
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def recording_fsync(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    async with knowledge_server(root) as server:
+        first = await server.client.post(f"{API}/documents", files={"file": ("a.md", b"# A\n\nA first note.\n")},
+                                         data={"title": "First", "category_id": "Technology"})
+        await wait_indexed(server.client, first.json()["data"]["doc_id"])
+        monkeypatch.setattr(os, "fsync", recording_fsync)
+        response = await server.client.post(f"{API}/documents", files={"file": ("big.md", big_markdown())},
+                                            data={"title": "Big notes", "category_id": "Technology"})
+        assert response.status_code == 201, response.text
+        doc_id = response.json()["data"]["doc_id"]
+        await wait_indexed(server.client, doc_id)
+        monkeypatch.setattr(os, "fsync", real_fsync)
+        doc_dir = Path(response.json()["data"]["md_path"])
+    published = [p for p in doc_dir.rglob("*") if p.is_file()]
+    assert len(published) > 60  # index.md, one file per section, the original
+    assert len(synced) == len(set(synced)), "something was fsynced twice"
+    staged = [Path(p) for p in synced if Path(p).is_relative_to(root / STAGING_DIRNAME)]
+    staged_files = [p for p in staged if p.suffix]  # stage-*/name.md and stage-*/_original/big.md
+    assert sorted(p.name for p in staged_files) == sorted(p.name for p in published)
+    # Besides the published files: the inbox copy and its directory, the two staging directories,
+    # .tmp (the staging directory's entry) and the category directory the document moved into.
+    assert len(synced) - len(staged_files) <= 6, sorted(set(synced) - set(map(str, staged_files)))

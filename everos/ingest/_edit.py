@@ -13,7 +13,6 @@ caller holds the document's lock.
 from __future__ import annotations
 
 import dataclasses
-import shutil
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +22,7 @@ from everos.knowledge._layout import INDEX_FILENAME, ORIGINAL_DIRNAME
 from everos.knowledge._markdown import parse_index_md, parse_topic_md, render_index_md, render_topic_md
 from everos.knowledge._projection import DocumentContent, content_from_markdown, project
 from everos.ingest._repository import DocumentRow, save_rows
-from everos.store import atomic_write_text_sync, publish_directory_sync, remove_tree_sync, staging_dir_sync
+from everos.store import publish_directory_sync, remove_tree_sync, staging_dir_sync, write_staged_files_sync
 
 __all__ = ["Rewritten", "discard_staging", "publish_rewrite", "restore_rows", "row_snapshot", "save_rewritten",
            "stage_rewrite"]
@@ -58,10 +57,12 @@ def stage_rewrite(root: Path, old_dir: Path, title: str, category_id: str, new_d
             texts[path.name] = render_topic_md(topic)
             topics.append(topic)
             names[topic.topic_index] = path.name
-        for name, text in texts.items():
-            atomic_write_text_sync(staging / name, text)
+        # The original travels byte for byte, written as durably as the topic files (G6).
+        originals: dict[str, str | bytes] = {}
         if (old_dir / ORIGINAL_DIRNAME).is_dir():
-            shutil.copytree(old_dir / ORIGINAL_DIRNAME, staging / ORIGINAL_DIRNAME)
+            originals = {f"{ORIGINAL_DIRNAME}/{path.name}": path.read_bytes()
+                         for path in sorted((old_dir / ORIGINAL_DIRNAME).iterdir()) if path.is_file()}
+        write_staged_files_sync(staging, {**texts, **originals})
         content = content_from_markdown(index, topics)
         # Files the cascade would refuse (ids that disagree) get no receipt: it reads them and fails.
         consistent = (new_dir.name.endswith(f"_{index.doc_id}") and len(names) == len(topics)

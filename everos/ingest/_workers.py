@@ -53,11 +53,10 @@ from everos.knowledge._projection import content_from_extraction, project
 from everos.store import (
     Job,
     QueueStats,
-    atomic_write_bytes_sync,
-    atomic_write_text_sync,
     publish_directory_sync,
     remove_tree_sync,
     staging_dir_sync,
+    write_staged_files_sync,
 )
 from everos.store._attempt import run_leased_attempt
 from everos.supervisor import Supervisor
@@ -202,15 +201,12 @@ class IngestWorkers:
 
         def write_and_publish() -> WrittenFiles | None:
             staging = staging_dir_sync(self.root)
-            for name, content in files.items():
-                atomic_write_text_sync(staging / name, content)
-            (staging / original.parent.name).mkdir(exist_ok=True)
-            atomic_write_bytes_sync(staging / original.parent.name / original.name, data)
+            # One fsync a file and one a directory: the publishing rename is the atomic step (G6).
+            write_staged_files_sync(staging, {**files, f"{original.parent.name}/{original.name}": data})
             # Stat'ed before the rename that publishes them (which keeps their times): the
             # receipt names these files, not a hand edit made after.
             written = written_files(staging, rows.doc_dir, rows.content, files)
-            final.parent.mkdir(parents=True, exist_ok=True)
-            publish_directory_sync(staging, final)
+            publish_directory_sync(staging, final)  # creates (and fsyncs) the category directory
             if previous is not None:
                 old = (self.root / previous.md_path).parent
                 if old != final and old.exists():

@@ -23,6 +23,8 @@ from everos.store._files import (
     safe_join,
     staging_dir,
     staging_dir_sync,
+    write_staged_files,
+    write_staged_files_sync,
 )
 from everos.store._lease import Job, JobError, JobStatus, QueueStats
 from everos.store._migrations import MigrationSet, MigrationStep, split_statements
@@ -56,6 +58,8 @@ __all__ = [
     "split_statements",
     "staging_dir",
     "staging_dir_sync",
+    "write_staged_files",
+    "write_staged_files_sync",
 ]
 
 claim_public_names(globals())

@@ -8,6 +8,9 @@ Readers never see a half-written file or a half-replaced directory:
   existing directory swaps the two in one ``renameat2(RENAME_EXCHANGE)`` on Linux; elsewhere it
   renames the old one to a hidden backup, renames the new one in and removes the backup, putting
   the backup back if the second rename fails (readers may find nothing between the two renames).
+* :func:`write_staged_files` fills a staging directory: each file written and fsynced once, each
+  directory fsynced once, with no per-file temporary and rename (the staging directory is private
+  until it is published, so the publishing rename is the one atomic step that matters).
 * Staging directories live under ``<root>/.tmp/`` (:func:`staging_dir`), on the same filesystem as
   the tree, so those renames are atomic; :func:`clean_staging` empties it at startup.
 
@@ -28,8 +31,7 @@ import functools
 import os
 import secrets
 import shutil
-import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path, PurePath
 from typing import Any, TypeVar
 
@@ -54,6 +56,8 @@ __all__ = [
     "safe_join",
     "staging_dir",
     "staging_dir_sync",
+    "write_staged_files",
+    "write_staged_files_sync",
 ]
 
 T = TypeVar("T")
@@ -150,6 +154,40 @@ def atomic_write_bytes_sync(path: Path, data: bytes | bytearray | memoryview) ->
 def atomic_write_text_sync(path: Path, text: str, encoding: str = "utf-8") -> None:
     """:func:`atomic_write_bytes_sync` of ``text`` encoded as is (no newline translation)."""
     atomic_write_bytes_sync(path, text.encode(encoding))
+
+
+def write_staged_files_sync(staging: Path, files: Mapping[str, str | bytes]) -> None:
+    """Write ``files`` (relative name -> text as UTF-8, or bytes) into the unpublished ``staging``
+    directory, durably: each file's data fsynced, then each directory written to fsynced once.
+
+    Cheaper than :func:`atomic_write_bytes_sync` per file (one fsync a file instead of two, no
+    rename) and as safe for a staging directory: nobody reads it before
+    :func:`publish_directory_sync` renames it into place, and a crash before that leaves it under
+    ``<root>/.tmp/``, which :func:`clean_staging_sync` empties. Names may have one or more
+    directory parts inside ``staging`` (e.g. ``_original/report.pdf``); they must be new.
+
+    Raises:
+        PathTraversal: a name leaves ``staging``.
+        FileExistsError: a file is already there.
+    """
+    directories = {staging}
+    for name, content in files.items():
+        path = safe_join(staging, name)
+        if path.parent not in directories:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            directories.update(p for p in path.parents if p.is_relative_to(staging))
+        data = content.encode("utf-8") if isinstance(content, str) else content
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    # Deepest first, so each directory's entry in its parent is durable before the parent's sync.
+    for directory in sorted(directories, key=lambda d: len(d.parts), reverse=True):
+        _fsync_dir(directory)
 
 
 def publish_directory_sync(staging: Path, final: Path) -> None:
@@ -314,6 +352,12 @@ async def atomic_write_bytes(path: Path, data: bytes | bytearray | memoryview, *
 async def atomic_write_text(path: Path, text: str, *, limiter: trio.CapacityLimiter, encoding: str = "utf-8") -> None:
     """:func:`atomic_write_text_sync` in a thread: returning means the text is durable."""
     await _in_thread(limiter, atomic_write_text_sync, path, text, encoding)
+
+
+async def write_staged_files(staging: Path, files: Mapping[str, str | bytes], *,
+                             limiter: trio.CapacityLimiter) -> None:
+    """:func:`write_staged_files_sync` in a thread: returning means the files are durable."""
+    await _in_thread(limiter, write_staged_files_sync, staging, files)
 
 
 async def publish_directory(staging: Path, final: Path, *, limiter: trio.CapacityLimiter) -> None:

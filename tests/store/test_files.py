@@ -257,3 +257,36 @@ def test_safe_join_joins_relative_names() -> None:
 def test_safe_join_rejects_hostile_names(name: str) -> None:
     with pytest.raises(PathTraversal):
         safe_join(Path("/r"), name)
+
+
+def test_staged_files_are_written_once_each_and_every_directory_synced(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """G6: each staged file's data is fsynced, then every directory holding a new entry, deepest
+    first; no temporary files or renames inside the private staging directory."""
+    staging = staging_dir_sync(tmp_path)
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def recording_fsync(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    _files.write_staged_files_sync(staging, {"index.md": "# Tí\n", "1_A.md": "a", "_original/x.pdf": b"%PDF"})
+    assert (staging / "index.md").read_text(encoding="utf-8") == "# Tí\n"
+    assert (staging / "_original" / "x.pdf").read_bytes() == b"%PDF"
+    assert sorted(p.name for p in staging.iterdir()) == ["1_A.md", "_original", "index.md"]
+    files, dirs = synced[:3], synced[3:]
+    assert sorted(Path(f).name for f in files) == ["1_A.md", "index.md", "x.pdf"]
+    assert dirs == [str(staging / "_original"), str(staging)]
+
+
+def test_staged_files_refuse_names_that_leave_staging_or_exist(tmp_path: Path) -> None:
+    staging = staging_dir_sync(tmp_path)
+    with pytest.raises(PathTraversal):
+        _files.write_staged_files_sync(staging, {"../escape.md": "x"})
+    assert not (tmp_path / STAGING_DIRNAME / "escape.md").exists()
+    _files.write_staged_files_sync(staging, {"a.md": "1"})
+    with pytest.raises(FileExistsError):
+        _files.write_staged_files_sync(staging, {"a.md": "2"})
+    assert (staging / "a.md").read_text() == "1"
