@@ -132,3 +132,13 @@ def test_env_values_are_typed() -> None:
 def test_a_real_time_zone_is_accepted(tmp_path: Path) -> None:
     write_config(tmp_path, "[memory]\ntimezone = 'Asia/Shanghai'\n")
     assert load_config(tmp_path, environ={}).config.memory.timezone == "Asia/Shanghai"
+
+
+def test_a_file_with_the_retired_max_input_tokens_still_loads(tmp_path: Path) -> None:
+    """#11: ``[llm] max_input_tokens`` (written by every older ``everos init``) is retired in
+    favour of ``context_tokens``: the file loads, the key is reported as ignored, nothing else."""
+    (tmp_path / "everos.toml").write_text("[llm]\nmax_input_tokens = 8000\ncontext_tokens = 16384\n")
+    loaded = load_config(tmp_path, environ={"EVEROS_LLM__MAX_INPUT_TOKENS": "9000"})
+    assert loaded.config.llm.context_tokens == 16384
+    assert not hasattr(loaded.config.llm, "max_input_tokens")
+    assert sum("max_input_tokens" in line.lower() and "retired" in line for line in loaded.ignored) == 2

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, get_type_hints
 
-from everos.config._settings import IGNORED_KEYS, IGNORED_SECTIONS, SECTIONS, Config, section_class
+from everos.config._settings import IGNORED_KEYS, IGNORED_SECTIONS, RETIRED_KEYS, SECTIONS, Config, section_class
 from everos.config._validate import check_value, section_fields
 from everos.errors import ConfigError
 
@@ -153,6 +153,9 @@ def load_config(
                 if key in IGNORED_KEYS.get(section, ()):
                     ignored.append(f"[{section}] {key} in {path} (EverOS setting with no meaning in everos)")
                     continue
+                if key in RETIRED_KEYS.get(section, {}):
+                    ignored.append(f"[{section}] {key} in {path} (retired: {RETIRED_KEYS[section][key]})")
+                    continue
                 if key not in known:
                     raise ConfigError(
                         f"unknown key [{section}] {key} in {path}; keys of [{section}]: " + ", ".join(known)
@@ -169,6 +172,9 @@ def load_config(
         section, key = target
         if section in IGNORED_SECTIONS or key in IGNORED_KEYS.get(section, ()):
             ignored.append(f"{var} (EverOS setting with no meaning in everos)")
+            continue
+        if key in RETIRED_KEYS.get(section, {}):
+            ignored.append(f"{var} (retired: {RETIRED_KEYS[section][key]})")
             continue
         if section not in SECTIONS:
             raise ConfigError(f"unknown section in environment variable {var}; known sections: " + ", ".join(SECTIONS))

@@ -19,6 +19,7 @@ from typing import Any
 __all__ = [
     "IGNORED_KEYS",
     "IGNORED_SECTIONS",
+    "RETIRED_KEYS",
     "SECTIONS",
     "ApiSettings",
     "CascadeSettings",
@@ -146,8 +147,10 @@ class _ProviderSettings:
 
 @dataclass(frozen=True)
 class LLMSettings(_ProviderSettings):
-    max_input_tokens: int = setting(
-        8000, "Token estimate per extraction batch; longer documents are split.", minimum=256
+    context_tokens: int = setting(
+        32768, "The model's context window in tokens (llama-server --ctx-size per slot). A document whose "
+        "prompt fits, with room for the answer, is extracted in one call, its category and facts in the "
+        "same answer; longer ones in batches that fit.", minimum=2048
     )
     max_topic_depth: int = setting(5, "Deepest topic level the LLM extractor keeps.", minimum=1)
     fallback: str = setting(
@@ -330,6 +333,12 @@ IGNORED_SECTIONS = frozenset({
 })
 
 # EverOS 1.x keys of sections we do use, whose meaning everos does not have: accepted, not used.
+RETIRED_KEYS: dict[str, dict[str, str]] = {
+    "llm": {"max_input_tokens": "replaced by [llm] context_tokens, which sizes the extraction batches"},
+}
+"""everos settings that no longer exist: files that still set them load, and the load says what
+replaced each."""
+
 IGNORED_KEYS: dict[str, frozenset[str]] = {
     "sqlite": frozenset({"foreign_keys", "temp_store", "journal_size_limit_bytes", "pool_size", "max_overflow",
                          "pool_timeout_seconds", "pool_recycle_seconds", "pool_pre_ping"}),

@@ -1,5 +1,5 @@
 """The model's input: a text cut into numbered paragraphs (blank-line separated blocks) and packed
-into batches of about ``[llm] max_input_tokens``, estimated as characters / 4. Paragraph numbers
+into batches of a token budget (the LLM extractor's ``input_budget`` of ``[llm] context_tokens``), estimated as characters / 4. Paragraph numbers
 are global across batches, and a line that would read as a paragraph number is escaped. Pure:
 the LLM extractor runs it in a worker thread (G5).
 """

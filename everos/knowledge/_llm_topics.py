@@ -6,7 +6,9 @@ folded into their ancestor at that depth. Each paragraph is written once: it bel
 topic referencing it in post-order, so a child wins over its parent and a parent keeps only prose
 of its own. A paragraph no topic references goes to the topic owning the nearest paragraph before
 it (after it, at the start of a batch), which keeps reading order and invents no catch-all topic.
-Leaves left without prose are dropped. An answer that does not validate raises
+Leaves left without prose are dropped. A topic's ``facts`` (when the prompt asked for them) are
+kept as strings, cleaned, at most ``max_facts``; a malformed ``facts`` value is not an invalid
+answer, the topic just has no model facts (the cascade's splitter covers it). An answer that does not validate raises
 :class:`InvalidAnswer`, whose message is what the repair request tells the model.
 """
 
@@ -20,11 +22,12 @@ from typing import Any, Final
 from everos.knowledge._models import TopicNode
 from everos.knowledge._text import bounded, clean_inline, lead_sentences, name_from_text
 
-__all__ = ["BatchTopics", "InvalidAnswer", "parse_block_refs", "topics_from_answer"]
+__all__ = ["BatchTopics", "InvalidAnswer", "clean_facts", "parse_block_refs", "topics_from_answer"]
 
 _TOPIC_NAME_MAX_CHARS: Final = 120
 _SUMMARY_MAX_CHARS: Final = 300
 _KEYWORD_COUNT: Final = 5
+_FACT_MAX_CHARS: Final = 500
 _REF_RE: Final = re.compile(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?")
 
 
@@ -40,6 +43,7 @@ class _Draft:
     refs: list[int]
     children: list[_Draft]
     owned: list[int]
+    facts: list[str]
 
 
 @dataclass(frozen=True)
@@ -51,6 +55,8 @@ class BatchTopics:
     keywords: tuple[str, ...]
     topics: tuple[TopicNode, ...]
     notes: tuple[str, ...]
+    category_id: str | None = None
+    """The answer's ``category_id`` as given (unchecked), None when the answer has no such string."""
 
 
 def parse_block_refs(value: Any, first: int, count: int) -> list[int]:
@@ -82,7 +88,24 @@ def parse_block_refs(value: Any, first: int, count: int) -> list[int]:
     return numbers
 
 
-def _draft(item: Any, first: int, count: int, depth: int, max_depth: int) -> _Draft:
+def clean_facts(facts: Any, max_facts: int) -> list[str]:
+    """Strings only, whitespace collapsed, blank and repeated ones dropped, at most ``max_facts``,
+    in order; anything but a list gives none. Pure."""
+    if not isinstance(facts, list):
+        return []
+    seen: set[str] = set()
+    cleaned: list[str] = []
+    for fact in facts:
+        if len(cleaned) >= max_facts:
+            break
+        text = " ".join(fact.split()) if isinstance(fact, str) else ""
+        if text and text not in seen:
+            seen.add(text)
+            cleaned.append(bounded(text, _FACT_MAX_CHARS))
+    return cleaned
+
+
+def _draft(item: Any, first: int, count: int, depth: int, max_depth: int, max_facts: int = 0) -> _Draft:
     if not isinstance(item, Mapping):
         raise InvalidAnswer(f"a topic must be an object, not {type(item).__name__}")
     name, summary = item.get("topic", ""), item.get("summary", "")
@@ -99,12 +122,15 @@ def _draft(item: Any, first: int, count: int, depth: int, max_depth: int) -> _Dr
         refs=parse_block_refs(item.get("block_refs"), first, count),
         children=[],
         owned=[],
+        facts=clean_facts(item.get("facts"), max_facts),
     )
     for child in children:
-        sub = _draft(child, first, count, depth + 1, max_depth)
+        sub = _draft(child, first, count, depth + 1, max_depth, max_facts)
         if depth >= max_depth:
-            # Too deep: the child's paragraphs (and its descendants') fold into this topic.
+            # Too deep: the child's paragraphs (and its descendants') fold into this topic, and so
+            # do their facts.
             draft.refs.extend(_all_refs(sub))
+            draft.facts = clean_facts(draft.facts + _all_facts(sub), max_facts)
         else:
             draft.children.append(sub)
     return draft
@@ -117,6 +143,13 @@ def _all_refs(draft: _Draft) -> list[int]:
     return refs
 
 
+def _all_facts(draft: _Draft) -> list[str]:
+    facts = list(draft.facts)
+    for child in draft.children:
+        facts.extend(_all_facts(child))
+    return facts
+
+
 def _post_order(drafts: Sequence[_Draft]) -> list[_Draft]:
     out: list[_Draft] = []
     for draft in drafts:
@@ -125,8 +158,10 @@ def _post_order(drafts: Sequence[_Draft]) -> list[_Draft]:
     return out
 
 
-def topics_from_answer(answer: Any, paragraphs: Sequence[str], first: int, max_depth: int) -> BatchTopics:
-    """Validate one batch's topic-tree answer and build its topics (see the module doc). Pure.
+def topics_from_answer(answer: Any, paragraphs: Sequence[str], first: int, max_depth: int,
+                       max_facts: int = 0) -> BatchTopics:
+    """Validate one batch's topic-tree answer and build its topics (see the module doc); each
+    topic keeps at most ``max_facts`` of its ``facts`` (0: none asked, none kept). Pure.
 
     Raises:
         InvalidAnswer: the answer is not a topic tree over these paragraphs.
@@ -137,7 +172,7 @@ def topics_from_answer(answer: Any, paragraphs: Sequence[str], first: int, max_d
     if not isinstance(raw_topics, list) or not raw_topics:
         raise InvalidAnswer("'topics' must be a non-empty list")
     count = len(paragraphs)
-    drafts = [_draft(item, first, count, 1, max_depth) for item in raw_topics]
+    drafts = [_draft(item, first, count, 1, max_depth, max_facts) for item in raw_topics]
     owner: dict[int, _Draft] = {}
     for draft in _post_order(drafts):
         for number in draft.refs:
@@ -168,6 +203,7 @@ def topics_from_answer(answer: Any, paragraphs: Sequence[str], first: int, max_d
         if isinstance(raw_keywords, list) else (),
         topics=topics,
         notes=tuple(notes),
+        category_id=answer["category_id"].strip() if isinstance(answer.get("category_id"), str) else None,
     )
 
 
@@ -178,4 +214,5 @@ def _node(draft: _Draft, paragraphs: Sequence[str], first: int) -> TopicNode | N
         return None
     name = draft.name or name_from_text(content) or (children[0].name if children else "Topic")
     summary = draft.summary or lead_sentences(content, _SUMMARY_MAX_CHARS) or name
-    return TopicNode(name=name, summary=summary, content=content, content_labels=draft.labels, children=children)
+    return TopicNode(name=name, summary=summary, content=content, content_labels=draft.labels, children=children,
+                     facts=tuple(draft.facts))

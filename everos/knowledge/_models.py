@@ -64,6 +64,7 @@ class TopicNode:
     """One node of an extracted topic tree.
 
     ``content`` is the node's own prose (the body of its markdown file), not its children's.
+    ``facts`` are not written to markdown: they travel with the rows (``DocumentRows.facts``).
     """
 
     name: str
@@ -71,6 +72,9 @@ class TopicNode:
     content: str
     content_labels: tuple[str, ...] = ()
     children: tuple[TopicNode, ...] = ()
+    facts: tuple[str, ...] = ()
+    """Atomic facts the extractor gave with the topic (the LLM's, with ``[cascade] llm_facts =
+    "with-extraction"``); empty when it gave none."""
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,10 @@
   else "en"), ``summary``, ``subject``, ``keywords`` (up to 5 most frequent words), and
   ``topics``: one topic per run of up to 3 consecutive paragraphs, with ``block_refs`` such as
   ``"0-2"``; a topic over two or more paragraphs has one child per paragraph. Every paragraph is
-  covered. The tree is simple on purpose: it proves plumbing, not extraction quality.
+  covered. The tree is simple on purpose: it proves plumbing, not extraction quality. When the
+  system message asks for ``"facts"``, every topic holding paragraphs of its own gets their
+  sentences as facts (at most 8); when it asks for ``"category_id"`` and lists categories, the
+  answer carries the classification's id too.
 
 **Embeddings** come from the built-in hashing embedder (so similar texts are close).
 **Rerank** scores each document by the share of the query's words it contains.
@@ -44,6 +47,7 @@ _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 _WORD = re.compile(r"[^\W\d_]+")
 _SENTENCE_END = re.compile(r"(?<=[.!?。！？])\s*")
 _TOPICS_PER_GROUP = 3
+_FACTS_PER_TOPIC = 8
 
 
 def _text_of(message: Any) -> str:
@@ -135,7 +139,11 @@ def _node(numbers: list[int], texts: dict[int, str]) -> dict[str, Any]:
     }
 
 
-def topic_tree_answer(paragraphs: Sequence[tuple[int, str]]) -> dict[str, Any]:
+def _facts(text: str) -> list[str]:
+    return [sentence.strip() for sentence in _SENTENCE_END.split(text) if sentence.strip()][:_FACTS_PER_TOPIC]
+
+
+def topic_tree_answer(paragraphs: Sequence[tuple[int, str]], *, with_facts: bool = False) -> dict[str, Any]:
     """The topic-tree object for ``paragraphs`` (see the module doc)."""
     texts = dict(paragraphs)
     numbers = [number for number, _ in paragraphs]
@@ -146,6 +154,12 @@ def topic_tree_answer(paragraphs: Sequence[tuple[int, str]]) -> dict[str, Any]:
         node = _node(group, texts)
         if len(group) > 1:
             node["children"] = [_node([number], texts) for number in group]
+        if with_facts and len(group) > 1:
+            node["facts"] = []
+            for child, number in zip(node["children"], group, strict=True):
+                child["facts"] = _facts(texts[number])
+        elif with_facts:
+            node["facts"] = _facts(texts[group[0]])
         topics.append(node)
     first = texts[numbers[0]] if numbers else ""
     return {
@@ -183,7 +197,11 @@ def chat_answer(messages: Sequence[Any]) -> dict[str, Any]:
     numbered = any(_PARAGRAPH.match(line) for line in all_text.splitlines())
     if "category_id" in all_text and not numbered:
         return classification_answer(messages)
-    return topic_tree_answer(paragraphs_of(messages))
+    system = "\n".join(_text_of(m) for m in messages if isinstance(m, dict) and m.get("role") == "system")
+    answer = topic_tree_answer(paragraphs_of(messages), with_facts='"facts"' in system)
+    if '"category_id"' in system and re.search(_CATEGORY.pattern, system, re.MULTILINE) is not None:
+        answer["category_id"] = classification_answer(messages)["category_id"]
+    return answer
 
 
 _EMBEDDERS: dict[int, BuiltinEmbedder] = {}

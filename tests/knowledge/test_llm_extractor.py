@@ -102,13 +102,15 @@ async def test_extraction_covers_every_paragraph_in_some_topic(fake: FakeLLM) ->
         assert sum(paragraph in content for content in contents) == 1, paragraph
     assert extracted.root.children and extracted.summary and extracted.language == "en"
     assert extracted.category_id in {c.id for c in DEFAULT_CATEGORIES} | {OTHERS_CATEGORY}
-    assert len(chat_bodies(fake)) == 2  # one topic-tree batch, one classification
+    # #11: one call for a document that fits the context window; the category comes in its answer
+    assert len(chat_bodies(fake)) == 1
 
 
 async def test_long_documents_are_extracted_in_batches_under_one_root(fake: FakeLLM) -> None:
     text = "\n\n".join(f"Paragraph {i} talks about topic {i}. " + "word " * 80 for i in range(12))
-    extracted = await extractor(fake, max_input_tokens=256).extract(source(text, category_id="Science"),
-                                                                      DEFAULT_CATEGORIES)
+    text = "\n\n".join(f"Paragraph {i} talks about topic {i}. " + "word " * 400 for i in range(12))
+    extracted = await extractor(fake, context_tokens=2048).extract(source(text, category_id="Science"),
+                                                                     DEFAULT_CATEGORIES)
     assert len(chat_bodies(fake)) > 1 and extracted.category_id == "Science"  # no classification call
     assert len(all_content(extracted.root)) == 12
     assert any("batches" in note for note in extracted.notes)
@@ -195,7 +197,7 @@ async def test_an_upload_with_the_llm_extractor_writes_the_builtin_layout(
         llm = answer.json()["data"]
     assert set(llm) == set(builtin)
     assert llm["topic_count"] == 5  # the fake: a parent over paragraphs 0-2 with 3 children, then 3 alone
-    assert len(chat_bodies(fake)) == 2
+    assert len(chat_bodies(fake)) == 1  # #11: topics and category in one call
     names, index_keys, topic_keys = layout(Path(llm["md_path"]))
     builtin_names, builtin_index_keys, builtin_topic_keys = layout(Path(builtin["md_path"]))
     assert "index.md" in names and "_original" in names and (Path(llm["md_path"]) / "_original" / "guide.md").is_file()
@@ -222,3 +224,25 @@ async def test_with_the_model_stalled_an_upload_answers_202_and_health_stays_fas
                 await trio.sleep(0.05)
         assert [a.status_code for a in answers] == [202]
         fake.recover()
+
+
+async def test_topics_come_with_their_facts_and_the_category_in_one_call(fake: FakeLLM) -> None:
+    """#11: facts_per_topic asks for each topic's facts in the extraction answer; the category
+    comes in the same answer, so a fitting document costs exactly one chat call."""
+    settings = LLMSettings(provider="openai", base_url=fake.base_url, model="m", **FAST)
+    extractor_ = LLMExtractor(ChatClient(settings), settings, trio.CapacityLimiter(2), facts_per_topic=4)
+    extracted = await extractor_.extract(source(), DEFAULT_CATEGORIES)
+    bodies = chat_bodies(fake)
+    assert len(bodies) == 1
+    system = bodies[0]["messages"][0]["content"]
+    assert '"facts"' in system and '"category_id"' in system
+    leaves = [node for node in walk(extracted.root) if node.content]
+    assert leaves and all(node.facts and len(node.facts) <= 4 for node in leaves)
+    assert extracted.category_id in {c.id for c in DEFAULT_CATEGORIES} | {OTHERS_CATEGORY}
+
+
+def walk(node: TopicNode) -> list[TopicNode]:
+    out = [node]
+    for child in node.children:
+        out.extend(walk(child))
+    return out
