@@ -48,7 +48,7 @@ from everos.rootlock import hold_root_lock
 from everos.runtime import CLOSE_TIMEOUT_S, OpenServices, Runtime, ServiceSet, is_loopback
 from everos.status import LoopLagProbe
 from everos.supervisor import Supervisor
-from everos.web import HealthApp, PathRouter, RequestLayer, create_app
+from everos.web import HealthApp, PathRouter, RequestLayer, create_app, use_prompt_close
 
 KEEP_ALIVE_TIMEOUT_S = 5.0
 
@@ -207,12 +207,11 @@ async def serve(
                         hconfig.accesslog = None
                         hconfig.errorlog = logging.getLogger("hypercorn.error")
                         hconfig.graceful_timeout = config.api.graceful_timeout_seconds
-                        # An idle keep-alive connection is closed after this. Hypercorn also holds
-                        # a connection the client has closed until this timer ends (its task group
-                        # waits for the idle task), so it bounds how long a closed connection keeps
-                        # its fd: 30 s let a burst of short-lived clients pile up sockets in
-                        # CLOSE-WAIT. 5 s is hypercorn's default and httpx's keep-alive expiry.
+                        # An idle keep-alive connection is closed after this (hypercorn's default
+                        # and httpx's keep-alive expiry). A connection its client closed is closed
+                        # at once (`use_prompt_close`), not when this timer ends.
                         hconfig.keep_alive_timeout = KEEP_ALIVE_TIMEOUT_S
+                        use_prompt_close()
 
                         async def shutdown_trigger() -> None:
                             await runtime.stop.wait()

@@ -2,6 +2,7 @@
 
 from everos.web._app import create_app, current_request_id, ok
 from everos.web._asgi import HEALTH_PATHS, HealthApp, PathRouter, RequestLayer
+from everos.web._tcp import use_prompt_close
 
 __all__ = [
     "HEALTH_PATHS",
@@ -11,4 +12,5 @@ __all__ = [
     "create_app",
     "current_request_id",
     "ok",
+    "use_prompt_close",
 ]

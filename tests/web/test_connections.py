@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import pytest
 import trio
 
 from ..conftest import knowledge_server
@@ -146,3 +147,44 @@ async def test_keep_alive_still_serves_the_next_request(root: Path) -> None:
                 with trio.fail_after(LIVENESS_S):
                     answer = await _read_response(stream, buffered)
                 assert answer is not None and answer[0] == 200
+
+
+async def test_a_connection_its_client_closed_is_released_at_once(root: Path) -> None:
+    """G5 (bounded resources): after its answers, the client ends its side of a keep-alive
+    connection; the server closes its side within the liveness bound (1 s), not when the 5 s
+    keep-alive timer runs out. Hypercorn's trio worker held an idle one for the whole timer, so a
+    burst of short-lived clients piled up descriptors in CLOSE-WAIT (the replay's burst rounds)."""
+    async with knowledge_server(root) as server:
+        host = urlsplit(server.base_url).netloc
+        for paths in (["/health"], [DOCUMENTS, DOCUMENTS]):  # the raw health app and Quart
+            stream = await _connect(server.base_url)
+            async with stream:
+                buffered = bytearray()
+                for path in paths:
+                    await stream.send_all(_request("GET", path, host))
+                    with trio.fail_after(LIVENESS_S):
+                        answer = await _read_response(stream, buffered)
+                    assert answer is not None and answer[0] == 200
+                # Time for the server to ready the connection for its next request (the case that
+                # was held: an end of stream before that closed at once already).
+                await trio.sleep(0.3)
+                await stream.send_eof()
+                with trio.fail_after(1.0):
+                    assert await stream.receive_some(65536) == b""  # the server's end of stream
+
+
+def test_prompt_close_is_installed_once_and_refuses_a_changed_hypercorn(monkeypatch) -> None:
+    """The connection class is swapped only where hypercorn 0.18 keeps it; a hypercorn that moved
+    or replaced it fails loudly at start instead of silently losing the fix."""
+    import hypercorn.trio.run
+
+    from everos.web import use_prompt_close
+    from everos.web._tcp import PromptCloseTCPServer
+
+    monkeypatch.setattr(hypercorn.trio.run, "TCPServer", hypercorn.trio.run.TCPServer)
+    use_prompt_close()
+    use_prompt_close()
+    assert hypercorn.trio.run.TCPServer is PromptCloseTCPServer
+    monkeypatch.setattr(hypercorn.trio.run, "TCPServer", object)
+    with pytest.raises(RuntimeError, match="TCPServer"):
+        use_prompt_close()

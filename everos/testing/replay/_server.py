@@ -73,8 +73,30 @@ class ManagedServer:
         for task in os.listdir(f"/proc/{self.process.pid}/task"):
             with contextlib.suppress(OSError):  # a thread that just exited
                 native += Path(f"/proc/{self.process.pid}/task/{task}/comm").read_text().startswith(NATIVE_THREADS)
+        kinds = self.open_file_kinds()
         return {"rss_kib": int(fields["VmRSS"].split()[0]), "threads": int(fields["Threads"]),
-                "native_threads": native, "open_files": len(os.listdir(f"/proc/{self.process.pid}/fd"))}
+                "native_threads": native, "open_files": sum(kinds.values()), "open_file_kinds": kinds}
+
+    def open_file_kinds(self) -> dict[str, int]:
+        """The server's open descriptors counted by what they are: sockets, pipes, anonymous
+        inodes (epoll, eventfd), files under the root by their first path part, other files.
+        A count that grows names its kind."""
+        assert self.process is not None
+        fd_dir = Path(f"/proc/{self.process.pid}/fd")
+        kinds: dict[str, int] = {}
+        for fd in os.listdir(fd_dir):
+            try:
+                target = os.readlink(fd_dir / fd)
+            except OSError:  # closed while we looked
+                continue
+            if target.startswith(("socket:", "pipe:", "anon_inode:")):
+                kind = target.split(":", 1)[0] if not target.startswith("anon_inode:") else target
+            elif target.startswith(str(self.root) + os.sep):
+                kind = "root/" + Path(target).relative_to(self.root).parts[0]
+            else:
+                kind = "other"
+            kinds[kind] = kinds.get(kind, 0) + 1
+        return dict(sorted(kinds.items()))
 
     async def kill(self) -> None:
         assert self.process is not None
