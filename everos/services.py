@@ -102,8 +102,10 @@ def make_extractor(runtime: Runtime, providers: Providers) -> Extractor:
     """The LLM extractor when ``[llm] provider`` names an endpoint, else the built-in one."""
     if providers.llm is None:
         return BuiltinExtractor(runtime.limiters.cpu)
+    cascade = runtime.config.cascade
     return LLMExtractor(providers.llm, runtime.config.llm, runtime.limiters.cpu,
-                        job_timeout_seconds=runtime.config.ingest.job_timeout_seconds)
+                        job_timeout_seconds=runtime.config.ingest.job_timeout_seconds,
+                        facts_per_topic=cascade.facts_per_topic if cascade.llm_facts == "with-extraction" else 0)
 
 
 @contextlib.asynccontextmanager

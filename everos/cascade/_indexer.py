@@ -209,7 +209,9 @@ class DocumentIndexer:
         if vectors_pending is None and await self._sink.topic_hashes(parsed.doc_id) == digests:
             await self._db.write(state.finish_indexed, doc_dir, parsed.signature, self._clock())
             return IndexOutcome(doc_dir, parsed.doc_id, "unchanged", len(digests))
-        topics, facts, embedded, missing = await self._derive(parsed, digests)
+        # The extractor's facts hold for the topics it wrote: only while its receipt does.
+        given = written.facts_of() if written is not None and files is None else {}
+        topics, facts, embedded, missing = await self._derive(parsed, digests, given)
         await self._sink.replace_document(parsed.doc_id, topics, facts)
 
         def record(conn) -> None:
@@ -268,12 +270,13 @@ class DocumentIndexer:
         return True
 
     async def _derive(
-        self, parsed: ParsedDocument, digests: dict[str, str]
+        self, parsed: ParsedDocument, digests: dict[str, str], given: dict[str, tuple[str, ...]],
     ) -> tuple[list[TopicRow], list[FactRow], int, str | None]:
         """Rows for every topic, the texts embedded, and why vectors are missing (None if none
         are): cached facts where the digest matches, cached vectors where the embedder matches
-        too, fresh ones for the rest (facts, then embeddings in chunks, each chunk cached as soon
-        as it is done, so an attempt cut short by its deadline leaves progress for the next one).
+        too, fresh ones for the rest (the extractor's facts in ``given`` (the LLM's, by topic
+        id), else the fact extractor's; then embeddings in chunks, each chunk cached as soon as
+        it is done, so an attempt cut short by its deadline leaves progress for the next one).
         Topics left without vectors by :meth:`_embed_stale` get empty vectors (keyword only)."""
         cache = await self._db.read(state.load_cache, parsed.doc_id)
         usable = {
@@ -284,7 +287,9 @@ class DocumentIndexer:
         derived = {topic_id: cached for topic_id, cached in usable.items() if cached.embedder == self._embedder_id}
         stale = [t for t in parsed.indexed_topics if t.topic_id not in derived]
         facts_of = {tid: (list(c.facts), c.facts_source) for tid, c in usable.items()}
-        facts_of |= await self._facts.extract([t for t in stale if t.topic_id not in usable])
+        fresh = [t for t in stale if t.topic_id not in usable]
+        facts_of |= {t.topic_id: (list(given[t.topic_id]), "llm") for t in fresh if t.topic_id in given}
+        facts_of |= await self._facts.extract([t for t in fresh if t.topic_id not in given])
         tokens = await self._cpu(self._tokenize, parsed.indexed_topics, facts_of)
         embedded, missing = await self._embed_stale(parsed.doc_id, stale, facts_of, digests, derived)
         now = self._clock()

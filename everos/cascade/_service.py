@@ -92,7 +92,8 @@ class CascadeService:
     Collaborators are given open, by the services opened before it (``everos.services``):
     ``sink`` is the :class:`~everos.store._index_rows.IndexSink`; ``embedder`` an embedder (``dim``
     and ``await embed(texts, budget=...)``); ``chat`` a :class:`~everos.providers.ChatClient` or
-    None (no provider: no LLM facts). The cascade closes none of them: their owners do.
+    None (no provider: no LLM facts), asked for facts unless ``[cascade] llm_facts = "off"``. The
+    cascade closes none of them: their owners do.
     ``search_tokens(text)`` and ``split_facts(text, max_facts)`` are blocking callables run in
     cpu threads. ``clock`` (seconds since the epoch) times queue rows and state.
     """
@@ -105,7 +106,6 @@ class CascadeService:
         search_tokens: SearchTokens,
         split_facts: SplitFacts,
         chat: Any | None = None,
-        max_facts_per_topic: int = 16,
         clock: Callable[[], float] = time.time,
         document_lock: DocumentLock = no_document_lock,
     ) -> None:
@@ -115,7 +115,6 @@ class CascadeService:
         self._chat = chat
         self._search_tokens = search_tokens
         self._split_facts = split_facts
-        self._max_facts_per_topic = max_facts_per_topic
         self._clock = clock
         self._snapshot: dict[str, Any] = {"healthy": True, "reasons": [], "pending": 0}
         self.db: Database | None = None
@@ -135,8 +134,9 @@ class CascadeService:
         self.queue = LeasedQueue(self.db, QUEUE_TABLE, max_attempts=self.settings.max_attempts, clock=self._clock)
         self.ledger = IndexLedger(self.db, self.queue, clock=self._clock)
         facts = FactExtractor(self._split_facts, limiters.cpu,
-                              chat=self._chat,
-                              max_facts=self._max_facts_per_topic,
+                              chat=None if self.settings.llm_facts == "off" else self._chat,
+                              max_facts=self.settings.facts_per_topic,
+                              context_tokens=runtime.config.llm.context_tokens,
                               llm_time_budget_seconds=self.settings.row_timeout_seconds / 2)
         indexer = DocumentIndexer(IndexerParts(
             root=self.root, db=self.db, sink=self.sink, embedder=self.embedder, facts=facts,

@@ -149,8 +149,8 @@ class _ProviderSettings:
 class LLMSettings(_ProviderSettings):
     context_tokens: int = setting(
         32768, "The model's context window in tokens (llama-server --ctx-size per slot). A document whose "
-        "prompt fits, with room for the answer, is extracted in one call, its category and facts in the "
-        "same answer; longer ones in batches that fit.", minimum=2048
+        "prompt fits, with room for the answer, is extracted in one call, its category (and, with "
+        "[cascade] llm_facts = with-extraction, its facts) in the same answer; longer ones in batches that fit.", minimum=2048
     )
     max_topic_depth: int = setting(5, "Deepest topic level the LLM extractor keeps.", minimum=1)
     fallback: str = setting(
@@ -253,6 +253,14 @@ class IngestSettings:
 @dataclass(frozen=True)
 class CascadeSettings:
     workers: int = setting(2, "Index workers leasing index rows.", minimum=1)
+    llm_facts: str = setting(
+        "off", "Who writes a topic's atomic facts when [llm] names a model: off, the built-in sentence "
+        "splitter (no model time); with-extraction, the model in the extraction answer (no extra call, "
+        "more answer tokens), topics without them (edited later) in batched calls; batched, calls over "
+        "many topics at once, in the background. A failed or late answer falls back to the splitter.",
+        choices=("off", "with-extraction", "batched"))
+    facts_per_topic: int = setting(8, "Most atomic facts kept per topic (the model's or the splitter's).",
+                                   minimum=1)
     max_attempts: int = setting(5, "Attempts before an index row is dead with its last error.", minimum=1)
     lease_seconds: float = setting(120.0, "Lease of an index row being worked on.", positive=True)
     row_timeout_seconds: float = setting(120.0, "Deadline of one attempt at one index row.", positive=True)

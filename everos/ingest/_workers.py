@@ -49,6 +49,7 @@ from everos.knowledge._extractor import Extractor, SourceDocument
 from everos.knowledge._fingerprint import WrittenFiles, written_files
 from everos.knowledge._layout import document_dir, knowledge_dir, original_path
 from everos.knowledge._markdown import render_document_files
+from everos.knowledge._models import topic_facts
 from everos.knowledge._projection import content_from_extraction, project
 from everos.store import (
     Job,
@@ -205,7 +206,8 @@ class IngestWorkers:
             write_staged_files_sync(staging, {**files, f"{original.parent.name}/{original.name}": data})
             # Stat'ed before the rename that publishes them (which keeps their times): the
             # receipt names these files, not a hand edit made after.
-            written = written_files(staging, rows.doc_dir, rows.content, files)
+            written = written_files(staging, rows.doc_dir, rows.content, files,
+                                    facts=topic_facts(doc_id, extracted))
             publish_directory_sync(staging, final)  # creates (and fsyncs) the category directory
             if previous is not None:
                 old = (self.root / previous.md_path).parent

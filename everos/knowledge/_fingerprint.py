@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,24 +49,39 @@ class DirStat:
 @dataclass(frozen=True)
 class WrittenFiles:
     """The receipt of a document directory a writer just published: the ``fingerprint`` of its
-    files and the ``signature`` of their texts, as they were when its rows were projected."""
+    files and the ``signature`` of their texts, as they were when its rows were projected.
+    ``facts``: ``(topic_id, facts)`` the extractor gave with those topics (markdown does not hold
+    facts); the cascade uses them while the files still carry this receipt."""
 
     fingerprint: str
     signature: str
+    facts: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
-    def as_payload(self) -> dict[str, str]:
+    def as_payload(self) -> dict[str, Any]:
         """The receipt as JSON for a queue row."""
-        return {"fingerprint": self.fingerprint, "signature": self.signature}
+        payload: dict[str, Any] = {"fingerprint": self.fingerprint, "signature": self.signature}
+        if self.facts:
+            payload["facts"] = {topic_id: list(facts) for topic_id, facts in self.facts}
+        return payload
 
     @classmethod
     def from_payload(cls, payload: Any) -> WrittenFiles | None:
-        """The receipt :meth:`as_payload` stored, or None when there is none (or not a whole one)."""
+        """The receipt :meth:`as_payload` stored, or None when there is none (or not a whole one).
+        Facts that are not a list of strings for a topic id are left out."""
         if not isinstance(payload, dict):
             return None
         fingerprint, signature = payload.get("fingerprint"), payload.get("signature")
         if not isinstance(fingerprint, str) or not isinstance(signature, str):
             return None
-        return cls(fingerprint, signature)
+        stored = payload.get("facts")
+        facts = tuple(
+            (topic_id, tuple(items)) for topic_id, items in (stored.items() if isinstance(stored, dict) else ())
+            if isinstance(topic_id, str) and isinstance(items, list) and all(isinstance(f, str) for f in items))
+        return cls(fingerprint, signature, facts)
+
+    def facts_of(self) -> dict[str, tuple[str, ...]]:
+        """``{topic_id: facts}`` of the receipt."""
+        return dict(self.facts)
 
 
 def is_markdown_name(name: str) -> bool:
@@ -111,12 +126,17 @@ def stat_document_files(path: Path) -> DirStat | None:
     return DirStat(fingerprint_digest(entries), max(m for _, _, m in entries) / 1e9)
 
 
-def written_files(staging: Path, doc_dir: str, content: DocumentContent, texts: Mapping[str, str]) -> WrittenFiles | None:
+def written_files(staging: Path, doc_dir: str, content: DocumentContent, texts: Mapping[str, str], *,
+                  facts: Mapping[str, Sequence[str]] | None = None) -> WrittenFiles | None:
     """The receipt of the markdown ``texts`` of ``content``, written into ``staging`` and about to
-    be published at ``doc_dir`` (relative to the root). None when that markdown would not read
-    back as ``content`` (:func:`~everos.knowledge._projection.reads_back`: the cascade must read
-    the files then) or ``staging`` holds no ``index.md``. Blocks."""
+    be published at ``doc_dir`` (relative to the root), with the extractor's ``facts`` by topic
+    id. None when that markdown would not read back as ``content``
+    (:func:`~everos.knowledge._projection.reads_back`: the cascade must read the files then) or
+    ``staging`` holds no ``index.md``. Blocks."""
     if not reads_back(content):
         return None
     stat = stat_document_files(staging)
-    return None if stat is None else WrittenFiles(stat.fingerprint, document_signature(doc_dir, texts))
+    if stat is None:
+        return None
+    given = tuple((topic_id, tuple(items)) for topic_id, items in (facts or {}).items())
+    return WrittenFiles(stat.fingerprint, document_signature(doc_dir, texts), given)

@@ -46,7 +46,7 @@ from everos.providers import Budget, ChatClient, ProviderError, ProviderResponse
 if TYPE_CHECKING:
     from everos.config import LLMSettings
 
-__all__ = ["MODEL_PHASE_SHARE", "LLMExtractor", "input_budget", "model_phase_seconds"]
+__all__ = ["MODEL_PHASE_SHARE", "LLMExtractor", "answer_tokens", "input_budget", "model_phase_seconds"]
 
 _REPAIR_EXCERPT_CHARS: Final = 4000
 _REASON_MAX_CHARS: Final = 300
@@ -97,8 +97,13 @@ def input_budget(context_tokens: int, instruction_tokens: int) -> int:
     """Paragraph tokens per batch (estimated): the context window less the instructions and the
     room left for the answer (:data:`_ANSWER_SHARE`, at least :data:`_ANSWER_MIN_TOKENS`); never
     below :data:`_MIN_BATCH_TOKENS`."""
-    answer = max(_ANSWER_MIN_TOKENS, int(context_tokens * _ANSWER_SHARE))
-    return max(_MIN_BATCH_TOKENS, context_tokens - answer - instruction_tokens)
+    return max(_MIN_BATCH_TOKENS, context_tokens - answer_tokens(context_tokens) - instruction_tokens)
+
+
+def answer_tokens(context_tokens: int) -> int:
+    """The room of the context window left for the answer: :data:`_ANSWER_SHARE` of it, at least
+    :data:`_ANSWER_MIN_TOKENS`."""
+    return max(_ANSWER_MIN_TOKENS, int(context_tokens * _ANSWER_SHARE))
 
 
 def _listing(categories: Sequence[Category]) -> str:
@@ -212,6 +217,7 @@ class LLMExtractor:
             root=TopicNode(name=source.title, summary=first.summary, content="", children=topics),
             notes=tuple(notes),
             extractor="llm",
+            facts_given=self._max_facts > 0,
         )
 
     async def _extract_batch(self, title: str, batch: Batch, listing: str) -> BatchTopics:

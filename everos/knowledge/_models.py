@@ -31,6 +31,7 @@ __all__ = [
     "document_record",
     "flatten",
     "new_doc_id",
+    "topic_facts",
     "split_topic_id",
     "topic_count",
     "validate_app_id",
@@ -86,6 +87,8 @@ class ExtractedDocument:
     body is the summary), so extractors put all prose into topics. ``notes`` are short remarks for
     logs and job status (for example "merged 3,000 paragraphs into 200 topics"). ``extractor``
     says which extractor made it: ``llm``, ``builtin``, or ``builtin (llm fallback: <why>)``.
+    ``facts_given``: the extractor was asked for every topic's facts and answered them (a topic's
+    empty ``facts`` is then its answer, not a gap); see :func:`topic_facts`.
     """
 
     language: str
@@ -95,6 +98,7 @@ class ExtractedDocument:
     root: TopicNode
     notes: tuple[str, ...] = ()
     extractor: str = "builtin"
+    facts_given: bool = False
 
 
 @dataclass(frozen=True)
@@ -216,6 +220,20 @@ def flatten(doc_id: str, title: str, extracted: ExtractedDocument) -> list[Knowl
         )
         for i, node in enumerate(nodes)
     ]
+
+
+def topic_facts(doc_id: str, extracted: ExtractedDocument) -> dict[str, tuple[str, ...]]:
+    """``{topic_id: facts}`` of every topic but the root, in :func:`flatten`'s order and ids, when
+    the extractor gave facts (``facts_given``); else empty."""
+    if not extracted.facts_given:
+        return {}
+    found: dict[str, tuple[str, ...]] = {}
+    stack = list(reversed(extracted.root.children))
+    while stack:  # the same depth-first order as flatten, root (index 0) left out
+        node = stack.pop()
+        found[f"{doc_id}_{len(found) + 1}"] = tuple(node.facts)
+        stack.extend(reversed(node.children))
+    return found
 
 
 def topic_count(topics: list[KnowledgeTopic] | tuple[KnowledgeTopic, ...]) -> int:

@@ -6,6 +6,9 @@
   categories are lines ``- <category_id>: <description>``; the answer is
   ``{"category_id": <id>}`` for the category whose id and description share the most words with
   the other lines, or ``""`` when none shares any (or no category is listed).
+* *Facts* — the system message asks for ``"passages"``: the user message holds passages under
+  ``### Passage <n>: <topic path>`` lines; the answer is ``{"passages": [{"passage": n, "facts":
+  [its sentences, at most 8]}]}``.
 * *Topic tree* — otherwise. Paragraphs are lines ``[n] text`` in the user messages; a paragraph
   continues on the following lines up to a blank line or the next ``[m]``. Without any ``[n]``
   line, the blank-line separated blocks of the last user message are paragraphs 0, 1, 2…
@@ -35,6 +38,7 @@ __all__ = [
     "chat_answer",
     "classification_answer",
     "embedding_vectors",
+    "facts_answer",
     "format_block_refs",
     "paragraphs_of",
     "rerank_results",
@@ -42,6 +46,7 @@ __all__ = [
 ]
 
 _PARAGRAPH = re.compile(r"^\s*\[(\d+)\]\s?(.*)$")
+_PASSAGE = re.compile(r"^### Passage (\d+): ")
 _CATEGORY = re.compile(r"^\s*-\s*([A-Za-z0-9_.\-]+)\s*:\s*(.*)$")
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 _WORD = re.compile(r"[^\W\d_]+")
@@ -191,6 +196,22 @@ def classification_answer(messages: Sequence[Any]) -> dict[str, str]:
     return {"category_id": best}
 
 
+def facts_answer(messages: Sequence[Any]) -> dict[str, Any]:
+    """``{"passages": [{"passage": n, "facts": [...]}]}`` for a batched facts prompt (see the module doc)."""
+    passages: list[dict[str, Any]] = []
+    lines: list[str] = []
+    for line in [*_text_of(messages[-1]).splitlines(), "### Passage 0: end"]:
+        match = _PASSAGE.match(line)
+        if match is None:
+            lines.append(line)
+            continue
+        if passages:
+            passages[-1]["facts"] = _facts(" ".join(lines))
+        passages.append({"passage": int(match.group(1)), "facts": []})
+        lines = []
+    return {"passages": passages[:-1]}
+
+
 def chat_answer(messages: Sequence[Any]) -> dict[str, Any]:
     """The JSON object the fake model answers to ``messages``."""
     all_text = "\n".join(_text_of(m) for m in messages)
@@ -198,6 +219,8 @@ def chat_answer(messages: Sequence[Any]) -> dict[str, Any]:
     if "category_id" in all_text and not numbered:
         return classification_answer(messages)
     system = "\n".join(_text_of(m) for m in messages if isinstance(m, dict) and m.get("role") == "system")
+    if '"passages"' in system:
+        return facts_answer(messages)
     answer = topic_tree_answer(paragraphs_of(messages), with_facts='"facts"' in system)
     if '"category_id"' in system and re.search(_CATEGORY.pattern, system, re.MULTILINE) is not None:
         answer["category_id"] = classification_answer(messages)["category_id"]
