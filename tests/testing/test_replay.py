@@ -70,7 +70,7 @@ async def test_llm_down_gives_every_upload_a_builtin_topic_tree_and_records_the_
 
 @pytest.mark.parametrize("name", ["llm-stall", "llm-slow"])
 async def test_dead_model_gives_answers_and_visible_failures_never_silence(name: str, tmp_path: Path) -> None:
-    # llm-stall stalls from the 7th model call on: enough documents to get past it.
+    # llm-stall stalls from the 4th model call on (a document costs one): enough documents to get past it.
     report = check(await run_scenario(name, ReplayOptions(scale=0.6 if name == "llm-stall" else 0.3,
                                                           root=tmp_path / "replay")))
     assert report["uploads"]["unanswered"] == 0
