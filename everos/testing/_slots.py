@@ -65,6 +65,7 @@ class SlotModel:
         self._queue_wait_max = 0.0
         self._tokens_in = 0
         self._tokens_out = 0
+        self._routes: dict[str, dict[str, float]] = {}
         self._started_at: float | None = None
 
     async def run(self, route: str, prompt_tokens: int, completion_tokens: int) -> None:
@@ -81,19 +82,26 @@ class SlotModel:
         wait = began - arrived
         self._queue_wait_total += wait
         self._queue_wait_max = max(self._queue_wait_max, wait)
+        per_route = self._routes.setdefault(route, {"requests": 0, "tokens_in": 0, "tokens_out": 0,
+                                                    "busy_seconds": 0.0})
         try:
             await trio.sleep(self.speed.seconds(route, prompt_tokens, completion_tokens))
             self._tokens_in += prompt_tokens
             self._tokens_out += completion_tokens
+            per_route["tokens_in"] += prompt_tokens
+            per_route["tokens_out"] += completion_tokens
         finally:
+            per_route["requests"] += 1
+            per_route["busy_seconds"] += trio.current_time() - began
             self._busy_seconds[slot] += trio.current_time() - began
             self._requests[slot] += 1
             self._free.append(slot)
             self._limiter.release()
 
     def metrics(self) -> dict[str, Any]:
-        """Plain data: per slot busy seconds and requests, queue now and waited, tokens in and out,
-        and the busy fraction since the first request."""
+        """Plain data: per slot busy seconds and requests, queue now and waited, tokens in and out
+        (in all and per route: requests, tokens, busy seconds), and the busy fraction since the
+        first request."""
         elapsed = 0.0 if self._started_at is None else trio.current_time() - self._started_at
         busy = sum(self._busy_seconds)
         return {
@@ -105,6 +113,8 @@ class SlotModel:
             "queue_wait_seconds_max": round(self._queue_wait_max, 6),
             "tokens_in": self._tokens_in,
             "tokens_out": self._tokens_out,
+            "routes": {route: {**counts, "busy_seconds": round(counts["busy_seconds"], 6)}
+                       for route, counts in sorted(self._routes.items())},
             "busy_fraction": round(busy / (elapsed * self.speed.slots), 4) if elapsed > 0 else 0.0,
             "speed": {"slots": self.speed.slots, "prefill_tokens_per_second": self.speed.prefill_tokens_per_second,
                       "decode_tokens_per_second": self.speed.decode_tokens_per_second,

@@ -60,6 +60,8 @@ async def test_one_slot_serves_requests_in_arrival_order(autojump_clock: trio.ab
     assert metrics["slots"] == [{"slot": 0, "busy_seconds": pytest.approx(6.0), "requests": 3}]
     assert metrics["queue_wait_seconds_max"] == pytest.approx(4.0 - 0.002, abs=1e-3)
     assert metrics["tokens_in"] == 300 and metrics["tokens_out"] == 30
+    assert metrics["routes"] == {"chat": {"requests": 3, "tokens_in": 300, "tokens_out": 30,
+                                          "busy_seconds": pytest.approx(6.0)}}
     assert metrics["queued"] == 0 and metrics["running"] == 0
     assert metrics["busy_fraction"] == pytest.approx(1.0, abs=0.01)
 

@@ -1,0 +1,118 @@
+"""What a document costs the model: chat calls, embedding requests and inputs, tokens, and the
+model's own seconds, against a fake that is as slow as a local model server.
+
+The server runs as its own process (as `everos server start` would), with `[llm]` and
+`[embedding]` pointed at `everos.testing.FakeLLM` with `ModelSpeed` (one slot, 1,500 prefill and
+40 decode tokens/s: a 9B model on one consumer GPU), sped up `--speedup` times so a run takes
+minutes; the model seconds printed are scaled back to the model's own speed (tokens / rate).
+Documents are uploaded one after another (the seed reporter's script), then the run waits until
+the index has drained. One block per `[cascade] llm_facts` mode, and the figures issue #11
+measured black-box for EverOS 1.1/1.5 and for everos before the call economy, for comparison.
+
+    python bench/model_calls.py [--documents 5] [--kib 80] [--speedup 20] [--modes off,with-extraction,batched]
+
+Prints one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import trio
+
+from everos.config import render_template
+from everos.testing import FakeLLM
+from everos.testing._slots import ModelSpeed
+from everos.testing.replay._corpus import make_corpus
+from everos.testing.replay._load import drain, upload_all
+from everos.testing.replay._server import ManagedServer
+
+# Issue #11's black-box measurement (20 uploads of 80 KB, a fake answering in 0.2 s a call).
+REFERENCE = {
+    "everos_1.x": {"chat_calls_per_document": 2, "embedding_requests_per_document": 69,
+                   "embedding_inputs_per_document": 69},
+    "everos_before_call_economy": {"chat_calls_per_document": 75, "embedding_requests_per_document": 23,
+                                   "embedding_inputs_per_document": 700},
+}
+PREFILL, DECODE, EMBED = 1500.0, 40.0, 20000.0
+
+
+def server_env(fake: FakeLLM, mode: str) -> dict[str, str]:
+    import os
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EVEROS_")}
+    settings = {"llm__provider": "openai", "llm__base_url": fake.base_url, "llm__model": "fake",
+                "embedding__provider": "openai", "embedding__base_url": fake.base_url,
+                "embedding__model": "fake", "cascade__llm_facts": mode, "knowledge__dedupe": "none"}
+    for name, value in settings.items():
+        section, key = name.split("__", 1)
+        env[f"EVEROS_{section.upper()}__{key.upper()}"] = str(value)
+    return env
+
+
+async def run_mode(mode: str, corpus: list[tuple[str, bytes]], speedup: float) -> dict:
+    speed = ModelSpeed(slots=1, prefill_tokens_per_second=PREFILL * speedup,
+                       decode_tokens_per_second=DECODE * speedup, embed_tokens_per_second=EMBED * speedup)
+    fake = FakeLLM(speed=speed)
+    with tempfile.TemporaryDirectory(prefix="everos-bench-calls-") as tmp:
+        root = Path(tmp) / "root"
+        root.mkdir()
+        (root / "everos.toml").write_text(render_template())
+        async with trio.open_nursery() as nursery:
+            await nursery.start(fake.serve, "127.0.0.1", 0)
+            server = ManagedServer(root, server_env(fake, mode), None)
+            await server.start()
+            try:
+                started = time.monotonic()
+                uploads = await upload_all(server.url, corpus, 1, 600.0)
+                upload_s = time.monotonic() - started
+                drain_s = await drain(server.url, 900.0)
+            finally:
+                await server.stop()
+            embedding_inputs = sum(len(r.body.get("input") or []) for r in fake.requests
+                                   if r.route == "embeddings" and isinstance(r.body, dict))
+            metrics = fake.metrics()
+            nursery.cancel_scope.cancel()
+    documents = len(corpus)
+    routes = metrics["model"]["routes"]
+    chat, embed = routes.get("chat", {}), routes.get("embeddings", {})
+    per_doc = lambda value: round(value / documents, 2)  # noqa: E731
+    return {
+        "statuses": uploads["statuses"],
+        "chat_calls_per_document": per_doc(metrics["requests"]["chat"]),
+        "embedding_requests_per_document": per_doc(metrics["requests"]["embeddings"]),
+        # Only the last 200 requests are kept by the fake: a lower bound on long runs.
+        "embedding_inputs_per_document": per_doc(embedding_inputs),
+        "chat_tokens_in_per_document": per_doc(chat.get("tokens_in", 0)),
+        "chat_tokens_out_per_document": per_doc(chat.get("tokens_out", 0)),
+        "model_seconds_per_document": per_doc((chat.get("busy_seconds", 0) + embed.get("busy_seconds", 0)) * speedup),
+        "chat_model_seconds_per_document": per_doc(chat.get("busy_seconds", 0) * speedup),
+        "upload_wall_seconds": round(upload_s, 2),
+        "drained_after_last_upload_seconds": drain_s,
+        "model_busy_fraction": metrics["model"]["busy_fraction"],
+        "queue_wait_seconds_max": round(metrics["model"]["queue_wait_seconds_max"] * speedup, 2),
+    }
+
+
+async def main(args: argparse.Namespace) -> None:
+    corpus = make_corpus(args.documents, args.kib * 1000, ("en",), 316)
+    result = {"documents": args.documents, "kib": args.kib, "speedup": args.speedup,
+              "model": {"slots": 1, "prefill_tokens_per_second": PREFILL, "decode_tokens_per_second": DECODE},
+              "reference_issue_11": REFERENCE, "modes": {}}
+    for mode in args.modes.split(","):
+        result["modes"][mode] = await run_mode(mode, corpus, args.speedup)
+        print(f"{mode}: done", file=sys.stderr)
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--documents", type=int, default=5)
+    parser.add_argument("--kib", type=int, default=80)
+    parser.add_argument("--speedup", type=float, default=20.0)
+    parser.add_argument("--modes", default="off,with-extraction,batched")
+    trio.run(main, parser.parse_args())
