@@ -133,6 +133,11 @@ class _ProviderSettings:
     background_max_concurrent: int = setting(
         2, "Attempts in flight at once for background work (indexing, facts); a separate budget.", minimum=1
     )
+    slots: int = setting(
+        0, "Requests the endpoint serves at once (llama-server --parallel). When set, no more attempts than "
+        "this are sent, and a free slot goes to waiting interactive work (uploads, searches) before "
+        "background work; 0: unknown, only the two budgets bound attempts.", minimum=0
+    )
     retry_backoff_base_seconds: float = setting(0.5, "First backoff sleep; doubles per retry, with jitter.",
                                                 positive=True)
     retry_backoff_max_seconds: float = setting(30.0, "Longest backoff sleep, Retry-After included.", positive=True)

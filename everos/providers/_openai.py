@@ -11,8 +11,11 @@ Answers are read with a size cap, and large ones are decoded in a worker thread 
 
 from __future__ import annotations
 
+import collections
 import functools
 import json
+import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
@@ -35,7 +38,7 @@ from everos.providers._policy import AttemptPolicy, Budget, parse_retry_after
 if TYPE_CHECKING:
     from everos.config import EmbeddingSettings, LLMSettings, RerankSettings, _ProviderSettings
 
-__all__ = ["ChatClient", "EmbeddingClient", "RerankClient"]
+__all__ = ["ChatClient", "EmbeddingClient", "RerankClient", "TokenRate"]
 
 T = TypeVar("T")
 
@@ -71,6 +74,7 @@ class _OpenAIEndpoint:
         self.model = settings.model
         self.endpoint = f"{self.kind} endpoint {base_url}"
         self._extra = dict(settings.extra)
+        self.tokens = TokenRate()
         if policy is None:
             kwargs = {} if random is None else {"random": random}
             policy = AttemptPolicy.from_settings(settings, endpoint=self.endpoint, **kwargs)
@@ -120,7 +124,7 @@ class _OpenAIEndpoint:
                 answer = json.loads(raw)
             except ValueError:
                 raise AnswerError(f"the answer to POST {path} is not JSON: {_excerpt(raw)!r}") from None
-            count_usage(self.kind, answer)
+            self.tokens.record(*count_usage(self.kind, answer))
             return decode(answer)
 
         try:
@@ -144,16 +148,57 @@ class _OpenAIEndpoint:
         return b"".join(chunks)
 
 
-def count_usage(kind: str, answer: Any) -> None:
+def count_usage(kind: str, answer: Any) -> tuple[int, int]:
     """Add the ``usage`` an OpenAI-compatible answer reports (prompt and completion tokens) to
-    :data:`everos.metrics.MODEL_TOKENS`. Thread-safe; ignores a missing or malformed block."""
+    :data:`everos.metrics.MODEL_TOKENS`; return them (0 for what it does not report).
+    Thread-safe; ignores a missing or malformed block."""
     usage = answer.get("usage") if isinstance(answer, dict) else None
     if not isinstance(usage, dict):
-        return
+        return 0, 0
+    counted = []
     for key, label in (("prompt_tokens", "prompt"), ("completion_tokens", "completion")):
         value = usage.get(key)
         if isinstance(value, int) and not isinstance(value, bool) and value > 0:
             MODEL_TOKENS.labels(kind, label).inc(value)
+            counted.append(value)
+        else:
+            counted.append(0)
+    return counted[0], counted[1]
+
+
+class TokenRate:
+    """The tokens one endpoint reported over the last ``window_seconds``: what a watchdog of a
+    local model reads as its recent speed (``/health`` providers block). Thread-safe: answers
+    are decoded in threads."""
+
+    def __init__(self, window_seconds: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.window_seconds = window_seconds
+        self._clock = clock
+        self._answers: collections.deque[tuple[float, int, int]] = collections.deque()
+        self._lock = threading.Lock()
+
+    def record(self, prompt_tokens: int, completion_tokens: int) -> None:
+        """One answer and the tokens it reported."""
+        with self._lock:
+            self._answers.append((self._clock(), prompt_tokens, completion_tokens))
+            self._prune()
+
+    def snapshot(self) -> dict[str, float | int]:
+        """Answers in the window and their prompt and completion tokens per second (the window's
+        totals over its length). Not a checkpoint."""
+        with self._lock:
+            self._prune()
+            prompt = sum(answer[1] for answer in self._answers)
+            completion = sum(answer[2] for answer in self._answers)
+            answers = len(self._answers)
+        return {"window_seconds": self.window_seconds, "answers": answers,
+                "prompt_tokens_per_second": round(prompt / self.window_seconds, 1),
+                "completion_tokens_per_second": round(completion / self.window_seconds, 1)}
+
+    def _prune(self) -> None:
+        horizon = self._clock() - self.window_seconds
+        while self._answers and self._answers[0][0] < horizon:
+            self._answers.popleft()
 
 
 class ChatClient(_OpenAIEndpoint):

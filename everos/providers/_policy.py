@@ -22,8 +22,9 @@ import email.utils
 import enum
 import math
 import random as _random
+import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, TypeVar
 
 import httpx
@@ -47,6 +48,7 @@ __all__ = [
     "AttemptPolicy",
     "Budget",
     "Budgets",
+    "PriorityGate",
     "backoff_seconds",
     "is_retryable_exception",
     "is_retryable_status",
@@ -74,23 +76,88 @@ class Budget(enum.StrEnum):
     BACKGROUND = "background"
 
 
-class Budgets:
-    """Two concurrency limiters for one endpoint: ``interactive`` and ``background``."""
+class PriorityGate:
+    """The endpoint's ``slots`` (llama-server's ``--parallel``): at most that many attempts in
+    flight, and a free slot goes to a waiting interactive attempt before any background one.
 
-    def __init__(self, *, interactive: int, background: int) -> None:
+    A model server with one slot queues requests first come, first served: without the gate, an
+    upload's extraction sent while a backlog of background calls (facts, embeddings) is queued
+    there waits for all of them. With it, the backlog waits here instead, and the extraction
+    waits at most for the one call already running. Within a budget, first come, first served.
+    A slot is handed straight to the next waiter, so none is lost to a cancellation.
+    """
+
+    def __init__(self, slots: int) -> None:
+        if slots < 1:
+            raise ValueError("slots must be at least 1")
+        self.slots = slots
+        self._free = slots
+        self._lots = {Budget.INTERACTIVE: trio.lowlevel.ParkingLot(), Budget.BACKGROUND: trio.lowlevel.ParkingLot()}
+
+    @contextlib.asynccontextmanager
+    async def slot(self, budget: Budget | str) -> AsyncIterator[None]:
+        """Hold one slot for the block. A checkpoint."""
+        await self._acquire(Budget(budget))
+        try:
+            yield
+        finally:
+            self._release()
+
+    async def _acquire(self, budget: Budget) -> None:
+        ahead = self._lots[Budget.INTERACTIVE] or (budget is Budget.BACKGROUND and self._lots[Budget.BACKGROUND])
+        if self._free > 0 and not ahead:
+            await trio.lowlevel.checkpoint_if_cancelled()
+            self._free -= 1
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return
+        await self._lots[budget].park()  # returns only with a slot handed over by _release
+
+    def _release(self) -> None:
+        for budget in (Budget.INTERACTIVE, Budget.BACKGROUND):
+            if self._lots[budget]:
+                self._lots[budget].unpark()
+                return
+        self._free += 1
+
+    def snapshot(self) -> dict[str, int]:
+        """``slots``, ``in_flight`` and the attempts ``waiting`` per budget. Not a checkpoint."""
+        return {"slots": self.slots, "in_flight": self.slots - self._free,
+                "waiting_interactive": len(self._lots[Budget.INTERACTIVE]),
+                "waiting_background": len(self._lots[Budget.BACKGROUND])}
+
+
+class Budgets:
+    """Two concurrency limiters for one endpoint, ``interactive`` and ``background``, and, when
+    the endpoint's ``slots`` are known, the :class:`PriorityGate` behind them (``gate``)."""
+
+    def __init__(self, *, interactive: int, background: int, slots: int = 0) -> None:
         self.interactive = trio.CapacityLimiter(interactive)
         self.background = trio.CapacityLimiter(background)
+        self.gate = PriorityGate(slots) if slots > 0 else None
 
     @classmethod
     def from_settings(cls, settings: _ProviderSettings) -> Budgets:
-        return cls(interactive=settings.max_concurrent, background=settings.background_max_concurrent)
+        return cls(interactive=settings.max_concurrent, background=settings.background_max_concurrent,
+                   slots=getattr(settings, "slots", 0))
 
     def limiter(self, budget: Budget | str) -> trio.CapacityLimiter:
         """The limiter of ``budget``. Raises ValueError for an unknown budget name."""
         return self.interactive if Budget(budget) is Budget.INTERACTIVE else self.background
 
+    @contextlib.asynccontextmanager
+    async def attempt(self, budget: Budget | str) -> AsyncIterator[None]:
+        """Hold what one attempt of ``budget`` needs: its budget's slot, then a slot of the gate
+        (if any). A checkpoint. Raises ValueError for an unknown budget name."""
+        async with self.limiter(budget):
+            if self.gate is None:
+                yield
+            else:
+                async with self.gate.slot(budget):
+                    yield
+
     def snapshot(self) -> dict[str, dict[str, int]]:
-        """Per budget: ``in_flight`` attempts, ``limit`` and ``waiting`` tasks. Not a checkpoint."""
+        """Per budget: ``in_flight`` attempts, ``limit`` and ``waiting`` tasks; ``slots``: the
+        gate's (when the endpoint's slots are set). Not a checkpoint."""
         out = {}
         for budget in Budget:
             stats = self.limiter(budget).statistics()
@@ -99,6 +166,8 @@ class Budgets:
                 "limit": int(stats.total_tokens),
                 "waiting": stats.tasks_waiting,
             }
+        if self.gate is not None:
+            out["slots"] = self.gate.snapshot()
         return out
 
 
@@ -260,7 +329,7 @@ class AttemptPolicy:
 
     async def _call(self, attempt_fn: Callable[[], Awaitable[T]], *, budget: Budget | str, kind: str) -> T:
         """:meth:`call` without its accounting."""
-        limiter = self.budgets.limiter(budget)
+        Budget(budget)  # an unknown budget name raises ValueError before anything is admitted
         admission = self.breaker.admit() if self.breaker is not None else None
         verdict_given = False
         attempts = 0
@@ -268,7 +337,7 @@ class AttemptPolicy:
         try:
             with trio.move_on_after(self.call_deadline_seconds) as deadline_scope:
                 while True:
-                    async with limiter:
+                    async with self.budgets.attempt(budget):
                         attempts += 1
                         try:
                             with trio.fail_after(self.attempt_timeout_seconds):

@@ -162,6 +162,7 @@ def _describe_endpoint(client: ChatClient | EmbeddingClient | RerankClient) -> d
         "base_url": client.base_url,
         "circuit": breaker.snapshot() if breaker is not None else None,
         "budgets": client.policy.budgets.snapshot(),
+        "recent": client.tokens.snapshot(),
     }
 
 
