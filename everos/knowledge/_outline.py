@@ -4,7 +4,8 @@
 extractor needs, in 0-based source lines (``token.map``): the top-level headings (ATX and setext,
 never inside a fence, a list or a block quote), the reference-link definitions (the first one of a
 label wins, as in CommonMark), and the line ranges that are not prose: code blocks (fenced and
-indented), HTML blocks (comments included), definitions and badge lines (a paragraph line made of
+indented), HTML blocks (comments included), definitions, a leading YAML front matter block
+(``---`` lines around it, as Jekyll, Hugo and Obsidian write it) and badge lines (a paragraph line made of
 images and links around images only, like ``[![CI](badge.svg)](ci)``). Those stay in a topic's
 content but never become its summary or its name.
 
@@ -15,6 +16,7 @@ and the caller falls back to its ATX line scan. Pure functions only; determinist
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Final
 
@@ -29,6 +31,9 @@ __all__ = ["PARSE_LINE_LIMIT", "Definition", "OutlineHeading", "Outline", "norma
 PARSE_LINE_LIMIT: Final = 100_000
 """Most lines parsed; a longer text is read by the caller's ATX line scan instead."""
 
+# Front matter: "---" on the first line, closed by "---" or "..." within the first 64 KiB.
+_FRONT_MATTER_RE: Final = re.compile(r"---[ \t]*\n(?:[^\n]*\n)*?(?:---|\.\.\.)[ \t]*(?:\n|\Z)")
+_FRONT_MATTER_MAX_CHARS: Final = 65_536
 _NOT_PROSE_TOKENS: Final = frozenset({"fence", "code_block", "html_block", "definition"})
 
 
@@ -78,13 +83,19 @@ def read_outline(text: str) -> Outline | None:
     """The outline of ``text`` (``\\n`` line ends), or ``None`` above :data:`PARSE_LINE_LIMIT` lines."""
     if text.count("\n") >= PARSE_LINE_LIMIT:
         return None
+    ranges: list[tuple[int, int]] = []
+    front = _FRONT_MATTER_RE.match(text[:_FRONT_MATTER_MAX_CHARS]) if text.startswith("---") else None
+    if front is not None:
+        # Parsed as blank lines (so it is no rule and no setext heading), line numbers unchanged.
+        end_line = text.count("\n", 0, front.end()) + (not front.group().endswith("\n"))
+        ranges.append((0, end_line))
+        text = "\n" * front.group().count("\n") + text[front.end():]
     env: dict[str, object] = {}
     tokens: list[Token] = []
     _MD.block.parse(text, _MD, env, tokens)
     lines: list[str] | None = None
     headings: list[OutlineHeading] = []
     definitions: dict[str, Definition] = {}
-    ranges: list[tuple[int, int]] = []
     for i, token in enumerate(tokens):
         if token.map is None:
             continue

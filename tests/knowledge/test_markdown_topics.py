@@ -188,3 +188,14 @@ def test_hostile_markdown_returns_topics(text: str) -> None:
     """issue #12 item 3: bracket floods, deep quotes and unclosed backticks return with topics."""
     doc = extract(text)
     assert doc.root.children
+
+
+def test_front_matter_is_neither_a_topic_nor_a_summary() -> None:
+    """issue #12 item 3: a leading `---` YAML block is no setext heading and stays in the content."""
+    doc = extract("---\ntitle: Widget\ntags: [a, b]\n---\n\n# Widget\n\nWidget does things.\n\n## Use\n\nRun it.\n")
+    assert names(doc.root) == [(1, "Widget"), (1, "Use")]
+    widget = topic(doc, "Widget")
+    assert widget.content.startswith("---\ntitle: Widget\n")
+    assert widget.summary == "Widget does things."
+    outline = read_outline("---\na: b\n---")
+    assert outline is not None and outline.not_prose == ((0, 3),) and not outline.headings
