@@ -68,7 +68,11 @@ class Outline:
 
 def _parser() -> MarkdownIt:
     # inline_definitions: markdown-it-py pushes a "definition" token (with its map) for each one.
-    return MarkdownIt("commonmark", {"inline_definitions": True})
+    md = MarkdownIt("commonmark", {"inline_definitions": True})
+    # The rule chains are compiled on first use; compile them now, so worker threads sharing the
+    # parser only read it (each parse keeps its state in its own StateBlock).
+    md.block.parse("# x\n", md, {}, [])
+    return md
 
 
 _MD: Final = _parser()
