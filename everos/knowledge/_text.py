@@ -11,7 +11,10 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Final
 
-__all__ = ["bounded", "clean_inline", "guess_language", "keywords", "lead_sentences", "name_from_text"]
+__all__ = [
+    "bounded", "clean_inline", "guess_language", "heading_name", "is_badge_line", "keywords", "lead_sentences",
+    "name_from_text",
+]
 
 # How much of a topic a summary or a name looks at.
 _LEAD_WINDOW_CHARS: Final = 4000
@@ -22,7 +25,16 @@ _NAME_MAX_CHARS: Final = 60
 _NAME_MAX_CHARS_UNSPACED: Final = 20
 
 _FENCE_LINE_RE: Final = re.compile(r" {0,3}(?:`{3,}|~{3,}).*")
-_LINK_RE: Final = re.compile(r"!?\[([^\]\n]*)\]\([^)\n]*\)")
+# Inline links (a destination may hold one level of parentheses), full and collapsed reference
+# links. No class admits "[" or "(", so a flood of brackets costs one step per character (the
+# old ``[^\]\n]*`` rescanned the rest of the line from every "[": 20,000 of them took 5 s).
+_LINK_RE: Final = re.compile(
+    r"!?\[([^\[\]\n]*)\](?:\((?:[^()\n]|\([^()\n]*\))*\)|\[[^\[\]\n]*\])"
+)
+_IMAGE_RE: Final = re.compile(r"!\[[^\[\]\n]*\](?:\((?:[^()\n]|\([^()\n]*\))*\)|\[[^\[\]\n]*\])?")
+_EMPTY_LINK_RE: Final = re.compile(r"\[[ \t]*\](?:\((?:[^()\n]|\([^()\n]*\))*\)|\[[^\[\]\n]*\])")
+# clean_inline reads at most this much (a name or a heading; summaries read their own window).
+_INLINE_MAX_CHARS: Final = 8000
 _LINE_MARKUP_RE: Final = re.compile(r"^\s*(?:#{1,6}(?:\s+|$)|>\s?|[-*+]\s+|\d{1,9}[.)]\s+)+")
 _TABLE_RULE_RE: Final = re.compile(r"^\s*\|?[\s:|-]*-{3,}[\s:|-]*$")
 _SENTENCE_END_RE: Final = re.compile(r"(?<=[.!?])\s+|(?<=[。！？；])")
@@ -78,10 +90,28 @@ def name_from_text(content: str) -> str:
 
 
 def clean_inline(text: str) -> str:
-    """Inline markdown to plain text: links to their text, no emphasis or code marks."""
-    text = _LINK_RE.sub(r"\1", text)
+    """Inline markdown to plain text: links to their text, no emphasis or code marks.
+
+    Inline links ``[t](url)`` and reference links ``[t][label]``, ``[t][]`` become ``t``; a
+    badge (``[![CI](badge.svg)](ci)``) becomes its image's text. Reads the first 8,000 characters.
+    """
+    text = _LINK_RE.sub(r"\1", text[:_INLINE_MAX_CHARS])
+    text = _LINK_RE.sub(r"\1", text)  # a link around an image: the image went first
     text = text.replace("**", "").replace("__", "").replace("`", "")
     return " ".join(text.split())
+
+
+def heading_name(raw: str) -> str:
+    """A heading's text as a topic name: images and badges dropped, the rest :func:`clean_inline`."""
+    raw = raw[:_INLINE_MAX_CHARS]
+    return clean_inline(_EMPTY_LINK_RE.sub("", _IMAGE_RE.sub("", raw)))
+
+
+def is_badge_line(line: str) -> bool:
+    """True for a line made of images and links around images only (a README badge row)."""
+    if "![" not in line:
+        return False
+    return not _EMPTY_LINK_RE.sub("", _IMAGE_RE.sub("", line)).strip()
 
 
 def bounded(text: str, limit: int) -> str:
