@@ -39,12 +39,20 @@ def display_time(epoch: float | None, timezone: str) -> str | None:
     return dt.datetime.fromtimestamp(epoch, zoneinfo.ZoneInfo(timezone)).isoformat(timespec="milliseconds")
 
 
-def task_body(job: Job, timezone: str, prefix: str) -> dict[str, Any]:
-    """``GET {prefix}/tasks/{task_id}``: the ingest job as a client polls it."""
+def task_body(job: Job, timezone: str, prefix: str, progress: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``GET {prefix}/tasks/{task_id}``: the ingest job as a client polls it. ``progress`` (from
+    ``IngestService.task_progress``) gives ``phase`` (``queued``, ``reading``, ``converting``,
+    ``extracting``, ``publishing``, ``indexing``, ``done``, ``failed``), ``index_status`` and
+    ``model`` (the calls and tokens the extraction cost, so far while it runs); without it the
+    phase follows the job's status alone."""
+    progress = progress or {}
     return {
         "task_id": job.id,
         "doc_id": (job.payload or {}).get("doc_id"),
         "status": str(job.status),
+        "phase": progress.get("phase", _PHASE_OF_STATUS[job.status]),
+        "index_status": progress.get("index_status"),
+        "model": progress.get("model", (job.result or {}).get("model")),
         "attempts": job.attempts,
         "max_attempts": job.max_attempts,
         "last_error": job.last_error,
@@ -57,10 +65,16 @@ def task_body(job: Job, timezone: str, prefix: str) -> dict[str, Any]:
     }
 
 
+_PHASE_OF_STATUS = {JobStatus.QUEUED: "queued", JobStatus.RUNNING: "extracting", JobStatus.SUCCEEDED: "indexing",
+                    JobStatus.FAILED: "failed", JobStatus.DEAD: "failed"}
+# What a job's result holds beyond EverOS's upload fields: shown in the task, not the upload answer.
+_TASK_ONLY_RESULT = ("extractor", "model")
+
+
 def upload_body(result: dict[str, Any]) -> dict[str, Any]:
     """The 201/200 body of an upload, PUT or re-extraction from its job's result: EverOS's fields.
-    The job result's ``extractor`` stays in the task (``GET /tasks/{id}``) and on the document."""
-    return {name: value for name, value in result.items() if name != "extractor"}
+    The job result's ``extractor`` and ``model`` stay in the task (``GET /tasks/{id}``)."""
+    return {name: value for name, value in result.items() if name not in _TASK_ONLY_RESULT}
 
 
 def job_failure(job: Job) -> EverosError:

@@ -40,7 +40,7 @@ from everos.ingest._workers import IngestWorkers
 from everos.knowledge._extractor import BuiltinExtractor, Extractor
 from everos.knowledge._taxonomy import Category
 from everos.runtime import Runtime
-from everos.store import Database, Job, LeasedQueue, QueueStats, clean_staging_sync
+from everos.store import Database, Job, JobStatus, LeasedQueue, QueueStats, clean_staging_sync
 from everos.supervisor import Supervisor
 from everos.workers import CpuWorkers
 
@@ -161,6 +161,28 @@ class IngestService:
 
     async def get_task(self, task_id: str) -> Job:
         return await self._documents.get_task(task_id)
+
+    async def task_progress(self, jobs: list[Job]) -> dict[str, dict[str, Any]]:
+        """``{job_id: {"phase", "index_status", "model"}}`` for the task answers of ``jobs``: a
+        running job's phase and model usage as its worker has them now; a finished one's
+        document ``indexing`` until its index holds it (``done``), ``failed`` when that failed.
+        One SQLite read for the finished ones.
+
+        Raises:
+            StoreBusy: SQLite did not answer in time.
+        """
+        finished = {job.id: job.payload["doc_id"] for job in jobs
+                    if job.status is JobStatus.SUCCEEDED and (job.payload or {}).get("doc_id")}
+        states = await self.index_states(list(finished.values())) if finished else {}
+        progress: dict[str, dict[str, Any]] = {}
+        for job in jobs:
+            if job.status is JobStatus.RUNNING and (live := self._workers.progress_of(job.id)) is not None:
+                progress[job.id] = {"phase": live.phase, "model": live.usage.as_dict()}
+            elif job.id in finished:
+                index_status = states.get(finished[job.id], {}).get("index_status", "pending")
+                phase = {"indexed": "done", "failed": "failed"}.get(index_status, "indexing")
+                progress[job.id] = {"phase": phase, "index_status": index_status}
+        return progress
 
     async def list_tasks(self, status: str | None, limit: int, offset: int) -> list[Job]:
         return await self._documents.list_tasks(status, limit, offset)

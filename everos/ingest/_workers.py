@@ -51,6 +51,7 @@ from everos.knowledge._layout import document_dir, knowledge_dir, original_path
 from everos.knowledge._markdown import render_document_files
 from everos.knowledge._models import topic_facts
 from everos.knowledge._projection import content_from_extraction, project
+from everos.providers import ModelUsage, counting_usage
 from everos.store import (
     Job,
     QueueStats,
@@ -62,13 +63,22 @@ from everos.store import (
 from everos.store._attempt import run_leased_attempt
 from everos.supervisor import Supervisor
 
-__all__ = ["PERMANENT_ERRORS", "IngestWorkers"]
+__all__ = ["PERMANENT_ERRORS", "IngestWorkers", "JobProgress"]
 
 log = logging.getLogger("everos.ingest")
 
 # Errors that will not go away by trying again: the job fails at once. A conversion past its
 # deadline or memory limit (WorkerFailed) fails the same way on the same bytes.
 PERMANENT_ERRORS = (ExtractionEmpty, UnsupportedFormat, InvalidInput, PathTraversal, ConversionFailed, WorkerFailed)
+
+
+@dataclasses.dataclass
+class JobProgress:
+    """Where a running job is: ``phase`` (``reading``, ``converting``, ``extracting``,
+    ``publishing``) and the model answers of its extraction so far."""
+
+    phase: str
+    usage: ModelUsage = dataclasses.field(default_factory=ModelUsage)
 
 
 class IngestWorkers:
@@ -97,6 +107,7 @@ class IngestWorkers:
         self._relative = ctx.relative
         self._changed = ctx.changed
         self._notify = ctx.jobs.settled
+        self._progress: dict[str, JobProgress] = {}
 
     def start(self, supervisor: Supervisor) -> None:
         """Start ``[ingest] workers`` workers, the reaper and the monitor. Not a checkpoint."""
@@ -151,23 +162,36 @@ class IngestWorkers:
             # else: the lease was lost and another worker owns the job now.
             self._notify(job.id)
 
-    async def _process(self, job: Job) -> dict[str, Any]:
-        """One attempt at one job. Every step can run twice without harm (G8)."""
-        p = job.payload
-        data = await self._files((self.inbox / p["inbox"]).read_bytes)
-        text, kind = await self._text_of(data, p["filename"])
-        categories = await self._categories.read(p["app_id"], p["project_id"])
-        if p.get("source_type") is None and kind in CONVERTED_FORMATS:
-            p = {**p, "source_type": kind}  # a job queued before accept recorded the format
-        source = SourceDocument(doc_id=p["doc_id"], title=p["title"], text=text, filename=p["filename"],
-                                source_type=p["source_type"], category_id=p["category_id"])
-        extracted = await self.extractor.extract(source, categories)
-        async with self._locks.hold(p["doc_id"]):
-            if await self.queue.get(job.id) is None:
-                raise NotFound("the document was deleted while it was being extracted")
-            return await self._publish(p, data, extracted)
+    def progress_of(self, job_id: str) -> JobProgress | None:
+        """The phase and model usage of a job this process is running now, else None. Not a checkpoint."""
+        return self._progress.get(job_id)
 
-    async def _text_of(self, data: bytes, filename: str) -> tuple[str, str]:
+    async def _process(self, job: Job) -> dict[str, Any]:
+        """One attempt at one job. Every step can run twice without harm (G8). Its phase and the
+        model answers of its extraction are in :meth:`progress_of` meanwhile, and the usage in
+        the result (``model``)."""
+        progress = self._progress[job.id] = JobProgress("reading")
+        try:
+            p = job.payload
+            data = await self._files((self.inbox / p["inbox"]).read_bytes)
+            text, kind = await self._text_of(data, p["filename"], progress)
+            categories = await self._categories.read(p["app_id"], p["project_id"])
+            if p.get("source_type") is None and kind in CONVERTED_FORMATS:
+                p = {**p, "source_type": kind}  # a job queued before accept recorded the format
+            source = SourceDocument(doc_id=p["doc_id"], title=p["title"], text=text, filename=p["filename"],
+                                    source_type=p["source_type"], category_id=p["category_id"])
+            progress.phase = "extracting"
+            with counting_usage(progress.usage):
+                extracted = await self.extractor.extract(source, categories)
+            progress.phase = "publishing"
+            async with self._locks.hold(p["doc_id"]):
+                if await self.queue.get(job.id) is None:
+                    raise NotFound("the document was deleted while it was being extracted")
+                return {**await self._publish(p, data, extracted), "model": progress.usage.as_dict()}
+        finally:
+            self._progress.pop(job.id, None)
+
+    async def _text_of(self, data: bytes, filename: str, progress: JobProgress) -> tuple[str, str]:
         """The upload as the extractor's text, and its detected format: converted formats become
         markdown in a worker process under the conversion deadline and memory limit (G13), the
         rest is decoded as at accept.
@@ -181,6 +205,7 @@ class IngestWorkers:
             return await self._cpu(decode_upload, data, filename, None), kind
         check_convertible(self._ctx, kind, filename)
         assert self._ctx.cpu_workers is not None
+        progress.phase = "converting"
         settings = self.config.ingest
         converted = await self._ctx.cpu_workers.run_cpu(
             convert_to_markdown, data, filename, deadline_s=settings.conversion_timeout_seconds,

@@ -107,19 +107,31 @@ class CreatedDocument(TypedDict):
     original_file_path: str | None
 
 
+class ModelUsageAnswer(TypedDict):
+    """What the extraction cost the model: answers and their tokens (so far, while it runs)."""
+
+    calls: int
+    prompt_tokens: int
+    completion_tokens: int
+
+
 class TaskResult(CreatedDocument):
     """A finished task's result: the stored document, and which extractor made its topics
     (``llm``, ``builtin``, or ``builtin (llm fallback: <why>)``)."""
 
     extractor: NotRequired[str]
+    model: NotRequired[ModelUsageAnswer]
 
 
 class TaskAnswer(TypedDict):
-    """An ingest task: where a document's extraction is."""
+    """An ingest task: where a document's extraction is, and then its indexing (``phase``)."""
 
     task_id: str
     doc_id: str | None
     status: Literal["queued", "running", "succeeded", "failed", "dead"]
+    phase: Literal["queued", "reading", "converting", "extracting", "publishing", "indexing", "done", "failed"]
+    index_status: Literal["pending", "indexed", "failed"] | None
+    model: ModelUsageAnswer | None
     attempts: int
     max_attempts: int
     last_error: str | None

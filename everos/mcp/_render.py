@@ -184,8 +184,12 @@ def render_search(body: dict[str, Any]) -> str:
 
 
 def render_task(body: dict[str, Any]) -> str:
-    text = f"Task {body['task_id']} of document {body['doc_id']}: {body['status']} " \
+    text = f"Task {body['task_id']} of document {body['doc_id']}: {body['status']}, {body['phase']} " \
            f"(attempt {body['attempts']} of {body['max_attempts']})."
+    if body.get("model"):
+        model = body["model"]
+        text += (f" Model: {model['calls']} calls, {model['prompt_tokens']} prompt and "
+                 f"{model['completion_tokens']} completion tokens.")
     if body["status"] in ("queued", "running"):
         text += " Extraction is still running; call knowledge_task_status again in a few seconds."
     elif body["status"] == "succeeded":

@@ -153,7 +153,7 @@ class KnowledgeTools:
         if job.status in TERMINAL:
             error = job_failure(job)
             raise ToolFailure(error.code, error.message, task_id=job.id)
-        task = task_body(job, self.timezone, TASK_PREFIX)
+        task = task_body(job, self.timezone, TASK_PREFIX, (await self.knowledge.task_progress([job])).get(job.id))
         return {"done": False, "task": task}, render.render_pending(task)
 
     async def _encode_within_limit(self, content: str) -> bytes:
@@ -195,7 +195,8 @@ class KnowledgeTools:
                 f"Deleted document {doc_id} and its {deleted} topics.")
 
     async def _task_status(self, arguments: dict[str, Any]) -> tuple[dict[str, Any], str]:
-        body = task_body(await self.knowledge.get_task(TaskRef.parse(arguments).task_id), self.timezone, TASK_PREFIX)
+        job = await self.knowledge.get_task(TaskRef.parse(arguments).task_id)
+        body = task_body(job, self.timezone, TASK_PREFIX, (await self.knowledge.task_progress([job])).get(job.id))
         return body, render.render_task(body)
 
     async def _status(self, arguments: dict[str, Any]) -> tuple[dict[str, Any], str]:

@@ -42,6 +42,7 @@ from everos.providers._registry import (
     make_embedder,
     make_reranker,
 )
+from everos.providers._usage import ModelUsage, counting_usage, record_usage
 
 __all__ = [
     "Admission",
@@ -58,6 +59,7 @@ __all__ = [
     "Embedder",
     "EmbeddingClient",
     "EmbeddingDimensionError",
+    "ModelUsage",
     "ProviderConnectionError",
     "ProviderError",
     "ProviderHTTPError",
@@ -68,6 +70,7 @@ __all__ = [
     "backoff_seconds",
     "chat_content",
     "circuit_state",
+    "counting_usage",
     "fit_dimension",
     "is_retryable_exception",
     "is_retryable_status",
@@ -78,6 +81,7 @@ __all__ = [
     "parse_json_object",
     "parse_rerank",
     "parse_retry_after",
+    "record_usage",
     "retry_delay_seconds",
 ]
 

@@ -34,6 +34,7 @@ from everos.providers._answers import (
 )
 from everos.providers._errors import EmbeddingDimensionError, ProviderHTTPError, ProviderResponseError
 from everos.providers._policy import AttemptPolicy, Budget, parse_retry_after
+from everos.providers._usage import record_usage
 
 if TYPE_CHECKING:
     from everos.config import EmbeddingSettings, LLMSettings, RerankSettings, _ProviderSettings
@@ -124,7 +125,9 @@ class _OpenAIEndpoint:
                 answer = json.loads(raw)
             except ValueError:
                 raise AnswerError(f"the answer to POST {path} is not JSON: {_excerpt(raw)!r}") from None
-            self.tokens.record(*count_usage(self.kind, answer))
+            tokens = count_usage(self.kind, answer)
+            self.tokens.record(*tokens)
+            record_usage(*tokens)
             return decode(answer)
 
         try:

@@ -190,22 +190,26 @@ def _blueprint(service: IngestService, search: Any, version: str) -> Blueprint:
         scope = Scope.from_query(request.args)
         return ok({"categories": await service.category_listing(scope.app_id, scope.project_id)})
 
+    async def task_bodies(jobs: list) -> list[dict]:
+        progress = await service.task_progress(jobs)
+        return [answers.task_body(job, timezone(), prefix, progress.get(job.id)) for job in jobs]
+
     @bp.get("/tasks/<task_id>")
     async def get_task(task_id: str) -> Response:
-        return ok(answers.task_body(await service.get_task(path_task_id(task_id)), timezone(), prefix))
+        return ok((await task_bodies([await service.get_task(path_task_id(task_id))]))[0])
 
     @bp.post("/tasks/<task_id>/retry")
     async def retry_task(task_id: str) -> Response:
         task_id = path_task_id(task_id)
         await empty_body()
-        return ok(answers.task_body(await service.retry_task(task_id), timezone(), prefix))
+        return ok((await task_bodies([await service.retry_task(task_id)]))[0])
 
     @bp.get("/tasks")
     async def list_tasks() -> Response:
         listing = ListTasks.from_query(request.args)
         jobs = await service.list_tasks(listing.status, limit=listing.page_size,
                                         offset=(listing.page - 1) * listing.page_size)
-        return ok({"tasks": [answers.task_body(job, timezone(), prefix) for job in jobs], "page": listing.page,
+        return ok({"tasks": await task_bodies(jobs), "page": listing.page,
                    "page_size": listing.page_size})
 
     return bp
