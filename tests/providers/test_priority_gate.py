@@ -85,7 +85,8 @@ async def test_an_upload_waits_for_one_running_call_not_the_backlog(nursery) -> 
         await client.aclose()
     arrived = [request.body["messages"][0]["content"].split("\n", 1)[0] for request in fake.requests
                if request.route == "chat"]
-    assert arrived[:2] == ["background 0", "upload"], arrived
+    # Which background call goes first is trio's scheduling; the upload is next.
+    assert arrived[0].startswith("background") and arrived[1] == "upload", arrived
 
 
 def test_token_rate_counts_the_last_window_only() -> None:
