@@ -152,6 +152,10 @@ class _ProviderSettings:
 
 @dataclass(frozen=True)
 class LLMSettings(_ProviderSettings):
+    stream: bool = setting(
+        True, "Ask for answers as a stream: an attempt then lasts while the model writes and fails only when "
+        "nothing arrives for timeout_seconds (a local model may take minutes for a long answer); false: the "
+        "whole answer within timeout_seconds.")
     context_tokens: int = setting(
         32768, "The model's context window in tokens (llama-server --ctx-size per slot). A document whose "
         "prompt fits, with room for the answer, is extracted in one call, its category (and, with "

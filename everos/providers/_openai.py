@@ -14,6 +14,7 @@ from __future__ import annotations
 import collections
 import functools
 import json
+import math
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -32,7 +33,13 @@ from everos.providers._answers import (
     parse_json_object,
     parse_rerank,
 )
-from everos.providers._errors import EmbeddingDimensionError, ProviderHTTPError, ProviderResponseError
+from everos.providers._errors import (
+    EmbeddingDimensionError,
+    ProviderConnectionError,
+    ProviderHTTPError,
+    ProviderResponseError,
+    ProviderTimeout,
+)
 from everos.providers._policy import AttemptPolicy, Budget, parse_retry_after
 from everos.providers._usage import record_usage
 
@@ -120,25 +127,73 @@ class _OpenAIEndpoint:
                 retry_after_seconds=parse_retry_after(response.headers.get("retry-after")),
             )
 
-        def decode_raw() -> T:
+        def load() -> Any:
             try:
-                answer = json.loads(raw)
+                return json.loads(raw)
             except ValueError:
                 raise AnswerError(f"the answer to POST {path} is not JSON: {_excerpt(raw)!r}") from None
+
+        return await self._decode(load, len(raw), decode)
+
+    async def _decode(self, load: Callable[[], Any], size: int, decode: Callable[[Any], T]) -> T:
+        """``decode(load())``, its usage counted, in a thread when the answer is large (``size``
+        bytes). Raises ``ProviderResponseError`` (or ``EmbeddingDimensionError``) for an answer
+        ``load`` or ``decode`` rejects."""
+        def decode_answer() -> T:
+            answer = load()
             tokens = count_usage(self.kind, answer)
             self.tokens.record(*tokens)
             record_usage(*tokens)
             return decode(answer)
 
         try:
-            if len(raw) > _THREAD_DECODE_BYTES:
+            if size > _THREAD_DECODE_BYTES:
                 # Pure CPU on private data: an abandoned thread is harmless.
-                return await trio.to_thread.run_sync(decode_raw, limiter=self._decode_limiter, abandon_on_cancel=True)
-            return decode_raw()
+                return await trio.to_thread.run_sync(decode_answer, limiter=self._decode_limiter,
+                                                     abandon_on_cancel=True)
+            return decode_answer()
         except DimensionMismatch as exc:
             raise EmbeddingDimensionError(self.endpoint, str(exc)) from None
         except AnswerError as exc:
             raise ProviderResponseError(self.endpoint, str(exc), content=exc.content) from None
+
+    async def _post_streamed(self, path: str, body: Mapping[str, Any], decode: Callable[[Any], T],
+                             idle_seconds: float) -> T:
+        """POST ``body`` asking for a stream of server-sent events and ``decode`` the answer they
+        add up to (``choices[0].message.content`` and the final ``usage``), as :meth:`_post` does
+        an unstreamed one; a server that answers unstreamed is read as :meth:`_post` reads it.
+
+        The attempt lasts as long as the model keeps writing: it fails (``ProviderTimeout``) only
+        when no byte arrives for ``idle_seconds``, the first one included. Raises as :meth:`_post`
+        does, and ``ProviderConnectionError`` for a stream that ends before the answer is
+        complete. Cancellation closes the connection.
+        """
+        try:
+            with trio.fail_after(idle_seconds) as idle:
+                async with self._http.stream("POST", self.base_url + path, json=body) as response:
+                    streamed = response.headers.get("content-type", "").startswith("text/event-stream")
+                    if not (200 <= response.status_code < 300 and streamed):
+                        idle.deadline = trio.current_time() + self.policy.attempt_timeout_seconds
+                        raw = await self._read_capped(response)
+                    else:
+                        events = _EventStream(self.endpoint)
+                        async for chunk in response.aiter_bytes():
+                            idle.deadline = trio.current_time() + idle_seconds
+                            events.feed(chunk)
+        except trio.TooSlowError:
+            raise ProviderTimeout(self.endpoint, f"the model sent nothing for {idle_seconds:g}s "
+                                                 f"(streamed answer)") from None
+        if not (200 <= response.status_code < 300):
+            raise ProviderHTTPError(
+                self.endpoint,
+                response.status_code,
+                body_excerpt=_excerpt(raw),
+                retry_after_seconds=parse_retry_after(response.headers.get("retry-after")),
+            )
+        if not streamed:
+            return await self._decode(lambda: _loads(raw, path), len(raw), decode)
+        answer = events.answer()
+        return await self._decode(lambda: answer, events.size, decode)
 
     async def _read_capped(self, response: httpx.Response) -> bytes:
         chunks: list[bytes] = []
@@ -212,6 +267,7 @@ class ChatClient(_OpenAIEndpoint):
     def __init__(self, settings: LLMSettings, **kwargs: Any) -> None:
         super().__init__(settings, **kwargs)
         self._json_mode = True
+        self._stream = settings.stream
 
     @property
     def json_mode_supported(self) -> bool:
@@ -242,22 +298,34 @@ class ChatClient(_OpenAIEndpoint):
         """
         request_messages = _with_schema_hint(messages, schema_hint)
 
+        async def send(json_mode: bool) -> dict[str, Any]:
+            body = self._chat_body(request_messages, json_mode)
+            if self._stream:
+                return await self._post_streamed("/chat/completions", body, _json_object,
+                                                 self.policy.attempt_timeout_seconds)
+            return await self._post("/chat/completions", body, _json_object)
+
         async def attempt() -> dict[str, Any]:
             if self._json_mode:
                 try:
-                    return await self._post("/chat/completions", self._chat_body(request_messages, True), _json_object)
+                    return await send(True)
                 except ProviderHTTPError as exc:
                     if exc.status not in _JSON_MODE_REJECTIONS or "response_format" not in exc.body_excerpt.lower():
                         raise
                     self._json_mode = False
-            return await self._post("/chat/completions", self._chat_body(request_messages, False), _json_object)
+            return await send(False)
 
-        return await self.policy.call(attempt, budget=budget)
+        # Streamed, an attempt runs while the model writes; its idle time is bounded instead.
+        return await self.policy.call(attempt, budget=budget,
+                                      attempt_timeout_seconds=math.inf if self._stream else None)
 
     def _chat_body(self, messages: list[dict[str, Any]], json_mode: bool) -> dict[str, Any]:
         fields: dict[str, Any] = {"messages": messages}
         if json_mode:
             fields["response_format"] = {"type": "json_object"}
+        if self._stream:
+            fields["stream"] = True
+            fields["stream_options"] = {"include_usage": True}
         return self._body(fields)
 
 
@@ -340,6 +408,72 @@ class RerankClient(_OpenAIEndpoint):
     async def _rerank_batch(self, query: str, batch: list[str]) -> list[tuple[int, float]]:
         body = self._body({"query": query, "documents": batch, "top_n": len(batch)})
         return await self._post("/rerank", body, lambda answer: parse_rerank(answer, document_count=len(batch)))
+
+
+def _loads(raw: bytes, path: str) -> Any:
+    try:
+        return json.loads(raw)
+    except ValueError:
+        raise AnswerError(f"the answer to POST {path} is not JSON: {_excerpt(raw)!r}") from None
+
+
+class _EventStream:
+    """A streamed chat answer read from its server-sent events (``data: {chunk}`` lines, then
+    ``data: [DONE]``): the content pieces of ``choices[0].delta``, the ``usage`` a chunk carries
+    (the last one, with ``stream_options.include_usage``) and whether it finished. Bounded by
+    :data:`MAX_ANSWER_BYTES`."""
+
+    def __init__(self, endpoint: str) -> None:
+        self.endpoint = endpoint
+        self.size = 0
+        self._pending = b""
+        self._content: list[str] = []
+        self._usage: Any = None
+        self._finished = False
+
+    def feed(self, chunk: bytes) -> None:
+        self.size += len(chunk)
+        if self.size > MAX_ANSWER_BYTES:
+            raise ProviderResponseError(self.endpoint, f"answer larger than {MAX_ANSWER_BYTES} bytes")
+        lines = (self._pending + chunk).split(b"\n")
+        self._pending = lines.pop()
+        for line in lines:
+            self._line(line.strip())
+
+    def _line(self, line: bytes) -> None:
+        if not line.startswith(b"data:"):
+            return  # a comment, an event name or the blank line between events
+        data = line[5:].strip()
+        if data == b"[DONE]":
+            self._finished = True
+            return
+        try:
+            chunk = json.loads(data)
+        except ValueError:
+            raise ProviderResponseError(self.endpoint, f"a streamed chunk is not JSON: {_excerpt(data)!r}") from None
+        if not isinstance(chunk, dict):
+            return
+        if "error" in chunk:
+            raise ProviderResponseError(self.endpoint, f"the stream reported an error: {str(chunk['error'])[:200]}")
+        if isinstance(chunk.get("usage"), dict):
+            self._usage = chunk["usage"]
+        for choice in chunk.get("choices") or ():
+            if not isinstance(choice, dict) or choice.get("index", 0) != 0:
+                continue
+            delta = choice.get("delta")
+            if isinstance(delta, dict) and isinstance(delta.get("content"), str):
+                self._content.append(delta["content"])
+            if choice.get("finish_reason"):
+                self._finished = True
+
+    def answer(self) -> dict[str, Any]:
+        """The answer as an unstreamed one would be. Raises ProviderConnectionError for a stream
+        that ended before a finish reason or ``[DONE]``."""
+        self._line(self._pending.strip())
+        if not self._finished:
+            raise ProviderConnectionError(self.endpoint, "the answer stream ended before the answer was complete")
+        return {"choices": [{"index": 0, "message": {"role": "assistant", "content": "".join(self._content)}}],
+                "usage": self._usage}
 
 
 def _json_object(answer: Any) -> dict[str, Any]:

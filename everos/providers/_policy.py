@@ -287,7 +287,8 @@ class AttemptPolicy:
             random=random,
         )
 
-    async def call(self, attempt_fn: Callable[[], Awaitable[T]], *, budget: Budget | str) -> T:
+    async def call(self, attempt_fn: Callable[[], Awaitable[T]], *, budget: Budget | str,
+                   attempt_timeout_seconds: float | None = None) -> T:
         """Run ``attempt_fn()`` until it returns, under this policy; return what it returned.
 
         ``attempt_fn`` makes one attempt. It reports failures by raising
@@ -295,6 +296,9 @@ class AttemptPolicy:
         (never retried), another :class:`ProviderError`, or an ``httpx`` transport error.
 
         This is a checkpoint and blocks for at most ``call_deadline_seconds``.
+
+        ``attempt_timeout_seconds`` replaces the policy's for this call (``math.inf``: the attempt
+        bounds its own time, as a streamed answer's idle timeout does).
 
         Raises:
             CircuitOpen: the endpoint's circuit is open; ``attempt_fn`` was not called.
@@ -313,7 +317,8 @@ class AttemptPolicy:
         started = time.perf_counter()
         outcome = "cancelled"
         try:
-            result = await self._call(attempt_fn, budget=budget, kind=kind)
+            result = await self._call(attempt_fn, budget=budget, kind=kind,
+                                      attempt_timeout_seconds=attempt_timeout_seconds)
             outcome = "ok"
             return result
         except CircuitOpen:
@@ -327,8 +332,10 @@ class AttemptPolicy:
             if outcome != "circuit_open":
                 MODEL_CALL_SECONDS.labels(kind).observe(time.perf_counter() - started)
 
-    async def _call(self, attempt_fn: Callable[[], Awaitable[T]], *, budget: Budget | str, kind: str) -> T:
+    async def _call(self, attempt_fn: Callable[[], Awaitable[T]], *, budget: Budget | str, kind: str,
+                    attempt_timeout_seconds: float | None = None) -> T:
         """:meth:`call` without its accounting."""
+        attempt_timeout = self.attempt_timeout_seconds if attempt_timeout_seconds is None else attempt_timeout_seconds
         Budget(budget)  # an unknown budget name raises ValueError before anything is admitted
         admission = self.breaker.admit() if self.breaker is not None else None
         verdict_given = False
@@ -340,11 +347,11 @@ class AttemptPolicy:
                     async with self.budgets.attempt(budget):
                         attempts += 1
                         try:
-                            with trio.fail_after(self.attempt_timeout_seconds):
+                            with trio.fail_after(attempt_timeout):
                                 result = await attempt_fn()
                         except (trio.TooSlowError, ProviderError, httpx.HTTPError) as exc:
-                            MODEL_ATTEMPTS.labels(kind, "timeout" if isinstance(exc, trio.TooSlowError)
-                                                  else "error").inc()
+                            timed_out = isinstance(exc, (trio.TooSlowError, ProviderTimeout))
+                            MODEL_ATTEMPTS.labels(kind, "timeout" if timed_out else "error").inc()
                             error, outcome = self._classify(exc)
                             if outcome is _Outcome.ANSWERED:
                                 verdict_given = self._answered(admission)

@@ -280,16 +280,24 @@ class FakeLLM:
                 if effects.latency_seconds:
                     await trio.sleep(effects.latency_seconds)
                 if effects.stall:
-                    if self._recovered is None:
-                        self._recovered = trio.Event()
-                    await self._recovered.wait()
+                    await self._wait_for_recovery()
                 # Answers are built in a thread: an in-process fake must not add event-loop lag
                 # to the server under test (G5). Pure work on private data: abandoning is safe.
                 answer = await trio.to_thread.run_sync(build, limiter=self._build_limiter, abandon_on_cancel=True)
-                if self.slots is not None and route in SLOTTED_ROUTES and answer.status == 200:
-                    usage = json.loads(answer.body).get("usage", {})
-                    await self.slots.run(route, usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0))
-                await self._send(stream, connection, answer, effects)
+                slotted = self.slots is not None and route in SLOTTED_ROUTES and answer.status == 200
+                usage = json.loads(answer.body).get("usage", {}) if slotted else {}
+                if answer.events is not None:
+                    async def emit(decode_seconds: float) -> None:
+                        await self._send_events(stream, connection, answer, effects, decode_seconds)
+                    if slotted:
+                        await self.slots.run(route, usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0),
+                                             emit=emit)
+                    else:
+                        await emit(0.0)
+                else:
+                    if slotted:
+                        await self.slots.run(route, usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0))
+                    await self._send(stream, connection, answer, effects)
                 finished = True
             except (_ConnectionDone, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                 error = exc
@@ -306,6 +314,34 @@ class FakeLLM:
         if error is not None:
             raise error
 
+    async def _send_events(
+        self, stream: trio.SocketStream, connection: h11.Connection, answer: Answer, effects: Effects,
+        decode_seconds: float,
+    ) -> None:
+        """A streamed answer: its events spread over ``decode_seconds`` (chunked transfer), with
+        the stall and close faults that apply halfway."""
+        events = answer.events or []
+        headers = [("content-type", "text/event-stream"), ("cache-control", "no-cache"),
+                   ("server", "everos-fake-llm"), *answer.headers]
+        await stream.send_all(connection.send(h11.Response(status_code=answer.status, headers=headers)))
+        gap = decode_seconds / max(1, len(events) - 1)
+        for index, event in enumerate(events):
+            if index == len(events) // 2:
+                if effects.close_at == "mid_response":
+                    self._closed_by_fault += 1
+                    raise _ConnectionDone
+                if effects.stall_mid_response:
+                    await self._wait_for_recovery()
+            if index and gap:
+                await trio.sleep(gap)
+            await stream.send_all(connection.send(h11.Data(data=event)))
+        await stream.send_all(connection.send(h11.EndOfMessage()))
+
+    async def _wait_for_recovery(self) -> None:
+        if self._recovered is None:
+            self._recovered = trio.Event()
+        await self._recovered.wait()
+
     async def _send(
         self, stream: trio.SocketStream, connection: h11.Connection, answer: Answer, effects: Effects
     ) -> None:
@@ -321,6 +357,10 @@ class FakeLLM:
             await stream.send_all(connection.send(h11.Data(data=body[: len(body) // 2])))
             self._closed_by_fault += 1
             raise _ConnectionDone
+        if effects.stall_mid_response:
+            await stream.send_all(connection.send(h11.Data(data=body[: len(body) // 2])))
+            await self._wait_for_recovery()
+            body = body[len(body) // 2:]
         if effects.trickle_bytes_per_second:
             chunk = max(1, int(effects.trickle_bytes_per_second * _TRICKLE_TICK_SECONDS))
             for start in range(0, len(body), chunk):

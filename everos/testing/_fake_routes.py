@@ -27,11 +27,13 @@ class _Traits(Protocol):
 
 @dataclass
 class Answer:
-    """Status, JSON body bytes and extra headers of one answer."""
+    """Status, JSON body bytes and extra headers of one answer. ``events``: a streamed chat
+    answer's server-sent events (``body`` then holds the same answer unstreamed, for its usage)."""
 
     status: int
     body: bytes
     headers: list[tuple[str, str]] = field(default_factory=list)
+    events: list[bytes] | None = None
 
 
 def json_answer(status: int, payload: Any, headers: list[tuple[str, str]] | None = None) -> Answer:
@@ -96,15 +98,40 @@ def _chat(traits: _Traits, number: int, body: dict[str, Any], effects: Effects) 
         content = f"```json\n{content}\n```"
     prompt_tokens = sum(estimate_tokens(_text(m.get("content"))) for m in messages if isinstance(m, dict))
     completion_tokens = estimate_tokens(content)
-    return json_answer(200, {
+    usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+             "total_tokens": prompt_tokens + completion_tokens}
+    model = body.get("model") or traits.model
+    answer = json_answer(200, {
         "id": f"chatcmpl-fake-{number}",
         "object": "chat.completion",
         "created": 0,
-        "model": body.get("model") or traits.model,
+        "model": model,
         "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                  "total_tokens": prompt_tokens + completion_tokens},
+        "usage": usage,
     })
+    if body.get("stream") is True:
+        answer.events = _chat_events(f"chatcmpl-fake-{number}", model, content, usage)
+    return answer
+
+
+# Characters of content per streamed event (a few tokens, as a model server sends them).
+_STREAM_CHARS = 48
+
+
+def _chat_events(answer_id: str, model: str, content: str, usage: dict[str, int]) -> list[bytes]:
+    """The server-sent events of a streamed chat answer: the role, the content in pieces, the
+    finish reason with the usage (as llama-server and OpenAI with ``include_usage`` send it),
+    then ``[DONE]``."""
+    def event(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> bytes:
+        chunk = {"id": answer_id, "object": "chat.completion.chunk", "created": 0, "model": model,
+                 "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **extra}
+        return b"data: " + json.dumps(chunk, ensure_ascii=False).encode("utf-8") + b"\n\n"
+
+    events = [event({"role": "assistant", "content": ""})]
+    events += [event({"content": content[i:i + _STREAM_CHARS]}) for i in range(0, len(content), _STREAM_CHARS)]
+    events.append(event({}, "stop", usage=usage))
+    events.append(b"data: [DONE]\n\n")
+    return events
 
 
 def _embeddings(traits: _Traits, body: dict[str, Any], effects: Effects) -> Answer:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 __all__ = [
     "CLOSE_POINTS",
+    "STALL_POINTS",
     "FAULT_KINDS",
     "FAULT_ROUTES",
     "Effects",
@@ -31,6 +32,9 @@ FAULT_ROUTES = ("chat", "embeddings", "rerank", "models")
 # before_response: after the whole request, before any byte of the answer.
 # mid_response: after the status line, headers and half the body.
 CLOSE_POINTS = ("mid_request", "before_response", "mid_response")
+# before_response: no byte of the answer. mid_response: the status line, headers and half the
+# body (of a streamed answer: half its events), then nothing.
+STALL_POINTS = ("before_response", "mid_response")
 
 
 def _numbers(requests: int | Iterable[int] | None) -> frozenset[int] | None:
@@ -66,6 +70,8 @@ class Fault:
             raise ValueError(f"unknown route {self.route!r}; routes: {', '.join(FAULT_ROUTES)}")
         if not 0.0 <= self.probability <= 1.0:
             raise ValueError("probability must be within [0, 1]")
+        if self.kind == "stall" and self.at not in STALL_POINTS:
+            raise ValueError(f"stall at {self.at!r}; allowed: {', '.join(STALL_POINTS)}")
         if self.kind == "close" and self.at not in CLOSE_POINTS:
             raise ValueError(f"close at {self.at!r}; allowed: {', '.join(CLOSE_POINTS)}")
         if self.kind == "trickle" and self.bytes_per_second <= 0:
@@ -83,9 +89,11 @@ class Fault:
         return cls("latency", seconds=seconds, **when)
 
     @classmethod
-    def stall(cls, **when) -> Fault:
-        """Never answer (until :meth:`FakeLLM.recover`); the connection stays open."""
-        return cls("stall", **when)
+    def stall(cls, at: str = "before_response", **when) -> Fault:
+        """Never answer (until :meth:`FakeLLM.recover`); the connection stays open. ``at``:
+        before any byte of the answer, or ``mid_response``, after half of it (half of a
+        streamed answer's events: a model that stops writing)."""
+        return cls("stall", at=at, **when)
 
     @classmethod
     def close(cls, at: str = "before_response", **when) -> Fault:
@@ -128,6 +136,7 @@ class Effects:
 
     latency_seconds: float = 0.0
     stall: bool = False
+    stall_mid_response: bool = False
     close_at: str | None = None
     trickle_bytes_per_second: float | None = None
     status_code: int | None = None
@@ -159,6 +168,8 @@ def combine(faults: Iterable[Fault]) -> Effects:
         effects.kinds.append(fault.kind)
         if fault.kind == "latency":
             effects.latency_seconds += fault.seconds
+        elif fault.kind == "stall" and fault.at == "mid_response":
+            effects.stall_mid_response = True
         elif fault.kind == "stall":
             effects.stall = True
         elif fault.kind == "close":
@@ -190,11 +201,13 @@ def parse_fault_spec(spec: str) -> Fault:
     """A fault from its command-line form ``KIND[=VALUE][,option=value…]``.
 
     VALUE is the kind's argument: seconds for ``latency``, bytes per second for ``trickle``, the
-    status code for ``status``, the dimension for ``wrong_dim``, the close point for ``close``.
+    status code for ``status``, the dimension for ``wrong_dim``, the close point for ``close``,
+    the stall point for ``stall`` (default ``before_response``).
     Options: ``route=chat``, ``requests=1-3+7`` (numbers and ranges joined by ``+``), ``p=0.2``,
     ``retry_after=2`` (status), ``in_body=1`` (malformed_json). Examples::
 
         stall,route=chat
+        stall=mid_response,route=chat
         status=429,retry_after=2,requests=1-3
         latency=1.5,p=0.1
 
@@ -225,7 +238,7 @@ def parse_fault_spec(spec: str) -> Fault:
     if kind == "latency":
         return Fault.latency(float(value), **when)
     if kind == "stall":
-        return Fault.stall(**when)
+        return Fault.stall(value or "before_response", **when)
     if kind == "close":
         return Fault.close(value or "before_response", **when)
     if kind == "trickle":

@@ -10,6 +10,7 @@ virtual clock.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,9 +39,13 @@ class ModelSpeed:
 
     def seconds(self, route: str, prompt_tokens: int, completion_tokens: int) -> float:
         """How long one request of ``route`` holds its slot."""
+        return sum(self.phases(route, prompt_tokens, completion_tokens))
+
+    def phases(self, route: str, prompt_tokens: int, completion_tokens: int) -> tuple[float, float]:
+        """``(prefill, decode)`` seconds of one request of ``route`` (embeddings: all prefill)."""
         if route == "embeddings":
-            return prompt_tokens / self.embed_tokens_per_second
-        return prompt_tokens / self.prefill_tokens_per_second + completion_tokens / self.decode_tokens_per_second
+            return prompt_tokens / self.embed_tokens_per_second, 0.0
+        return prompt_tokens / self.prefill_tokens_per_second, completion_tokens / self.decode_tokens_per_second
 
 
 def estimate_tokens(text: str) -> int:
@@ -68,7 +73,10 @@ class SlotModel:
         self._routes: dict[str, dict[str, float]] = {}
         self._started_at: float | None = None
 
-    async def run(self, route: str, prompt_tokens: int, completion_tokens: int) -> None:
+    async def run(self, route: str, prompt_tokens: int, completion_tokens: int, *,
+                  emit: Callable[[float], Awaitable[None]] | None = None) -> None:
+        """Hold a slot for the request's time. ``emit(decode_seconds)``, for a streamed answer, is
+        awaited after the prefill, in the slot: it sends the answer over ``decode_seconds``."""
         if self._started_at is None:
             self._started_at = trio.current_time()
         arrived = trio.current_time()
@@ -85,7 +93,12 @@ class SlotModel:
         per_route = self._routes.setdefault(route, {"requests": 0, "tokens_in": 0, "tokens_out": 0,
                                                     "busy_seconds": 0.0})
         try:
-            await trio.sleep(self.speed.seconds(route, prompt_tokens, completion_tokens))
+            prefill, decode = self.speed.phases(route, prompt_tokens, completion_tokens)
+            if emit is None:
+                await trio.sleep(prefill + decode)
+            else:
+                await trio.sleep(prefill)
+                await emit(decode)
             self._tokens_in += prompt_tokens
             self._tokens_out += completion_tokens
             per_route["tokens_in"] += prompt_tokens

@@ -97,7 +97,7 @@ async def test_upload_answers_at_its_sync_wait_and_dies_visibly_after_its_attemp
 @pytest.mark.parametrize(("settings", "reason"), [
     ({"llm__extraction_timeout_seconds": 10.0}, "the model did not finish within 10 s"),
     ({"ingest__job_timeout_seconds": 12.0}, "the model did not finish within 9 s"),  # 3/4 of the job's
-    ({}, "no complete answer within the attempt timeout of 6s (3 attempts)"),  # the model call ends first
+    ({}, "the model sent nothing for 6s (streamed answer) (3 attempts)"),  # the model call ends first
 ], ids=["model-phase-deadline", "capped-by-the-job-deadline", "provider-timeout"])
 async def test_a_stalled_model_gives_a_builtin_topic_tree_within_the_first_attempt(
     root: Path, mock_clock: trio.testing.MockClock, settings, reason

@@ -16,6 +16,7 @@ from everos.providers import (
     ChatClient,
     EmbeddingClient,
     EmbeddingDimensionError,
+    ProviderError,
     ProviderHTTPError,
     ProviderResponseError,
     RerankClient,
@@ -89,7 +90,49 @@ async def test_chat_request_shape(autojump_clock):
     assert str(request.url) == f"{BASE}/chat/completions"
     assert request.headers["authorization"] == "Bearer sk-test"
     assert body == {"model": "override", "messages": MESSAGES, "response_format": {"type": "json_object"},
-                    "temperature": 0.2}
+                    "stream": True, "stream_options": {"include_usage": True}, "temperature": 0.2}
+
+
+async def test_chat_request_shape_unstreamed(autojump_clock):
+    """[llm] stream = false: the plain request, the whole answer within the attempt timeout."""
+    server = Server(lambda body, request: chat_response('{"ok": true}'))
+    client = llm(server, stream=False)
+    assert await client.complete_json(MESSAGES, budget="interactive") == {"ok": True}
+    assert "stream" not in server.requests[0][1] and "stream_options" not in server.requests[0][1]
+
+
+def event_stream(*chunks: str) -> httpx.Response:
+    return httpx.Response(200, headers={"content-type": "text/event-stream"},
+                          content="".join(f"{chunk}\n\n" for chunk in chunks).encode())
+
+
+def delta(text: str, finish: str | None = None, **extra) -> str:
+    return "data: " + json.dumps({"choices": [{"index": 0, "delta": {"content": text}, "finish_reason": finish}],
+                                  **extra})
+
+
+async def test_a_streamed_answer_is_the_sum_of_its_events(autojump_clock):
+    """#11: content pieces, comments and the usage of the last chunk make the answer."""
+    server = Server(lambda body, request: event_stream(
+        ": keep-alive", delta('{"topics"'), delta(': [], "n"'), delta(": 1}", "stop"),
+        "data: " + json.dumps({"choices": [], "usage": {"prompt_tokens": 7, "completion_tokens": 3}}),
+        "data: [DONE]"))
+    client = llm(server)
+    assert await client.complete_json(MESSAGES, budget="interactive") == {"topics": [], "n": 1}
+    assert client.tokens.snapshot()["answers"] == 1
+
+
+@pytest.mark.parametrize(("chunks", "error"), [
+    ((delta('{"a": 1}'),), "ProviderConnectionError"),               # ended before it finished
+    (("data: {not json",), "ProviderResponseError"),                 # a chunk that is not JSON
+    (('data: {"error": {"message": "slot busy"}}',), "ProviderResponseError"),
+    ((delta("no json here", "stop"), "data: [DONE]"), "ProviderResponseError"),
+])
+async def test_a_broken_stream_is_an_error_of_its_kind(autojump_clock, chunks, error):
+    server = Server(lambda body, request: event_stream(*chunks))
+    with pytest.raises(ProviderError) as caught:
+        await llm(server, max_retries=0).complete_json(MESSAGES, budget="interactive")
+    assert type(caught.value).__name__ == error
 
 
 async def test_chat_sends_no_authorization_without_an_api_key(autojump_clock):

@@ -92,7 +92,7 @@ async def test_connection_closed_by_the_endpoint_is_retried(fake_llm, at):
 
 
 async def test_trickle_slower_than_the_attempt_timeout_fails(fake_llm):
-    client = chat_client(fake_llm, timeout_seconds=0.2, max_retries=0)
+    client = chat_client(fake_llm, timeout_seconds=0.2, max_retries=0, stream=False)
     fake_llm.set_faults([Fault.trickle(200, route="chat")])
     with pytest.raises(ProviderTimeout):
         await client.complete_json(DOCUMENT, budget=Budget.INTERACTIVE)
@@ -208,3 +208,48 @@ async def test_circuit_opens_then_a_probe_closes_it(fake_llm):
     assert "topics" in await client.complete_json(DOCUMENT, budget=Budget.INTERACTIVE)
     assert client.policy.breaker.snapshot()["state"] == "closed"
     await client.aclose()
+
+
+# --- streamed answers (issue #11: a local model writes for minutes) ----------------------------
+
+
+async def test_a_streamed_answer_longer_than_the_attempt_timeout_succeeds(nursery):
+    """The model writes for about 1.5 s, a piece at a time; the timeout (0.5 s) bounds the time
+    between pieces, not the answer: it arrives, whole, with its usage counted."""
+    from everos.testing import FakeLLM
+    from everos.testing._slots import ModelSpeed
+
+    fake = FakeLLM(speed=ModelSpeed(prefill_tokens_per_second=100_000, decode_tokens_per_second=60))
+    await nursery.start(fake.serve, "127.0.0.1", 0)
+    client = chat_client(fake, timeout_seconds=0.5, max_retries=0)
+    try:
+        with trio.fail_after(10):
+            answer = await client.complete_json(DOCUMENT, budget=Budget.INTERACTIVE)
+    finally:
+        await client.aclose()
+    assert answer["topics"] and fake.requests[-1].body["stream"] is True
+    assert fake.metrics()["model"]["slots"][0]["busy_seconds"] > 0.5  # longer than the timeout
+    assert client.tokens.snapshot()["completion_tokens_per_second"] > 0
+
+
+async def test_a_model_that_stops_writing_times_out_after_the_idle_time(fake_llm):
+    """Half the events, then nothing: the attempt fails after timeout_seconds of silence."""
+    client = chat_client(fake_llm, timeout_seconds=0.3, max_retries=0)
+    fake_llm.set_faults([Fault.stall(at="mid_response", route="chat")])
+    try:
+        with trio.fail_after(5), pytest.raises(ProviderTimeout, match="sent nothing for 0.3s"):
+            await client.complete_json(DOCUMENT, budget=Budget.INTERACTIVE)
+    finally:
+        fake_llm.recover()
+        await client.aclose()
+
+
+async def test_a_stream_cut_short_is_retried(fake_llm):
+    """The connection closes halfway through the events of the first attempt; the retry answers."""
+    client = chat_client(fake_llm)
+    fake_llm.set_faults([Fault.close(at="mid_response", route="chat", requests={1})])
+    try:
+        assert "topics" in await client.complete_json(DOCUMENT, budget=Budget.INTERACTIVE)
+    finally:
+        await client.aclose()
+    assert fake_llm.metrics()["requests"]["chat"] == 2
