@@ -169,5 +169,5 @@ def _parameters(model: type[RequestModel] | None, where: str) -> list[dict[str, 
         return []
     properties = model.model_json_schema().get("properties", {})
     return [{"name": name, "in": where, "required": where == "path" or field.is_required(),
-             "description": field.description, "schema": properties[name]}
+             **({"description": field.description} if field.description else {}), "schema": properties[name]}
             for name, field in model.model_fields.items()]
