@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
+import httpx
+from jsonschema import Draft202012Validator
 from openapi_spec_validator import validate
 from openapi_spec_validator.validation import OpenAPIV31SpecValidator
 
@@ -61,3 +64,56 @@ async def test_docs_page_loads_only_local_assets_that_are_served(root: Path) -> 
         assert (await server.client.get("/docs/static/LICENSE")).status_code == 404  # an allow-list
         assert (await server.client.head("/docs")).status_code == 200
         assert (await server.client.post("/docs")).status_code == 405
+
+
+def answer_schema(document: dict[str, Any], path: str, method: str, status: int) -> Draft202012Validator:
+    """A validator of the documented JSON body of ``status`` from ``method path``, its ``$ref``s
+    resolved against the document's components."""
+    content = document["paths"][path][method]["responses"][str(status)]["content"]["application/json"]
+    return Draft202012Validator({**content["schema"], "components": document["components"]})
+
+
+def check(document: dict[str, Any], path: str, method: str, response: httpx.Response) -> dict[str, Any]:
+    validator = answer_schema(document, f"/api/v1{path}", method, response.status_code)
+    errors = [f"{list(e.absolute_path)}: {e.message}" for e in validator.iter_errors(response.json())]
+    assert not errors, errors
+    return response.json()["data"]
+
+
+async def test_real_answers_validate_against_their_documented_schemas(root: Path) -> None:
+    """issue #15 item 5: upload, get/list documents, search and get task answers match the document."""
+    async with knowledge_server(root) as server:
+        client = server.client
+        document = (await client.get("/openapi.json")).json()
+        docs, task_path = "/knowledge/documents", "/knowledge/tasks/{task_id}"
+        created = await client.post(f"{API}/documents", files={"file": ("guide.md", GUIDE)},
+                                    data={"title": "Solar guide"})
+        assert created.status_code == 201
+        doc_id = check(document, docs, "post", created)["doc_id"]
+        duplicate = await client.post(f"{API}/documents", files={"file": ("guide.md", GUIDE)},
+                                      data={"title": "Solar guide"})
+        assert duplicate.status_code == 200 and check(document, docs, "post", duplicate)["duplicate"] is True
+        queued = await client.post(f"{API}/documents", files={"file": ("two.md", GUIDE + b"\nMore.\n")},
+                                   data={"title": "Two"}, headers={"Prefer": "respond-async"})
+        assert queued.status_code == 202
+        task_id = check(document, docs, "post", queued)["task_id"]
+        check(document, task_path, "get", await client.get(f"{API}/tasks/{task_id}"))
+        check(document, "/knowledge/tasks", "get", await client.get(f"{API}/tasks"))
+        check(document, docs, "get", await client.get(f"{API}/documents"))
+        got = check(document, docs + "/{doc_id}", "get", await client.get(f"{API}/documents/{doc_id}"))
+        topic = got["topics"][0]["topic_id"]
+        check(document, "/knowledge/topics/{topic_id}", "get", await client.get(f"{API}/topics/{topic}"))
+        hits = check(document, "/knowledge/search", "post",
+                     await client.post(f"{API}/search", json={"query": "copper cables", "include_content": True}))
+        assert hits["hits"]
+        check(document, "/knowledge/categories", "get", await client.get(f"{API}/categories"))
+        patched = await client.patch(f"{API}/documents/{doc_id}", json={"title": "Renamed"})
+        check(document, docs + "/{doc_id}", "patch", patched)
+        check(document, "/cascade/status", "get", await client.get("/api/v1/cascade/status"))
+        check(document, "/cascade/fix", "post", await client.post("/api/v1/cascade/fix", json={"apply": True}))
+        check(document, "/knowledge/reextract", "post", await client.post(f"{API}/reextract"))
+        check(document, docs + "/{doc_id}", "delete", await client.delete(f"{API}/documents/{doc_id}"))
+        missing = await client.get(f"{API}/documents/{doc_id}")
+        assert missing.status_code == 404
+        errors = list(answer_schema(document, f"/api/v1{docs}/{{doc_id}}", "get", 404).iter_errors(missing.json()))
+        assert not errors, errors
