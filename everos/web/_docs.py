@@ -1,7 +1,7 @@
 """``/openapi.json`` and the Swagger UI page ``/docs``, answered by the path router (no Quart).
 
-The document is :func:`everos.api.openapi_document`, rendered to bytes once per process on its
-first request and kept: the route reads no database and builds nothing per request. ``/docs`` is
+The document is :func:`everos.api.openapi_document`, rendered to bytes once per process when
+the app is made and kept: the route reads no database and builds nothing per request. ``/docs`` is
 a small HTML page that loads Swagger UI from ``/docs/static/`` and points it at
 ``/openapi.json``: the JS and CSS are the files of the ``flask-swagger-ui`` package (Swagger UI 5,
 which renders OpenAPI 3.1), read once and served from memory, so the page works with no network.
@@ -85,7 +85,13 @@ def static_file(name: str) -> bytes:
 
 
 class DocsApp:
-    """Answers ``/openapi.json``, ``/docs`` and ``/docs/static/<file>`` from memory."""
+    """Answers ``/openapi.json``, ``/docs`` and ``/docs/static/<file>`` from memory.
+
+    The document is built here, when the server starts (about 30 ms), not on the event loop
+    of the first request that asks for it."""
+
+    def __init__(self) -> None:
+        openapi_bytes()
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         path, method = scope["path"], scope["method"]
