@@ -64,6 +64,9 @@ async def test_docs_page_loads_only_local_assets_that_are_served(root: Path) -> 
         assert (await server.client.get("/docs/static/LICENSE")).status_code == 404  # an allow-list
         assert (await server.client.head("/docs")).status_code == 200
         assert (await server.client.post("/docs")).status_code == 405
+        metrics = (await server.client.get("/metrics")).text  # counted under bounded route labels
+        assert 'route="/docs/static",status="200"' in metrics and 'route="/docs/static",status="404"' in metrics
+        assert "swagger-ui.css" not in metrics and 'route="/docs",status="200"' in metrics
 
 
 def answer_schema(document: dict[str, Any], path: str, method: str, status: int) -> Draft202012Validator:
