@@ -9,6 +9,7 @@
        ├─ supervised workers (each service's long-lived tasks)
        └─ HTTP: hypercorn.trio.serve(PathRouter, shutdown_trigger=stop)
                  /health /livez /readyz -> HealthApp (snapshot only)
+                 /openapi.json /docs    -> DocsApp (the OpenAPI document, Swagger UI; from memory)
                  /mcp (services' mounts) -> the MCP streamable-HTTP app
                  everything else        -> RequestLayer (id, deadline, log) -> Quart app
 
@@ -48,7 +49,7 @@ from everos.rootlock import hold_root_lock
 from everos.runtime import CLOSE_TIMEOUT_S, OpenServices, Runtime, ServiceSet, is_loopback
 from everos.status import LoopLagProbe
 from everos.supervisor import Supervisor
-from everos.web import HealthApp, PathRouter, RequestLayer, create_app, use_prompt_close
+from everos.web import DocsApp, HealthApp, PathRouter, RequestLayer, create_app, use_prompt_close
 
 KEEP_ALIVE_TIMEOUT_S = 5.0
 
@@ -201,7 +202,8 @@ async def serve(
                         for service in running:
                             mounts.update(getattr(service, "mounts", None) or {})
                         api = with_cors(RequestLayer(app, config.api.request_timeout_seconds), config.api.cors_origins)
-                        asgi = PathRouter(api, HealthApp(board), mounts, metrics=MetricsApp(board))
+                        asgi = PathRouter(api, HealthApp(board), mounts, metrics=MetricsApp(board),
+                                           docs=DocsApp())
                         hconfig = hypercorn.config.Config()
                         hconfig.bind = [f"{config.api.host}:{config.api.port}"]
                         hconfig.accesslog = None

@@ -4,8 +4,9 @@
 path, its query string and its body; :func:`openapi_document` turns them into OpenAPI 3.1
 ``paths``: the path and query parameters are the fields of their models, the request body is its
 model's JSON schema (``components/schemas``), and a multipart upload is the form's fields plus
-the ``file`` part. Answers are described by their status and EverOS's error envelope; their bodies
-have no schema here yet. Issue #15 serves this document as ``/openapi.json``.
+the ``file`` part. Each success status has its body's schema: the success envelope around the
+``data`` schema (``api._answer_schemas``); each error status an operation can answer points to
+EverOS's error envelope (``Error``). ``web._docs`` serves the document as ``/openapi.json``.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from everos.api._requests import (
     TopicRef,
     UploadForm,
 )
+from everos.api._answer_schemas import ANSWER_SCHEMAS, envelope
 from everos.api._model import RequestModel
 
 __all__ = ["OPERATIONS", "Operation", "openapi_document"]
@@ -38,7 +40,8 @@ VERSIONS = ("v1", "v2")
 class Operation:
     """One route: ``method`` and ``path`` (below ``/api/<version>``), the operation's ``name``
     (``operationId`` with the version appended), a one-line ``summary``, the statuses it answers
-    with on success, and the models of its path parameters, query string and body.
+    with on success (with a description and the name of the ``data`` schema in
+    :data:`~everos.api._answer_schemas.ANSWER_SCHEMAS`), the error statuses it can answer, and the models of its path parameters, query string and body.
     ``body_optional``: no body at all is accepted too; ``form``: the body is multipart with a
     ``file`` part; ``tool``: the MCP tool of the same operation."""
 
@@ -46,7 +49,8 @@ class Operation:
     path: str
     name: str
     summary: str
-    answers: dict[int, str]
+    answers: dict[int, tuple[str, str | None]]
+    errors: tuple[int, ...]
     path_model: type[RequestModel] | None = None
     query_model: type[RequestModel] | None = None
     body_model: type[RequestModel] | None = None
@@ -55,48 +59,87 @@ class Operation:
     tool: str | None = None
 
 
-_UPLOADED = {201: "The document, stored and split into topics.",
-             200: "The stored document with the same content (duplicate: true), or the replaced document.",
-             202: "Extraction is still running (or Prefer: respond-async): the task to poll."}
+# Success statuses: (description, schema of ``data`` in ANSWER_SCHEMAS; None: no body).
+_UPLOADED = {201: ("The document, stored and split into topics.", "DocumentCreated"),
+             200: ("The stored document with the same content (duplicate: true), or the replaced document.",
+                   "DocumentCreated"),
+             202: ("Extraction is still running (or Prefer: respond-async): the task to poll.", "TaskAccepted")}
 _DOCUMENT = "/knowledge/documents/{doc_id}"
 
+# Error statuses, by what raises them (everos.errors: each class has its status). Every operation
+# can answer 504 REQUEST_TIMEOUT (the request layer's deadline) and 503 (STORE_BUSY: SQLite did not
+# answer in time); a body is refused with 413 past the upload limit and 422 when it is not what the
+# model accepts. An upload's extraction, when the request waits for it, can fail with the job's
+# error: 415 UNSUPPORTED_FORMAT, 422 EXTRACTION_EMPTY / CONVERSION_FAILED / WORKER_*, 503
+# EXTERNAL_SERVICE_UNAVAILABLE (the model); 429 QUEUE_SATURATED when the ingest queue is full.
+_READ = (422, 503, 504)
+_READ_ONE = (404, 422, 503, 504)
+_BODY = (413, 422, 503, 504)
+_UPLOAD = (400, 404, 409, 413, 415, 422, 429, 503, 504)
+
 OPERATIONS: tuple[Operation, ...] = (
-    Operation("post", "/knowledge/documents", "create_document", "Upload a document", _UPLOADED,
+    Operation("post", "/knowledge/documents", "create_document", "Upload a document", _UPLOADED, _UPLOAD,
               body_model=UploadForm, form=True),
     Operation("get", "/knowledge/documents", "list_documents", "List a scope's documents, a page at a time",
-              {200: "A page of documents."}, query_model=ListDocuments, tool="knowledge_list_documents"),
-    Operation("get", _DOCUMENT, "get_document", "Read a document and its topic tree", {200: "The document."},
-              path_model=DocumentRef, tool="knowledge_get_document"),
-    Operation("put", _DOCUMENT, "replace_document", "Replace a document's file", _UPLOADED,
+              {200: ("A page of documents.", "DocumentList")}, _READ, query_model=ListDocuments,
+              tool="knowledge_list_documents"),
+    Operation("get", _DOCUMENT, "get_document", "Read a document and its topic tree",
+              {200: ("The document.", "DocumentDetail")}, _READ_ONE, path_model=DocumentRef,
+              tool="knowledge_get_document"),
+    Operation("put", _DOCUMENT, "replace_document", "Replace a document's file", _UPLOADED, _UPLOAD,
               path_model=DocumentRef, body_model=UploadForm, form=True),
     Operation("patch", _DOCUMENT, "patch_document", "Rename a document or move it to another category",
-              {200: "The fields changed."}, path_model=DocumentRef, body_model=PatchDocument),
-    Operation("delete", _DOCUMENT, "delete_document", "Delete a document", {200: "What was deleted.",
-              204: "There was no such document."}, path_model=DocumentRef, query_model=Scope,
-              tool="knowledge_delete_document"),
+              {200: ("The fields changed.", "DocumentPatched")}, (404, *_BODY), path_model=DocumentRef,
+              body_model=PatchDocument),
+    Operation("delete", _DOCUMENT, "delete_document", "Delete a document",
+              {200: ("What was deleted.", "DocumentDeleted"), 204: ("There was no such document.", None)}, _READ,
+              path_model=DocumentRef, query_model=Scope, tool="knowledge_delete_document"),
     Operation("post", _DOCUMENT + "/reextract", "reextract_document", "Extract a document's topics again",
-              {200: "The re-extracted document.", 202: "The task to poll."}, path_model=DocumentRef,
-              body_model=EmptyBody, body_optional=True),
+              {200: ("The re-extracted document.", "DocumentCreated"), 202: ("The task to poll.", "TaskAccepted")},
+              (404, 413, 415, 422, 429, 503, 504), path_model=DocumentRef, body_model=EmptyBody,
+              body_optional=True),
     Operation("post", "/knowledge/reextract", "reextract_fallbacks",
               "Extract again every document the built-in extractor made as a fallback",
-              {202: "The tasks queued."}, body_model=EmptyBody, body_optional=True),
+              {202: ("The tasks queued.", "ReextractQueued")}, (413, 422, 429, 503, 504), body_model=EmptyBody,
+              body_optional=True),
     Operation("get", "/knowledge/topics/{topic_id}", "get_topic", "Read a topic with its content",
-              {200: "The topic."}, path_model=TopicRef, tool="knowledge_get_topic"),
-    Operation("post", "/knowledge/search", "search", "Search the topics of a scope", {200: "The hits."},
-              body_model=SearchRequest, tool="knowledge_search"),
+              {200: ("The topic.", "TopicDetail")}, _READ_ONE, path_model=TopicRef, tool="knowledge_get_topic"),
+    Operation("post", "/knowledge/search", "search", "Search the topics of a scope",
+              {200: ("The hits.", "SearchResult")}, _BODY, body_model=SearchRequest, tool="knowledge_search"),
     Operation("get", "/knowledge/categories", "list_categories", "The categories of a scope's taxonomy",
-              {200: "The categories, with their document counts."}, query_model=Scope),
-    Operation("get", "/knowledge/tasks", "list_tasks", "List ingest tasks", {200: "A page of tasks."},
-              query_model=ListTasks),
-    Operation("get", "/knowledge/tasks/{task_id}", "get_task", "Poll an ingest task", {200: "The task."},
-              path_model=TaskRef, tool="knowledge_task_status"),
+              {200: ("The categories, with their document counts.", "CategoryList")}, _READ, query_model=Scope),
+    Operation("get", "/knowledge/tasks", "list_tasks", "List ingest tasks",
+              {200: ("A page of tasks.", "TaskPage")}, _READ, query_model=ListTasks),
+    Operation("get", "/knowledge/tasks/{task_id}", "get_task", "Poll an ingest task", {200: ("The task.", "Task")},
+              _READ_ONE, path_model=TaskRef, tool="knowledge_task_status"),
     Operation("post", "/knowledge/tasks/{task_id}/retry", "retry_task", "Queue a dead or failed task again",
-              {200: "The task, queued again."}, path_model=TaskRef, body_model=EmptyBody, body_optional=True),
+              {200: ("The task, queued again.", "Task")}, (404, 409, 413, 422, 429, 503, 504), path_model=TaskRef,
+              body_model=EmptyBody, body_optional=True),
     Operation("get", "/cascade/status", "cascade_status", "The index cascade's state",
-              {200: "What everos cascade status prints."}),
+              {200: ("What everos cascade status prints.", "CascadeStatus")}, (503, 504)),
     Operation("post", "/cascade/fix", "cascade_fix", "List, or queue again, the dead and failed index rows",
-              {200: "What everos cascade fix prints."}, body_model=CascadeFix, body_optional=True),
+              {200: ("What everos cascade fix prints.", "CascadeFix")}, _BODY, body_model=CascadeFix,
+              body_optional=True),
 )
+
+# What each error status means, for the responses' descriptions.
+ERRORS = {
+    400: "BAD_REQUEST: the request is malformed (a multipart body that does not parse, a file name that "
+         "would leave the root).",
+    404: "NOT_FOUND: no such document, topic or task (or the document was deleted meanwhile).",
+    409: "CONFLICT: the task is not dead or failed, or its upload is gone; an Idempotency-Key reused for "
+         "another request.",
+    413: "PAYLOAD_TOO_LARGE: the body is larger than [knowledge] max_upload_bytes allows.",
+    415: "UNSUPPORTED_FORMAT: the file is of a kind everos does not read.",
+    422: "INVALID_INPUT naming the refused field; for an extraction EXTRACTION_EMPTY, CONVERSION_FAILED or "
+         "WORKER_FAILED (and WORKER_TIMEOUT, WORKER_OUT_OF_MEMORY, WORKER_CRASHED).",
+    429: "QUEUE_SATURATED: the ingest queue is full; try again after Retry-After seconds.",
+    503: "SERVICE_UNAVAILABLE: STORE_BUSY (the store did not answer in time), EXTERNAL_SERVICE_UNAVAILABLE "
+         "(the model endpoint failed), or search is not available; Retry-After when known.",
+    504: "REQUEST_TIMEOUT: the request did not finish within [api] request_timeout_seconds.",
+}
+_RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before trying again.",
+                                "schema": {"type": "integer", "minimum": 1}}}
 
 _ERROR_ENVELOPE = {
     "type": "object",
@@ -121,7 +164,7 @@ _FILE_PART = {"type": "string", "contentMediaType": "application/octet-stream",
 def openapi_document() -> dict[str, Any]:
     """The OpenAPI 3.1 document of :data:`OPERATIONS`, for ``/api/v1`` and ``/api/v2``. Pure."""
     paths: dict[str, dict[str, Any]] = {}
-    schemas: dict[str, Any] = {"Error": _ERROR_ENVELOPE}
+    schemas: dict[str, Any] = {"Error": _ERROR_ENVELOPE, **ANSWER_SCHEMAS}
     for version in VERSIONS:
         for operation in OPERATIONS:
             paths.setdefault(f"/api/{version}{operation.path}", {})[operation.method] = \
@@ -141,11 +184,7 @@ def _operation(operation: Operation, version: str, schemas: dict[str, Any]) -> d
         "summary": operation.summary,
         "tags": [operation.path.split("/")[1]],
         "parameters": [*_parameters(operation.path_model, "path"), *_parameters(operation.query_model, "query")],
-        "responses": {
-            **{str(status): {"description": text} for status, text in operation.answers.items()},
-            "default": {"description": "An EverOS error (a refused field: 422 INVALID_INPUT naming it).",
-                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
-        },
+        "responses": _responses(operation),
     }
     if operation.tool:
         body["x-mcp-tool"] = operation.tool
@@ -164,10 +203,28 @@ def _operation(operation: Operation, version: str, schemas: dict[str, Any]) -> d
     return body
 
 
+def _responses(operation: Operation) -> dict[str, Any]:
+    error = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+    responses: dict[str, Any] = {}
+    for status, (text, name) in operation.answers.items():
+        responses[str(status)] = {"description": text}
+        if name is not None:
+            responses[str(status)]["content"] = {"application/json": {"schema": envelope(name)}}
+        if status == 202:
+            responses[str(status)]["headers"] = {"Location": {"description": "The task's status_url.",
+                                                              "schema": {"type": "string"}}}
+    for status in operation.errors:
+        responses[str(status)] = {"description": ERRORS[status], "content": error}
+        if status in (429, 503):
+            responses[str(status)]["headers"] = _RETRY_AFTER
+    responses["default"] = {"description": "INTERNAL_ERROR, or another EverOS error.", "content": error}
+    return responses
+
+
 def _parameters(model: type[RequestModel] | None, where: str) -> list[dict[str, Any]]:
     if model is None:
         return []
     properties = model.model_json_schema().get("properties", {})
     return [{"name": name, "in": where, "required": where == "path" or field.is_required(),
-             "description": field.description, "schema": properties[name]}
+             **({"description": field.description} if field.description else {}), "schema": properties[name]}
             for name, field in model.model_fields.items()]

@@ -1,11 +1,13 @@
 """The HTTP surface: path router, health app, request layer and the Quart-Trio app."""
 
 from everos.web._app import create_app, current_request_id, ok
+from everos.web._docs import DocsApp
 from everos.web._asgi import HEALTH_PATHS, HealthApp, PathRouter, RequestLayer
 from everos.web._tcp import use_prompt_close
 
 __all__ = [
     "HEALTH_PATHS",
+    "DocsApp",
     "HealthApp",
     "PathRouter",
     "RequestLayer",

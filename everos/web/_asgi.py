@@ -5,6 +5,7 @@ Order of a request (design, "The nursery tree")::
     PathRouter (counts every request for /metrics)
       /health /livez /readyz -> HealthApp            (snapshot only: no middleware, lock, DB)
       /metrics               -> MetricsApp           (the same snapshot, and the event counters)
+      /openapi.json, /docs   -> DocsApp              (the OpenAPI document and Swagger UI, from memory)
       /mcp, /mcp/...         -> the MCP app, if mounted
       everything else        -> RequestLayer -> Quart app
 
@@ -25,6 +26,7 @@ import trio
 from everos.errors import RequestTimeout
 from everos.metrics import HTTP_LATENCY, HTTP_REQUESTS
 from everos.status import StatusBoard
+from everos.web._docs import DOCS_STATIC, is_docs_path
 from everos.web._envelope import REQUEST_ID_HEADER, dumps, error_body_for, error_headers, pick_request_id
 
 __all__ = ["HEALTH_PATHS", "METRICS_PATH", "ROUTE_SCOPE_KEY", "HealthApp", "PathRouter", "RequestLayer"]
@@ -119,10 +121,11 @@ class PathRouter:
     """
 
     def __init__(self, default: ASGIApp, health: ASGIApp, mounts: dict[str, ASGIApp] | None = None,
-                 metrics: ASGIApp | None = None) -> None:
+                 metrics: ASGIApp | None = None, docs: ASGIApp | None = None) -> None:
         self.default = default
         self.health = health
         self.metrics = metrics
+        self.docs = docs
         self.mounts = dict(mounts or {})
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
@@ -153,6 +156,8 @@ class PathRouter:
             return self.health, path
         if path == METRICS_PATH and self.metrics is not None:
             return self.metrics, path
+        if self.docs is not None and is_docs_path(path):
+            return self.docs, DOCS_STATIC.rstrip("/") if path.startswith(DOCS_STATIC) else path
         return self._mount(path) or (self.default, None)
 
     def _mount(self, path: str) -> tuple[ASGIApp, str] | None:

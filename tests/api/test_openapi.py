@@ -1,5 +1,5 @@
 """api.openapi_document(): the routes the server serves, their parameters and bodies from the
-request models."""
+request models, their answers' schemas and every status they can answer."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from jsonschema import Draft202012Validator
 from quart import Quart
 
 from everos import __version__, api
+from everos.errors import EverosError
 from everos.mcp import TOOL_NAMES
 from everos.web._cascade import cascade_blueprints
 from everos.web._knowledge import knowledge_blueprints
@@ -76,3 +77,48 @@ def test_bodies_are_the_body_models_schemas() -> None:
 def test_the_operations_of_mcp_tools_name_real_tools() -> None:
     tools = [operation.tool for operation in api.OPERATIONS if operation.tool]
     assert len(tools) == len(set(tools)) and set(tools) <= set(TOOL_NAMES)
+
+
+def test_every_answer_has_a_schema_and_every_error_status_the_error_envelope() -> None:
+    """issue #15 item 5: success bodies are the envelope around a data schema; errors point to Error."""
+    document = api.openapi_document()
+    schemas = document["components"]["schemas"]
+    statuses = {cls.status for cls in _error_classes(EverosError)}
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            responses = operation["responses"]
+            assert "504" in responses, (path, method)  # the request layer's deadline, for every route
+            for status, response in responses.items():
+                if status == "204":
+                    assert "content" not in response
+                    continue
+                schema = response["content"]["application/json"]["schema"]
+                if status == "default" or int(status) >= 400:
+                    assert status == "default" or int(status) in statuses, status
+                    assert schema == {"$ref": "#/components/schemas/Error"} and response["description"]
+                else:
+                    assert schema["required"] == ["request_id", "data"]
+                    assert schema["properties"]["data"]["$ref"].rsplit("/", 1)[1] in schemas
+    assert schemas["Error"]["required"] == ["error"]
+
+
+def test_each_operation_lists_the_errors_its_handler_can_raise() -> None:
+    """issue #15 item 5: uploads 409/413/415/429, reads of one thing 404, bodies 413 and 422."""
+    paths = api.openapi_document()["paths"]
+
+    def listed(path: str, method: str) -> set[int]:
+        return {int(s) for s in paths[f"/api/v1{path}"][method]["responses"] if s != "default"}
+
+    for method in ("post", "put"):
+        upload = "/knowledge/documents" if method == "post" else "/knowledge/documents/{doc_id}"
+        assert {400, 409, 413, 415, 422, 429, 503, 504} <= listed(upload, method)
+    assert {404, 422, 503} <= listed("/knowledge/documents/{doc_id}", "get")
+    assert {404, 409, 429} <= listed("/knowledge/tasks/{task_id}/retry", "post")
+    assert {413, 422, 503} <= listed("/knowledge/search", "post")  # 503: no search service
+    assert 404 not in listed("/knowledge/documents/{doc_id}", "delete")  # a missing document is 204
+    assert listed("/cascade/status", "get") == {200, 503, 504}
+    assert paths["/api/v1/knowledge/documents"]["post"]["responses"]["429"]["headers"]["Retry-After"]
+
+
+def _error_classes(cls: type) -> list[type]:
+    return [cls, *(sub for child in cls.__subclasses__() for sub in _error_classes(child))]
