@@ -26,6 +26,12 @@ TIME = {"type": "string", "format": "date-time", "description": "ISO 8601 with m
 OPTIONAL_TIME = {"type": ["string", "null"], "format": "date-time"}
 
 
+TASK_PHASES = ("queued", "reading", "converting", "extracting", "publishing", "indexing", "done", "failed")
+_MODEL_USAGE = {"type": "object", "description": "Model answers and their tokens.",
+                "properties": {"calls": INTEGER, "prompt_tokens": INTEGER, "completion_tokens": INTEGER},
+                "required": ["calls", "prompt_tokens", "completion_tokens"], "additionalProperties": False}
+
+
 def ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
 
@@ -119,12 +125,16 @@ ANSWER_SCHEMAS: dict[str, dict[str, Any]] = {
                           {"categories": {"type": "array", "items": ref("Category")}}),
     "Task": shape(
         "everos: an ingest task as a client polls it; result is the upload's answer (and the extractor) once "
-        "it succeeded.",
+        "it succeeded; phase says where the document is, through its indexing; model, what its extraction "
+        "cost the model (so far, while it runs).",
         {"task_id": STRING, "doc_id": OPTIONAL_STRING, "status": {"type": "string", "enum": list(JOB_STATUSES)},
+         "phase": {"type": "string", "enum": list(TASK_PHASES)},
+         "index_status": {"anyOf": [{"type": "string", "enum": ["pending", "indexed", "failed"]}, {"type": "null"}]},
+         "model": {"anyOf": [_MODEL_USAGE, {"type": "null"}]},
          "attempts": INTEGER, "max_attempts": INTEGER, "last_error": OPTIONAL_STRING,
          "result": {"anyOf": [shape("The stored document, as the upload answered it.",
-                                    {**_DOCUMENT_CREATED, "extractor": OPTIONAL_STRING},
-                                    optional=("extractor",), closed=False), {"type": "null"}]},
+                                    {**_DOCUMENT_CREATED, "extractor": OPTIONAL_STRING, "model": _MODEL_USAGE},
+                                    optional=("extractor", "model"), closed=False), {"type": "null"}]},
          "created_at": TIME, "updated_at": TIME, "started_at": OPTIONAL_TIME, "finished_at": OPTIONAL_TIME,
          "status_url": STRING}),
     "TaskPage": shape("everos: GET /tasks, one page of tasks.",
