@@ -47,7 +47,9 @@ def server_env(fake: FakeLLM, mode: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("EVEROS_")}
     settings = {"llm__provider": "openai", "llm__base_url": fake.base_url, "llm__model": "fake",
                 "embedding__provider": "openai", "embedding__base_url": fake.base_url,
-                "embedding__model": "fake", "cascade__llm_facts": mode, "knowledge__dedupe": "none"}
+                "embedding__model": "fake", "cascade__llm_facts": mode, "knowledge__dedupe": "none",
+                # As README advises for one llama-server slot: no more in flight than it serves.
+                "llm__slots": 1, "embedding__slots": 1}
     for name, value in settings.items():
         section, key = name.split("__", 1)
         env[f"EVEROS_{section.upper()}__{key.upper()}"] = str(value)

@@ -112,7 +112,21 @@ async def test_burst_five_times_keeps_memory_and_threads_flat(tmp_path: Path) ->
 
 def test_every_scenario_named_in_the_issue_exists() -> None:
     assert set(SCENARIOS) == {"seed-316", "llm-stall", "llm-down", "llm-flaky", "llm-slow", "burst", "embed-stall",
-                              "fd-256", "kill-restart"}
+                              "fd-256", "kill-restart", "local-llm"}
+
+
+async def test_local_llm_keeps_a_one_slot_model_busy_and_costs_one_call_a_document(tmp_path: Path) -> None:
+    """#11 item 4, G1/G2: the seed workload, scaled down, against the one-slot fake model: every upload
+    answered (202), every document indexed and searchable, one chat call per document (its
+    extraction; facts from the splitter), and the model's figures in the report."""
+    report = check(await run_scenario("local-llm", ReplayOptions(scale=0.2, root=tmp_path / "replay")))
+    assert report["uploads"]["failed"] == report["uploads"]["unanswered"] == 0
+    assert set(report["uploads"]["statuses"]) == {"202"}
+    assert report["search"]["searchable"] == report["documents"]
+    model = report["model"]
+    assert model["chat_calls_per_document"] == 1.0
+    assert model["busy_seconds"] > 0 and model["chat_completion_tokens_per_document"] > 0
+    assert report["health"]["failures"] == 0
 
 
 async def test_a_root_the_harness_made_is_removed_when_the_run_held(tmp_path: Path, monkeypatch) -> None:

@@ -21,9 +21,11 @@ API = "/api/v1/knowledge"
 async def upload_all(url: str, corpus: list[tuple[str, bytes]], concurrency: int, timeout_s: float,
                      on_progress: Callable[[int], Any] | None = None, respond_async: bool = False,
                      scope: dict[str, str] | None = None,
-                     on_acknowledged: Callable[[str, int], None] | None = None) -> dict[str, Any]:
-    """Upload every document of ``corpus`` with at most ``concurrency`` in flight; count the answers
-    by kind and status, with their latencies and the acknowledged ``doc_id``s (in answer order)."""
+                     on_acknowledged: Callable[[str, int], None] | None = None,
+                     interval_s: float = 0.0) -> dict[str, Any]:
+    """Upload every document of ``corpus`` with at most ``concurrency`` in flight, each started at
+    least ``interval_s`` after the one before; count the answers by kind and status, with their
+    latencies and the acknowledged ``doc_id``s (in answer order)."""
     results: dict[str, Any] = {"ok": 0, "accepted": 0, "failed": 0, "unanswered": 0, "latencies": [],
                                "acknowledged": [], "statuses": {}}
     limiter = trio.Semaphore(concurrency)
@@ -55,6 +57,8 @@ async def upload_all(url: str, corpus: list[tuple[str, bytes]], concurrency: int
                                  limits=httpx.Limits(max_connections=max(10, concurrency))) as client:
         async with trio.open_nursery() as nursery:
             for index, (title, body) in enumerate(corpus):
+                if index and interval_s:
+                    await trio.sleep(interval_s)
                 nursery.start_soon(one, client, index, title, body)
     return results
 

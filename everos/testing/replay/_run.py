@@ -45,7 +45,7 @@ async def run_scenario(name: str, options: ReplayOptions | None = None) -> dict[
     async with trio.open_nursery() as nursery:
         fake = None
         if not options.url and (scenario.use_llm or scenario.use_embedding_endpoint):
-            fake = FakeLLM(scenario.faults(), seed=options.seed)
+            fake = FakeLLM(scenario.faults(), seed=options.seed, speed=scenario.model_speed)
             await nursery.start(fake.serve, "127.0.0.1", 0)
         server = None
         if options.url:
@@ -90,7 +90,8 @@ async def run_scenario(name: str, options: ReplayOptions | None = None) -> dict[
 
             uploads = await upload_all(url, corpus, scenario.concurrency, options.upload_timeout_s, maybe_kill,
                                        scenario.respond_async, options.scope(),
-                                       lambda doc_id, index: watch.add(doc_id, corpus_word(index)))
+                                       lambda doc_id, index: watch.add(doc_id, corpus_word(index)),
+                                       interval_s=scenario.upload_interval_s)
             every_acknowledged.extend(uploads["acknowledged"])
             if scenario.kill_restart and not killed.is_set():
                 raise RuntimeError("the server finished before it could be killed; use a larger scale")
@@ -114,6 +115,8 @@ async def run_scenario(name: str, options: ReplayOptions | None = None) -> dict[
             report["server_resources_per_round"] = rounds
         if fake is not None:
             report["llm_requests"] = fake.metrics().get("requests")
+            if fake.slots is not None:
+                report["model"] = model_figures(fake.metrics(), count, report)
         if server is not None:
             report["server_exit_code"] = await server.stop()
         nursery.cancel_scope.cancel()
@@ -122,3 +125,25 @@ async def run_scenario(name: str, options: ReplayOptions | None = None) -> dict[
         shutil.rmtree(made_root, ignore_errors=True)
         report["root"] = None  # removed: the run held
     return report
+
+
+def model_figures(metrics: dict[str, Any], documents: int, report: dict[str, Any]) -> dict[str, Any]:
+    """What the slot-limited fake saw, per document, and how the run's length compares with the
+    model's own busy time (1.0: everos added nothing; the model was the bottleneck)."""
+    model = metrics["model"]
+    routes = model.get("routes", {})
+    chat = routes.get("chat", {})
+    busy = sum(slot["busy_seconds"] for slot in model["slots"])
+    elapsed = (report.get("upload_s") or 0.0) + (report.get("drain_s") or 0.0)
+    per_doc = lambda value: round(value / documents, 2)  # noqa: E731
+    return {
+        "chat_calls_per_document": per_doc(metrics["requests"]["chat"]),
+        "embedding_requests_per_document": per_doc(metrics["requests"]["embeddings"]),
+        "chat_prompt_tokens_per_document": per_doc(chat.get("tokens_in", 0)),
+        "chat_completion_tokens_per_document": per_doc(chat.get("tokens_out", 0)),
+        "busy_seconds": round(busy, 2),
+        "busy_fraction": model["busy_fraction"],
+        "run_over_busy": round(elapsed / busy, 3) if busy else None,
+        "queue_wait_seconds_max": model["queue_wait_seconds_max"],
+        "routes": routes,
+    }

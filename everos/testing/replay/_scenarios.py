@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from everos.testing._faults import Fault
+from everos.testing._slots import ModelSpeed
 
-__all__ = ["FAST_LLM", "MODEL_ONLY", "REPLAY_APP_ID", "SCENARIOS", "ReplayOptions", "Scenario", "describe_plan",
+__all__ = ["FAST_LLM", "LOCAL_MODEL_SPEEDUP", "MODEL_ONLY", "REPLAY_APP_ID", "SCENARIOS", "ReplayOptions", "Scenario", "describe_plan",
            "plan_for_url"]
 
 
@@ -34,6 +35,8 @@ class Scenario:
     open_files_limit: int | None = None
     kill_restart: bool = False
     respond_async: bool = False
+    upload_interval_s: float = 0.0
+    model_speed: ModelSpeed | None = None  # the fake as slow as a local model server (slots, rates)
     expect_dead: bool = False
     settings: dict[str, Any] = dataclasses.field(default_factory=dict)
 
@@ -48,6 +51,12 @@ FAST_LLM = {"llm__timeout_seconds": 1.0, "llm__call_deadline_seconds": 4.0, "llm
             "llm__circuit_cooldown_seconds": 1.0, "ingest__job_timeout_seconds": 10.0,
             "ingest__max_attempts": 3, "ingest__retry_backoff_seconds": 0.5, "ingest__lease_seconds": 6.0,
             "knowledge__sync_wait_seconds": 2.0}
+
+# A 9B model on one consumer GPU (ModelSpeed's defaults), 20 times faster.
+LOCAL_MODEL_SPEEDUP = 20.0
+LOCAL_MODEL_20X = ModelSpeed(slots=1, prefill_tokens_per_second=1500.0 * LOCAL_MODEL_SPEEDUP,
+                             decode_tokens_per_second=40.0 * LOCAL_MODEL_SPEEDUP,
+                             embed_tokens_per_second=20000.0 * LOCAL_MODEL_SPEEDUP)
 
 SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
     Scenario("seed-316", "20 x 80 KB markdown back-to-back; the LLM closes connections for a while, then recovers",
@@ -83,6 +92,13 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
     Scenario("fd-256", "seed-316 with the server under an open-file limit of 256",
              count=20, size_bytes=80_000, use_llm=True, settings=FAST_LLM, open_files_limit=256,
              faults=lambda: [Fault.close(at="mid_request", route="chat")], recover_after_s=4.0),
+    # The seed workload against a model that behaves like llama-server with one slot (a 9B model's
+    # 1,500 prefill and 40 decode tokens/s, run 20 times faster so a run takes minutes): the model
+    # is the bottleneck, and everos must keep it busy and add little on top.
+    Scenario("local-llm", "20 x 80 KB, one upload a second (202), against a one-slot model at 20x a 9B model's speed",
+             count=20, size_bytes=80_000, use_llm=True, use_embedding_endpoint=True, respond_async=True,
+             upload_interval_s=1.0, model_speed=LOCAL_MODEL_20X,
+             settings={"llm__slots": 1, "embedding__slots": 1}),
     Scenario("kill-restart", "SIGKILL the server mid-ingest, restart, drain: every acknowledged document once",
              count=30, size_bytes=20_000, kill_restart=True, respond_async=True, settings={"ingest__workers": 1}),
 )}
