@@ -14,10 +14,11 @@ from everos.testing._slots import ModelSpeed
 
 
 async def test_a_free_slot_goes_to_interactive_work_first(autojump_clock: trio.abc.Clock) -> None:
-    """A background call holds the one slot, three more background calls and then an upload's
+    """A background call holds the one slot, 50 more background calls and then an upload's
     interactive call wait: the interactive one runs next, the background ones after, in order."""
     gate = PriorityGate(1)
     order: list[str] = []
+    backlog = [f"b{number}" for number in range(51)]
 
     async def call(name: str, budget: Budget) -> None:
         async with gate.slot(budget):
@@ -25,12 +26,12 @@ async def test_a_free_slot_goes_to_interactive_work_first(autojump_clock: trio.a
             await trio.sleep(1)
 
     async with trio.open_nursery() as nursery:
-        for name in ("b0", "b1", "b2", "b3"):
+        for name in backlog:
             nursery.start_soon(call, name, Budget.BACKGROUND)
             await trio.sleep(0.01)
-        assert gate.snapshot() == {"slots": 1, "in_flight": 1, "waiting_interactive": 0, "waiting_background": 3}
+        assert gate.snapshot() == {"slots": 1, "in_flight": 1, "waiting_interactive": 0, "waiting_background": 50}
         nursery.start_soon(call, "upload", Budget.INTERACTIVE)
-    assert order == ["b0", "upload", "b1", "b2", "b3"]
+    assert order == ["b0", "upload", *backlog[1:]]
     assert gate.snapshot()["in_flight"] == 0
 
 
