@@ -37,8 +37,8 @@ import trio
 from quart import Blueprint
 
 from everos.cascade import CascadeService
-from everos.ingest import DocumentLocks, IngestService
-from everos.knowledge import BuiltinExtractor, Extractor, LLMExtractor, warm_up_converter
+from everos.ingest import DocumentLocks, IngestService, builtin_extractor
+from everos.knowledge import Extractor, LLMExtractor, warm_up_converter
 from everos.mcp import MCPService
 from everos.providers import BuiltinEmbedder, Providers
 from everos.runtime import CLOSE_TIMEOUT_S, Runtime, Service
@@ -46,7 +46,7 @@ from everos.search import SearchService, search_tokens, split_facts, warm_up
 from everos.store._index_rows import FactRow, TopicRow
 from everos.store.index import IndexStore, IndexWriter
 from everos.supervisor import Supervisor
-from everos.workers import open_cpu_workers
+from everos.workers import CpuWorkers, open_cpu_workers
 from everos.web._cascade import cascade_blueprints
 from everos.web._knowledge import knowledge_blueprints
 
@@ -98,14 +98,17 @@ class Services:
         return [service for service in (self.ingest, self.index, self.cascade, self.mcp) if service is not None]
 
 
-def make_extractor(runtime: Runtime, providers: Providers) -> Extractor:
-    """The LLM extractor when ``[llm] provider`` names an endpoint, else the built-in one."""
+def make_extractor(runtime: Runtime, providers: Providers, cpu_workers: CpuWorkers | None = None) -> Extractor:
+    """The LLM extractor when ``[llm] provider`` names an endpoint, else the built-in one (which
+    runs in ``cpu_workers`` when given, and is the LLM extractor's fallback)."""
+    builtin = builtin_extractor(runtime, cpu_workers)
     if providers.llm is None:
-        return BuiltinExtractor(runtime.limiters.cpu)
+        return builtin
     cascade = runtime.config.cascade
     return LLMExtractor(providers.llm, runtime.config.llm, runtime.limiters.cpu,
                         job_timeout_seconds=runtime.config.ingest.job_timeout_seconds,
-                        facts_per_topic=cascade.facts_per_topic if cascade.llm_facts == "with-extraction" else 0)
+                        facts_per_topic=cascade.facts_per_topic if cascade.llm_facts == "with-extraction" else 0,
+                        fallback=builtin)
 
 
 @contextlib.asynccontextmanager
@@ -143,7 +146,7 @@ async def open_services(runtime: Runtime, *, mcp_transport: Literal["http", "std
                                      search_tokens=search_tokens, split_facts=split_facts, document_lock=locks.hold)
             stack.push_async_callback(cascade.aclose)  # idempotent: also closes a cascade half open
             await cascade.open(runtime)
-            ingest = await IngestService.open(runtime, extractor=make_extractor(runtime, providers), locks=locks,
+            ingest = await IngestService.open(runtime, extractor=make_extractor(runtime, providers, cpu), locks=locks,
                                               index=cascade, cpu_workers=cpu)
             stack.push_async_callback(ingest.aclose)
             # jieba's dictionary takes about a second to load: now, in a thread, not on a first search.

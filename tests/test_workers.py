@@ -112,3 +112,25 @@ async def test_deadline_and_memory_must_be_positive() -> None:
             await pool.run_cpu(add, 1, 2, deadline_s=0, memory_mb=MEMORY_MB)
         with pytest.raises(ValueError):
             await pool.run_cpu(add, 1, 2, deadline_s=1, memory_mb=0)
+
+
+async def test_the_builtin_extractor_runs_in_a_worker_that_a_deadline_can_kill() -> None:
+    """#12 item 2, G13: the built-in extractor in a worker process gives the same tree as in a
+    thread; a text that takes longer than its deadline costs the worker, which the pool replaces."""
+    import trio
+
+    from everos.knowledge import BuiltinExtractor, SourceDocument
+
+    text = "# Guide\n\n## Cats\n\nCats purr.\n\n## Dogs\n\nDogs bark.\n"
+    source = SourceDocument(doc_id="d_0123456789ab", title="Guide", text=text, filename="g.md",
+                            source_type=None, category_id=None)
+    in_thread = await BuiltinExtractor(trio.CapacityLimiter(1)).extract(source, ())
+    async with open_cpu_workers(workers=1) as pool:
+        in_worker = await BuiltinExtractor(trio.CapacityLimiter(1), workers=pool).extract(source, ())
+        assert in_worker == in_thread
+        huge = SourceDocument(doc_id="d_0123456789ab", title="Huge", text="## Part\n\nwords and more words.\n\n" * 200_000,
+                              filename="h.md", source_type=None, category_id=None)
+        with pytest.raises(WorkerTimeout):
+            await BuiltinExtractor(trio.CapacityLimiter(1), workers=pool, deadline_s=0.05).extract(huge, ())
+        assert await BuiltinExtractor(trio.CapacityLimiter(1), workers=pool).extract(source, ()) == in_thread
+        assert pool.snapshot().killed == 1

@@ -252,10 +252,10 @@ class IngestSettings:
     conversion_workers: int = setting(
         1, "Worker processes converting PDF, DOCX, PPTX, XLSX, HTML and EPUB uploads to markdown.", minimum=1)
     conversion_timeout_seconds: float = setting(
-        60.0, "Deadline of one conversion; past it the worker process is killed and the job fails with "
-        "WORKER_TIMEOUT.", positive=True)
+        60.0, "Deadline of one conversion or built-in extraction in a worker process; past it the worker "
+        "process is killed and the job fails with WORKER_TIMEOUT.", positive=True)
     conversion_memory_mb: int = setting(
-        2048, "Memory limit (address space, MiB) of a conversion worker process; above it the job fails "
+        2048, "Memory limit (address space, MiB) of a conversion or extraction worker process; above it the job fails "
         "with WORKER_OUT_OF_MEMORY.", minimum=256)
 
 

@@ -13,7 +13,7 @@ from everos._exports import claim_public_names
 from everos.ingest._accept import STATUS_REFRESH_S, Upload
 from everos.ingest._context import INGEST_TABLE, TERMINAL, IndexFeed, IngestContext, JobWatch, job_id_for
 from everos.ingest._locks import LOCK_TIMEOUT_S, DocumentLocks
-from everos.ingest._service import IngestService
+from everos.ingest._service import IngestService, builtin_extractor
 from everos.ingest._workers import PERMANENT_ERRORS
 
 __all__ = [
@@ -28,6 +28,7 @@ __all__ = [
     "STATUS_REFRESH_S",
     "TERMINAL",
     "Upload",
+    "builtin_extractor",
     "job_id_for",
 ]
 

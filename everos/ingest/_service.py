@@ -80,14 +80,15 @@ class IngestService:
         """The service, open: the database opened (and migrated), staging cleaned, jobs of a
         previous process returned to the queue (G7). Close it with :meth:`aclose`.
 
-        Without ``extractor`` it is the built-in one; without ``locks``, locks of its own.
+        Without ``extractor`` it is the built-in one (in ``cpu_workers`` when given); without
+        ``locks``, locks of its own.
         ``cpu_workers`` convert PDF, Office, HTML and EPUB uploads (the caller opens and closes
         them); without them those formats are refused (415).
 
         Raises:
             What :meth:`Database.open` raises; then nothing is left open (the extractor is closed).
         """
-        extractor = extractor if extractor is not None else BuiltinExtractor(runtime.limiters.cpu)
+        extractor = extractor if extractor is not None else builtin_extractor(runtime, cpu_workers)
         db: Database | None = None
         try:
             db = await Database.open(
@@ -224,3 +225,11 @@ async def _close_extractor(extractor: Extractor) -> None:
     close = getattr(extractor, "aclose", None)  # the model's extractor holds a client; the built-in one nothing
     if close is not None:
         await close()
+
+
+def builtin_extractor(runtime: Runtime, cpu_workers: CpuWorkers | None) -> BuiltinExtractor:
+    """The built-in extractor: in the CPU worker processes when there are some (under the
+    conversion deadline and memory limit), else in threads under the cpu limiter."""
+    settings = runtime.config.ingest
+    return BuiltinExtractor(runtime.limiters.cpu, workers=cpu_workers, deadline_s=settings.conversion_timeout_seconds,
+                            memory_mb=settings.conversion_memory_mb)

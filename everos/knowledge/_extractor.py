@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol, final, runtime_checkable
+from typing import Any, Protocol, final, runtime_checkable
 
 import trio
 
@@ -54,29 +54,46 @@ class Extractor(Protocol):
 
 @final
 class BuiltinExtractor:
-    """Headings-and-paragraphs extraction (:func:`extract_structure`) in a worker thread.
+    """Headings-and-paragraphs extraction (:func:`extract_structure`), in a CPU worker process
+    when ``workers`` (a :class:`~everos.workers.CpuWorkers`) are given, else in a worker thread.
 
-    ``cpu_limiter`` bounds how many extractions (and other CPU work sharing it) run at once (G5).
+    ``cpu_limiter`` bounds how many thread extractions (and other CPU work sharing it) run at once
+    (G5). In a worker process each extraction has a deadline (``deadline_s``) and a memory limit
+    (``memory_mb``) and is killed past them (G13): a pathological text costs a worker, never a
+    thread that cannot be stopped, and never the event loop's GIL.
     """
 
-    def __init__(self, cpu_limiter: trio.CapacityLimiter) -> None:
+    def __init__(self, cpu_limiter: trio.CapacityLimiter, *, workers: Any | None = None, deadline_s: float = 60.0,
+                 memory_mb: int = 2048) -> None:
         self._cpu_limiter = cpu_limiter
+        self._workers = workers
+        self._deadline_s = deadline_s
+        self._memory_mb = memory_mb
 
     async def extract(self, source: SourceDocument, categories: Sequence[Category]) -> ExtractedDocument:
-        """Run :func:`extract_structure` in a thread under the CPU limiter.
+        """Run :func:`extract_structure` in a worker process (or a thread under the CPU limiter).
 
-        This is a checkpoint. It waits for a limiter token, then for the thread; the event loop is
-        never blocked (G5).
+        This is a checkpoint; the event loop is never blocked (G5).
 
-        **Cancellation handling:** the call returns :class:`trio.Cancelled` at once, even mid-run.
-        A thread cannot be stopped (G5a): an extraction already running keeps running to its end,
-        holding its limiter token until then, and its result is discarded. That is harmless: the
-        extraction is pure (no files, no rows), so an abandoned run changes nothing.
+        **Cancellation handling:** returns :class:`trio.Cancelled` at once. In a worker process the
+        extraction is killed with its worker (which the pool replaces). In a thread it cannot be
+        stopped (G5a): it runs to its end, holding its limiter token, and its result is discarded;
+        harmless, as the extraction is pure (no files, no rows).
 
         Raises:
             ExtractionEmpty: the text is empty or whitespace only.
+            WorkerTimeout, WorkerOutOfMemory, WorkerCrashed: the extraction cost its worker process.
         """
+        if self._workers is not None:
+            return await self._workers.run_cpu(
+                _extract, source.text, source.title, tuple(categories), source.category_id,
+                deadline_s=self._deadline_s, memory_mb=self._memory_mb, task=f"extracting {source.title!r}")
         run = functools.partial(
             extract_structure, source.text, source.title, tuple(categories), category_id=source.category_id
         )
         return await trio.to_thread.run_sync(run, limiter=self._cpu_limiter, abandon_on_cancel=True)
+
+
+def _extract(text: str, title: str, categories: tuple[Category, ...], category_id: str | None) -> ExtractedDocument:
+    """:func:`extract_structure` with positional arguments, for a worker process."""
+    return extract_structure(text, title, categories, category_id=category_id)

@@ -126,11 +126,13 @@ class LLMExtractor:
     ``context_tokens``, ``max_topic_depth``, ``fallback`` and ``extraction_timeout_seconds``;
     ``job_timeout_seconds`` (the ingest job's deadline) caps the model phase; ``cpu_limiter``
     bounds the splitting and the built-in fallback (G5); ``facts_per_topic`` > 0 asks for each
-    topic's atomic facts in the same answer (``TopicNode.facts``).
+    topic's atomic facts in the same answer (``TopicNode.facts``); ``fallback`` is the built-in
+    extractor to hand a document to (by default one in threads under ``cpu_limiter``).
     """
 
     def __init__(self, chat: ChatClient, settings: LLMSettings, cpu_limiter: trio.CapacityLimiter, *,
-                 job_timeout_seconds: float | None = None, facts_per_topic: int = 0) -> None:
+                 job_timeout_seconds: float | None = None, facts_per_topic: int = 0,
+                 fallback: BuiltinExtractor | None = None) -> None:
         self._chat = chat
         self._context_tokens = settings.context_tokens
         self._max_facts = facts_per_topic
@@ -138,7 +140,7 @@ class LLMExtractor:
         self._falls_back = settings.fallback == "builtin"
         self._model_phase_s = model_phase_seconds(settings, job_timeout_seconds)
         self._cpu_limiter = cpu_limiter
-        self._fallback = BuiltinExtractor(cpu_limiter)
+        self._fallback = fallback if fallback is not None else BuiltinExtractor(cpu_limiter)
 
     async def aclose(self) -> None:
         """Close the chat client. Idempotent, bounded, shielded."""
