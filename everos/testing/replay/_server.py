@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import resource
 import signal
 import socket
@@ -23,7 +24,23 @@ from everos.testing.replay._scenarios import Scenario
 __all__ = ["ManagedServer", "free_port", "server_env"]
 
 
+# Below Linux's default ephemeral range (32768-60999): no outgoing connection takes one of these
+# as its local port, so a server killed and restarted on its port finds it free again (a port
+# from bind(0) is ephemeral, and a client socket could hold it while the server is down).
+_PORTS = range(20_000, 32_000)
+
+
 def free_port() -> int:
+    """A loopback port that is free now, outside the ephemeral range when one is (else any)."""
+    rng = random.Random()
+    for _ in range(50):
+        port = rng.choice(_PORTS)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
