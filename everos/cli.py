@@ -98,7 +98,7 @@ def _parser() -> argparse.ArgumentParser:
 
     replay = commands.add_parser("replay", help="drive a server through a hang scenario while probing /health")
     replay.add_argument("scenario", help="seed-316, llm-stall, llm-down, llm-flaky, llm-slow, burst, embed-stall, "
-                                         "fd-256, kill-restart")
+                                         "fd-256, kill-restart, local-llm")
     replay.add_argument("--url", help="drive this running server instead of starting one (burst only; needs "
                                       "--allow-writes)")
     replay.add_argument("--allow-writes", action="store_true",
