@@ -135,20 +135,25 @@ def atomic_write_bytes_sync(path: Path, data: bytes | bytearray | memoryview) ->
     directory = path.parent
     _make_dirs(directory)
     temp = directory / _sibling_name(path, secrets.token_hex(8), "tmp")
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        _write_new_file(temp, data)
         os.replace(temp, path)
     except BaseException:
         temp.unlink(missing_ok=True)
         raise
     _fsync_dir(directory)
+
+
+def _write_new_file(path: Path, data: bytes | bytearray | memoryview) -> None:
+    """Create ``path`` (it must not exist), write ``data`` and fsync it."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def atomic_write_text_sync(path: Path, text: str, encoding: str = "utf-8") -> None:
@@ -176,15 +181,7 @@ def write_staged_files_sync(staging: Path, files: Mapping[str, str | bytes]) -> 
         if path.parent not in directories:
             path.parent.mkdir(parents=True, exist_ok=True)
             directories.update(p for p in path.parents if p.is_relative_to(staging))
-        data = content.encode("utf-8") if isinstance(content, str) else content
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        _write_new_file(path, content.encode("utf-8") if isinstance(content, str) else content)
     # Deepest first, so each directory's entry in its parent is durable before the parent's sync.
     for directory in sorted(directories, key=lambda d: len(d.parts), reverse=True):
         _fsync_dir(directory)
