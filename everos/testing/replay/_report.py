@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 
 from everos.testing.replay._load import API
-from everos.testing.replay._scenarios import ReplayOptions, Scenario
+from everos.testing.replay._scenarios import ReplayOptions, Scenario, drain_timeout_s
 
 __all__ = ["breaches", "percentiles", "verify"]
 
@@ -120,7 +120,7 @@ def breaches(report: dict[str, Any], scenario: Scenario, options: ReplayOptions)
         found.append(f"G7: {end['documents_index_pending']} documents still pending indexing and "
                      f"{end['index_rows_open']} index rows queued or running after the drain")
     if report["drain_s"] is None:
-        found.append(f"drain: the queues did not drain within {options.drain_timeout_s:g} s")
+        found.append(f"drain: the queues did not drain within {drain_timeout_s(scenario, options):g} s")
     if end["documents_dead"] and not scenario.expect_dead:
         found.append(f"{end['documents_dead']} documents died although the scenario recovers")
     return found

@@ -19,7 +19,7 @@ from everos.testing.replay._corpus import corpus_word, make_corpus
 from everos.testing.replay._load import delete_documents, drain, upload_all
 from everos.testing.replay._probes import HealthProbe, SearchWatch
 from everos.testing.replay._report import breaches, percentiles, verify
-from everos.testing.replay._scenarios import SCENARIOS, ReplayOptions, plan_for_url
+from everos.testing.replay._scenarios import SCENARIOS, ReplayOptions, drain_timeout_s, plan_for_url
 from everos.testing.replay._server import ManagedServer, server_env
 
 __all__ = ["run_scenario"]
@@ -100,7 +100,7 @@ async def run_scenario(name: str, options: ReplayOptions | None = None) -> dict[
         report["upload_s"] = round(time.monotonic() - started, 2)
         if fake is not None and scenario.recover_after_s is not None:
             fake.recover()  # the scenario's outage is over, however quick the uploads were
-        report["drain_s"] = await drain(url, options.drain_timeout_s)
+        report["drain_s"] = await drain(url, drain_timeout_s(scenario, options))
         latencies = uploads.pop("latencies")
         acknowledged = uploads.pop("acknowledged")
         report["uploads"] = {**uploads, "latency_ms": percentiles(latencies)}

@@ -14,8 +14,8 @@ from typing import Any
 from everos.testing._faults import Fault
 from everos.testing._slots import ModelSpeed
 
-__all__ = ["FAST_LLM", "LOCAL_MODEL_SPEEDUP", "MODEL_ONLY", "REPLAY_APP_ID", "SCENARIOS", "ReplayOptions", "Scenario", "describe_plan",
-           "plan_for_url"]
+__all__ = ["FAST_LLM", "LOCAL_MODEL_SPEEDUP", "MODEL_ONLY", "REPLAY_APP_ID", "SCENARIOS", "ReplayOptions", "Scenario",
+           "describe_plan", "drain_timeout_s", "plan_for_url"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,6 +37,7 @@ class Scenario:
     respond_async: bool = False
     upload_interval_s: float = 0.0
     model_speed: ModelSpeed | None = None  # the fake as slow as a local model server (slots, rates)
+    drain_timeout_s: float | None = None  # at least this long for the drain (a slow model's backlog)
     expect_dead: bool = False
     settings: dict[str, Any] = dataclasses.field(default_factory=dict)
 
@@ -97,7 +98,7 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
     # is the bottleneck, and everos must keep it busy and add little on top.
     Scenario("local-llm", "20 x 80 KB, one upload a second (202), against a one-slot model at 20x a 9B model's speed",
              count=20, size_bytes=80_000, use_llm=True, use_embedding_endpoint=True, respond_async=True,
-             upload_interval_s=1.0, model_speed=LOCAL_MODEL_20X,
+             upload_interval_s=1.0, model_speed=LOCAL_MODEL_20X, drain_timeout_s=1800.0,
              settings={"llm__slots": 1, "embedding__slots": 1}),
     Scenario("kill-restart", "SIGKILL the server mid-ingest, restart, drain: every acknowledged document once",
              count=30, size_bytes=20_000, kill_restart=True, respond_async=True, settings={"ingest__workers": 1}),
@@ -153,3 +154,8 @@ def describe_plan(name: str, options: ReplayOptions) -> str:
                 f"{options.app_id!r}, project_id {options.project_id!r}; they are deleted at the end")
     where = options.root or "a new temporary root (removed afterwards unless a guarantee broke)"
     return f"replay {name}: starting a server on {where} and uploading {count} synthetic documents"
+
+
+def drain_timeout_s(scenario: Scenario, options: ReplayOptions) -> float:
+    """How long the drain may take: the run's option, or longer where the scenario needs it."""
+    return max(options.drain_timeout_s, scenario.drain_timeout_s or 0.0)
