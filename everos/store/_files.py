@@ -127,15 +127,17 @@ def ensure_within_sync(root: Path, path: Path | str) -> Path:
     return resolved
 
 
-def atomic_write_bytes_sync(path: Path, data: bytes | bytearray | memoryview) -> None:
+def atomic_write_bytes_sync(path: Path, data: bytes | bytearray | memoryview, *, mode: int = 0o666) -> None:
     """Write ``data`` to ``path`` atomically and durably; create missing parent directories.
+    ``mode`` is the new file's permissions (less the umask); ``0o600`` keeps it to its owner from
+    its first byte on.
 
     On any failure the temporary file is removed and ``path`` is left as it was.
     """
     directory = path.parent
     _make_dirs(directory)
     temp = directory / _sibling_name(path, secrets.token_hex(8), "tmp")
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
         try:
             view = memoryview(data)
