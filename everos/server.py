@@ -164,8 +164,8 @@ async def serve(
     with hold_root_lock(loaded.root, purpose="everos server" if http else "everos mcp (stdio, no HTTP)") as lock:
         keys = KeyRing(loaded.root)
         if http:
-            check_bind_auth(config.api.host, keys, insecure_no_auth=insecure_no_auth)
             check_bindable(config.api.host, config.api.port)
+            check_bind_auth(config.api.host, keys, insecure_no_auth=insecure_no_auth)
         soft, hard = raise_open_file_limit()
         log.info("everos %s starting", __version__,
                  extra={"fields": {"root": loaded.root, "open_files_soft": soft, "open_files_hard": hard}})

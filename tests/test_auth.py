@@ -125,7 +125,10 @@ def test_a_non_loopback_bind_without_a_key_is_refused_unless_insecure(root: Path
     check_bind_auth("192.0.2.1", KeyRing(root))
 
 
-async def test_serve_refuses_a_non_loopback_bind_without_a_key_before_binding(root: Path) -> None:
-    """issue #16 item 1: serve() stops with ConfigError (exit 1) before it listens or opens a store."""
+async def test_serve_refuses_a_non_loopback_bind_without_a_key_before_listening(root: Path, monkeypatch) -> None:
+    """issue #16 item 1: serve() stops with ConfigError (exit 1) before it listens or opens a store
+    (the bind probe is stubbed: no real non-loopback socket in a test)."""
+    monkeypatch.setattr("everos.server.check_bindable", lambda host, port: None)
     with pytest.raises(ConfigError, match="no API key exists"):
         await serve(loaded_config(root, api__host="0.0.0.0"))
+    assert not (root / ".index").exists()  # no store was opened
