@@ -132,3 +132,27 @@ async def test_serve_refuses_a_non_loopback_bind_without_a_key_before_listening(
     with pytest.raises(ConfigError, match="no API key exists"):
         await serve(loaded_config(root, api__host="0.0.0.0"))
     assert not (root / ".index").exists()  # no store was opened
+
+
+async def test_the_cli_client_sends_everos_api_key_and_names_it_on_401(monkeypatch) -> None:
+    """issue #16 item 1: ApiClient sends $EVEROS_API_KEY as a bearer key; 401/403 exit CONFIG with a hint."""
+    import httpx
+
+    from everos.client import ApiClient, ApiError
+
+    seen: list[str | None] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers.get("authorization"))
+        return httpx.Response(401, json={"error": {"code": "UNAUTHORIZED", "message": "needs a key"}})
+
+    monkeypatch.setenv("EVEROS_API_KEY", "evk_fromenv")
+    async with ApiClient("http://everos.test", transport=httpx.MockTransport(answer), max_retries=0) as client:
+        with pytest.raises(ApiError) as raised:
+            await client.data("GET", "/api/v1/knowledge/documents")
+    assert seen == ["Bearer evk_fromenv"]
+    assert raised.value.exit_code == ExitCode.CONFIG and "EVEROS_API_KEY" in raised.value.message
+    monkeypatch.delenv("EVEROS_API_KEY")
+    async with ApiClient("http://everos.test", transport=httpx.MockTransport(answer), max_retries=0) as client:
+        await client.request("GET", "/")
+    assert seen[-1] is None

@@ -4,21 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mcp import Client
-from mcp.client.streamable_http import streamable_http_client
-from mcp.shared._httpx_utils import create_mcp_http_client
-
 from everos.auth import create_key
 from everos.mcp import TOOL_NAMES
 from everos.mcp._catalog import TOOL_SCOPES
+from everos.mcp._stdio import remote_client
 
 from .conftest import call, mcp_server
 from .test_http import INITIALIZE, MCP_HEADERS
-
-
-def keyed_client(url: str, key: str) -> Client:
-    return Client(streamable_http_client(url, http_client=create_mcp_http_client(
-        headers={"Authorization": f"Bearer {key}"})))
 
 
 def test_every_tool_has_a_scope() -> None:
@@ -41,7 +33,7 @@ async def test_mcp_needs_a_key_and_checks_each_tool_against_its_scope(root: Path
                                               headers={**MCP_HEADERS, "Authorization": f"Bearer {read}0"})
         assert wrong.status_code == 401
 
-        async with keyed_client(server.url, read) as client:
+        async with remote_client(server.url, read) as client:
             body, _, is_error = await call(client, "knowledge_list_documents")
             assert not is_error and body["total"] == 0
             body, text, is_error = await call(client, "knowledge_add_document", title="Nope", content="Refused.")
@@ -51,6 +43,19 @@ async def test_mcp_needs_a_key_and_checks_each_tool_against_its_scope(root: Path
             body, _, is_error = await call(client, "knowledge_list_documents")
             assert body["total"] == 0  # the refused add stored nothing
 
-        async with keyed_client(server.url, write) as client:
+        async with remote_client(server.url, write) as client:
             body, _, is_error = await call(client, "knowledge_add_document", title="Allowed", content="Stored.")
             assert not is_error and body["done"] is True
+
+
+async def test_the_stdio_proxy_sends_everos_api_key(root: Path, monkeypatch) -> None:
+    """issue #16 item 1: `everos mcp` proxying to a keyed server sends $EVEROS_API_KEY."""
+    from everos.mcp._stdio import RemoteDispatch
+
+    key, _ = create_key(root, "read")
+    async with mcp_server(root) as server:
+        monkeypatch.setenv("EVEROS_API_KEY", key)
+        answer = await RemoteDispatch(server.url, 10)("knowledge_list_documents", {})
+        assert not answer.is_error and answer.structured_content["total"] == 0
+        answer = await RemoteDispatch(server.url, 10)("knowledge_add_document", {"title": "T", "content": "c"})
+        assert answer.is_error and answer.structured_content["error"]["code"] == "FORBIDDEN"
