@@ -207,6 +207,7 @@ class KeyRing:
         self.clock = clock
         self._by_digest: dict[str, ApiKey] = {}
         self._closed = False
+        self.problem: str | None = None  # why the last load failed, while it stays failed
         self._signature: tuple[int, int, int] | None = None
         self._checked_at = -float("inf")
         self.refresh(force=True)
@@ -230,7 +231,7 @@ class KeyRing:
         try:
             stat = os.stat(self.path)
         except FileNotFoundError:
-            self._by_digest, self._closed, self._signature = {}, False, None
+            self._by_digest, self._closed, self._signature, self.problem = {}, False, None, None
             return
         except OSError as exc:
             self._failed(f"cannot stat {self.path}: {exc.strerror}")
@@ -248,11 +249,12 @@ class KeyRing:
             return
         self._signature = signature
         self._by_digest = {key.sha256: key for key in keys}
-        self._closed = False
+        self._closed, self.problem = False, None
         log.info("api keys loaded", extra={"fields": {"keys": len(keys)}})
 
     def _failed(self, why: str) -> None:
         self._signature = None  # try again at the next check
+        self.problem = why
         if not self._by_digest:
             self._closed = True
         log.error("api keys: %s; keeping the %d key(s) loaded before", why, len(self._by_digest))
@@ -262,8 +264,12 @@ def check_bind_auth(host: str, keys: KeyRing, *, insecure_no_auth: bool = False)
     """Refuse to serve beyond loopback with no key, unless the operator said so.
 
     Raises:
-        ConfigError: ``host`` is not loopback, no key exists and ``insecure_no_auth`` is false.
+        ConfigError: the key file cannot be read or parsed (on any bind: a server that started
+            with it would refuse every request); or ``host`` is not loopback, no key exists and
+            ``insecure_no_auth`` is false.
     """
+    if keys.problem is not None:
+        raise ConfigError(keys.problem)
     if is_loopback(host) or keys.required or insecure_no_auth:
         return
     raise ConfigError(f"[api] host = {host!r} is reachable beyond this machine and no API key exists, so anyone "

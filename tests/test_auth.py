@@ -111,6 +111,18 @@ def test_a_damaged_key_file_closes_the_ring(root: Path) -> None:
     (root / KEY_FILENAME).write_text("{not json")
     ring = KeyRing(root)
     assert ring.required and ring.lookup("evk_anything") is None
+    with pytest.raises(ConfigError, match="not a key file"):  # and the server does not start with it
+        check_bind_auth("127.0.0.1", ring)
+
+
+def test_a_key_file_damaged_while_serving_keeps_the_keys_loaded_before(root: Path) -> None:
+    """issue #16 item 1: a damaged file does not drop (or open) the keys a running server has."""
+    now = [0.0]
+    key, _ = create_key(root, "read")
+    ring = KeyRing(root, clock=lambda: now[0])
+    (root / KEY_FILENAME).write_text("[]")
+    now[0] = 5.0
+    assert ring.lookup(key) is not None and ring.problem is not None
 
 
 def test_a_non_loopback_bind_without_a_key_is_refused_unless_insecure(root: Path) -> None:
