@@ -117,3 +117,18 @@ async def test_the_key_is_never_logged(root: Path, caplog) -> None:
     logged = " ".join(f"{r.getMessage()} {getattr(r, 'fields', '')}" for r in caplog.records)
     assert key not in logged and key[4:] not in logged
     assert record.id in logged  # the access line names the key by its id
+
+
+async def test_a_cors_preflight_passes_without_a_key_and_changes_nothing(root: Path) -> None:
+    """issue #16 item 1: browsers send the preflight without credentials; it passes, the request itself needs the key."""
+    key, _ = create_key(root, "write")
+    origin = "http://app.example"
+    async with knowledge_server(root, api__cors_origins=[origin]) as server:
+        preflight = await server.client.options(f"{API}/documents", headers={
+            "Origin": origin, "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization"})
+        assert preflight.status_code == 200
+        assert preflight.headers["access-control-allow-origin"] == origin
+        assert_refused(await server.client.options(f"{API}/documents"), 401, "UNAUTHORIZED")
+        assert_refused(await server.client.get("/docs"), 401, "UNAUTHORIZED")
+        assert (await server.client.get("/docs", headers=bearer(key))).status_code == 200
