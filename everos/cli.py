@@ -4,7 +4,8 @@
 
     everos init [--root DIR] [--force] [--print]
     everos config show [--root DIR]
-    everos server start [--host H] [--port P] [--root DIR] [--log-level L]
+    everos server start [--host H] [--port P] [--root DIR] [--log-level L] [--insecure-no-auth]
+    everos keys create --scope read|write|admin [--name N] | list | revoke ID   [--root DIR] [--json]
     everos mcp [--url URL] [--root DIR] [--log-level L]
     everos cascade status|sync [PATH]|fix [--apply]|rebuild [--root DIR]
     everos reextract [--root DIR] [--url URL]
@@ -29,7 +30,7 @@ import sys
 import traceback
 from collections.abc import Sequence
 
-from everos import __version__, api_cli, doctor, ingest_cli
+from everos import __version__, api_cli, doctor, ingest_cli, keys_cli
 from everos.config import (
     CONFIG_FILENAME,
     config_path,
@@ -80,6 +81,9 @@ def _parser() -> argparse.ArgumentParser:
     start.add_argument("--root", help="memory root (default: $EVEROS_ROOT, else ~/.everos)")
     start.add_argument("--log-level", choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"),
                        type=str.upper, help="log level (default from [api] log_level or $EVEROS_LOG_LEVEL)")
+    start.add_argument("--insecure-no-auth", action="store_true",
+                       help="start on a non-loopback [api] host even though no API key exists (anyone who can "
+                            "reach it can read and change everything)")
     cascade = commands.add_parser("cascade", help="inspect and repair the markdown -> index cascade")
     cascade_commands = cascade.add_subparsers(dest="cascade_command", required=True, metavar="SUBCOMMAND")
     for name, text in (("status", "queue depth by state, oldest lease, dead rows, failed documents and their "
@@ -115,6 +119,7 @@ def _parser() -> argparse.ArgumentParser:
     reextract.add_argument("--root", help="memory root (default: $EVEROS_ROOT, else ~/.everos)")
     reextract.add_argument("--url", help="the server to ask (default: the one that owns the root)")
     ingest_cli.add_parser(commands)
+    keys_cli.add_parser(commands)
     api_cli.add_parser(commands)
     doctor.add_parser(commands)
     mcp = commands.add_parser("mcp", help="serve the knowledge tools over MCP stdio (for clients that launch a "
@@ -241,7 +246,7 @@ def _cmd_server_start(args: argparse.Namespace) -> int:
         overrides[("api", "log_level")] = log_level
     loaded = load_config(root, overrides=overrides)
     configure_logging(loaded.config.api.log_level, fmt=loaded.config.api.log_format)
-    run(loaded, services=open_services)
+    run(loaded, services=open_services, insecure_no_auth=args.insecure_no_auth)
     return 0
 
 
@@ -287,7 +292,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     commands = {"init": _cmd_init, "config": _cmd_config_show, "server": _cmd_server_start, "mcp": _cmd_mcp,
                 "cascade": _cmd_cascade, "replay": _cmd_replay, "reextract": _cmd_reextract,
-                "ingest": ingest_cli.run, "doctor": doctor.run, **dict.fromkeys(api_cli.COMMANDS, api_cli.run)}
+                "ingest": ingest_cli.run, "doctor": doctor.run, "keys": keys_cli.run, **dict.fromkeys(api_cli.COMMANDS, api_cli.run)}
     try:
         return commands[args.command](args)
     except BaseException as raised:  # noqa: BLE001 - the command line's last word on every failure

@@ -6,10 +6,15 @@ in the root's lock when it bound (:func:`everos.rootlock.read_lock_owner`). Ever
 deadline; 429 and 503 are retried after their ``Retry-After`` (bounded, G9); an EverOS error
 envelope becomes an :class:`ApiError` whose message is one line (``STATUS CODE: message``), and a
 server that cannot be reached a :class:`~everos.errors.CommandError` with ``ExitCode.UNREACHABLE``.
+
+API keys (issue #16 item 1): every request carries ``Authorization: Bearer $EVEROS_API_KEY`` when
+that variable is set (or the ``api_key`` given); a 401/403 answer exits with ``ExitCode.CONFIG``
+and says to set it.
 """
 
 from __future__ import annotations
 
+import os
 import random
 from pathlib import Path
 from types import TracebackType
@@ -21,10 +26,19 @@ import trio
 from everos.errors import CommandError, ExitCode
 from everos.rootlock import reachable_url, read_lock_owner
 
-__all__ = ["ApiClient", "ApiError", "server_base_url"]
+__all__ = ["API_KEY_ENV", "ApiClient", "ApiError", "api_key_headers", "server_base_url"]
+
+API_KEY_ENV = "EVEROS_API_KEY"
 
 RETRY_STATUSES = frozenset({429, 503})
 MAX_RETRY_AFTER_S = 60.0
+
+
+def api_key_headers(api_key: str | None = None) -> dict[str, str]:
+    """``{"Authorization": "Bearer <key>"}`` for ``api_key``, else ``$EVEROS_API_KEY``; ``{}``
+    when neither is set."""
+    key = api_key if api_key is not None else os.environ.get(API_KEY_ENV, "").strip()
+    return {"Authorization": f"Bearer {key}"} if key else {}
 
 
 def server_base_url(root: Path, url: str | None) -> str:
@@ -53,8 +67,9 @@ class ApiError(CommandError):
 
     def __init__(self, status: int, api_code: str, message: str, field: str | None = None) -> None:
         exit_code = ExitCode.NOT_FOUND if status == 404 else ExitCode.USAGE if status in (400, 409, 413, 415, 422) \
-            else ExitCode.UNREACHABLE
-        super().__init__(f"{status} {api_code}: {message}", exit_code=exit_code)
+            else ExitCode.CONFIG if status in (401, 403) else ExitCode.UNREACHABLE
+        hint = f" (set {API_KEY_ENV} to a key of the right scope)" if status in (401, 403) else ""
+        super().__init__(f"{status} {api_code}: {message}{hint}", exit_code=exit_code)
         self.status, self.api_code, self.field = status, api_code, field
 
     @classmethod
@@ -71,12 +86,14 @@ class ApiClient:
     async context manager."""
 
     def __init__(self, base_url: str, *, timeout_s: float = 60.0, max_retries: int = 5,
-                 max_connections: int = 16, transport: httpx.AsyncBaseTransport | None = None) -> None:
+                 max_connections: int = 16, transport: httpx.AsyncBaseTransport | None = None,
+                 api_key: str | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout_s = timeout_s
         self.max_retries = max_retries
         self._client = httpx.AsyncClient(base_url=self.base_url, timeout=timeout_s, trust_env=False,
-                                         limits=httpx.Limits(max_connections=max_connections), transport=transport)
+                                         limits=httpx.Limits(max_connections=max_connections), transport=transport,
+                                         headers=api_key_headers(api_key))
 
     async def __aenter__(self) -> ApiClient:
         return self

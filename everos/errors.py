@@ -7,6 +7,8 @@ Every error the server can answer with is an :class:`EverosError`. Each class ca
     ├── ConfigError                  500 CONFIGURATION_ERROR   (also stops startup)
     ├── BadRequest                   400 BAD_REQUEST
     │   └── PathTraversal            400 BAD_REQUEST
+    ├── Unauthorized                 401 UNAUTHORIZED          (WWW-Authenticate: Bearer)
+    ├── Forbidden                    403 FORBIDDEN             (the key's scope is too small)
     ├── NotFound                     404 NOT_FOUND
     ├── MethodNotAllowed             405 METHOD_NOT_ALLOWED
     ├── Conflict                     409 CONFLICT
@@ -49,6 +51,7 @@ __all__ = [
     "ExitCode",
     "ExternalServiceUnavailable",
     "ExtractionEmpty",
+    "Forbidden",
     "InvalidInput",
     "MethodNotAllowed",
     "NotFound",
@@ -59,6 +62,7 @@ __all__ = [
     "RootLocked",
     "ServiceUnavailable",
     "StoreBusy",
+    "Unauthorized",
     "UnsupportedFormat",
     "WorkerCrashed",
     "WorkerFailed",
@@ -99,6 +103,20 @@ class BadRequest(EverosError):
 
 class PathTraversal(BadRequest):
     """A name would escape the memory root (``..``, absolute paths, NUL bytes)."""
+
+
+class Unauthorized(EverosError):
+    """The request carries no API key, or one the server does not know (keys exist on this root)."""
+
+    status = 401
+    code = "UNAUTHORIZED"
+
+
+class Forbidden(EverosError):
+    """The request's API key is valid but its scope does not allow this route or tool."""
+
+    status = 403
+    code = "FORBIDDEN"
 
 
 class NotFound(EverosError):
@@ -261,7 +279,8 @@ class CommandError(EverosError):
 # The class each code is rebuilt as: the one that names the code itself (``BadRequest``, not
 # ``PathTraversal``). CommandError is the CLI's own (it needs an exit code) and no job stores it.
 _BY_CODE: dict[str, type[EverosError]] = {cls.code: cls for cls in (
-    EverosError, ConfigError, BadRequest, NotFound, MethodNotAllowed, Conflict, PayloadTooLarge, UnsupportedFormat,
+    EverosError, ConfigError, BadRequest, Unauthorized, Forbidden, NotFound, MethodNotAllowed, Conflict,
+    PayloadTooLarge, UnsupportedFormat,
     InvalidInput, ExtractionEmpty, ConversionFailed, WorkerFailed, WorkerTimeout, WorkerOutOfMemory, WorkerCrashed,
     QueueSaturated, ServiceUnavailable, ExternalServiceUnavailable, StoreBusy,
     RequestTimeout, RootLocked,

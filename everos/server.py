@@ -42,6 +42,7 @@ import trio
 from quart_trio import QuartTrio
 
 from everos import __version__
+from everos.auth import KeyRing, check_bind_auth
 from everos.config import LoadedConfig
 from everos.errors import CommandError, ExitCode
 from everos.metrics import LOOP_LAG, MetricsApp
@@ -49,7 +50,7 @@ from everos.rootlock import hold_root_lock
 from everos.runtime import CLOSE_TIMEOUT_S, OpenServices, Runtime, ServiceSet, is_loopback
 from everos.status import LoopLagProbe
 from everos.supervisor import Supervisor
-from everos.web import DocsApp, HealthApp, PathRouter, RequestLayer, create_app, use_prompt_close
+from everos.web import AuthLayer, DocsApp, HealthApp, PathRouter, RequestLayer, create_app, use_prompt_close
 
 KEEP_ALIVE_TIMEOUT_S = 5.0
 
@@ -138,6 +139,7 @@ async def serve(
     configure_app: Callable[[QuartTrio], None] | None = None,
     runtime_ready: Callable[[Runtime], Any] | None = None,
     http: bool = True,
+    insecure_no_auth: bool = False,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run the server on ``loaded.config.api.host``/``port`` until stopped.
@@ -148,20 +150,27 @@ async def serve(
     nothing listens (``everos mcp`` over stdio): the services and their workers run until stopped,
     and ``task_status.started()`` reports ``[]``.
 
+    API keys (``<root>/.keys.json``, :mod:`everos.auth`): once one exists, every route but the
+    health paths needs one. A bind beyond loopback with no key refuses to start unless
+    ``insecure_no_auth``.
+
     Raises:
         RootLocked: another process owns the root.
         CommandError: the address cannot be listened on (checked before any store opens).
+        ConfigError: the bind is not loopback and no API key exists (without ``insecure_no_auth``).
         WorkerCrashLoop: a worker kept crashing; the server stopped.
     """
     config = loaded.config
     with hold_root_lock(loaded.root, purpose="everos server" if http else "everos mcp (stdio, no HTTP)") as lock:
+        keys = KeyRing(loaded.root)
         if http:
             check_bindable(config.api.host, config.api.port)
+            check_bind_auth(config.api.host, keys, insecure_no_auth=insecure_no_auth)
         soft, hard = raise_open_file_limit()
         log.info("everos %s starting", __version__,
                  extra={"fields": {"root": loaded.root, "open_files_soft": soft, "open_files_hard": hard}})
-        if not is_loopback(config.api.host):
-            log.warning("binding to %s: everos has no authentication yet; anyone who can reach this address "
+        if http and not is_loopback(config.api.host) and not keys.required:
+            log.warning("binding to %s with no API key (--insecure-no-auth): anyone who can reach this address "
                         "can read and change the knowledge base", config.api.host)
         for item in loaded.ignored:
             log.info("config ignored: %s", item)
@@ -203,7 +212,7 @@ async def serve(
                             mounts.update(getattr(service, "mounts", None) or {})
                         api = with_cors(RequestLayer(app, config.api.request_timeout_seconds), config.api.cors_origins)
                         asgi = PathRouter(api, HealthApp(board), mounts, metrics=MetricsApp(board),
-                                           docs=DocsApp())
+                                          docs=DocsApp(), auth=AuthLayer(keys))
                         hconfig = hypercorn.config.Config()
                         hconfig.bind = [f"{config.api.host}:{config.api.port}"]
                         hconfig.accesslog = None
@@ -253,6 +262,7 @@ async def serve(
     log.info("stopped")
 
 
-def run(loaded: LoadedConfig, *, services: OpenServices) -> None:
+def run(loaded: LoadedConfig, *, services: OpenServices, insecure_no_auth: bool = False) -> None:
     """Blocking entry point for the CLI: run until SIGINT/SIGTERM."""
-    trio.run(functools.partial(serve, loaded, services=services, handle_signals=True))
+    trio.run(functools.partial(serve, loaded, services=services, handle_signals=True,
+                               insecure_no_auth=insecure_no_auth))

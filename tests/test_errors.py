@@ -22,6 +22,8 @@ REBUILT = {
     "INTERNAL_ERROR": (errors.EverosError, 500),
     "CONFIGURATION_ERROR": (errors.ConfigError, 500),
     "BAD_REQUEST": (errors.BadRequest, 400),
+    "UNAUTHORIZED": (errors.Unauthorized, 401),  # issue #16 item 1
+    "FORBIDDEN": (errors.Forbidden, 403),  # issue #16 item 1
     "NOT_FOUND": (errors.NotFound, 404),
     "METHOD_NOT_ALLOWED": (errors.MethodNotAllowed, 405),
     "CONFLICT": (errors.Conflict, 409),

@@ -23,8 +23,9 @@ LAYERS: list[set[str]] = [
     # the supervisor, the worker processes for CPU work, and the runtime every service is opened with
     {"everos", "everos._exports", "everos.errors", "everos.config", "everos.logs", "everos.metrics",
      "everos.status", "everos.rootlock", "everos.supervisor", "everos.workers", "everos.runtime"},
-    # outside the process: the stores, the model providers, the HTTP client of a running server
-    {"everos.store", "everos.providers", "everos.client"},
+    # outside the process: the stores, the model providers, the HTTP client of a running server,
+    # and the root's API key file (issue #16 item 1)
+    {"everos.store", "everos.providers", "everos.client", "everos.auth"},
     # the pure knowledge core, search, and one request model per operation
     {"everos.knowledge", "everos.search", "everos.api"},
     # the services: ingest and the index cascade
@@ -35,7 +36,7 @@ LAYERS: list[set[str]] = [
     {"everos.services", "everos.server"},
     # entry points, command-line tools, and the test harness (fakes and replay)
     {"everos.cli", "everos.cascade_cli", "everos.mcp_cli", "everos.api_cli", "everos.ingest_cli",
-     "everos.folder_ingest", "everos.doctor", "everos.testing", "everos.__main__"},
+     "everos.keys_cli", "everos.folder_ingest", "everos.doctor", "everos.testing", "everos.__main__"},
 ]
 
 

@@ -161,6 +161,13 @@ _FILE_PART = {"type": "string", "contentMediaType": "application/octet-stream",
                              "is the document's filename."}
 
 
+_BEARER = {"type": "http", "scheme": "bearer",
+           "description": "An API key from `everos keys create --scope read|write|admin` (issue #16 item 1), "
+                          "required on every route once the root has a key: 401 UNAUTHORIZED without a "
+                          "valid one, 403 FORBIDDEN when its scope is too small (read: GET and search; "
+                          "write: also uploads, changes, deletes; admin: also cascade routes and task retries)."}
+
+
 def openapi_document() -> dict[str, Any]:
     """The OpenAPI 3.1 document of :data:`OPERATIONS`, for ``/api/v1`` and ``/api/v2``. Pure."""
     paths: dict[str, dict[str, Any]] = {}
@@ -174,7 +181,9 @@ def openapi_document() -> dict[str, Any]:
         "info": {"title": "everos", "version": __version__,
                  "description": "A local-first knowledge server speaking the EverOS 1.x knowledge API."},
         "paths": paths,
-        "components": {"schemas": schemas},
+        "components": {"schemas": schemas, "securitySchemes": {"apiKey": _BEARER}},
+        # A key is needed once the root has one (`everos keys create`); with none, none is needed.
+        "security": [{"apiKey": []}, {}],
     }
 
 
@@ -217,6 +226,10 @@ def _responses(operation: Operation) -> dict[str, Any]:
         responses[str(status)] = {"description": ERRORS[status], "content": error}
         if status in (429, 503):
             responses[str(status)]["headers"] = _RETRY_AFTER
+    responses["401"] = {"description": "UNAUTHORIZED: the root has API keys and the request carries none, "
+                                       "or an unknown one.", "content": error}
+    responses["403"] = {"description": "FORBIDDEN: the API key's scope does not allow this operation.",
+                        "content": error}
     responses["default"] = {"description": "INTERNAL_ERROR, or another EverOS error.", "content": error}
     return responses
 

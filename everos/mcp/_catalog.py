@@ -35,6 +35,7 @@ from pydantic import ValidationError
 from typing_extensions import NotRequired, TypedDict
 
 from everos import __version__
+from everos.auth import scope_allows
 from everos.api import (
     AddDocument,
     DocumentRef,
@@ -46,10 +47,12 @@ from everos.api import (
     TopicRef,
 )
 from everos.mcp import _render as render  # the submodule, not the package namespace
+from everos.web._asgi import KEY_SCOPE_KEY
 
 __all__ = [
     "INSTRUCTIONS",
     "TOOL_NAMES",
+    "TOOL_SCOPES",
     "CatalogServer",
     "Dispatch",
     "build_server",
@@ -92,6 +95,10 @@ TOOL_NAMES = (
     "knowledge_status",
     "knowledge_task_status",
 )
+# The API key scope each tool needs over HTTP (issue #16 item 1), as the REST route of the same
+# operation: adding and deleting need ``write``, everything else ``read``.
+TOOL_SCOPES = {name: "write" if name in ("knowledge_add_document", "knowledge_delete_document") else "read"
+               for name in TOOL_NAMES}
 
 # -- the answers (the structured content of a successful call: the HTTP bodies, everos/api/_answers.py) -
 
@@ -317,9 +324,19 @@ class CatalogServer(MCPServer):
         """Call the tool ``name``, as ``MCPServer.call_tool``; refused arguments are answered
         without running the tool (and without a checkpoint).
 
+        A call over HTTP whose API key (``scope["everos.key"]``, set by ``AuthLayer`` on the
+        request that carried the call) has a smaller scope than :data:`TOOL_SCOPES` says is
+        answered with a ``FORBIDDEN`` tool error, before anything runs. No key there (stdio, or a
+        server with no keys) means no limit.
+
         Raises:
             ToolError: ``name`` is no tool of this server (the SDK's answer stands).
         """
+        key = _key_of(context)
+        needed = TOOL_SCOPES.get(name, "admin")
+        if key is not None and not scope_allows(key.scope, needed):
+            log.info("tool", extra={"fields": {"tool": name, "outcome": "FORBIDDEN", "key_id": key.id}})
+            return render.error_result("FORBIDDEN", f"this API key has the {key.scope} scope; {name} needs {needed}")
         properties = await self._arguments_of(name)
         unknown = [] if properties is None else [key for key in arguments if key not in properties]
         if unknown:
@@ -347,6 +364,18 @@ class CatalogServer(MCPServer):
         log.info("tool", extra={"fields": {"tool": name, "outcome": "INVALID_INPUT",
                                            "field": result.structured_content["error"]["field"]}})
         return result
+
+
+def _key_of(context: Context | None) -> Any:
+    """The API key of the HTTP request a tool call came in (``everos.auth.ApiKey``), or None."""
+    if context is None:
+        return None
+    try:
+        request = context.request_context.request
+    except ValueError:  # no request context: a direct call
+        return None
+    scope = getattr(request, "scope", None)
+    return scope.get(KEY_SCOPE_KEY) if isinstance(scope, dict) else None
 
 
 def build_server(dispatch: Dispatch) -> MCPServer:

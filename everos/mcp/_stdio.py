@@ -12,17 +12,22 @@ under a deadline; an unreachable server answers ``SERVICE_UNAVAILABLE`` as a too
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
+from collections.abc import AsyncIterator
 from typing import Any
 
 import trio
 from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
 from mcp.server.mcpserver import MCPServer
 from mcp.server.stdio import stdio_server
+from mcp.shared._httpx_utils import create_mcp_http_client
 from mcp.types import CallToolResult
 
+from everos.client import api_key_headers
 from everos.config import Config
 from everos.mcp._render import error_result
 
@@ -114,7 +119,7 @@ class RemoteDispatch:
         checkpoint; never raises for a failed call."""
         with trio.move_on_after(self.deadline_s):
             try:
-                async with Client(self.url) as client:
+                async with remote_client(self.url) as client:
                     return await client.call_tool(name, arguments)
             except Exception as exc:  # refused, reset, HTTP or protocol error: the answer says which
                 owner = f" (the root is owned by pid {self.owner_pid})" if self.owner_pid else ""
@@ -122,6 +127,21 @@ class RemoteDispatch:
                                     f"{_describe(exc)}", retry_after_s=5)
         return error_result("REQUEST_TIMEOUT", f"the everos server at {self.url} did not answer {name} "
                                                f"within {self.deadline_s:g} s")
+
+
+
+@contextlib.asynccontextmanager
+async def remote_client(url: str, api_key: str | None = None) -> AsyncIterator[Client]:
+    """An MCP client of the streamable-HTTP server at ``url``, sending ``api_key`` (default
+    ``$EVEROS_API_KEY``) as its bearer key when there is one."""
+    headers = api_key_headers(api_key)
+    if not headers:
+        async with Client(url) as client:
+            yield client
+        return
+    async with create_mcp_http_client(headers=headers) as http, \
+            Client(streamable_http_client(url, http_client=http)) as client:
+        yield client
 
 
 def _describe(exc: BaseException) -> str:

@@ -127,8 +127,10 @@ def ensure_within_sync(root: Path, path: Path | str) -> Path:
     return resolved
 
 
-def atomic_write_bytes_sync(path: Path, data: bytes | bytearray | memoryview) -> None:
+def atomic_write_bytes_sync(path: Path, data: bytes | bytearray | memoryview, *, mode: int = 0o666) -> None:
     """Write ``data`` to ``path`` atomically and durably; create missing parent directories.
+    ``mode`` is the new file's permissions (less the umask); ``0o600`` keeps it to its owner from
+    its first byte on.
 
     On any failure the temporary file is removed and ``path`` is left as it was.
     """
@@ -136,7 +138,7 @@ def atomic_write_bytes_sync(path: Path, data: bytes | bytearray | memoryview) ->
     _make_dirs(directory)
     temp = directory / _sibling_name(path, secrets.token_hex(8), "tmp")
     try:
-        _write_new_file(temp, data)
+        _write_new_file(temp, data, mode)
         os.replace(temp, path)
     except BaseException:
         temp.unlink(missing_ok=True)
@@ -144,9 +146,9 @@ def atomic_write_bytes_sync(path: Path, data: bytes | bytearray | memoryview) ->
     _fsync_dir(directory)
 
 
-def _write_new_file(path: Path, data: bytes | bytearray | memoryview) -> None:
-    """Create ``path`` (it must not exist), write ``data`` and fsync it."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+def _write_new_file(path: Path, data: bytes | bytearray | memoryview, mode: int = 0o666) -> None:
+    """Create ``path`` (it must not exist; ``mode`` before the umask), write ``data`` and fsync it."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
         view = memoryview(data)
         while view:

@@ -2,11 +2,13 @@
 
 from everos.web._app import create_app, current_request_id, ok
 from everos.web._docs import DocsApp
-from everos.web._asgi import HEALTH_PATHS, HealthApp, PathRouter, RequestLayer
+from everos.web._asgi import HEALTH_PATHS, KEY_SCOPE_KEY, AuthLayer, HealthApp, PathRouter, RequestLayer
 from everos.web._tcp import use_prompt_close
 
 __all__ = [
     "HEALTH_PATHS",
+    "KEY_SCOPE_KEY",
+    "AuthLayer",
     "DocsApp",
     "HealthApp",
     "PathRouter",

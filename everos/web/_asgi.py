@@ -3,11 +3,15 @@
 Order of a request (design, "The nursery tree")::
 
     PathRouter (counts every request for /metrics)
-      /health /livez /readyz -> HealthApp            (snapshot only: no middleware, lock, DB)
-      /metrics               -> MetricsApp           (the same snapshot, and the event counters)
-      /openapi.json, /docs   -> DocsApp              (the OpenAPI document and Swagger UI, from memory)
-      /mcp, /mcp/...         -> the MCP app, if mounted
-      everything else        -> RequestLayer -> Quart app
+      /health /livez /readyz -> HealthApp            (snapshot only: no middleware, lock, DB, key)
+      every other path       -> AuthLayer, when given (API keys, issue #16 item 1), then:
+        /metrics             -> MetricsApp           (the same snapshot, and the event counters)
+        /openapi.json, /docs -> DocsApp              (the OpenAPI document and Swagger UI, from memory)
+        /mcp, /mcp/...       -> the MCP app, if mounted
+        everything else      -> RequestLayer -> Quart app
+
+``AuthLayer`` answers 401/403 itself, before any app sees the request (nothing is read or
+written for a refused request); an accepted request carries its key in ``scope["everos.key"]``.
 
 ``RequestLayer`` gives every request its id, its deadline (guarantee G1: a request that is not
 answered in time gets 504 ``REQUEST_TIMEOUT``, never silence) and one structured log line.
@@ -16,6 +20,7 @@ answered in time gets 504 ``REQUEST_TIMEOUT``, never silence) and one structured
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -23,13 +28,15 @@ from typing import Any
 
 import trio
 
-from everos.errors import RequestTimeout
+from everos.auth import required_scope, scope_allows
+from everos.errors import EverosError, Forbidden, RequestTimeout, Unauthorized
 from everos.metrics import HTTP_LATENCY, HTTP_REQUESTS
 from everos.status import StatusBoard
 from everos.web._docs import DOCS_STATIC, is_docs_path
 from everos.web._envelope import REQUEST_ID_HEADER, dumps, error_body_for, error_headers, pick_request_id
 
-__all__ = ["HEALTH_PATHS", "METRICS_PATH", "ROUTE_SCOPE_KEY", "HealthApp", "PathRouter", "RequestLayer"]
+__all__ = ["HEALTH_PATHS", "KEY_SCOPE_KEY", "METRICS_PATH", "ROUTE_SCOPE_KEY", "AuthLayer", "HealthApp", "PathRouter",
+           "RequestLayer"]
 
 ASGIApp = Callable[[dict, Callable[[], Awaitable[dict]], Callable[[dict], Awaitable[None]]], Awaitable[None]]
 
@@ -37,6 +44,9 @@ HEALTH_PATHS = ("/health", "/livez", "/readyz")
 METRICS_PATH = "/metrics"
 # The Quart app puts the URL rule that matched here (``create_app``), for the metrics' route label.
 ROUTE_SCOPE_KEY = "everos.route"
+# The API key an accepted request came with (an ``everos.auth.ApiKey``), set by ``AuthLayer``;
+# absent when the server has no keys. The MCP tools read its scope from here.
+KEY_SCOPE_KEY = "everos.key"
 
 access_log = logging.getLogger("everos.access")
 
@@ -121,8 +131,10 @@ class PathRouter:
     """
 
     def __init__(self, default: ASGIApp, health: ASGIApp, mounts: dict[str, ASGIApp] | None = None,
-                 metrics: ASGIApp | None = None, docs: ASGIApp | None = None) -> None:
+                 metrics: ASGIApp | None = None, docs: ASGIApp | None = None,
+                 auth: AuthLayer | None = None) -> None:
         self.default = default
+        self.auth = auth
         self.health = health
         self.metrics = metrics
         self.docs = docs
@@ -131,8 +143,13 @@ class PathRouter:
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             mounted = self._mount(scope["path"]) if scope["type"] == "websocket" else None
-            return await (mounted[0] if mounted else self.default)(scope, receive, send)
+            app = mounted[0] if mounted else self.default
+            if self.auth is not None and scope["type"] == "websocket":
+                app = functools.partial(self.auth, app)
+            return await app(scope, receive, send)
         app, route = self._route(scope["path"])
+        if self.auth is not None and app is not self.health:
+            app = functools.partial(self.auth, app)
         status = {"code": "cut"}
         last_body = _LastBody()
 
@@ -166,6 +183,77 @@ class PathRouter:
             if path == prefix or path.startswith(prefix + "/"):
                 return app, prefix
         return None
+
+
+class AuthLayer:
+    """API keys in front of every app but the health app (issue #16 item 1).
+
+    With no key on the root (``keys.required`` false) every request passes as before. Otherwise a
+    request needs ``Authorization: Bearer <key>``: none, or a key the ring does not know, gets 401
+    ``UNAUTHORIZED`` with ``WWW-Authenticate: Bearer``; a key whose scope is below
+    :func:`everos.auth.required_scope` gets 403 ``FORBIDDEN``. Both are answered here, before the
+    app runs, so a refused request reads no body and writes nothing. A CORS preflight (``OPTIONS``
+    with ``Access-Control-Request-Method``: browsers send it without credentials) passes; it is
+    answered by the CORS layer and changes nothing.
+
+    The key is never logged: a refusal logs one access line with the reason, an accepted request
+    carries only the key's record (id, name, scope) in ``scope["everos.key"]``.
+    """
+
+    def __init__(self, keys: Any) -> None:
+        self.keys = keys  # an everos.auth.KeyRing
+
+    async def __call__(self, app: ASGIApp, scope: dict, receive: Any, send: Any) -> None:
+        if not self.keys.required:
+            return await app(scope, receive, send)
+        headers = scope.get("headers", ())
+        if scope["type"] == "http" and scope["method"] == "OPTIONS" and any(
+                k.lower() == b"access-control-request-method" for k, _ in headers):
+            return await app(scope, receive, send)
+        authorization = next((v for k, v in headers if k.lower() == b"authorization"), None)
+        needed = required_scope(scope.get("method", "GET"), scope["path"])
+        refusal: EverosError | None = None
+        challenge = 'Bearer realm="everos"'
+        key = None
+        if authorization is None:
+            refusal = Unauthorized("this server needs an API key: send `Authorization: Bearer <key>` "
+                                   "(`everos keys create` makes one)")
+        else:
+            kind, _, token = authorization.decode("latin-1").strip().partition(" ")
+            key = self.keys.lookup(token.strip()) if kind.lower() == "bearer" and token.strip() else None
+            if key is None:
+                refusal = Unauthorized("the API key is not valid on this server (unknown or revoked); "
+                                       "send `Authorization: Bearer <key>`")
+                challenge = 'Bearer realm="everos", error="invalid_token"'
+            elif not scope_allows(key.scope, needed):
+                refusal = Forbidden(f"this API key has the {key.scope} scope; {scope.get('method', '')} "
+                                    f"{scope['path']} needs {needed}")
+                challenge = f'Bearer realm="everos", error="insufficient_scope", scope="{needed}"'
+        if refusal is None:
+            scope[KEY_SCOPE_KEY] = key
+            return await app(scope, receive, send)
+        await self._refuse(scope, receive, send, refusal, challenge, key)
+
+    @staticmethod
+    async def _refuse(scope: dict, receive: Any, send: Any, exc: EverosError, challenge: str, key: Any) -> None:
+        if scope["type"] == "websocket":
+            await receive()  # websocket.connect
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        incoming = next((v.decode("latin-1") for k, v in scope.get("headers", ())
+                         if k.lower() == REQUEST_ID_HEADER.encode()), None)
+        request_id = pick_request_id(incoming)
+        body = dumps(error_body_for(request_id, exc, scope["path"]))
+        # A body left unread (an upload refused before it was read) leaves the connection unusable
+        # for the next request: close it, as the 413 does.
+        close = scope["method"] not in ("GET", "HEAD")
+        headers = [*error_headers(request_id, exc, close=close), (b"www-authenticate", challenge.encode()),
+                   (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": exc.status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+        access_log.info("request", extra={"fields": {
+            "request_id": request_id, "method": scope["method"], "path": scope["path"], "status": exc.status,
+            "refused": exc.code, **({"key_id": key.id} if key is not None else {})}})
 
 
 class RequestLayer:
@@ -218,5 +306,6 @@ class RequestLayer:
                 "path": scope["path"],
                 "status": response["status"] if response["status"] is not None else "cut",
                 "duration_ms": round((time.perf_counter() - started_at) * 1000, 1),
+                **({"key_id": scope[KEY_SCOPE_KEY].id} if scope.get(KEY_SCOPE_KEY) is not None else {}),
             }},
         )

@@ -116,8 +116,15 @@ def test_each_operation_lists_the_errors_its_handler_can_raise() -> None:
     assert {404, 409, 429} <= listed("/knowledge/tasks/{task_id}/retry", "post")
     assert {413, 422, 503} <= listed("/knowledge/search", "post")  # 503: no search service
     assert 404 not in listed("/knowledge/documents/{doc_id}", "delete")  # a missing document is 204
-    assert listed("/cascade/status", "get") == {200, 503, 504}
+    assert listed("/cascade/status", "get") == {200, 401, 403, 503, 504}  # 401/403: API keys, issue #16 item 1
     assert paths["/api/v1/knowledge/documents"]["post"]["responses"]["429"]["headers"]["Retry-After"]
+
+
+def test_the_document_declares_the_bearer_api_key() -> None:
+    """issue #16 item 1: a bearer security scheme, optional (a root with no key needs none)."""
+    document = api.openapi_document()
+    assert document["components"]["securitySchemes"]["apiKey"]["scheme"] == "bearer"
+    assert document["security"] == [{"apiKey": []}, {}]
 
 
 def _error_classes(cls: type) -> list[type]:
