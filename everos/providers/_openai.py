@@ -11,12 +11,9 @@ Answers are read with a size cap, and large ones are decoded in a worker thread 
 
 from __future__ import annotations
 
-import collections
 import functools
 import json
 import math
-import threading
-import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
@@ -35,18 +32,18 @@ from everos.providers._answers import (
 )
 from everos.providers._errors import (
     EmbeddingDimensionError,
-    ProviderConnectionError,
     ProviderHTTPError,
     ProviderResponseError,
     ProviderTimeout,
 )
 from everos.providers._policy import AttemptPolicy, Budget, parse_retry_after
-from everos.providers._usage import record_usage
+from everos.providers._stream import EventStream
+from everos.providers._usage import TokenRate, record_usage
 
 if TYPE_CHECKING:
     from everos.config import EmbeddingSettings, LLMSettings, RerankSettings, _ProviderSettings
 
-__all__ = ["ChatClient", "EmbeddingClient", "RerankClient", "TokenRate"]
+__all__ = ["ChatClient", "EmbeddingClient", "RerankClient"]
 
 T = TypeVar("T")
 
@@ -176,7 +173,7 @@ class _OpenAIEndpoint:
                         idle.deadline = trio.current_time() + self.policy.attempt_timeout_seconds
                         raw = await self._read_capped(response)
                     else:
-                        events = _EventStream(self.endpoint)
+                        events = EventStream(self.endpoint, MAX_ANSWER_BYTES)
                         async for chunk in response.aiter_bytes():
                             idle.deadline = trio.current_time() + idle_seconds
                             events.feed(chunk)
@@ -222,41 +219,6 @@ def count_usage(kind: str, answer: Any) -> tuple[int, int]:
         else:
             counted.append(0)
     return counted[0], counted[1]
-
-
-class TokenRate:
-    """The tokens one endpoint reported over the last ``window_seconds``: what a watchdog of a
-    local model reads as its recent speed (``/health`` providers block). Thread-safe: answers
-    are decoded in threads."""
-
-    def __init__(self, window_seconds: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
-        self.window_seconds = window_seconds
-        self._clock = clock
-        self._answers: collections.deque[tuple[float, int, int]] = collections.deque()
-        self._lock = threading.Lock()
-
-    def record(self, prompt_tokens: int, completion_tokens: int) -> None:
-        """One answer and the tokens it reported."""
-        with self._lock:
-            self._answers.append((self._clock(), prompt_tokens, completion_tokens))
-            self._prune()
-
-    def snapshot(self) -> dict[str, float | int]:
-        """Answers in the window and their prompt and completion tokens per second (the window's
-        totals over its length). Not a checkpoint."""
-        with self._lock:
-            self._prune()
-            prompt = sum(answer[1] for answer in self._answers)
-            completion = sum(answer[2] for answer in self._answers)
-            answers = len(self._answers)
-        return {"window_seconds": self.window_seconds, "answers": answers,
-                "prompt_tokens_per_second": round(prompt / self.window_seconds, 1),
-                "completion_tokens_per_second": round(completion / self.window_seconds, 1)}
-
-    def _prune(self) -> None:
-        horizon = self._clock() - self.window_seconds
-        while self._answers and self._answers[0][0] < horizon:
-            self._answers.popleft()
 
 
 class ChatClient(_OpenAIEndpoint):
@@ -415,65 +377,6 @@ def _loads(raw: bytes, path: str) -> Any:
         return json.loads(raw)
     except ValueError:
         raise AnswerError(f"the answer to POST {path} is not JSON: {_excerpt(raw)!r}") from None
-
-
-class _EventStream:
-    """A streamed chat answer read from its server-sent events (``data: {chunk}`` lines, then
-    ``data: [DONE]``): the content pieces of ``choices[0].delta``, the ``usage`` a chunk carries
-    (the last one, with ``stream_options.include_usage``) and whether it finished. Bounded by
-    :data:`MAX_ANSWER_BYTES`."""
-
-    def __init__(self, endpoint: str) -> None:
-        self.endpoint = endpoint
-        self.size = 0
-        self._pending = b""
-        self._content: list[str] = []
-        self._usage: Any = None
-        self._finished = False
-
-    def feed(self, chunk: bytes) -> None:
-        self.size += len(chunk)
-        if self.size > MAX_ANSWER_BYTES:
-            raise ProviderResponseError(self.endpoint, f"answer larger than {MAX_ANSWER_BYTES} bytes")
-        lines = (self._pending + chunk).split(b"\n")
-        self._pending = lines.pop()
-        for line in lines:
-            self._line(line.strip())
-
-    def _line(self, line: bytes) -> None:
-        if not line.startswith(b"data:"):
-            return  # a comment, an event name or the blank line between events
-        data = line[5:].strip()
-        if data == b"[DONE]":
-            self._finished = True
-            return
-        try:
-            chunk = json.loads(data)
-        except ValueError:
-            raise ProviderResponseError(self.endpoint, f"a streamed chunk is not JSON: {_excerpt(data)!r}") from None
-        if not isinstance(chunk, dict):
-            return
-        if "error" in chunk:
-            raise ProviderResponseError(self.endpoint, f"the stream reported an error: {str(chunk['error'])[:200]}")
-        if isinstance(chunk.get("usage"), dict):
-            self._usage = chunk["usage"]
-        for choice in chunk.get("choices") or ():
-            if not isinstance(choice, dict) or choice.get("index", 0) != 0:
-                continue
-            delta = choice.get("delta")
-            if isinstance(delta, dict) and isinstance(delta.get("content"), str):
-                self._content.append(delta["content"])
-            if choice.get("finish_reason"):
-                self._finished = True
-
-    def answer(self) -> dict[str, Any]:
-        """The answer as an unstreamed one would be. Raises ProviderConnectionError for a stream
-        that ended before a finish reason or ``[DONE]``."""
-        self._line(self._pending.strip())
-        if not self._finished:
-            raise ProviderConnectionError(self.endpoint, "the answer stream ended before the answer was complete")
-        return {"choices": [{"index": 0, "message": {"role": "assistant", "content": "".join(self._content)}}],
-                "usage": self._usage}
 
 
 def _json_object(answer: Any) -> dict[str, Any]:

@@ -92,7 +92,7 @@ async def test_an_upload_waits_for_one_running_call_not_the_backlog(nursery) -> 
 
 def test_token_rate_counts_the_last_window_only() -> None:
     """#11 item 3: the recent tokens/s /health shows per endpoint, over a sliding minute."""
-    from everos.providers._openai import TokenRate
+    from everos.providers._usage import TokenRate
 
     now = [1000.0]
     rate = TokenRate(window_seconds=60, clock=lambda: now[0])
