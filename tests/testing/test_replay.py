@@ -119,7 +119,7 @@ async def test_local_llm_keeps_a_one_slot_model_busy_and_costs_one_call_a_docume
     """#11 item 4, G1/G2: the seed workload, scaled down, against the one-slot fake model: every upload
     answered (202), every document indexed and searchable, one chat call per document (its
     extraction; facts from the splitter), and the model's figures in the report."""
-    report = check(await run_scenario("local-llm", ReplayOptions(scale=0.2, root=tmp_path / "replay")))
+    report = check(await run_scenario("local-llm", ReplayOptions(scale=0.1, root=tmp_path / "replay")))
     assert report["uploads"]["failed"] == report["uploads"]["unanswered"] == 0
     assert set(report["uploads"]["statuses"]) == {"202"}
     assert report["search"]["searchable"] == report["documents"]
