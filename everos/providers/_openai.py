@@ -117,20 +117,17 @@ class _OpenAIEndpoint:
         async with self._http.stream("POST", self.base_url + path, json=body) as response:
             raw = await self._read_capped(response)
         if not 200 <= response.status_code < 300:
-            raise ProviderHTTPError(
-                self.endpoint,
-                response.status_code,
-                body_excerpt=_excerpt(raw),
-                retry_after_seconds=parse_retry_after(response.headers.get("retry-after")),
-            )
+            raise self._http_error(response, raw)
+        return await self._decode(lambda: _loads(raw, path), len(raw), decode)
 
-        def load() -> Any:
-            try:
-                return json.loads(raw)
-            except ValueError:
-                raise AnswerError(f"the answer to POST {path} is not JSON: {_excerpt(raw)!r}") from None
-
-        return await self._decode(load, len(raw), decode)
+    def _http_error(self, response: httpx.Response, raw: bytes) -> ProviderHTTPError:
+        """The error of a non-2xx answer: its status, an excerpt of its body, its Retry-After."""
+        return ProviderHTTPError(
+            self.endpoint,
+            response.status_code,
+            body_excerpt=_excerpt(raw),
+            retry_after_seconds=parse_retry_after(response.headers.get("retry-after")),
+        )
 
     async def _decode(self, load: Callable[[], Any], size: int, decode: Callable[[Any], T]) -> T:
         """``decode(load())``, its usage counted, in a thread when the answer is large (``size``
@@ -181,12 +178,7 @@ class _OpenAIEndpoint:
             raise ProviderTimeout(self.endpoint, f"the model sent nothing for {idle_seconds:g}s "
                                                  f"(streamed answer)") from None
         if not (200 <= response.status_code < 300):
-            raise ProviderHTTPError(
-                self.endpoint,
-                response.status_code,
-                body_excerpt=_excerpt(raw),
-                retry_after_seconds=parse_retry_after(response.headers.get("retry-after")),
-            )
+            raise self._http_error(response, raw)
         if not streamed:
             return await self._decode(lambda: _loads(raw, path), len(raw), decode)
         answer = events.answer()
