@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Final
 
@@ -187,13 +188,9 @@ def flatten(doc_id: str, title: str, extracted: ExtractedDocument) -> list[Knowl
     parents: list[int | None] = []
     paths: list[str] = []
     children: list[list[int]] = []
-    # Stack of (node, depth, parent index, path of the parent); reversed pushes keep DFS order.
-    stack: list[tuple[TopicNode, int, int | None, str]] = [(root, 0, None, "")]
-    while stack:
-        node, depth, parent, parent_path = stack.pop()
-        index = len(nodes)
+    for index, (node, depth, parent) in enumerate(_depth_first(root)):
         name = title if parent is None else node.name
-        path = name if parent is None else f"{parent_path} > {name}"
+        path = name if parent is None else f"{paths[parent]} > {name}"
         nodes.append(node)
         depths.append(depth)
         parents.append(parent)
@@ -201,8 +198,6 @@ def flatten(doc_id: str, title: str, extracted: ExtractedDocument) -> list[Knowl
         children.append([])
         if parent is not None:
             children[parent].append(index)
-        for child in reversed(node.children):
-            stack.append((child, depth + 1, index, path))
     return [
         KnowledgeTopic(
             doc_id=doc_id,
@@ -227,13 +222,22 @@ def topic_facts(doc_id: str, extracted: ExtractedDocument) -> dict[str, tuple[st
     the extractor gave facts (``facts_given``); else empty."""
     if not extracted.facts_given:
         return {}
-    found: dict[str, tuple[str, ...]] = {}
-    stack = list(reversed(extracted.root.children))
-    while stack:  # the same depth-first order as flatten, root (index 0) left out
-        node = stack.pop()
-        found[f"{doc_id}_{len(found) + 1}"] = tuple(node.facts)
-        stack.extend(reversed(node.children))
-    return found
+    nodes = _depth_first(extracted.root)
+    next(nodes)  # the root, topic 0
+    return {f"{doc_id}_{index}": tuple(node.facts) for index, (node, _, _) in enumerate(nodes, start=1)}
+
+
+def _depth_first(root: TopicNode) -> Iterator[tuple[TopicNode, int, int | None]]:
+    """``(node, depth, parent's index)`` of every node, root first, depth-first with children in
+    order: a node's index is its place in this sequence. Iterative, so a deep tree cannot exhaust
+    the recursion limit."""
+    stack: list[tuple[TopicNode, int, int | None]] = [(root, 0, None)]
+    index = 0
+    while stack:
+        node, depth, parent = stack.pop()
+        yield node, depth, parent
+        stack.extend((child, depth + 1, index) for child in reversed(node.children))
+        index += 1
 
 
 def topic_count(topics: list[KnowledgeTopic] | tuple[KnowledgeTopic, ...]) -> int:
