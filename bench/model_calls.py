@@ -30,7 +30,7 @@ from everos.testing import FakeLLM
 from everos.testing._slots import ModelSpeed
 from everos.testing.replay._corpus import make_corpus
 from everos.testing.replay._load import drain, upload_all
-from everos.testing.replay._server import ManagedServer
+from everos.testing.replay._server import ManagedServer, settings_env
 
 # Issue #11's black-box measurement (20 uploads of 80 KB, a fake answering in 0.2 s a call).
 REFERENCE = {
@@ -43,17 +43,12 @@ PREFILL, DECODE, EMBED = 1500.0, 40.0, 20000.0
 
 
 def server_env(fake: FakeLLM, mode: str) -> dict[str, str]:
-    import os
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EVEROS_")}
-    settings = {"llm__provider": "openai", "llm__base_url": fake.base_url, "llm__model": "fake",
-                "embedding__provider": "openai", "embedding__base_url": fake.base_url,
-                "embedding__model": "fake", "cascade__llm_facts": mode, "knowledge__dedupe": "none",
-                # As README advises for one llama-server slot: no more in flight than it serves.
-                "llm__slots": 1, "embedding__slots": 1}
-    for name, value in settings.items():
-        section, key = name.split("__", 1)
-        env[f"EVEROS_{section.upper()}__{key.upper()}"] = str(value)
-    return env
+    return settings_env({
+        "llm__provider": "openai", "llm__base_url": fake.base_url, "llm__model": "fake",
+        "embedding__provider": "openai", "embedding__base_url": fake.base_url, "embedding__model": "fake",
+        "cascade__llm_facts": mode, "knowledge__dedupe": "none",
+        # As README advises for one llama-server slot: no more in flight than it serves.
+        "llm__slots": 1, "embedding__slots": 1})
 
 
 async def run_mode(mode: str, corpus: list[tuple[str, bytes]], speedup: float) -> dict:

@@ -21,7 +21,7 @@ import trio
 from everos.testing._fake_llm import FakeLLM
 from everos.testing.replay._scenarios import Scenario
 
-__all__ = ["ManagedServer", "free_port", "server_env"]
+__all__ = ["ManagedServer", "free_port", "server_env", "settings_env"]
 
 
 # Below Linux's default ephemeral range (32768-60999): no outgoing connection takes one of these
@@ -131,13 +131,19 @@ class ManagedServer:
 
 
 def server_env(scenario: Scenario, fake: FakeLLM | None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EVEROS_")}
     settings = dict(scenario.settings)
     if fake is not None and scenario.use_llm:
         settings.update({"llm__provider": "openai", "llm__base_url": fake.base_url, "llm__model": "fake"})
     if fake is not None and scenario.use_embedding_endpoint:
         settings.update({"embedding__provider": "openai", "embedding__base_url": fake.base_url,
                          "embedding__model": "fake"})
+    return settings_env(settings)
+
+
+def settings_env(settings: dict[str, Any]) -> dict[str, str]:
+    """This process's environment without its ``EVEROS_`` variables, plus ``settings``
+    (``section__key``: value) as the ``EVEROS_SECTION__KEY`` variables a server reads."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EVEROS_")}
     for name, value in settings.items():
         section, key = name.split("__", 1)
         env[f"EVEROS_{section.upper()}__{key.upper()}"] = str(value)
