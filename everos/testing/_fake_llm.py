@@ -286,17 +286,15 @@ class FakeLLM:
                 answer = await trio.to_thread.run_sync(build, limiter=self._build_limiter, abandon_on_cancel=True)
                 slotted = self.slots is not None and route in SLOTTED_ROUTES and answer.status == 200
                 usage = json.loads(answer.body).get("usage", {}) if slotted else {}
-                if answer.events is not None:
-                    async def emit(decode_seconds: float) -> None:
-                        await self._send_events(stream, connection, answer, effects, decode_seconds)
-                    if slotted:
-                        await self.slots.run(route, usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0),
-                                             emit=emit)
-                    else:
-                        await emit(0.0)
-                else:
-                    if slotted:
-                        await self.slots.run(route, usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0))
+                # A streamed answer is sent from inside its slot, over the decode time.
+                emit = None if answer.events is None else partial(
+                    self._send_events, stream, connection, answer, effects)
+                if slotted:
+                    await self.slots.run(route, usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0),
+                                         emit=emit)
+                elif emit is not None:
+                    await emit(0.0)
+                if emit is None:
                     await self._send(stream, connection, answer, effects)
                 finished = True
             except (_ConnectionDone, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
