@@ -20,8 +20,13 @@ from everos.testing.fake_llm import build_parser, fake_from_args
 
 @pytest.fixture
 def loopback_clock() -> trio.testing.MockClock:
-    """Virtual time that jumps after 20 ms without anything to do, in real time."""
-    return trio.testing.MockClock(autojump_threshold=0.02)
+    """Virtual time that jumps after 0.5 s without anything to do, in real time.
+
+    The fake builds each answer in a worker thread; while it does, no task is runnable and the
+    earliest deadline is the client's timeout. With a 20 ms threshold a build slowed by a loaded
+    machine let the clock jump to that timeout (a ReadTimeout, seen once in about eight runs); no
+    build takes half a second."""
+    return trio.testing.MockClock(autojump_threshold=0.5)
 
 
 def test_tokens_are_estimated_per_script() -> None:
