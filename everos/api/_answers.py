@@ -65,7 +65,7 @@ def task_body(job: Job, timezone: str, prefix: str, progress: dict[str, Any] | N
     }
 
 
-_PHASE_OF_STATUS = {JobStatus.QUEUED: "queued", JobStatus.RUNNING: "extracting", JobStatus.SUCCEEDED: "indexing",
+_PHASE_OF_STATUS = {JobStatus.QUEUED: "queued", JobStatus.RUNNING: "reading", JobStatus.SUCCEEDED: "indexing",
                     JobStatus.FAILED: "failed", JobStatus.DEAD: "failed"}
 # What a job's result holds beyond EverOS's upload fields: shown in the task, not the upload answer.
 _TASK_ONLY_RESULT = ("extractor", "model")

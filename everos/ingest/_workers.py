@@ -142,12 +142,22 @@ class IngestWorkers:
             await self._run_job(jobs[0], owner)
 
     async def _run_job(self, job: Job, owner: str) -> None:
-        """One attempt: the job's steps under its deadline and lease, then settle it."""
+        """One attempt: the job's steps under its deadline and lease, then settle it. Its
+        :meth:`progress_of` holds from the lease until it is settled, so a task read while the
+        job is ``running`` always finds it."""
         settings = self.config.ingest
-        outcome = await run_leased_attempt(
-            self.queue, job, owner, lambda: self._process(job), lease_seconds=settings.lease_seconds,
-            timeout_seconds=settings.job_timeout_seconds,
-            timeout_error=lambda: StoreBusy(f"extraction did not finish within {settings.job_timeout_seconds:g} s"))
+        progress = self._progress[job.id] = JobProgress("reading")
+        try:
+            outcome = await run_leased_attempt(
+                self.queue, job, owner, lambda: self._process(job, progress), lease_seconds=settings.lease_seconds,
+                timeout_seconds=settings.job_timeout_seconds,
+                timeout_error=lambda: StoreBusy(f"extraction did not finish within {settings.job_timeout_seconds:g} s"))
+            await self._settle(job, owner, outcome)
+        finally:
+            self._progress.pop(job.id, None)
+
+    async def _settle(self, job: Job, owner: str, outcome: Any) -> None:
+        settings = self.config.ingest
         with trio.CancelScope(shield=True):
             if outcome.succeeded:
                 await self.queue.complete(job.id, owner, outcome.result)
@@ -166,30 +176,26 @@ class IngestWorkers:
         """The phase and model usage of a job this process is running now, else None. Not a checkpoint."""
         return self._progress.get(job_id)
 
-    async def _process(self, job: Job) -> dict[str, Any]:
+    async def _process(self, job: Job, progress: JobProgress) -> dict[str, Any]:
         """One attempt at one job. Every step can run twice without harm (G8). Its phase and the
-        model answers of its extraction are in :meth:`progress_of` meanwhile, and the usage in
-        the result (``model``)."""
-        progress = self._progress[job.id] = JobProgress("reading")
-        try:
-            p = job.payload
-            data = await self._files((self.inbox / p["inbox"]).read_bytes)
-            text, kind = await self._text_of(data, p["filename"], progress)
-            categories = await self._categories.read(p["app_id"], p["project_id"])
-            if p.get("source_type") is None and kind in CONVERTED_FORMATS:
-                p = {**p, "source_type": kind}  # a job queued before accept recorded the format
-            source = SourceDocument(doc_id=p["doc_id"], title=p["title"], text=text, filename=p["filename"],
-                                    source_type=p["source_type"], category_id=p["category_id"])
-            progress.phase = "extracting"
-            with counting_usage(progress.usage):
-                extracted = await self.extractor.extract(source, categories)
-            progress.phase = "publishing"
-            async with self._locks.hold(p["doc_id"]):
-                if await self.queue.get(job.id) is None:
-                    raise NotFound("the document was deleted while it was being extracted")
-                return {**await self._publish(p, data, extracted), "model": progress.usage.as_dict()}
-        finally:
-            self._progress.pop(job.id, None)
+        model answers of its extraction go to ``progress`` meanwhile, and the usage into the
+        result (``model``)."""
+        p = job.payload
+        data = await self._files((self.inbox / p["inbox"]).read_bytes)
+        text, kind = await self._text_of(data, p["filename"], progress)
+        categories = await self._categories.read(p["app_id"], p["project_id"])
+        if p.get("source_type") is None and kind in CONVERTED_FORMATS:
+            p = {**p, "source_type": kind}  # a job queued before accept recorded the format
+        source = SourceDocument(doc_id=p["doc_id"], title=p["title"], text=text, filename=p["filename"],
+                                source_type=p["source_type"], category_id=p["category_id"])
+        progress.phase = "extracting"
+        with counting_usage(progress.usage):
+            extracted = await self.extractor.extract(source, categories)
+        progress.phase = "publishing"
+        async with self._locks.hold(p["doc_id"]):
+            if await self.queue.get(job.id) is None:
+                raise NotFound("the document was deleted while it was being extracted")
+            return {**await self._publish(p, data, extracted), "model": progress.usage.as_dict()}
 
     async def _text_of(self, data: bytes, filename: str, progress: JobProgress) -> tuple[str, str]:
         """The upload as the extractor's text, and its detected format: converted formats become
