@@ -1,6 +1,6 @@
 """The labelled search set (``bench/search_set``: real package READMEs, English and Chinese, and
-queries of three kinds written for them) keeps its floors: document-level hit@1 and MRR per
-method, measured through a real server on its embedded defaults, as ``bench/search_eval.py`` does.
+queries of three kinds written for them) keeps its floors: document-level hit@1 per method
+(MRR printed), measured through a real server on its embedded defaults, as ``bench/search_eval.py`` does.
 
 The floors are the figures measured when the set was added, minus a margin, so a regression in
 extraction, tokens, embedding or fusion shows here. They describe today's search (issue #13's
