@@ -13,6 +13,7 @@ goes to stderr. Runs offline; the root is removed and the server stopped at the 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 
@@ -31,6 +32,8 @@ def main() -> None:
                         help="a server setting, as EVEROS_SECTION__KEY (repeatable)")
     parser.add_argument("--json", action="store_true", help="print only the JSON object (no table on stderr)")
     parser.add_argument("--ranks", action="store_true", help="keep each query's rank in the JSON")
+    parser.add_argument("--hits", action="store_true",
+                        help="keep each query's hits (topic id, document, score) in the JSON, for search_fusion.py")
     args = parser.parse_args()
     methods = [m for m in args.methods.split(",") if m]
     unknown = sorted(set(methods) - set(METHODS))
@@ -41,7 +44,8 @@ def main() -> None:
     except ValueError as exc:
         parser.error(str(exc))
     try:
-        result = trio.run(run_evaluation, methods, args.split, settings, args.top_k)
+        result = trio.run(functools.partial(run_evaluation, methods, args.split, settings, args.top_k,
+                                            keep_hits=args.hits))
     except KeyboardInterrupt:
         sys.exit(130)
     if not args.ranks:

@@ -40,7 +40,8 @@ from everos.cascade import CascadeService
 from everos.ingest import DocumentLocks, IngestService, builtin_extractor
 from everos.knowledge import Extractor, LLMExtractor, warm_up_converter
 from everos.mcp import MCPService
-from everos.providers import BuiltinEmbedder, Providers
+from everos.providers import BuiltinEmbedder, E5Embedder, Providers
+from everos.providers._e5_embedder import warm_up_e5
 from everos.runtime import CLOSE_TIMEOUT_S, Runtime, Service
 from everos.search import SearchService, search_tokens, split_facts, warm_up
 from everos.store._index_rows import FactRow, TopicRow
@@ -135,11 +136,18 @@ async def open_services(runtime: Runtime, *, mcp_transport: Literal["http", "std
     with trio.CancelScope() as scope:
         try:
             providers = await stack.enter_async_context(Providers.from_config(config))
+            e5 = isinstance(providers.embedder, E5Embedder)
             locks = DocumentLocks()
             # Opened here, outside the nursery of the workers that call it: at shutdown those are
             # cancelled first (their conversions killed), then closing waits for nothing.
             cpu = None if not conversion else await stack.enter_async_context(
                 open_cpu_workers(workers=config.ingest.conversion_workers, init=warm_up_converter))
+            if e5 and conversion:
+                # Processes of their own: an upload's conversion or extraction never waits behind
+                # a batch of the index's passages (G4).
+                embedding = await stack.enter_async_context(
+                    open_cpu_workers(workers=config.embedding.workers, init=warm_up_e5))
+                providers.embedder.use_workers(embedding, memory_mb=config.ingest.conversion_memory_mb)
             index = await IndexService.open(runtime, reset=reset_index)
             stack.push_async_callback(index.aclose)
             cascade = CascadeService(sink=index.writer, embedder=providers.embedder, chat=providers.llm,

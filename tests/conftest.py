@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
@@ -13,15 +14,24 @@ import httpx
 import pytest
 import trio
 
-from everos.config import LoadedConfig, load_config, render_template
+from everos.config import Config, LoadedConfig, load_config, render_template
 from everos.runtime import OpenServices, Runtime
 from everos.server import serve
+
+
+def hashing_template() -> str:
+    """The default ``everos.toml`` with the hashing embedder: tests prove behaviour, and it is
+    instant and exact (the e5 default is tested in tests/providers/test_e5_embedder.py and through
+    the labelled set in tests/search/test_labelled_set.py)."""
+    defaults = Config()
+    return render_template(dataclasses.replace(
+        defaults, embedding=dataclasses.replace(defaults.embedding, model="hashing")))
 
 
 def write_config(root: Path, text: str | None = None) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     path = root / "everos.toml"
-    path.write_text(render_template() if text is None else text, encoding="utf-8")
+    path.write_text(hashing_template() if text is None else text, encoding="utf-8")
     return path
 
 

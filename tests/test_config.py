@@ -14,7 +14,7 @@ from .conftest import write_config
 
 
 def test_template_parses_back_to_the_defaults(tmp_path: Path) -> None:
-    write_config(tmp_path)
+    write_config(tmp_path, render_template())
     loaded = load_config(tmp_path, environ={})
     assert loaded.config == Config()
     # Every key of every section is in the template, each with a comment line above it.
@@ -24,6 +24,19 @@ def test_template_parses_back_to_the_defaults(tmp_path: Path) -> None:
     for index, line in enumerate(lines):
         if " = " in line and not line.startswith("#"):
             assert lines[index - 1].startswith("# ") and "Default:" in lines[index - 1]
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("embedding__similarity_range", "0.9,0.8", "FLOOR,CEILING"),
+    ("embedding__similarity_range", "close", "FLOOR,CEILING"),
+    ("knowledge.search__keyword_weight", "1.5", "a number from 0 to 1"),
+    ("knowledge.search__keyword_weight", "heavy", "a number from 0 to 1"),
+])
+def test_search_calibration_settings_are_checked(tmp_path: Path, key: str, value: str, message: str) -> None:
+    write_config(tmp_path)
+    section, name = key.split("__")
+    with pytest.raises(ConfigError, match=message):
+        load_config(tmp_path, environ={}, overrides={(section, name): value})
 
 
 def test_precedence_defaults_file_env_flags(tmp_path: Path) -> None:

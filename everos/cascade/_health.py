@@ -58,7 +58,8 @@ def cascade_health(
         "recent_failures": [dict(failure) for failure in recent_failures],
         "vectors_pending": vectors_pending,
         "notes": [f"{_count(vectors_pending, 'document')} searchable by keyword only: vectors pending "
-                  "(the embedder failed or stalled); they are embedded once it answers"] if vectors_pending else [],
+                  "(queued for a slow embedder, or the embedder failed or stalled); they are embedded in the "
+                  "background"] if vectors_pending else [],
     }
 
 

@@ -27,6 +27,12 @@ open circuit, attempts exhausted), the topics still without vectors go to the in
 missing and asks nobody for facts again. The built-in embedder never stands in for a configured
 one: its vectors live in another space, and vector search would rank them as noise.
 
+A slow embedder (``defers_vectors``: the built-in e5, about 0.2 s per topic on a core) is not
+waited for at all: an attempt at a document whose vectors are not pending writes its rows for
+keyword search with :data:`DEFERRED` as the reason, and the index worker queues the document
+again at once, behind the documents already waiting for their keyword index; that attempt makes
+the vectors. An upload is searchable by keyword as fast as with no embedder.
+
 Every step is idempotent (G8): running an attempt twice, or after a crash anywhere in it, leaves
 the same rows, and a document already in the index is not embedded or written again.
 """
@@ -49,6 +55,7 @@ from everos.cascade import _state as state
 from everos.cascade._facts import FactExtractor
 from everos.cascade._rows import (
     GONE,
+    EMBEDDING_TEXT_VERSION,
     DocumentLocation,
     ParsedDocument,
     TopicParts,
@@ -67,7 +74,7 @@ from everos.providers import Budget, EmbeddingDimensionError, ProviderError, Pro
 from everos.store import Database
 from everos.store._index_rows import FactRow, IndexSink, TopicRow
 
-__all__ = ["EMBED_CHUNK_TEXTS", "KEYWORD_ONLY", "DocumentIndexer", "IndexOutcome", "IndexerParts", "embedder_identity"]
+__all__ = ["DEFERRED", "EMBED_CHUNK_TEXTS", "KEYWORD_ONLY", "DocumentIndexer", "IndexOutcome", "IndexerParts", "embedder_identity"]
 
 T = TypeVar("T")
 
@@ -77,6 +84,8 @@ SearchTokens = Callable[[str], list[str]]
 EMBED_CHUNK_TEXTS = 256
 KEYWORD_ONLY = "none"
 """The embedder of a cached topic whose facts are known but whose vectors are not made yet."""
+DEFERRED = "queued for the embedder: keyword search finds the document meanwhile"
+"""Why a document's vectors are pending when a slow embedder makes them in a later attempt."""
 
 
 @dataclass(frozen=True)
@@ -123,8 +132,11 @@ def _chunks(items: Sequence[T], size_of: Callable[[T], int], max_size: int) -> l
 
 
 def embedder_identity(embedder: Any) -> str:
-    """Which embedder made a vector: cached vectors of another embedder are not reused."""
-    return f"{type(embedder).__name__}:{getattr(embedder, 'model', '')}:{embedder.dim}"
+    """Which embedder made a vector, from which texts: cached vectors of another embedder (or
+    prefixes, or :func:`embedding_text` version) are not reused."""
+    prefixes = getattr(embedder, "prefixes", None)
+    extra = f":{prefixes['query']!r}:{prefixes['passage']!r}" if prefixes and any(prefixes.values()) else ""
+    return f"{type(embedder).__name__}:{getattr(embedder, 'model', '')}:{embedder.dim}:t{EMBEDDING_TEXT_VERSION}{extra}"
 
 
 @dataclass(frozen=True)
@@ -160,6 +172,9 @@ class DocumentIndexer:
         self._sink = parts.sink
         self._embedder = parts.embedder
         self._embedder_id = embedder_identity(parts.embedder)
+        # A neural model costs ~0.1 s per text: facts are then ranked by their words within a hit.
+        self._embeds_facts = getattr(parts.embedder, "embeds_facts", True)
+        self._defers = getattr(parts.embedder, "defers_vectors", False)
         self._facts = parts.facts
         self._search_tokens = parts.search_tokens
         self._files_limiter = parts.files_limiter
@@ -211,7 +226,10 @@ class DocumentIndexer:
             return IndexOutcome(doc_dir, parsed.doc_id, "unchanged", len(digests))
         # The extractor's facts hold for the topics it wrote: only while its receipt does.
         given = written.facts_of() if written is not None and files is None else {}
-        topics, facts, embedded, missing = await self._derive(parsed, digests, given)
+        # A slow embedder (the built-in e5) makes vectors in a second attempt, queued behind the
+        # documents waiting for their keyword index: this one writes the rows without them.
+        defer = self._defers and vectors_pending is None
+        topics, facts, embedded, missing = await self._derive(parsed, digests, given, defer=defer)
         await self._sink.replace_document(parsed.doc_id, topics, facts)
 
         def record(conn) -> None:
@@ -270,14 +288,16 @@ class DocumentIndexer:
         return True
 
     async def _derive(
-        self, parsed: ParsedDocument, digests: dict[str, str], given: dict[str, tuple[str, ...]],
+        self, parsed: ParsedDocument, digests: dict[str, str], given: dict[str, tuple[str, ...]], *,
+        defer: bool = False,
     ) -> tuple[list[TopicRow], list[FactRow], int, str | None]:
         """Rows for every topic, the texts embedded, and why vectors are missing (None if none
         are): cached facts where the digest matches, cached vectors where the embedder matches
         too, fresh ones for the rest (the extractor's facts in ``given`` (the LLM's, by topic
         id), else the fact extractor's; then embeddings in chunks, each chunk cached as soon as
         it is done, so an attempt cut short by its deadline leaves progress for the next one).
-        Topics left without vectors by :meth:`_embed_stale` get empty vectors (keyword only)."""
+        Topics left without vectors by :meth:`_embed_stale` (all of them with ``defer``: the
+        reason is :data:`DEFERRED`) get empty vectors (keyword only)."""
         cache = await self._db.read(state.load_cache, parsed.doc_id)
         usable = {
             topic_id: cached for topic_id, cached in cache.items()
@@ -291,7 +311,7 @@ class DocumentIndexer:
         facts_of |= {t.topic_id: (list(given[t.topic_id]), "llm") for t in fresh if t.topic_id in given}
         facts_of |= await self._facts.extract([t for t in fresh if t.topic_id not in given])
         tokens = await self._cpu(self._tokenize, parsed.indexed_topics, facts_of)
-        embedded, missing = await self._embed_stale(parsed.doc_id, stale, facts_of, digests, derived)
+        embedded, missing = await self._embed_stale(parsed.doc_id, stale, facts_of, digests, derived, defer=defer)
         now = self._clock()
         topic_rows: list[TopicRow] = []
         all_facts: list[FactRow] = []
@@ -307,7 +327,7 @@ class DocumentIndexer:
 
     async def _embed_stale(
         self, doc_id: str, stale: Sequence[KnowledgeTopic], facts_of: dict[str, tuple[list[str], str]],
-        digests: dict[str, str], derived: dict[str, state.CachedTopic],
+        digests: dict[str, str], derived: dict[str, state.CachedTopic], *, defer: bool = False,
     ) -> tuple[int, str | None]:
         """Embed ``stale`` topics and their facts in chunks within ``embed_timeout_seconds``, caching
         each chunk and adding it to ``derived``. Returns the texts embedded and why vectors are
@@ -319,9 +339,12 @@ class DocumentIndexer:
                 to fix, not an outage to wait out).
         """
         deadline = trio.current_time() + self._embed_timeout_s
-        embedded, missing = 0, None
-        for chunk in _chunks(stale, lambda t: 1 + len(facts_of[t.topic_id][0]), EMBED_CHUNK_TEXTS):
-            texts = [embedding_text(t) for t in chunk] + [f for t in chunk for f in facts_of[t.topic_id][0]]
+        embedded, missing = 0, DEFERRED if defer and stale else None
+        facts_too = self._embeds_facts
+        for chunk in _chunks(stale, lambda t: 1 + facts_too * len(facts_of[t.topic_id][0]), EMBED_CHUNK_TEXTS):
+            texts = [embedding_text(t) for t in chunk]
+            if facts_too:
+                texts += [f for t in chunk for f in facts_of[t.topic_id][0]]
             vectors: list[list[float]] | None = None
             if missing is None:
                 with trio.move_on_at(deadline):
@@ -344,7 +367,8 @@ class DocumentIndexer:
         digests: dict[str, str], vectors: list[list[float]] | None,
     ) -> list[state.CachedTopic]:
         """The cache entries of one chunk: with its vectors (topics first, then their facts, in
-        order), or, with ``vectors`` None, keyword-only entries that keep the facts."""
+        order; facts without vectors when the embedder does not embed facts), or, with ``vectors``
+        None, keyword-only entries that keep the facts."""
         now = self._clock()
         entries = []
         position = len(chunk)
@@ -354,7 +378,10 @@ class DocumentIndexer:
                 embedder, vector, fact_vectors = KEYWORD_ONLY, (), tuple(() for _ in facts)
             else:
                 embedder, vector = self._embedder_id, tuple(vectors[index])
-                fact_vectors = tuple(tuple(v) for v in vectors[position:position + len(facts)])
+                if self._embeds_facts:
+                    fact_vectors = tuple(tuple(v) for v in vectors[position:position + len(facts)])
+                else:
+                    fact_vectors = tuple(() for _ in facts)
             entries.append(state.CachedTopic(
                 topic_id=topic.topic_id, content_sha256=digests[topic.topic_id], embedder=embedder,
                 facts_source=source, facts=tuple(facts), vector=vector, fact_vectors=fact_vectors, created_at=now))

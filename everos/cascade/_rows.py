@@ -30,12 +30,14 @@ from everos.knowledge._layout import (
 )
 from everos.knowledge._markdown import parse_index_md, parse_topic_md
 from everos.knowledge._models import KnowledgeDocument, KnowledgeTopic
+from everos.knowledge._text import searchable_text
 from everos.knowledge._projection import DocumentRows, content_from_markdown, project
 from everos.store._index_rows import FactRow, TopicRow
 
 __all__ = [
     "GONE",
     "DocumentFiles",
+    "EMBEDDING_TEXT_VERSION",
     "DocumentLocation",
     "ParsedDocument",
     "TopicParts",
@@ -219,9 +221,19 @@ def topic_content_sha256(topic: KnowledgeTopic, md_path: str) -> str:
     return digest.hexdigest()
 
 
+EMBEDDING_TEXT_CHARS = 1500
+"""How much of a topic its vector reads: about 400 English tokens, near e5's 512-token window."""
+EMBEDDING_TEXT_VERSION = 2
+"""Bumped when :func:`embedding_text` changes, so vectors of the old texts are made again."""
+
+
 def embedding_text(topic: KnowledgeTopic) -> str:
-    """What a topic's vector embeds: its name and summary (the content when it has no summary)."""
-    return f"{topic.topic_name}\n{topic.summary or topic.content}".strip()
+    """What a topic's vector embeds: its path (document title > section > ... > name), then the
+    words of its content a reader sees (:func:`~everos.knowledge._text.searchable_text`: no
+    markup, badges, HTML or link definitions), else its summary; at most
+    :data:`EMBEDDING_TEXT_CHARS` characters of text."""
+    body = searchable_text(topic.content, EMBEDDING_TEXT_CHARS) or topic.summary
+    return f"{topic.topic_path or topic.topic_name}\n{body}".strip()
 
 
 def topic_row(

@@ -30,7 +30,15 @@ from trio_util import periodic
 from everos.cascade import _state as state
 from everos.cascade._facts import FactExtractor, SplitFacts
 from everos.cascade._health import cascade_health, stall_after_seconds
-from everos.cascade._indexer import DocumentIndexer, DocumentLock, IndexerParts, SearchTokens, no_document_lock
+from everos.cascade._indexer import (
+    KEYWORD_ONLY,
+    DocumentIndexer,
+    DocumentLock,
+    IndexerParts,
+    SearchTokens,
+    embedder_identity,
+    no_document_lock,
+)
 from everos.cascade._ledger import QUEUE_TABLE, IndexLedger
 from everos.cascade._rows import GONE, locate_document
 from everos.cascade._scanner import Scanner
@@ -152,6 +160,12 @@ class CascadeService:
         recovered = await self.ledger.recover() if recover else 0
         if recovered:
             log.warning("returned %d index rows of a previous process to the queue", recovered)
+        if recover:
+            changed = await self.db.write(state.mark_other_embedder, embedder_identity(self.embedder), KEYWORD_ONLY)
+            if changed:
+                log.warning("%d documents have vectors of another embedder than %s: they are embedded again in "
+                            "the background (keyword search finds them meanwhile)", changed,
+                            embedder_identity(self.embedder))
         self._snapshot = await self.status()
 
     def start_workers(self, supervisor: Supervisor) -> None:

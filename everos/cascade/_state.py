@@ -45,6 +45,7 @@ __all__ = [
     "load_cache",
     "mark_failed",
     "mark_pending",
+    "mark_other_embedder",
     "pending_vectors",
     "prune_cache",
     "recent_failures",
@@ -167,6 +168,16 @@ def vectors_pending_dirs(conn: sqlite3.Connection, limit: int) -> list[str]:
     return [row[0] for row in conn.execute(
         "SELECT doc_dir FROM cascade_index_state WHERE status = 'indexed' AND vectors_pending IS NOT NULL"
         " ORDER BY updated_at, doc_dir LIMIT ?", (limit,))]
+
+
+def mark_other_embedder(conn: sqlite3.Connection, embedder: str, keyword_only: str) -> int:
+    """Mark every indexed document whose cached vectors another embedder made (the configured
+    model changed) as waiting for its vectors, so the re-embed pass makes them with ``embedder``.
+    Returns how many documents were marked."""
+    return conn.execute(
+        "UPDATE cascade_index_state SET vectors_pending = ? WHERE status = 'indexed' AND vectors_pending IS NULL"
+        " AND doc_id IN (SELECT DISTINCT doc_id FROM cascade_topic_cache WHERE embedder NOT IN (?, ?))",
+        (f"the embedder changed: embedding again with {embedder}", embedder, keyword_only)).rowcount
 
 
 def vectors_pending_count(conn: sqlite3.Connection) -> int:

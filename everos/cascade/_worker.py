@@ -21,7 +21,7 @@ from typing import Any
 import trio
 from trio_util import periodic
 
-from everos.cascade._indexer import DocumentIndexer, IndexOutcome
+from everos.cascade._indexer import DEFERRED, DocumentIndexer, IndexOutcome
 from everos.cascade._ledger import QUEUE_KIND, QUEUE_TABLE, IndexLedger
 from everos.config import CascadeSettings
 from everos.errors import EverosError, InvalidInput, PathTraversal, StoreBusy
@@ -146,8 +146,9 @@ class IndexWorkers:
         return AttemptResult(job.id, doc_dir, error="the row could not be settled in time")
 
     def _settle_timeout_s(self) -> float:
-        # Three SQLite calls at most (fail, read back, state), each bounded by its own deadline.
-        return 3 * self.ledger.db.settings.call_timeout_seconds
+        # Four SQLite calls at most (fail, read back, state; or complete and queue the vectors),
+        # each bounded by its own deadline.
+        return 4 * self.ledger.db.settings.call_timeout_seconds
 
     async def _settle(self, job: Job, owner: str, doc_dir: str, outcome: dict[str, Any]) -> AttemptResult:
         if "result" in outcome:
@@ -157,7 +158,12 @@ class IndexWorkers:
             if result.action in ("indexed", "deleted"):
                 log.info("cascade %s %s (%d topics, %d facts, %d embedded)", result.action, doc_dir,
                          result.topics, result.facts, result.embedded)
-            if result.vectors_pending:
+            if result.vectors_pending == DEFERRED:
+                try:  # behind what waits for its keyword index; else the re-embed pass queues it
+                    await self.ledger.enqueue_for_vectors([doc_dir])
+                except StoreBusy as exc:
+                    log.warning("%s left for the re-embed pass: %s", doc_dir, exc.message)
+            elif result.vectors_pending:
                 log.warning("cascade indexed %s for keyword search only; vectors pending: %s", doc_dir,
                             result.vectors_pending)
             return AttemptResult(job.id, doc_dir, outcome=result)

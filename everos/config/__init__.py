@@ -37,6 +37,8 @@ from everos.config._settings import (
     RerankSettings,
     SQLiteSettings,
     _ProviderSettings,
+    parse_similarity_range,
+    parse_weight,
 )
 
 __all__ = [
@@ -57,6 +59,8 @@ __all__ = [
     "SQLiteSettings",
     "config_path",
     "display_value",
+    "parse_similarity_range",
+    "parse_weight",
     "iter_settings",
     "load_config",
     "render_template",

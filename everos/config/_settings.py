@@ -10,6 +10,7 @@ are listed here too (:data:`IGNORED_SECTIONS`, :data:`IGNORED_KEYS`), so its fil
 
 from __future__ import annotations
 
+import math
 import re
 import zoneinfo
 from collections.abc import Callable
@@ -35,6 +36,8 @@ __all__ = [
     "RerankSettings",
     "SQLiteSettings",
     "is_time_zone",
+    "parse_similarity_range",
+    "parse_weight",
     "section_class",
     "setting",
 ]
@@ -107,6 +110,25 @@ def is_time_zone(name: str) -> bool:
     return True
 
 
+def parse_similarity_range(value: str) -> tuple[float, float] | None:
+    """``"FLOOR,CEILING"`` as two floats with -1 <= floor < ceiling <= 1; None when it is not."""
+    parts = value.split(",")
+    try:
+        floor, ceiling = (float(part) for part in parts) if len(parts) == 2 else (math.nan, math.nan)
+    except ValueError:
+        return None
+    return (floor, ceiling) if -1 <= floor < ceiling <= 1 else None
+
+
+def parse_weight(value: str) -> float | None:
+    """``value`` as a float from 0 to 1; None when it is not one."""
+    try:
+        weight = float(value)
+    except ValueError:
+        return None
+    return weight if 0 <= weight <= 1 else None
+
+
 @dataclass(frozen=True)
 class MemorySettings:
     timezone: str = setting("UTC", "Time zone used to display timestamps in responses (EverOS [memory]).",
@@ -173,11 +195,31 @@ class LLMSettings(_ProviderSettings):
 
 @dataclass(frozen=True)
 class EmbeddingSettings(_ProviderSettings):
+    model: str = setting(
+        "", "Model name sent with each request. With provider = builtin: multilingual-e5-small (by meaning, "
+        "about 100 languages, 384-d; the default when empty) or hashing (by shared words, no model, any dim). "
+        "Changing the model embeds the index again.")
     dim: int = setting(384, "Vector width stored in the index; a longer answer is truncated, a shorter one is an error.",
                        minimum=8)
     batch_size: int = setting(32, "Inputs sent per embedding request.", minimum=1)
+    workers: int = setting(
+        1, "Worker processes embedding the index with the built-in multilingual-e5-small (one core each; "
+        "searches embed their query in the server process).", minimum=1)
     max_input_chars: int = setting(8000, "Each input is cut to this many characters before it is sent.",
                                    minimum=16)
+    query_prefix: str = setting(
+        "", "Put before a search's text when it is embedded, for models trained with prefixes ('query: ' for "
+        "e5, 'search_query: ' for nomic-embed); the built-in model adds its own.")
+    passage_prefix: str = setting(
+        "", "Put before each indexed text when it is embedded ('passage: ' for e5, 'search_document: ' for "
+        "nomic-embed). Changing either prefix embeds the index again.")
+    similarity_range: str = setting(
+        "auto", "FLOOR,CEILING: the model's cosine similarity of unrelated texts (a vector hit at or below it "
+        "scores 0 and is left out) and of closely related ones (scores 1; linear in between), e.g. 0.8,0.92. "
+        "auto: the built-in model's own (e5 0.82,0.93; hashing 0,1), 0,1 for an endpoint's model; "
+        "bench/search_fusion.py measures a model's on a labelled set.",
+        check=(lambda value: value == "auto" or parse_similarity_range(value) is not None,
+               "auto or two numbers FLOOR,CEILING with -1 <= FLOOR < CEILING <= 1"))
     timeout_seconds: float = setting(30.0, "Deadline of one attempt (connect, send, full answer).", positive=True)
     call_deadline_seconds: float = setting(
         40.0, "Deadline of one call across all its attempts and backoff sleeps (below [cascade] "
@@ -212,7 +254,20 @@ class KnowledgeSearchSettings:
     rerank_n: int = setting(50, "Top candidates sent to the reranker when one is configured.", minimum=1)
     top_k_cap: int = setting(100, "Largest top_k a search may ask for (EverOS allows 1 to 100).", minimum=1,
                            maximum=100)
-    rrf_k: int = setting(60, "The k of reciprocal rank fusion in hybrid search.", minimum=1)
+    fusion: str = setting(
+        "weighted", "How hybrid search merges keyword and vector hits: weighted, keyword_weight times the "
+        "keyword score plus the rest times the vector score (both calibrated to [0, 1], so score_threshold "
+        "means the same for every query); rrf, reciprocal rank fusion (scores relative to the best possible).",
+        choices=("weighted", "rrf"))
+    keyword_weight: str = setting(
+        "auto", "Weight of the keyword score in weighted hybrid search, 0 to 1 (the vector score gets the rest). "
+        "auto: the embedder's own, chosen on the labelled set in bench/search_set with bench/search_fusion.py "
+        "(e5 0.3; hashing 0.7; 0.5 for an endpoint's model).",
+        check=(lambda value: value == "auto" or parse_weight(value) is not None, "auto or a number from 0 to 1"))
+    keyword_half_score: float = setting(
+        8.0, "The BM25 score that a keyword hit's score of 0.5 stands for (score = bm25 / (bm25 + this)).",
+        positive=True)
+    rrf_k: int = setting(60, "The k of reciprocal rank fusion (fusion = rrf).", minimum=1)
     facts_per_hit: int = setting(3, "Best-matching atomic facts listed with each hit.", minimum=0)
 
 

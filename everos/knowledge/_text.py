@@ -13,7 +13,7 @@ from typing import Final
 
 __all__ = [
     "bounded", "clean_inline", "guess_language", "heading_name", "is_badge_line", "keywords", "lead_sentences",
-    "name_from_text",
+    "name_from_text", "searchable_text",
 ]
 
 # How much of a topic a summary or a name looks at.
@@ -54,6 +54,14 @@ _STOPWORDS: Final = frozenset(
     whom why will with within without would yet you your yours yourself yourselves one two etc many much get
     gets make makes new see""".split()
 )
+_HTML_COMMENT_RE: Final = re.compile(r"<!--.*?(?:-->|$)", re.S)
+_HTML_TAG_RE: Final = re.compile(r"</?[A-Za-z][^<>\n]{0,2000}>")
+_LINK_DEFINITION_RE: Final = re.compile(r"^ {0,3}\[[^\[\]\n]+\]:[ \t]*\S.*$", re.M)
+# reStructuredText (many READMEs): directives and their options, |substitution| references.
+_RST_MARKUP_RE: Final = re.compile(r"^[ \t]*(?:\.\. .*|:[\w-]+:.*)$|\|\w[\w -]{0,60}\|(?:_{1,2})?", re.M)
+# A setext or reStructuredText underline (``=====``, ``-----``).
+_UNDERLINE_RE: Final = re.compile(r"[ \t]*([=\-~^\"'`#*+])\1{2,}[ \t]*")
+_BARE_URL_RE: Final = re.compile(r"\b(?:https?|ftp)://[^\s<>()]+")
 _HAN_STOP_CHARS: Final = frozenset("的了是在和有我你他她它们这那个不也就都与及或为以上中对等把被从到而之其")
 
 
@@ -112,6 +120,27 @@ def is_badge_line(line: str) -> bool:
     if "![" not in line:
         return False
     return not _EMPTY_LINK_RE.sub("", _IMAGE_RE.sub("", line)).strip()
+
+
+def searchable_text(markdown: str, limit: int) -> str:
+    """The words of ``markdown`` a reader sees, as one line of at most ``limit`` characters: what
+    an embedder should read. HTML comments and tags, badge rows, images, link definitions, bare
+    URLs, reStructuredText directives and substitutions, fence lines, table rules and line markup (``#``, ``>``, list marks) are dropped; links
+    become their text; the text of code blocks stays (names people search for live there).
+    Reads at most ``4 * limit`` characters."""
+    text = _HTML_COMMENT_RE.sub(" ", markdown[: 4 * limit])
+    text = _RST_MARKUP_RE.sub("", _LINK_DEFINITION_RE.sub("", text))
+    lines = []
+    for line in text.split("\n"):
+        if (_FENCE_LINE_RE.fullmatch(line) or _TABLE_RULE_RE.match(line) or _UNDERLINE_RE.fullmatch(line)
+                or is_badge_line(line)):
+            continue
+        lines.append(_LINE_MARKUP_RE.sub("", line))
+    text = _HTML_TAG_RE.sub(" ", " ".join(lines))
+    text = _EMPTY_LINK_RE.sub("", _IMAGE_RE.sub("", text))
+    text = _LINK_RE.sub(r"\1", text)
+    text = _BARE_URL_RE.sub("", text).replace("**", "").replace("__", "").replace("`", "").replace("|", " ")
+    return " ".join(text.split())[:limit].rstrip()
 
 
 def bounded(text: str, limit: int) -> str:

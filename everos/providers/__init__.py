@@ -13,6 +13,7 @@ from everos.providers._answers import (
     parse_rerank,
 )
 from everos.providers._builtin_embedder import BuiltinEmbedder
+from everos.providers._e5_embedder import E5_MODEL, E5Embedder
 from everos.providers._circuit import Admission, CircuitBreaker, CircuitState
 from everos.providers._errors import (
     CircuitOpen,
@@ -51,6 +52,8 @@ __all__ = [
     "Budget",
     "Budgets",
     "BuiltinEmbedder",
+    "E5_MODEL",
+    "E5Embedder",
     "ChatClient",
     "CircuitBreaker",
     "CircuitOpen",

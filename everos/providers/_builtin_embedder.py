@@ -81,6 +81,13 @@ class BuiltinEmbedder:
     """
 
     model = "builtin-hashing"
+    embeds_facts = True
+    keyword_weight = 0.7
+    """Hybrid search's keyword share with this embedder: it finds words, as keyword search does
+    better (bench/search_fusion.py, dev half)."""
+    similarity_range = (0.10, 0.54)
+    """A topic about something else shares about 0.10 of a query's features (search score 0), the
+    right one up to 0.54 (score 1): measured with bench/search_fusion.py."""
 
     def __init__(self, dim: int, *, budgets: Budgets | None = None, max_input_chars: int = 8000) -> None:
         if dim < 1:
@@ -97,9 +104,10 @@ class BuiltinEmbedder:
         """
         return [self._embed_one(text[: self.max_input_chars]) for text in texts]
 
-    async def embed(self, texts: Sequence[str], *, budget: Budget | str) -> list[list[float]]:
+    async def embed(self, texts: Sequence[str], *, budget: Budget | str,
+                    purpose: str = "passage") -> list[list[float]]:
         """:meth:`embed_sync` in worker threads, at most 64 texts per thread call, under the
-        ``budget``'s limiter. A checkpoint.
+        ``budget``'s limiter. A checkpoint. ``purpose`` (query or passage) makes no difference here.
 
         Cancellation handling: returns at once; a thread already running finishes its (small)
         chunk in the background and keeps its budget slot until then.

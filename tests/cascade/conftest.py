@@ -79,7 +79,7 @@ class FakeEmbedder:
         self.texts: list[str] = []
         self.budgets: list[str] = []
 
-    async def embed(self, texts, *, budget):
+    async def embed(self, texts, *, budget, purpose="passage"):
         await trio.lowlevel.checkpoint()
         self.texts.extend(texts)
         self.budgets.append(str(budget))

@@ -16,6 +16,7 @@ import trio
 import trio.testing
 
 from everos.cascade import locate_document
+from everos.cascade._indexer import DEFERRED
 from everos.providers import CircuitBreaker, CircuitState, ProviderConnectionError
 
 from .conftest import GUIDE, FakeEmbedder, FakeSink, open_cascade, write_document
@@ -35,7 +36,7 @@ class StalledEmbedder(FakeEmbedder):
         super().__init__()
         self.stalled = True
 
-    async def embed(self, texts, *, budget):
+    async def embed(self, texts, *, budget, purpose="passage"):
         if self.stalled:
             await trio.sleep_forever()
         return await super().embed(texts, budget=budget)
@@ -49,7 +50,7 @@ class DownEmbedder(FakeEmbedder):
         self.down = True
         self.policy = SimpleNamespace(breaker=CircuitBreaker("embedding", failure_threshold=1, cooldown_seconds=30))
 
-    async def embed(self, texts, *, budget):
+    async def embed(self, texts, *, budget, purpose="passage"):
         admission = self.policy.breaker.admit()
         if self.down:
             self.policy.breaker.record_failure(admission, "connection refused")
@@ -125,3 +126,94 @@ async def test_with_the_embedding_circuit_open_documents_are_indexed_at_once_and
         [rest] = await cascade.drain()
         assert rest.outcome.vectors_pending is None and {probe.doc_dir, rest.doc_dir} == set(doc_dirs)
         assert (await cascade.status())["vectors_pending"] == 0
+
+
+class OtherModelEmbedder(FakeEmbedder):
+    """Another model of the same width: its vectors live in another space."""
+
+    model = "fake-2"
+
+
+class NoFactsEmbedder(FakeEmbedder):
+    """A model too costly for facts (like the built-in e5): topics only."""
+
+    model = "fake-neural"
+    embeds_facts = False
+
+
+async def test_a_changed_embedder_of_the_same_width_re_embeds_every_document_in_the_background(
+    root: Path, sink: FakeSink, mock_clock: trio.testing.MockClock
+) -> None:
+    """#13: switching the model (hashing -> e5, both 384-d) must not leave the index mixing two
+    vector spaces: at the next start every document is marked as waiting for its vectors, stays
+    searchable by keyword, and the re-embed pass makes them with the new model, facts kept."""
+    doc_dirs = [write_document(root, f"Guide {n}", GUIDE) for n in range(2)]
+    async with open_cascade(root, sink, FakeEmbedder()) as cascade:
+        for doc_dir in doc_dirs:
+            await cascade.enqueue_document(doc_dir)
+        assert [r.outcome.vectors_pending for r in await cascade.drain()] == [None, None]
+    doc_id = locate_document(doc_dirs[0]).doc_id
+    facts_before = [fact.text for fact in sink.facts[doc_id]]
+    other = OtherModelEmbedder()
+    async with open_cascade(root, sink, other) as cascade:
+        status = await cascade.status()
+        assert status["vectors_pending"] == 2
+        assert await cascade.reembed() == 2
+        results = await cascade.drain()
+        assert [r.outcome.vectors_pending for r in results] == [None, None]
+        assert (await cascade.status())["vectors_pending"] == 0
+    assert [fact.text for fact in sink.facts[doc_id]] == facts_before
+    topics = sum(len(sink.topics[locate_document(d).doc_id]) for d in doc_dirs)
+    facts = sum(len(sink.facts[locate_document(d).doc_id]) for d in doc_dirs)
+    assert len(other.texts) == topics + facts  # every topic and fact embedded again, once
+    async with open_cascade(root, sink, other) as cascade:  # the same model again: nothing to do
+        assert (await cascade.status())["vectors_pending"] == 0
+
+
+async def test_an_embedder_that_does_not_embed_facts_gets_topics_only(
+    root: Path, sink: FakeSink, mock_clock: trio.testing.MockClock
+) -> None:
+    """#13: the built-in e5 embeds topics only (a fact costs as much as a topic); facts are
+    kept without vectors and ranked by their words within a hit."""
+    doc_dir = write_document(root, "Guide", GUIDE)
+    embedder = NoFactsEmbedder()
+    async with open_cascade(root, sink, embedder) as cascade:
+        await cascade.enqueue_document(doc_dir)
+        [result] = await cascade.drain()
+    doc_id = locate_document(doc_dir).doc_id
+    assert result.outcome.facts > 0 and result.outcome.embedded == result.outcome.topics
+    assert all(len(row.vector) == embedder.dim for row in sink.topics[doc_id].values())
+    assert all(len(fact.vector) == 0 for fact in sink.facts[doc_id])
+    assert len(embedder.texts) == result.outcome.topics
+
+
+class SlowModelEmbedder(NoFactsEmbedder):
+    """A model too slow to wait for (like the built-in e5): vectors in a later attempt."""
+
+    model = "fake-slow"
+    defers_vectors = True
+
+
+async def test_a_slow_embedder_leaves_keyword_rows_first_and_its_vectors_to_a_queued_attempt(
+    root: Path, sink: FakeSink, mock_clock: trio.testing.MockClock
+) -> None:
+    """#13: with the built-in e5 (0.2 s a topic) an upload must not wait for its vectors to be
+    searchable: the first attempt writes keyword rows (no embedder call) and queues the
+    document again behind the others, whose keyword rows come first; that attempt embeds it."""
+    doc_dirs = [write_document(root, f"Guide {n}", GUIDE) for n in range(3)]
+    embedder = SlowModelEmbedder()
+    async with open_cascade(root, sink, embedder, workers=1) as cascade:  # one worker: a known order
+        for doc_dir in doc_dirs:
+            await cascade.enqueue_document(doc_dir)
+        results = await cascade.drain()
+        assert [(r.doc_dir, r.outcome.embedded > 0) for r in results] == [
+            *((d, False) for d in doc_dirs), *((d, True) for d in doc_dirs)]
+        assert [r.outcome.vectors_pending for r in results] == [DEFERRED] * 3 + [None] * 3
+        assert (await cascade.status())["vectors_pending"] == 0
+        assert len(embedder.texts) == sum(r.outcome.topics for r in results[3:])  # each topic once
+        # An unchanged document is not embedded (nor deferred) again.
+        await cascade.enqueue_document(doc_dirs[0])
+        assert [r.outcome.action for r in await cascade.drain()] == ["unchanged"]
+    for doc_dir in doc_dirs:
+        rows = sink.topics[locate_document(doc_dir).doc_id].values()
+        assert all(len(row.vector) == embedder.dim for row in rows)

@@ -168,7 +168,7 @@ class StallingEmbedder(FakeEmbedder):
         super().__init__()
         self.calls_left = calls_before_stall
 
-    async def embed(self, texts, *, budget):
+    async def embed(self, texts, *, budget, purpose="passage"):
         if self.calls_left == 0:
             await trio.sleep_forever()
         self.calls_left -= 1

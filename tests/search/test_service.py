@@ -180,7 +180,7 @@ class BrokenEmbedder:
     dim = 256
     model = "broken"
 
-    async def embed(self, texts: Sequence[str], *, budget: str) -> list[list[float]]:
+    async def embed(self, texts: Sequence[str], *, budget: str, purpose: str = "passage") -> list[list[float]]:
         await trio.lowlevel.checkpoint()
         raise ProviderError("embedding", "connection refused")
 
@@ -226,3 +226,51 @@ async def test_a_cancelled_search_stops_waiting_at_once(
     with trio.move_on_after(0) as scope:
         await search(service(index, embedder), "waggle dance", "hybrid")
     assert scope.cancelled_caught
+
+
+# -- scores with a meaning (#13 item 4) -----------------------------------------------------------
+
+async def test_keyword_finds_nothing_when_no_term_matches(
+    index: IndexStore, embedder: BuiltinEmbedder, indexed: IndexWriter
+) -> None:
+    assert (await search(service(index, embedder), "zeppelin quantum", "keyword"))["hits"] == []
+
+
+async def test_keyword_scores_compare_across_queries(
+    index: IndexStore, embedder: BuiltinEmbedder, indexed: IndexWriter
+) -> None:
+    """The best hit of a weak query no longer scores 1: scores are BM25 calibrated, not relative."""
+    svc = service(index, embedder)
+    strong = (await search(svc, "waggle dance nectar foragers direction", "keyword"))["hits"][0]["score"]
+    weak = (await search(svc, "dance", "keyword"))["hits"][0]["score"]
+    assert 0 < weak < strong < 1
+
+
+async def test_vector_hits_at_or_below_the_embedders_floor_are_no_hits(
+    index: IndexStore, embedder: BuiltinEmbedder, indexed: IndexWriter
+) -> None:
+    svc = service(index, embedder)
+    assert (await search(svc, "waggle dance", "vector"))["hits"]
+    embedder.similarity_range = (0.99, 1.0)  # only a near-copy of a topic would pass
+    try:
+        assert (await search(svc, "waggle dance", "vector"))["hits"] == []
+    finally:
+        embedder.similarity_range = BuiltinEmbedder.similarity_range
+
+
+async def test_a_score_threshold_keeps_what_matches_and_drops_what_does_not(
+    index: IndexStore, embedder: BuiltinEmbedder, indexed: IndexWriter
+) -> None:
+    svc = service(index, embedder)
+    matching = await search(svc, "waggle dance direction of nectar", "hybrid", score_threshold=0.3)
+    assert topic_ids(matching)[:1] == [f"{BEES_ID}_2"]
+    assert all(hit["score"] >= 0.3 for hit in matching["hits"])
+    assert (await search(svc, "zeppelin quantum chromodynamics", "hybrid", score_threshold=0.3))["hits"] == []
+
+
+async def test_rrf_fusion_is_still_available(
+    index: IndexStore, embedder: BuiltinEmbedder, indexed: IndexWriter
+) -> None:
+    svc = service(index, embedder, settings={"fusion": "rrf"})
+    answer = await search(svc, "waggle dance direction of nectar", "hybrid")
+    assert topic_ids(answer)[0] == f"{BEES_ID}_2" and answer["hits"][0]["score"] == pytest.approx(1.0)

@@ -15,6 +15,14 @@ from ..conftest import knowledge_server
 
 pytestmark = pytest.mark.slow
 
+# The hashing embedder: these scenarios prove liveness under faults, and the built-in e5 (0.2 s a
+# topic) would only lengthen their drains; `burst` runs on the embedded defaults, e5 included.
+HASHING = {"embedding__model": "hashing"}
+
+
+def options(name: str = "", **given) -> ReplayOptions:
+    return ReplayOptions(**given, settings={} if name == "burst" else dict(HASHING))
+
 
 def test_corpus_is_deterministic_distinct_and_sized() -> None:
     corpus = make_corpus(6, 2_000, ("en", "zh"), seed=1)
@@ -33,7 +41,7 @@ def check(report: dict) -> dict:
 
 @pytest.mark.parametrize("name", ["seed-316", "llm-flaky", "burst", "fd-256"])
 async def test_scenario_recovers_with_every_document_listed(name: str, tmp_path: Path) -> None:
-    report = check(await run_scenario(name, ReplayOptions(scale=0.3, root=tmp_path / "replay")))
+    report = check(await run_scenario(name, options(name, scale=0.3, root=tmp_path / "replay")))
     end = report["end"]
     assert end["documents_dead"] == 0 and not end["documents_missing"]
     assert end["documents_listed"] == end["documents_indexed"] == report["documents"]
@@ -45,7 +53,7 @@ async def test_embed_stall_indexes_every_document_for_keyword_search_and_says_ve
     """G6/G7 (#18): with every embedding request from the 7th on accepted and never answered,
     every acknowledged document is keyword-searchable by the end, none is left ``pending`` and no
     index row queued or running; the ones the endpoint never embedded say so in ``index_error``."""
-    report = check(await run_scenario("embed-stall", ReplayOptions(scale=0.25, root=tmp_path / "replay")))
+    report = check(await run_scenario("embed-stall", options(scale=0.25, root=tmp_path / "replay")))
     end = report["end"]
     assert report["uploads"]["unanswered"] == report["uploads"]["failed"] == 0
     assert report["search"]["searchable"] == report["documents"] and not end["documents_not_searchable"]
@@ -58,7 +66,7 @@ async def test_llm_down_gives_every_upload_a_builtin_topic_tree_and_records_the_
     """G1/G6/G11 (#18): with the chat endpoint closing every connection after its 6th request,
     every upload is acknowledged (201/202, no 503), every document is keyword-searchable and
     indexed, and the documents the model could not extract name the built-in fallback."""
-    report = check(await run_scenario("llm-down", ReplayOptions(scale=0.3, root=tmp_path / "replay")))
+    report = check(await run_scenario("llm-down", options(scale=0.3, root=tmp_path / "replay")))
     end = report["end"]
     assert report["uploads"]["failed"] == report["uploads"]["unanswered"] == 0
     assert set(report["uploads"]["statuses"]) <= {"201", "202"}
@@ -71,21 +79,21 @@ async def test_llm_down_gives_every_upload_a_builtin_topic_tree_and_records_the_
 @pytest.mark.parametrize("name", ["llm-stall", "llm-slow"])
 async def test_dead_model_gives_answers_and_visible_failures_never_silence(name: str, tmp_path: Path) -> None:
     # llm-stall stalls from the 4th model call on (a document costs one): enough documents to get past it.
-    report = check(await run_scenario(name, ReplayOptions(scale=0.6 if name == "llm-stall" else 0.3,
-                                                          root=tmp_path / "replay")))
+    report = check(await run_scenario(name, options(scale=0.6 if name == "llm-stall" else 0.3,
+                                                    root=tmp_path / "replay")))
     assert report["uploads"]["unanswered"] == 0
     assert report["end"]["documents_dead"] >= 1  # the model never answered them: dead, with an error
 
 
 async def test_kill_restart_keeps_every_acknowledged_document_once(tmp_path: Path) -> None:
-    report = check(await run_scenario("kill-restart", ReplayOptions(scale=0.5, root=tmp_path / "replay")))
+    report = check(await run_scenario("kill-restart", options(scale=0.5, root=tmp_path / "replay")))
     assert report["uploads"]["accepted"] == report["documents"]
     assert report["end"]["documents_listed"] == report["documents"]
     assert report["end"]["jobs_running_after_drain"] == 0
 
 
 async def test_burst_five_times_keeps_memory_and_threads_flat(tmp_path: Path) -> None:
-    report = check(await run_scenario("burst", ReplayOptions(scale=0.4, rounds=5, root=tmp_path / "replay")))
+    report = check(await run_scenario("burst", options(scale=0.4, rounds=5, root=tmp_path / "replay")))
     rounds = report["server_resources_per_round"]
     assert len(rounds) == 5
     # Python's threads come from the named limiters (trio's thread cache keeps idle ones ~10 s)
@@ -119,7 +127,7 @@ async def test_local_llm_keeps_a_one_slot_model_busy_and_costs_one_call_a_docume
     """#11 item 4, G1/G2: the seed workload, scaled down, against the one-slot fake model: every upload
     answered (202), every document indexed and searchable, one chat call per document (its
     extraction; facts from the splitter), and the model's figures in the report."""
-    report = check(await run_scenario("local-llm", ReplayOptions(scale=0.1, root=tmp_path / "replay")))
+    report = check(await run_scenario("local-llm", options(scale=0.1, root=tmp_path / "replay")))
     assert report["uploads"]["failed"] == report["uploads"]["unanswered"] == 0
     assert set(report["uploads"]["statuses"]) == {"202"}
     assert report["search"]["searchable"] == report["documents"]
@@ -133,7 +141,7 @@ async def test_a_root_the_harness_made_is_removed_when_the_run_held(tmp_path: Pa
     """Issue: each test run left ~9 replay roots (~50 MB) in the temp directory."""
     monkeypatch.setenv("TMPDIR", str(tmp_path))  # where mkdtemp puts the harness's root
     monkeypatch.setattr("tempfile.tempdir", None)
-    report = check(await run_scenario("burst", ReplayOptions(scale=0.1)))
+    report = check(await run_scenario("burst", options(scale=0.1)))
     assert report["root"] is None
     assert list(tmp_path.glob("everos-replay-*")) == []  # (jieba keeps its one shared cache file there)
 
@@ -142,7 +150,7 @@ async def test_driving_a_users_server_is_refused_without_allow_writes(root: Path
     """Issue: ``replay burst --url`` wrote 50 synthetic documents into the user's real root."""
     async with knowledge_server(root) as server:
         with pytest.raises(ValueError, match="--allow-writes"):
-            await run_scenario("burst", ReplayOptions(scale=0.1, url=server.base_url))
+            await run_scenario("burst", options(scale=0.1, url=server.base_url))
         listing = (await server.client.get("/api/v1/knowledge/documents")).json()["data"]
         assert listing["total"] == 0
         assert not list(root.glob("*/*/knowledge/*/*"))
@@ -153,7 +161,7 @@ async def test_allowed_writes_go_to_a_scope_of_their_own_and_are_deleted(root: P
         mine = await server.client.post("/api/v1/knowledge/documents", data={"title": "Mine"},
                                         files={"file": ("mine.md", b"# Mine\n\nThe user's own document.\n")})
         assert mine.status_code == 201
-        report = await run_scenario("burst", ReplayOptions(scale=0.1, url=server.base_url, allow_writes=True,
+        report = await run_scenario("burst", options(scale=0.1, url=server.base_url, allow_writes=True,
                                                            drain_timeout_s=30))
         assert report["breaches"] == [], report
         assert report["scope"]["app_id"] == REPLAY_APP_ID and report["scope"]["project_id"].startswith("run-")

@@ -57,7 +57,7 @@ async def run_scenario(name: str, options: ReplayOptions | None = None) -> dict[
                 root = options.root
             root.mkdir(parents=True, exist_ok=True)
             (root / "everos.toml").write_text(render_template())
-            server = ManagedServer(root, server_env(scenario, fake), scenario.open_files_limit)
+            server = ManagedServer(root, server_env(scenario, fake, options.settings), scenario.open_files_limit)
             await server.start()
             url = server.url
             report["root"] = str(root)

@@ -120,6 +120,7 @@ class ReplayOptions:
     keep_root: bool = False  # keep a root the harness made, even when the run held
     app_id: str = "default"
     project_id: str = "default"
+    settings: dict[str, Any] = dataclasses.field(default_factory=dict)  # section__key: value, over the scenario's
 
     def scope(self) -> dict[str, str]:
         return {"app_id": self.app_id, "project_id": self.project_id}

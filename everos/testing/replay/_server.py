@@ -130,8 +130,10 @@ class ManagedServer:
         return await self.process.wait()
 
 
-def server_env(scenario: Scenario, fake: FakeLLM | None) -> dict[str, str]:
-    settings = dict(scenario.settings)
+def server_env(scenario: Scenario, fake: FakeLLM | None, extra: dict[str, Any] | None = None) -> dict[str, str]:
+    """The server's environment: the scenario's settings, then ``extra`` (the run's options),
+    then the fake model endpoints the scenario uses."""
+    settings = {**scenario.settings, **(extra or {})}
     if fake is not None and scenario.use_llm:
         settings.update({"llm__provider": "openai", "llm__base_url": fake.base_url, "llm__model": "fake"})
     if fake is not None and scenario.use_embedding_endpoint:
