@@ -41,7 +41,7 @@ from everos.ingest import DocumentLocks, IngestService, builtin_extractor
 from everos.knowledge import Extractor, LLMExtractor, warm_up_converter
 from everos.mcp import MCPService
 from everos.providers import BuiltinEmbedder, E5Embedder, Providers
-from everos.providers._e5_embedder import warm_up_e5
+from everos.providers._e5_embedder import load_e5, warm_up_e5
 from everos.runtime import CLOSE_TIMEOUT_S, Runtime, Service
 from everos.search import SearchService, search_tokens, split_facts, warm_up
 from everos.store._index_rows import FactRow, TopicRow
@@ -159,6 +159,8 @@ async def open_services(runtime: Runtime, *, mcp_transport: Literal["http", "std
             stack.push_async_callback(ingest.aclose)
             # jieba's dictionary takes about a second to load: now, in a thread, not on a first search.
             await trio.to_thread.run_sync(warm_up, limiter=limiters.cpu)
+            if e5:  # the model that embeds queries in this process: loaded now, not on a first search
+                await trio.to_thread.run_sync(load_e5, limiter=limiters.cpu)
             search = SearchService(index.store, providers.embedder, providers.reranker, config.knowledge_search,
                                    limiters.cpu, document_lookup=ingest.document_briefs,
                                    topic_content_lookup=ingest.topic_contents)

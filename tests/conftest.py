@@ -22,7 +22,7 @@ from everos.server import serve
 def hashing_template() -> str:
     """The default ``everos.toml`` with the hashing embedder: tests prove behaviour, and it is
     instant and exact (the e5 default is tested in tests/providers/test_e5_embedder.py and through
-    the labelled set in tests/search/test_labelled_set.py)."""
+    the labelled set in tests/search/test_labelled.py)."""
     defaults = Config()
     return render_template(dataclasses.replace(
         defaults, embedding=dataclasses.replace(defaults.embedding, model="hashing")))

@@ -43,7 +43,7 @@ from everos.providers._policy import Budget, Budgets
 if TYPE_CHECKING:
     from everos.workers import CpuWorkers
 
-__all__ = ["E5_DIM", "E5_MODEL", "E5Embedder", "e5_available"]
+__all__ = ["E5_DIM", "E5_MODEL", "E5Embedder", "e5_available", "load_e5", "warm_up_e5"]
 
 E5_MODEL = "multilingual-e5-small"
 E5_DIM = 384
@@ -65,7 +65,7 @@ def e5_available() -> bool:
     return True
 
 
-def _loaded() -> Any:
+def load_e5() -> Any:
     """The process's model, loaded on first use (about 0.1 s, 60 MB)."""
     global _model
     with _lock:
@@ -81,7 +81,7 @@ def embed_texts(texts: Sequence[str], is_query: bool) -> list[list[float]]:
     if not texts:
         return []
     cut = [text[:MAX_INPUT_CHARS] for text in texts]
-    model = _loaded()
+    model = load_e5()
     array = model.query(cut) if is_query else model.passage(cut)
     if len(cut) == 1 and array.ndim == 1:
         array = array.reshape(1, -1)
@@ -92,7 +92,7 @@ def warm_up_e5() -> None:
     """A worker process's start: one engine thread per process (the pool is the parallelism),
     then the model loaded, so the first call is warm."""
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    _loaded()
+    load_e5()
 
 
 class E5Embedder:

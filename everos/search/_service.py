@@ -7,7 +7,7 @@ EverOS response shape (reference §2.3, §6).
   by cosine; topics at or below the embedder's similarity floor are no hits.
 * ``hybrid``: both, fused by weight (``keyword_weight``) or, with ``fusion = "rrf"``, by
   reciprocal rank (:func:`rrf`, ``k = rrf_k``). If the embedder fails, hybrid answers with the
-  keyword hits alone (scored ``keyword_weight`` times their keyword score).
+  keyword hits alone, scored and sourced as keyword hits.
 
 Scores are calibrated to [0, 1] the same way for every query (:mod:`everos.search._fusion`), so
 ``score_threshold`` keeps the hits that match well enough.
@@ -134,7 +134,9 @@ class SearchService:
             keyword, query_vector, vector_hits = await self._hybrid_recall(
                 query, tokens, app_id, project_id, recall_n
             )
-        candidates = _fuse(method, keyword, vector_hits, self.settings, self._calibration())
+        # Hybrid without a query vector (the embedder failed) is keyword search, scored as such.
+        fuse_as = "keyword" if method == "hybrid" and query_vector is None else method
+        candidates = _fuse(fuse_as, keyword, vector_hits, self.settings, self._calibration())
         contents: dict[str, str] = {}
         if self.reranker is not None and candidates:
             candidates, contents = await self._rerank(self.reranker, query, candidates)

@@ -6,7 +6,7 @@ answers it, and the document-level hit@1, hit@3, hit@10 and MRR of each search m
 embedded defaults, plus any ``settings``), uploads every document over HTTP, waits until each is
 indexed for keyword search and then until its vectors are in (both times are reported), runs every query of the split for each method through ``POST /api/v1/knowledge/search``
 and returns the figures. ``bench/search_eval.py`` is its command line; the test of the set
-(``tests/search/test_labelled_set.py``) calls the same function.
+(``tests/search/test_labelled.py``) calls the same function.
 
 A query's rank is the position of its document among the distinct documents of the hits, in hit
 order (a document with several matching topics counts once, at its best topic); a document not

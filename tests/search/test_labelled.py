@@ -1,48 +1,55 @@
-"""Search sanity on a small labelled set: 30 short documents on distinct subjects (two in Chinese)
-and 22 queries, each with the one document that answers it.
+"""The labelled search set (``bench/search_set``: real package READMEs, English and Chinese, and
+queries of three kinds written for them) keeps its floors: document-level hit@1 per method
+(MRR printed), measured through a real server on its embedded defaults (the built-in
+multilingual-e5-small; two embedding worker processes, to take half the time), as
+``bench/search_eval.py`` does.
 
-Indexed as the cascade does offline (built-in extractor, search tokens, sentence facts, built-in
-embedder). The top-3 hit rate per method is printed; the floors are the rates measured when the
-set was written, minus a margin, so a regression in tokens, fusion or the index shows here.
+The floors are the figures measured when they were set, minus a margin, so a regression in
+extraction, tokens, embedding or fusion shows here; and hybrid, the default, must not lose to
+keyword search on any query kind (#13), nor to vector search beyond a small margin.
 """
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
+import pytest
 import trio
 
-from everos.config import KnowledgeSearchSettings
-from everos.providers import BuiltinEmbedder
-from everos.search import METHODS, SearchService
-from everos.store.index import IndexStore, IndexWriter
-from tests.search.conftest import doc_id_for, index_markdown
+from everos.search import METHODS
+from everos.testing.search_eval import KINDS, load_documents, load_queries, run_evaluation
 
-LABELLED = Path(__file__).parent / "data" / "labelled"
-# Measured when the set was written: keyword 1.00, vector 0.91, hybrid 1.00.
-FLOORS = {"keyword": 0.85, "vector": 0.8, "hybrid": 0.85}
+# Measured on all 201 queries with the built-in e5 and weighted fusion (hit@1: keyword 0.647,
+# vector 0.721, hybrid 0.786; hybrid in Chinese 0.784), minus about 0.04.
+HIT_AT_1_FLOORS = {"keyword": 0.60, "vector": 0.68, "hybrid": 0.74}
+HYBRID_ZH_FLOOR = 0.74
+# Hybrid may trail vector search on a kind by this much (paraphrases: equal when measured).
+VECTOR_MARGIN = 0.03
+SETTINGS = {"embedding__workers": "2"}
 
 
-async def test_top_3_hit_rate_per_method_stays_above_its_floor(
-    index: IndexStore, writer: IndexWriter, embedder: BuiltinEmbedder
-) -> None:
-    documents = sorted(LABELLED.glob("*.md"))
-    assert len(documents) == 30
-    for path in documents:
-        text = path.read_text(encoding="utf-8")
-        title = text.splitlines()[0].lstrip("# ")
-        await index_markdown(writer, embedder, doc_id_for(path.name), title, text)
-    queries = json.loads((LABELLED / "queries.json").read_text(encoding="utf-8"))
-    service = SearchService(index, embedder, None, KnowledgeSearchSettings(), trio.CapacityLimiter(2))
-    rates = {}
-    for method in METHODS:
-        found = 0
-        for case in queries:
-            answer = await service.search(case["query"], method, top_k=3, app_id="app", project_id="proj")
-            found += doc_id_for(case["doc"]) in {hit["document"]["doc_id"] for hit in answer["hits"]}
-        rates[method] = found / len(queries)
-    print("\ntop-3 hit rate on the labelled set ({} queries): {}".format(
-        len(queries), ", ".join(f"{method} {rate:.2f}" for method, rate in rates.items())))
-    for method, floor in FLOORS.items():
-        assert rates[method] >= floor, (method, rates)
+def test_the_set_is_well_formed() -> None:
+    documents = load_documents()
+    queries = load_queries()
+    assert len(documents) >= 90
+    assert len(queries) >= 200
+    for kind in KINDS:
+        assert sum(q.kind == kind for q in queries) >= 50, kind
+    assert sum(q.lang == "zh" for q in queries) >= 40
+    assert {q.doc for q in queries} <= set(documents)
+    assert len({(q.query, q.doc) for q in queries}) == len(queries)
+
+
+@pytest.mark.filterwarnings("ignore:lancedb fork support is experimental")
+async def test_hit_at_1_per_method_stays_above_its_floor_and_hybrid_never_loses_to_keyword() -> None:
+    with trio.fail_after(900):
+        result = await run_evaluation(METHODS, "all", SETTINGS)
+    methods = result["methods"]
+    overall = {method: found["overall"] for method, found in methods.items()}
+    print("\nlabelled set, {} queries on {} documents: {}".format(result["queries"], result["documents"], ", ".join(
+        f"{m} hit@1 {f['hit@1']:.3f} mrr {f['mrr']:.3f}" for m, f in overall.items())))
+    for method, floor in HIT_AT_1_FLOORS.items():
+        assert overall[method]["hit@1"] >= floor, (method, overall[method])
+    assert methods["hybrid"]["lang"]["zh"]["hit@1"] >= HYBRID_ZH_FLOOR, methods["hybrid"]["lang"]["zh"]
+    for kind in KINDS:
+        hybrid = methods["hybrid"]["kind"][kind]["hit@1"]
+        assert hybrid >= methods["keyword"]["kind"][kind]["hit@1"], (kind, "keyword")
+        assert hybrid >= methods["vector"]["kind"][kind]["hit@1"] - VECTOR_MARGIN, (kind, "vector")

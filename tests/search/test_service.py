@@ -274,3 +274,14 @@ async def test_rrf_fusion_is_still_available(
     svc = service(index, embedder, settings={"fusion": "rrf"})
     answer = await search(svc, "waggle dance direction of nectar", "hybrid")
     assert topic_ids(answer)[0] == f"{BEES_ID}_2" and answer["hits"][0]["score"] == pytest.approx(1.0)
+
+
+async def test_hybrid_without_a_query_vector_scores_its_keyword_hits_as_keyword_hits(
+    index: IndexStore, embedder: BuiltinEmbedder, indexed: IndexWriter
+) -> None:
+    """A failing embedder must not deflate scores to the keyword weight: a threshold that keeps a
+    keyword hit keeps it in degraded hybrid search too."""
+    keyword = (await search(service(index, embedder), "waggle dance", "keyword"))["hits"][0]
+    degraded = (await search(service(index, BrokenEmbedder()), "waggle dance", "hybrid"))["hits"][0]
+    assert (degraded["topic_id"], degraded["score"], degraded["source"]) == (
+        keyword["topic_id"], keyword["score"], "keyword")
