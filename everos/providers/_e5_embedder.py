@@ -30,6 +30,7 @@ words within a hit.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import threading
@@ -88,9 +89,17 @@ def embed_texts(texts: Sequence[str], is_query: bool) -> list[list[float]]:
     return [[float(x) for x in row] for row in array]
 
 
+# The embedding workers' scheduling priority below the server's: they use what CPU the server,
+# its uploads and their extraction leave (G4), which is most of it between uploads.
+WORKER_NICENESS = 10
+
+
 def warm_up_e5() -> None:
-    """A worker process's start: one engine thread per process (the pool is the parallelism),
-    then the model loaded, so the first call is warm."""
+    """A worker process's start: a lower CPU priority (:data:`WORKER_NICENESS`), one engine
+    thread per process (the pool is the parallelism), then the model loaded, so the first call
+    is warm."""
+    with contextlib.suppress(OSError):
+        os.nice(WORKER_NICENESS)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     load_e5()
 
