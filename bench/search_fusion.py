@@ -59,7 +59,8 @@ def calibration(queries: list[Any], vector: list[list[tuple[str, str, float]]]) 
 
 def raw_hits(result: dict[str, Any]) -> dict[str, list[list[tuple[str, str, float]]]]:
     """Per method, per query: ``(topic_id, document, bm25 or cosine)``, best first."""
-    keyword = [[(t, d, HALF * s / (1 - s)) for t, d, s in hits if s < 1] for hits in result["methods"]["keyword"]["hits"]]
+    keyword = [[(t, d, HALF * s / (1 - s)) for t, d, s in hits if s < 1]
+               for hits in result["methods"]["keyword"]["hits"]]
     vector = [[(t, d, 2 * s - 1) for t, d, s in hits] for hits in result["methods"]["vector"]["hits"]]
     return {"keyword": keyword, "vector": vector}
 

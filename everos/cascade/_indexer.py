@@ -27,7 +27,7 @@ open circuit, attempts exhausted), the topics still without vectors go to the in
 missing and asks nobody for facts again. The built-in embedder never stands in for a configured
 one: its vectors live in another space, and vector search would rank them as noise.
 
-A slow embedder (``defers_vectors``: the built-in e5, about 0.2 s per topic on a core) is not
+A slow embedder (``defers_vectors``: the built-in e5, about half a second per topic on a core) is not
 waited for at all: an attempt at a document whose vectors are not pending writes its rows for
 keyword search with :data:`DEFERRED` as the reason, and the index worker queues the document
 again at once, behind the documents already waiting for their keyword index; that attempt makes
@@ -172,7 +172,7 @@ class DocumentIndexer:
         self._sink = parts.sink
         self._embedder = parts.embedder
         self._embedder_id = embedder_identity(parts.embedder)
-        # A neural model costs ~0.1 s per text: facts are then ranked by their words within a hit.
+        # A neural model costs as much per fact as per topic: facts are then ranked by their words.
         self._embeds_facts = getattr(parts.embedder, "embeds_facts", True)
         self._defers = getattr(parts.embedder, "defers_vectors", False)
         self._facts = parts.facts

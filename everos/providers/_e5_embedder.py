@@ -16,16 +16,17 @@ Where it runs:
 * **Queries** (``purpose="query"``, the interactive budget): in a worker thread of this process,
   under the interactive limiter. A query is short (about 10 ms on one core); the C call holds no
   GIL, so the event loop keeps running beside it.
-* **Passages** (indexing): in the CPU worker processes (:mod:`everos.workers`) when the server
-  has them (:meth:`use_workers`), each call under a deadline and a memory limit: a call past its
-  deadline kills its worker (G5a). Without workers (the cascade commands), in threads under the
-  background limiter. Batches of up to :data:`TEXTS_PER_CALL` texts: the engine embeds a batch
-  two to five times faster per text than one text at a time.
+* **Passages** (indexing): in worker processes of their own (:mod:`everos.workers`, started by
+  the server at a lower CPU priority: :func:`warm_up_e5`) when the server has them
+  (:meth:`use_workers`), each call of up to :data:`TEXTS_PER_CALL` texts under a deadline and a
+  memory limit: a call past its deadline kills its worker (G5a). Without workers (the cascade
+  commands), in threads under the background limiter.
 
-Cost: about 2,500 tokens per second per core (batched), so a topic of 500 tokens takes about
-0.2 s. So indexing does not wait for it (:attr:`defers_vectors`): a document is searchable by
-keyword at once and by meaning when its vectors are made, in a later attempt. Facts are not embedded with it (:attr:`embeds_facts` is false): they are ranked by their
-words within a hit.
+Cost, measured on one core: about 1.5 ms a token, so a topic of 400 tokens (1,500 characters of
+English) takes about 0.6 s, whether texts come one at a time or in batches. So indexing does not
+wait for it (:attr:`defers_vectors`): a document is searchable by keyword at once and by meaning
+when its vectors are made, in a later attempt. Facts are not embedded with it
+(:attr:`embeds_facts` is false): they are ranked by their words within a hit.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ __all__ = ["E5_DIM", "E5_MODEL", "E5Embedder", "e5_available", "load_e5", "warm_
 
 E5_MODEL = "multilingual-e5-small"
 E5_DIM = 384
-# Texts per engine call: batches are faster per text, and one call stays under a few seconds.
+# Texts per engine call: one call (one deadline, one process round trip) stays near ten seconds.
 TEXTS_PER_CALL = 16
 # Characters per text handed to the engine: past 512 tokens it cuts anyway.
 MAX_INPUT_CHARS = 4000

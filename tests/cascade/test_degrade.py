@@ -197,7 +197,7 @@ class SlowModelEmbedder(NoFactsEmbedder):
 async def test_a_slow_embedder_leaves_keyword_rows_first_and_its_vectors_to_a_queued_attempt(
     root: Path, sink: FakeSink, mock_clock: trio.testing.MockClock
 ) -> None:
-    """#13: with the built-in e5 (0.2 s a topic) an upload must not wait for its vectors to be
+    """#13: with the built-in e5 (half a second a topic) an upload must not wait for its vectors to be
     searchable: the first attempt writes keyword rows (no embedder call) and queues the
     document again behind the others, whose keyword rows come first; that attempt embeds it."""
     doc_dirs = [write_document(root, f"Guide {n}", GUIDE) for n in range(3)]

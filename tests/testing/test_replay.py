@@ -15,8 +15,8 @@ from ..conftest import knowledge_server
 
 pytestmark = pytest.mark.slow
 
-# The hashing embedder: these scenarios prove liveness under faults, and the built-in e5 (0.2 s a
-# topic) would only lengthen their drains; `burst` runs on the embedded defaults, e5 included.
+# The hashing embedder: these scenarios prove liveness under faults, and the built-in e5 (half a
+# second a topic) would only lengthen their drains; `burst` runs on the embedded defaults, e5 too.
 HASHING = {"embedding__model": "hashing"}
 
 
