@@ -3,11 +3,14 @@ hit@10 and MRR per method, per query kind and per language.
 
 Starts ``everos server start`` on loopback in a temporary root (its embedded defaults, plus any
 ``--set section.key=value``), uploads every document of the set over HTTP, waits until each is
-indexed, runs every query of the split for each method and prints one JSON object; a short table
-goes to stderr. Runs offline; the root is removed and the server stopped at the end.
+indexed for keyword search and until its vectors are in (``keyword_indexed_seconds``,
+``upload_and_index_seconds``), runs every query of the split for each method and prints one JSON
+object (figures, and the server's ``took_ms`` p50/p95); a short table goes to stderr. Runs
+offline; the root is removed and the server stopped at the end.
 
     python bench/search_eval.py [--methods keyword,vector,hybrid] [--split dev|test|all] [--json]
-                                [--top-k 50] [--set knowledge_search.rrf_k=30 ...] [--ranks]
+                                [--top-k 50] [--set knowledge.search.keyword_weight=0.5 ...]
+                                [--set embedding.model=hashing] [--ranks] [--hits]
 """
 
 from __future__ import annotations

@@ -27,9 +27,9 @@ open circuit, attempts exhausted), the topics still without vectors go to the in
 missing and asks nobody for facts again. The built-in embedder never stands in for a configured
 one: its vectors live in another space, and vector search would rank them as noise.
 
-A slow embedder (``defers_vectors``: the built-in e5, about half a second per topic on a core) is not
-waited for at all: an attempt at a document whose vectors are not pending writes its rows for
-keyword search with :data:`DEFERRED` as the reason, and the index worker queues the document
+A slow embedder (``defers_vectors``: the built-in e5, about half a second per topic on a core)
+is not waited for at all: an attempt at a document whose vectors are not pending writes its rows
+for keyword search with :data:`DEFERRED` as the reason, and the index worker queues the document
 again at once, behind the documents already waiting for their keyword index; that attempt makes
 the vectors. An upload is searchable by keyword as fast as with no embedder.
 

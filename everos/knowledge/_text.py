@@ -125,9 +125,9 @@ def is_badge_line(line: str) -> bool:
 def searchable_text(markdown: str, limit: int) -> str:
     """The words of ``markdown`` a reader sees, as one line of at most ``limit`` characters: what
     an embedder should read. HTML comments and tags, badge rows, images, link definitions, bare
-    URLs, reStructuredText directives and substitutions, fence lines, table rules and line markup (``#``, ``>``, list marks) are dropped; links
-    become their text; the text of code blocks stays (names people search for live there).
-    Reads at most ``4 * limit`` characters."""
+    URLs, reStructuredText directives and substitutions, underlines, fence lines, table rules and
+    line markup (``#``, ``>``, list marks) are dropped; links become their text; the text of code
+    blocks stays (names people search for live there). Reads at most ``4 * limit`` characters."""
     text = _HTML_COMMENT_RE.sub(" ", markdown[: 4 * limit])
     text = _RST_MARKUP_RE.sub("", _LINK_DEFINITION_RE.sub("", text))
     lines = []

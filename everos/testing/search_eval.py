@@ -4,8 +4,9 @@ answers it, and the document-level hit@1, hit@3, hit@10 and MRR of each search m
 
 :func:`run_evaluation` starts ``everos server start`` on loopback in a temporary root (the
 embedded defaults, plus any ``settings``), uploads every document over HTTP, waits until each is
-indexed for keyword search and then until its vectors are in (both times are reported), runs every query of the split for each method through ``POST /api/v1/knowledge/search``
-and returns the figures. ``bench/search_eval.py`` is its command line; the test of the set
+indexed for keyword search and then until its vectors are in (both times are reported), runs
+every query of the split for each method through ``POST /api/v1/knowledge/search`` and returns
+the figures (with the server's ``took_ms`` p50 and p95 per method). ``bench/search_eval.py`` is its command line; the test of the set
 (``tests/search/test_labelled.py``) calls the same function.
 
 A query's rank is the position of its document among the distinct documents of the hits, in hit

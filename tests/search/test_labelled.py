@@ -15,7 +15,7 @@ import pytest
 import trio
 
 from everos.search import METHODS
-from everos.testing.search_eval import KINDS, load_documents, load_queries, run_evaluation
+from everos.testing.search_eval import KINDS, load_documents, load_queries, parse_settings, run_evaluation
 
 # Measured on all 201 queries with the built-in e5 and weighted fusion (hit@1: keyword 0.647,
 # vector 0.721, hybrid 0.786; hybrid in Chinese 0.784), minus about 0.04.
@@ -53,3 +53,11 @@ async def test_hit_at_1_per_method_stays_above_its_floor_and_hybrid_never_loses_
         hybrid = methods["hybrid"]["kind"][kind]["hit@1"]
         assert hybrid >= methods["keyword"]["kind"][kind]["hit@1"], (kind, "keyword")
         assert hybrid >= methods["vector"]["kind"][kind]["hit@1"] - VECTOR_MARGIN, (kind, "vector")
+
+
+def test_settings_of_the_evaluation_reach_nested_sections() -> None:
+    """``--set knowledge.search.keyword_weight=0.5`` is EVEROS_KNOWLEDGE__SEARCH__KEYWORD_WEIGHT."""
+    assert parse_settings(["knowledge.search.keyword_weight=0.5", "embedding.model=hashing"]) == {
+        "knowledge__search__keyword_weight": "0.5", "embedding__model": "hashing"}
+    with pytest.raises(ValueError, match="section.key=value"):
+        parse_settings(["keyword_weight=0.5"])
