@@ -36,16 +36,19 @@ import trio
 
 from everos.config import KnowledgeSearchSettings
 from everos.search._fusion import keyword_score, vector_score, weighted
-from everos.testing.search_eval import KINDS, document_rank, figures, load_queries, parse_settings, run_evaluation
+from everos.testing.search_eval import (
+    KINDS,
+    document_rank,
+    load_queries,
+    parse_settings,
+    percentile,
+    run_evaluation,
+    summarize,
+)
 
 HALF = KnowledgeSearchSettings().keyword_half_score  # the keyword scores of the run: bm25 / (bm25 + HALF)
 WEIGHTS = [round(0.05 * n, 2) for n in range(21)]
 HALVES = (2.0, 4.0, 8.0, 16.0, 32.0)
-
-
-def percentile(values: list[float], share: float) -> float:
-    ordered = sorted(values)
-    return ordered[round(share * (len(ordered) - 1))]
 
 
 def calibration(queries: list[Any], vector: list[list[tuple[str, str, float]]]) -> tuple[float, float]:
@@ -75,12 +78,8 @@ def ranked(keyword: list[tuple[str, str, float]], vector: list[tuple[str, str, f
 
 
 def report(queries: list[Any], docs_of: list[list[str]]) -> dict[str, Any]:
-    """hit@1/3/10 and MRR overall, per kind and per language."""
-    ranks = [document_rank(docs, q.doc) for q, docs in zip(queries, docs_of)]
-    select = lambda keep: [r for q, r in zip(queries, ranks) if keep(q)]  # noqa: E731
-    return {"overall": figures(ranks),
-            "kind": {k: figures(select(lambda q, k=k: q.kind == k)) for k in KINDS},
-            "lang": {g: figures(select(lambda q, g=g: q.lang == g)) for g in ("en", "zh")}}
+    """hit@1/3/10 and MRR overall, per kind, per language and per both (:func:`summarize`)."""
+    return summarize(queries, [document_rank(docs, q.doc) for q, docs in zip(queries, docs_of)])
 
 
 def main() -> None:

@@ -161,11 +161,11 @@ class CascadeService:
         if recovered:
             log.warning("returned %d index rows of a previous process to the queue", recovered)
         if recover:
-            changed = await self.db.write(state.mark_other_embedder, embedder_identity(self.embedder), KEYWORD_ONLY)
+            identity = embedder_identity(self.embedder)
+            changed = await self.db.write(state.mark_other_embedder, identity, KEYWORD_ONLY)
             if changed:
                 log.warning("%d documents have vectors of another embedder than %s: they are embedded again in "
-                            "the background (keyword search finds them meanwhile)", changed,
-                            embedder_identity(self.embedder))
+                            "the background (keyword search finds them meanwhile)", changed, identity)
         self._snapshot = await self.status()
 
     def start_workers(self, supervisor: Supervisor) -> None:

@@ -216,7 +216,7 @@ class EmbeddingSettings(_ProviderSettings):
     similarity_range: str = setting(
         "auto", "FLOOR,CEILING: the model's cosine similarity of unrelated texts (a vector hit at or below it "
         "scores 0 and is left out) and of closely related ones (scores 1; linear in between), e.g. 0.8,0.92. "
-        "auto: the built-in model's own (e5 0.82,0.93; hashing 0,1), 0,1 for an endpoint's model; "
+        "auto: the built-in model's own (e5 0.82,0.93; hashing 0.10,0.54), 0,1 for an endpoint's model; "
         "bench/search_fusion.py measures a model's on a labelled set.",
         check=(lambda value: value == "auto" or parse_similarity_range(value) is not None,
                "auto or two numbers FLOOR,CEILING with -1 <= FLOOR < CEILING <= 1"))

@@ -84,9 +84,7 @@ def embed_texts(texts: Sequence[str], is_query: bool) -> list[list[float]]:
         return []
     cut = [text[:MAX_INPUT_CHARS] for text in texts]
     model = load_e5()
-    array = model.query(cut) if is_query else model.passage(cut)
-    if len(cut) == 1 and array.ndim == 1:
-        array = array.reshape(1, -1)
+    array = model.query(cut) if is_query else model.passage(cut)  # a list in: (n, 384) out
     return [[float(x) for x in row] for row in array]
 
 
@@ -153,7 +151,8 @@ class E5Embedder:
                 (its worker was replaced).
 
         Cancellation handling: a call in a worker process is killed with its worker; a thread
-        already running finishes its batch (a few seconds at most) in the background.
+        already running finishes its batch (a few seconds at most) in the background and keeps
+        its budget slot until then, as the hashing embedder's threads do.
         """
         if purpose not in ("query", "passage"):
             raise ValueError("purpose must be query or passage")
@@ -165,14 +164,14 @@ class E5Embedder:
         limiter = self.budgets.limiter(budget)
         for start in range(0, len(texts), TEXTS_PER_CALL):
             batch = list(texts[start:start + TEXTS_PER_CALL])
-            async with limiter:
-                if self._workers is not None and not is_query:
+            if self._workers is not None and not is_query:
+                async with limiter:
                     vectors.extend(await self._workers.run_cpu(
                         embed_texts, batch, is_query, deadline_s=self.call_deadline_s, memory_mb=self.memory_mb,
                         task=f"embedding {len(batch)} texts"))
-                else:
-                    vectors.extend(await trio.to_thread.run_sync(embed_texts, batch, is_query,
-                                                                 abandon_on_cancel=True))
+            else:
+                vectors.extend(await trio.to_thread.run_sync(embed_texts, batch, is_query, limiter=limiter,
+                                                             abandon_on_cancel=True))
         return vectors
 
     async def aclose(self) -> None:

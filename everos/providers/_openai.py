@@ -294,7 +294,6 @@ class EmbeddingClient(_OpenAIEndpoint):
         self.batch_size = settings.batch_size
         self.max_input_chars = settings.max_input_chars
         self.prefixes = {"query": settings.query_prefix, "passage": settings.passage_prefix}
-        self.similarity_range = (0.0, 1.0)
 
     async def embed(self, texts: Sequence[str], *, budget: Budget | str,
                     purpose: str = "passage") -> list[list[float]]:

@@ -6,8 +6,8 @@ answers it, and the document-level hit@1, hit@3, hit@10 and MRR of each search m
 embedded defaults, plus any ``settings``), uploads every document over HTTP, waits until each is
 indexed for keyword search and then until its vectors are in (both times are reported), runs
 every query of the split for each method through ``POST /api/v1/knowledge/search`` and returns
-the figures (with the server's ``took_ms`` p50 and p95 per method). ``bench/search_eval.py`` is its command line; the test of the set
-(``tests/search/test_labelled.py``) calls the same function.
+the figures (with the server's ``took_ms`` p50 and p95 per method). ``bench/search_eval.py`` is
+its command line; the test of the set (``tests/search/test_labelled.py``) calls the same function.
 
 A query's rank is the position of its document among the distinct documents of the hits, in hit
 order (a document with several matching topics counts once, at its best topic); a document not
@@ -44,6 +44,7 @@ __all__ = [
     "load_queries",
     "load_documents",
     "parse_settings",
+    "percentile",
     "run_evaluation",
     "summarize",
 ]
@@ -189,13 +190,15 @@ async def _search(client: httpx.AsyncClient, query: str, method: str, top_k: int
     return data["hits"]
 
 
+def percentile(values: Sequence[float], share: float) -> float:
+    """The value at ``share`` (0 to 1) of ``values`` sorted, by nearest rank; 0.0 for none."""
+    ordered = sorted(values)
+    return ordered[round(share * (len(ordered) - 1))] if ordered else 0.0
+
+
 def latency(took_ms: Sequence[float]) -> dict[str, float]:
     """p50 and p95 of the server's ``took_ms`` (nearest rank), in ms."""
-    ordered = sorted(took_ms)
-    if not ordered:
-        return {"p50_ms": 0.0, "p95_ms": 0.0}
-    pick = lambda share: ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]  # noqa: E731
-    return {"p50_ms": round(pick(0.5), 2), "p95_ms": round(pick(0.95), 2)}
+    return {"p50_ms": round(percentile(took_ms, 0.5), 2), "p95_ms": round(percentile(took_ms, 0.95), 2)}
 
 
 async def evaluate(url: str, doc_ids: dict[str, str], queries: Sequence[Query], methods: Sequence[str],

@@ -14,11 +14,9 @@ from everos.providers import E5Embedder
 from everos.providers._e5_embedder import E5_DIM, embed_texts, warm_up_e5
 from everos.workers import open_cpu_workers
 
+from .test_builtin_embedder import cosine
+
 LIVENESS_S = 60
-
-
-def cosine(a: list[float], b: list[float]) -> float:
-    return sum(x * y for x, y in zip(a, b))
 
 
 async def test_vectors_are_unit_length_deterministic_and_384_wide() -> None:
