@@ -10,11 +10,18 @@ slow or blocked stderr.
 
 Each line is ``time level logger message key=value ...``; ``extra={"fields": {...}}`` adds
 key=value pairs (the request log line uses it).
+
+Every record made while a request id is current (:func:`carrying_request_id`) carries it as the
+``request_id`` field: the request layer sets it for an HTTP request, the MCP tools for a tool call,
+and the ingest and index workers for the job an upload queued. It travels in a context variable,
+so trio's child tasks and worker threads see it too, and the record takes it where it is made.
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
+import contextvars
 import json
 import logging
 import logging.handlers
@@ -23,9 +30,11 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Iterator
 from typing import Any, TextIO
 
-__all__ = ["configure_logging", "dropped_records", "format_exception_bounded", "shutdown_logging"]
+__all__ = ["carrying_request_id", "configure_logging", "current_request_id", "dropped_records",
+           "format_exception_bounded", "shutdown_logging"]
 
 MAX_TRACEBACK_FRAMES = 12
 MAX_TRACEBACK_CHARS = 4000
@@ -35,6 +44,23 @@ SHUTDOWN_WAIT_S = 5.0
 _dropped = 0
 _dropped_lock = threading.Lock()
 _listener: logging.handlers.QueueListener | None = None  # the writer thread
+_REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("everos_request_id", default=None)
+
+
+def current_request_id() -> str | None:
+    """The id of the request the running code works for, if any. Not a checkpoint."""
+    return _REQUEST_ID.get()
+
+
+@contextlib.contextmanager
+def carrying_request_id(request_id: str | None) -> Iterator[None]:
+    """Make ``request_id`` current inside the block, and in the tasks and threads it starts (None:
+    no id; an enclosing one is hidden)."""
+    token = _REQUEST_ID.set(request_id)
+    try:
+        yield
+    finally:
+        _REQUEST_ID.reset(token)
 
 
 def format_exception_bounded(exc: BaseException) -> str:
@@ -58,6 +84,12 @@ class _BoundedQueueHandler(logging.handlers.QueueHandler):
 
     def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
         # Merge args now (they may be mutated later) and flatten the exception to bounded text.
+        # The request id is read here, in the task or thread that made the record.
+        request_id = _REQUEST_ID.get()
+        if request_id is not None:
+            fields = getattr(record, "fields", None) or {}
+            if "request_id" not in fields:
+                record.fields = {"request_id": request_id, **fields}
         record.msg = record.getMessage()
         record.args = None
         if record.exc_info and record.exc_info[1] is not None:

@@ -126,8 +126,9 @@ ANSWER_SCHEMAS: dict[str, dict[str, Any]] = {
     "Task": shape(
         "everos: an ingest task as a client polls it; result is the upload's answer (and the extractor) once "
         "it succeeded; phase says where the document is, through its indexing; model, what its extraction "
-        "cost the model (so far, while it runs).",
-        {"task_id": STRING, "doc_id": OPTIONAL_STRING, "status": {"type": "string", "enum": list(JOB_STATUSES)},
+        "cost the model (so far, while it runs); request_id, the request that queued it (its attempts' log "
+        "lines and model calls carry the same id).",
+        {"task_id": STRING, "doc_id": OPTIONAL_STRING, "request_id": OPTIONAL_STRING, "status": {"type": "string", "enum": list(JOB_STATUSES)},
          "phase": {"type": "string", "enum": list(TASK_PHASES)},
          "index_status": {"anyOf": [{"type": "string", "enum": ["pending", "indexed", "failed"]}, {"type": "null"}]},
          "model": {"anyOf": [_MODEL_USAGE, {"type": "null"}]},

@@ -44,11 +44,12 @@ def task_body(job: Job, timezone: str, prefix: str, progress: dict[str, Any] | N
     ``IngestService.task_progress``) gives ``phase`` (``queued``, ``reading``, ``converting``,
     ``extracting``, ``publishing``, ``indexing``, ``done``, ``failed``), ``index_status`` and
     ``model`` (the calls and tokens the extraction cost, so far while it runs); without it the
-    phase follows the job's status alone."""
+    phase follows the job's status alone. ``request_id`` is the request that queued the job."""
     progress = progress or {}
     return {
         "task_id": job.id,
         "doc_id": (job.payload or {}).get("doc_id"),
+        "request_id": (job.payload or {}).get("request_id"),
         "status": str(job.status),
         "phase": progress.get("phase", _PHASE_OF_STATUS[job.status]),
         "index_status": progress.get("index_status"),

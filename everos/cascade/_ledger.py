@@ -29,6 +29,7 @@ from typing import Any
 from everos.cascade import _state as state
 from everos.cascade._rows import locate_document
 from everos.knowledge._fingerprint import WrittenFiles
+from everos.logs import current_request_id
 from everos.store import Database, Job, JobError, JobStatus, LeasedQueue, QueueStats
 from everos.store._lease import COLUMNS, job_from_row
 
@@ -39,6 +40,12 @@ QUEUE_KIND = "knowledge_document"
 # The queue rows whose last enqueue the cascade has run, or will: files still carrying that
 # enqueue's receipt need no new row.
 _HANDLED = (JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.SUCCEEDED)
+
+
+def _for_request(payload: dict[str, Any]) -> dict[str, Any]:
+    """``payload`` with the current request id, when there is one: the row's attempt runs for it."""
+    request_id = current_request_id()
+    return payload if request_id is None else {**payload, "request_id": request_id}
 
 
 class IndexLedger:
@@ -57,12 +64,13 @@ class IndexLedger:
     async def enqueue(self, doc_dir: str, doc_id: str, reason: str, *, written: WrittenFiles | None = None) -> None:
         """Queue ``doc_dir`` (relative to the root): ``pending`` first, then the row. ``written`` is
         the receipt of files a writer just published there with their rows; the attempt trusts
-        those rows while the files still carry it.
+        those rows while the files still carry it. The current request id (the upload's, the
+        PATCH's), if any, goes with the row.
 
         Raises:
             StoreBusy: SQLite did not answer in time.
         """
-        payload: dict[str, Any] = {"doc_dir": doc_dir, "reason": reason}
+        payload: dict[str, Any] = _for_request({"doc_dir": doc_dir, "reason": reason})
         if written is not None:
             payload["written"] = written.as_payload()
         await self.db.write(state.mark_pending, doc_dir, doc_id, self._clock())
@@ -72,7 +80,8 @@ class IndexLedger:
         """Queue indexed directories again to embed their pending vectors; they stay ``indexed``
         (searchable by keyword) meanwhile."""
         for doc_dir in doc_dirs:
-            await self.queue.enqueue(QUEUE_KIND, {"doc_dir": doc_dir, "reason": "re-embed"}, key=doc_dir)
+            await self.queue.enqueue(QUEUE_KIND, _for_request({"doc_dir": doc_dir, "reason": "re-embed"}),
+                                     key=doc_dir)
 
     async def requeue(self, jobs: Sequence[Job]) -> int:
         """Queue rows again with fresh attempts (``cascade fix --apply``), their documents

@@ -26,6 +26,7 @@ from everos.cascade._ledger import QUEUE_KIND, QUEUE_TABLE, IndexLedger
 from everos.config import CascadeSettings
 from everos.errors import EverosError, InvalidInput, PathTraversal, StoreBusy
 from everos.knowledge._fingerprint import WrittenFiles
+from everos.logs import carrying_request_id
 from everos.providers import EmbeddingDimensionError
 from everos.store import Job, JobError
 from everos.store._attempt import run_leased_attempt
@@ -122,8 +123,13 @@ class IndexWorkers:
         Returns how it ended; never raises for a failure of the row itself.
 
         Cancellation handling: the lease is given back (shielded, bounded) without counting the
-        attempt, and ``Cancelled`` propagates.
+        attempt, and ``Cancelled`` propagates. The request that queued the row (an upload, a PATCH)
+        is current meanwhile, so the attempt's log lines and model calls carry its id.
         """
+        with carrying_request_id((job.payload or {}).get("request_id")):
+            return await self._attempt(job, owner)
+
+    async def _attempt(self, job: Job, owner: str) -> AttemptResult:
         settings = self.settings
         doc_dir = job.key or (job.payload or {}).get("doc_dir", "")
         written = WrittenFiles.from_payload((job.payload or {}).get("written"))

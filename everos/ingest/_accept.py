@@ -26,6 +26,7 @@ from everos.ingest._context import TERMINAL, IngestContext, job_id_for
 from everos.knowledge._convert import CONVERTED_FORMATS, detect_format
 from everos.knowledge._decode import decode_upload
 from everos.knowledge._models import new_doc_id
+from everos.logs import current_request_id
 from everos.store import Job, atomic_write_bytes_sync
 
 __all__ = ["STATUS_REFRESH_S", "Intake", "Upload", "check_convertible"]
@@ -111,6 +112,8 @@ class Intake:
             # No source_type given: a converted upload records its detected format ("pdf", "docx").
             "source_type": upload.source_type or (kind if kind in CONVERTED_FORMATS else None), "format": kind,
             "app_id": upload.app_id, "project_id": upload.project_id, "inbox": inbox_name, "sha256": sha256,
+            # The request that queued the job: its attempts log it and send it with their model calls.
+            "request_id": current_request_id(),
         }
         try:
             job = await ctx.queue.enqueue("ingest", payload, key=doc_id, job_id=job_id,

@@ -51,6 +51,7 @@ from everos.knowledge._layout import document_dir, knowledge_dir, original_path
 from everos.knowledge._markdown import render_document_files
 from everos.knowledge._models import topic_facts
 from everos.knowledge._projection import content_from_extraction, project
+from everos.logs import carrying_request_id
 from everos.providers import ModelUsage, counting_usage
 from everos.store import (
     Job,
@@ -144,15 +145,18 @@ class IngestWorkers:
     async def _run_job(self, job: Job, owner: str) -> None:
         """One attempt: the job's steps under its deadline and lease, then settle it. Its
         :meth:`progress_of` holds from the lease until it is settled, so a task read while the
-        job is ``running`` always finds it."""
+        job is ``running`` always finds it. The request that queued the job is current meanwhile:
+        the attempt's log lines and model calls carry its id."""
         settings = self.config.ingest
         progress = self._progress[job.id] = JobProgress("reading")
         try:
-            outcome = await run_leased_attempt(
-                self.queue, job, owner, lambda: self._process(job, progress), lease_seconds=settings.lease_seconds,
-                timeout_seconds=settings.job_timeout_seconds,
-                timeout_error=lambda: StoreBusy(f"extraction did not finish within {settings.job_timeout_seconds:g} s"))
-            await self._settle(job, owner, outcome)
+            with carrying_request_id((job.payload or {}).get("request_id")):
+                outcome = await run_leased_attempt(
+                    self.queue, job, owner, lambda: self._process(job, progress),
+                    lease_seconds=settings.lease_seconds, timeout_seconds=settings.job_timeout_seconds,
+                    timeout_error=lambda: StoreBusy(
+                        f"extraction did not finish within {settings.job_timeout_seconds:g} s"))
+                await self._settle(job, owner, outcome)
         finally:
             self._progress.pop(job.id, None)
 

@@ -38,9 +38,11 @@ from everos.api import (
 )
 from everos.errors import EverosError, InvalidInput, NotFound, PayloadTooLarge, ServiceUnavailable
 from everos.ingest import TERMINAL, IngestService, Upload
+from everos.logs import carrying_request_id
 from everos.mcp import _render as render  # the submodule, not the package namespace
 from everos.runtime import Runtime
 from everos.store import JobStatus
+from everos.web._envelope import mint_request_id
 
 __all__ = ["KnowledgeTools", "SearchFn"]
 
@@ -97,16 +99,19 @@ class KnowledgeTools:
 
     async def dispatch(self, name: str, arguments: dict[str, Any]) -> CallToolResult:
         """Answer one tool call within ``request_timeout_seconds``. A checkpoint; never raises for
-        a tool's failure (it is the answer). Cancelled from outside, the call is cancelled with it."""
+        a tool's failure (it is the answer). Cancelled from outside, the call is cancelled with it.
+        Each call gets a request id of its own, as an HTTP request does: its log lines, the jobs it
+        queues and their model calls carry it."""
         deadline_s = self.config.api.request_timeout_seconds
         started = time.perf_counter()
         result = render.error_result("REQUEST_TIMEOUT", f"{name} did not finish within its deadline of "
                                                         f"{deadline_s:g} s")
-        with trio.move_on_after(deadline_s):
-            result = await self._answer(name, arguments)
-        outcome = result.structured_content["error"]["code"] if result.is_error else "ok"
-        log.info("tool", extra={"fields": {"tool": name, "outcome": outcome,
-                                           "duration_ms": round((time.perf_counter() - started) * 1000, 1)}})
+        with carrying_request_id(mint_request_id()):
+            with trio.move_on_after(deadline_s):
+                result = await self._answer(name, arguments)
+            outcome = result.structured_content["error"]["code"] if result.is_error else "ok"
+            log.info("tool", extra={"fields": {"tool": name, "outcome": outcome,
+                                               "duration_ms": round((time.perf_counter() - started) * 1000, 1)}})
         return result
 
     async def _answer(self, name: str, arguments: dict[str, Any]) -> CallToolResult:

@@ -6,7 +6,9 @@ budgets, circuit breaker). httpx's own timeouts are set generously, as a safety 
 deadlines are the trio cancel scopes of the policy, and cancelling a scope closes the upstream
 connection (stack notes §2), so a cancelled caller never leaves a request running upstream.
 
-Answers are read with a size cap, and large ones are decoded in a worker thread (G5).
+Answers are read with a size cap, and large ones are decoded in a worker thread (G5). Each call
+sends the current request id (``logs.current_request_id``: the upload or search it is made for) as
+``X-Request-Id``, so a proxy's or the model server's log can be matched with everos's.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import httpx
 import trio
 
 from everos.errors import ConfigError
+from everos.logs import current_request_id
 from everos.metrics import MODEL_TOKENS
 from everos.providers._answers import (
     AnswerError,
@@ -114,7 +117,7 @@ class _OpenAIEndpoint:
         answer that is too large, not JSON or rejected by ``decode``, and httpx transport errors
         as they come (the policy classifies them). Cancellation closes the connection.
         """
-        async with self._http.stream("POST", self.base_url + path, json=body) as response:
+        async with self._http.stream("POST", self.base_url + path, json=body, headers=_request_headers()) as response:
             raw = await self._read_capped(response)
         if not 200 <= response.status_code < 300:
             raise self._http_error(response, raw)
@@ -164,7 +167,8 @@ class _OpenAIEndpoint:
         """
         try:
             with trio.fail_after(idle_seconds) as idle:
-                async with self._http.stream("POST", self.base_url + path, json=body) as response:
+                async with self._http.stream("POST", self.base_url + path, json=body,
+                                             headers=_request_headers()) as response:
                     streamed = response.headers.get("content-type", "").startswith("text/event-stream")
                     if not (200 <= response.status_code < 300 and streamed):
                         idle.deadline = trio.current_time() + self.policy.attempt_timeout_seconds
@@ -366,6 +370,12 @@ class RerankClient(_OpenAIEndpoint):
     async def _rerank_batch(self, query: str, batch: list[str]) -> list[tuple[int, float]]:
         body = self._body({"query": query, "documents": batch, "top_n": len(batch)})
         return await self._post("/rerank", body, lambda answer: parse_rerank(answer, document_count=len(batch)))
+
+
+def _request_headers() -> dict[str, str] | None:
+    """The headers of one call: ``X-Request-Id`` when it is made for a request."""
+    request_id = current_request_id()
+    return None if request_id is None else {"X-Request-Id": request_id}
 
 
 def _loads(raw: bytes, path: str) -> Any:

@@ -30,6 +30,7 @@ import trio
 
 from everos.auth import required_scope, scope_allows
 from everos.errors import EverosError, Forbidden, RequestTimeout, Unauthorized
+from everos.logs import carrying_request_id
 from everos.metrics import HTTP_LATENCY, HTTP_REQUESTS
 from everos.status import StatusBoard
 from everos.web._docs import DOCS_STATIC, is_docs_path
@@ -260,7 +261,9 @@ class RequestLayer:
     """Request id, deadline and access log for every request it wraps.
 
     The id is a well-formed incoming ``X-Request-Id`` or a minted one; it is stored in
-    ``scope["everos.request_id"]`` for the app and returned in the response header. The app runs in
+    ``scope["everos.request_id"]`` for the app, made current for the code that serves it (its log
+    lines and the jobs it queues carry it: ``logs.carrying_request_id``) and returned in the
+    response header. The app runs in
     a cancel scope with ``deadline_s``; if the deadline passes before the response has started, the
     whole handler subtree is cancelled and the client gets 504 ``REQUEST_TIMEOUT`` with the
     connection closed. If the response had already started, the connection is cut.
@@ -289,7 +292,7 @@ class RequestLayer:
             await send(message)
 
         deadline_s = self.deadline_s(scope) if callable(self.deadline_s) else self.deadline_s
-        with trio.move_on_after(deadline_s) as cancel_scope:
+        with trio.move_on_after(deadline_s) as cancel_scope, carrying_request_id(request_id):
             await self.app(scope, receive, send_with_id)
         if cancel_scope.cancelled_caught and response["status"] is None:
             exc = RequestTimeout(f"the request did not finish within its deadline of {deadline_s:g} s")

@@ -327,3 +327,17 @@ async def test_a_stalled_tool_answers_request_timeout_at_its_deadline(root: Path
         assert is_error and body["error"]["code"] == "REQUEST_TIMEOUT" and "0.5 s" in text
         status, _, is_error = await call(client, "knowledge_status")  # the session is still usable
         assert not is_error and status["health"]["state"] == "ready"
+
+
+async def test_each_tool_call_has_a_request_id_of_its_own_that_its_task_keeps(root: Path) -> None:
+    """Issue #15 item 6: a document added over MCP has a task naming the call that queued it."""
+    async with mcp_server(root) as server, Client(server.mcp.server) as client:
+        first, _, _ = await add(client)
+        second, _, _ = await add(client, title="Other notes", content=DOC + "\nMore.\n")
+        ids = []
+        for body in (first, second):
+            task_id = "t_" + body["document"]["doc_id"][2:]
+            task, _, is_error = await call(client, "knowledge_task_status", task_id=task_id)
+            assert not is_error
+            ids.append(task["request_id"])
+    assert all(ids) and ids[0] != ids[1]
