@@ -16,6 +16,8 @@ when its inode, size or mtime changed, so keys created or revoked with ``everos 
 running server within about a second, without a restart and without reading the file per request.
 
 Scopes are ordered: ``read`` < ``write`` < ``admin``; a key allows its scope and those below it.
+
+Rates per key and when each key was last used are in :mod:`everos.key_limits`.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import fcntl
 import hashlib
 import json
 import logging
+import math
 import os
 import re
 import secrets
@@ -48,6 +51,7 @@ __all__ = [
     "check_bind_auth",
     "create_key",
     "hash_key",
+    "is_upload",
     "list_keys",
     "required_scope",
     "revoke_key",
@@ -76,11 +80,19 @@ class ApiKey:
     prefix: str
     sha256: str
     created_at: str
+    # The key's own rate (None: the server's [api] default); see RateLimiter.
+    requests_per_second: float | None = None
+    burst: int | None = None
+    concurrent_uploads: int | None = None
 
     def public(self) -> dict[str, Any]:
         """What ``everos keys list`` shows (no hash)."""
         return {"id": self.id, "name": self.name, "scope": self.scope, "prefix": self.prefix,
-                "created_at": self.created_at}
+                "created_at": self.created_at, **{name: getattr(self, name) for name in _LIMIT_FIELDS}}
+
+
+_REQUIRED_FIELDS = ("id", "name", "scope", "prefix", "sha256", "created_at")
+_LIMIT_FIELDS = {"requests_per_second": float, "burst": int, "concurrent_uploads": int}
 
 
 def keys_path(root: Path) -> Path:
@@ -102,8 +114,13 @@ def scope_allows(granted: str, needed: str) -> bool:
 def _parse(raw: bytes, path: Path) -> list[ApiKey]:
     try:
         body = json.loads(raw)
-        keys = [ApiKey(**{field: str(item[field]) for field in ApiKey.__dataclass_fields__})
+        keys = [ApiKey(**{field: str(item[field]) for field in _REQUIRED_FIELDS},
+                       **{field: None if item.get(field) is None else kind(item[field])
+                          for field, kind in _LIMIT_FIELDS.items()})
                 for item in body["keys"]]
+        if any(value is not None and not (math.isfinite(value) and value >= 0)
+               for key in keys for value in (getattr(key, field) for field in _LIMIT_FIELDS)):
+            raise ValueError("a rate must be a finite number, 0 or more")
     except (ValueError, KeyError, TypeError) as exc:
         raise ConfigError(f"{path} is not a key file everos wrote ({exc.__class__.__name__}: {exc}); "
                           "restore it or remove it and create the keys again") from None
@@ -122,7 +139,10 @@ def _read(path: Path) -> list[ApiKey]:
 
 
 def _write(path: Path, keys: list[ApiKey]) -> None:
-    body = {"version": FILE_VERSION, "keys": [key.__dict__ for key in keys]}
+    # A key without a rate of its own is stored as before rates existed.
+    body = {"version": FILE_VERSION, "keys": [{name: value for name, value in key.__dict__.items()
+                                               if value is not None or name not in _LIMIT_FIELDS}
+                                              for key in keys]}
     atomic_write_bytes_sync(path, (json.dumps(body, indent=2) + "\n").encode(), mode=0o600)
 
 
@@ -143,17 +163,24 @@ def _locked(root: Path) -> Iterator[Path]:
 _NAME_RE = re.compile(r"^[\w.@:-]{1,64}$")
 
 
-def create_key(root: Path, scope: str, name: str | None = None) -> tuple[str, ApiKey]:
+def create_key(root: Path, scope: str, name: str | None = None, *, requests_per_second: float | None = None,
+               burst: int | None = None, concurrent_uploads: int | None = None) -> tuple[str, ApiKey]:
     """Make a new key of ``scope``; store its hash; return ``(key, record)``. The key is not kept
-    anywhere: this is the only time it exists in the clear.
+    anywhere: this is the only time it exists in the clear. The rates, when given, are the key's
+    own (0: no limit); otherwise the server's ``[api]`` defaults apply.
 
     Raises:
-        InvalidInput: an unknown scope, or a name that is not 1-64 letters, digits, ``_.@:-``.
+        InvalidInput: an unknown scope, a name that is not 1-64 letters, digits, ``_.@:-``, or a
+            negative or non-finite rate.
     """
     if scope not in SCOPES:
         raise InvalidInput(f"scope must be one of {', '.join(SCOPES)}, not {scope!r}", field="scope")
     if name is not None and not _NAME_RE.match(name):
         raise InvalidInput("a key's name is 1-64 letters, digits and _ . @ : -", field="name")
+    limits = {"requests_per_second": requests_per_second, "burst": burst, "concurrent_uploads": concurrent_uploads}
+    for field, value in limits.items():
+        if value is not None and not (math.isfinite(value) and value >= 0):
+            raise InvalidInput(f"{field} must be 0 (no limit) or more", field=field)
     key = KEY_PREFIX + secrets.token_urlsafe(24)  # 24 bytes: 32 characters
     created = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     with _locked(root) as path:
@@ -163,7 +190,7 @@ def create_key(root: Path, scope: str, name: str | None = None) -> tuple[str, Ap
         while key_id in taken:
             key_id = secrets.token_hex(4)
         record = ApiKey(id=key_id, name=name or f"{scope}-{key_id}", scope=scope,
-                        prefix=key[:SHOWN_PREFIX_LENGTH], sha256=hash_key(key), created_at=created)
+                        prefix=key[:SHOWN_PREFIX_LENGTH], sha256=hash_key(key), created_at=created, **limits)
         _write(path, [*keys, record])
     return key, record
 
@@ -301,3 +328,12 @@ def required_scope(method: str, path: str) -> str:
     if method == "POST" and segments and segments[-1] == "search":
         return "read"
     return "write"
+
+
+def is_upload(method: str, path: str) -> bool:
+    """True for the routes that take a document's bytes: ``POST .../documents`` and ``PUT
+    .../documents/{doc_id}`` (what ``concurrent_uploads`` counts). Pure."""
+    segments = [part for part in path.split("/") if part]
+    method = method.upper()
+    return ((method == "POST" and segments[-1:] == ["documents"])
+            or (method == "PUT" and segments[-2:-1] == ["documents"]))

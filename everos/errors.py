@@ -58,6 +58,8 @@ __all__ = [
     "PathTraversal",
     "PayloadTooLarge",
     "QueueSaturated",
+    "RateLimited",
+    "RequestBodyTimeout",
     "RequestTimeout",
     "RootLocked",
     "ServiceUnavailable",
@@ -217,6 +219,21 @@ class QueueSaturated(EverosError):
         super().__init__(message, retry_after_s=retry_after_s)
 
 
+class RateLimited(QueueSaturated):
+    """An API key sent more than its rate allows (requests per second, uploads in flight); try
+    again after ``retry_after_s`` (issue #16 item 2)."""
+
+    code = "RATE_LIMITED"
+
+
+class RequestBodyTimeout(EverosError):
+    """The request's body did not arrive in time: a client that trickles it (slowloris) is cut
+    off rather than holding a connection (issue #16 item 3)."""
+
+    status = 408
+    code = "REQUEST_BODY_TIMEOUT"
+
+
 class ServiceUnavailable(EverosError):
     """The server is starting, stopping or cannot take this work right now."""
 
@@ -282,8 +299,8 @@ _BY_CODE: dict[str, type[EverosError]] = {cls.code: cls for cls in (
     EverosError, ConfigError, BadRequest, Unauthorized, Forbidden, NotFound, MethodNotAllowed, Conflict,
     PayloadTooLarge, UnsupportedFormat,
     InvalidInput, ExtractionEmpty, ConversionFailed, WorkerFailed, WorkerTimeout, WorkerOutOfMemory, WorkerCrashed,
-    QueueSaturated, ServiceUnavailable, ExternalServiceUnavailable, StoreBusy,
-    RequestTimeout, RootLocked,
+    QueueSaturated, RateLimited, ServiceUnavailable, ExternalServiceUnavailable, StoreBusy,
+    RequestBodyTimeout, RequestTimeout, RootLocked,
 )}
 
 

@@ -2,13 +2,15 @@
 
 ::
 
-    everos keys create --scope read|write|admin [--name N] [--root DIR] [--json]
+    everos keys create --scope read|write|admin [--name N] [--rate R] [--burst B] [--uploads U] [--root DIR] [--json]
     everos keys list [--root DIR] [--json]
     everos keys revoke ID [--root DIR] [--json]
 
 ``create`` prints the new key once, on stdout (``--json``: with its record); only its SHA-256 is
-kept, in ``<root>/.keys.json`` (mode 0600). ``list`` shows each key's id, name, scope, first
-characters and creation time, never the key. ``revoke`` removes a key by its id. A server running
+kept, in ``<root>/.keys.json`` (mode 0600); ``--rate``, ``--burst`` and ``--uploads`` give it rates
+of its own instead of the server's ``[api]`` defaults. ``list`` shows each key's id, name, scope,
+first characters, creation time, when a server last saw it used (``<root>/.keys-used.json``,
+written every 30 s) and its own rates, never the key. ``revoke`` removes a key by its id. A server running
 on the root applies the change within about a second (it stats the file), without a restart.
 
 These commands touch only the key file (under its own lock), never the root's lock: they are
@@ -42,7 +44,13 @@ def add_parser(commands: Any) -> None:
                         help="read: GET routes, search and read tools; write: also uploads, changes and "
                              "deletes; admin: also the cascade routes and task retries")
     create.add_argument("--name", help="a label for `everos keys list` (default: SCOPE-ID)")
-    actions.add_parser("list", parents=[common], help="the keys (id, name, scope, prefix, created); never the key")
+    create.add_argument("--rate", type=float, metavar="N",
+                        help="requests a second this key may send (0: no limit; default: [api] key_requests_per_second)")
+    create.add_argument("--burst", type=int, metavar="N", help="requests at once above the rate (default: [api] key_burst)")
+    create.add_argument("--uploads", type=int, metavar="N",
+                        help="uploads in flight at once (0: no limit; default: [api] key_concurrent_uploads)")
+    actions.add_parser("list", parents=[common],
+                       help="the keys (id, name, scope, prefix, created, last used, own rates); never the key")
     revoke = actions.add_parser("revoke", parents=[common], help="remove a key by its id")
     revoke.add_argument("key_id", metavar="ID", help="the key's id, as `everos keys list` shows it")
 
@@ -56,10 +64,12 @@ def run(args: argparse.Namespace) -> int:
         ConfigError: the key file is damaged (exit 1).
     """
     from everos.auth import create_key, list_keys, revoke_key
+    from everos.key_limits import last_used
 
     root = resolve_root(args.root)
     if args.keys_command == "create":
-        key, record = create_key(root, args.scope, args.name)
+        key, record = create_key(root, args.scope, args.name, requests_per_second=args.rate, burst=args.burst,
+                                 concurrent_uploads=args.uploads)
         if args.json:
             print(json.dumps({"key": key, **record.public()}, indent=2))
         else:
@@ -68,7 +78,8 @@ def run(args: argparse.Namespace) -> int:
                   "send it as `Authorization: Bearer <key>`", file=sys.stderr)
         return ExitCode.OK
     if args.keys_command == "list":
-        keys = [key.public() for key in list_keys(root)]
+        used = last_used(root)
+        keys = [{**key.public(), "last_used_at": used.get(key.id)} for key in list_keys(root)]
         if args.json:
             print(json.dumps(keys, indent=2))
         elif not keys:
@@ -77,8 +88,8 @@ def run(args: argparse.Namespace) -> int:
         else:
             from everos.api_cli import _print_table
 
-            columns = ("id", "name", "scope", "prefix", "created_at")
-            _print_table(list(columns), [[key[c] for c in columns] for key in keys])
+            columns = ("id", "name", "scope", "prefix", "created_at", "last_used_at")
+            _print_table([*columns, "rate"], [[key[c] or "-" for c in columns] + [_rate(key)] for key in keys])
         return ExitCode.OK
     record = revoke_key(root, args.key_id)
     if args.json:
@@ -86,3 +97,10 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(f"revoked {record.scope} key {record.id} ({record.name})")
     return ExitCode.OK
+
+
+def _rate(key: dict[str, Any]) -> str:
+    """A key's own rates for the table ("default" where it has none)."""
+    own = [f"{name}={key[name]:g}" for name in ("requests_per_second", "burst", "concurrent_uploads")
+           if key[name] is not None]
+    return " ".join(own) or "default"

@@ -36,13 +36,13 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
-import hypercorn.config
 import hypercorn.trio
 import trio
 from quart_trio import QuartTrio
 
 from everos import __version__
 from everos.auth import KeyRing, check_bind_auth
+from everos.key_limits import USAGE_FLUSH_INTERVAL_S, KeyUsage, RateLimit, RateLimiter
 from everos.config import LoadedConfig
 from everos.errors import CommandError, ExitCode
 from everos.metrics import LOOP_LAG, MetricsApp
@@ -50,9 +50,9 @@ from everos.rootlock import hold_root_lock
 from everos.runtime import CLOSE_TIMEOUT_S, OpenServices, Runtime, ServiceSet, is_loopback
 from everos.status import LoopLagProbe
 from everos.supervisor import Supervisor
-from everos.web import AuthLayer, DocsApp, HealthApp, PathRouter, RequestLayer, create_app, use_prompt_close
+from everos.web import (AuthLayer, BodyDeadline, ConnectionCap, DocsApp, HealthApp, PathRouter, RequestLayer,
+                        create_app, hypercorn_config, use_prompt_close)
 
-KEEP_ALIVE_TIMEOUT_S = 5.0
 
 __all__ = ["check_bindable", "is_loopback", "raise_open_file_limit", "run", "serve", "with_cors"]
 
@@ -177,9 +177,12 @@ async def serve(
         runtime = Runtime.for_config(loaded)
         board = runtime.board
         stack = contextlib.AsyncExitStack()
+        rates = RateLimit(config.api.key_requests_per_second, config.api.key_burst, config.api.key_concurrent_uploads)
+        usage = KeyUsage(loaded.root)
         async with trio.open_nursery() as nursery:
             if handle_signals:
                 await nursery.start(_watch_signals, runtime.stop)
+            nursery.start_soon(_write_key_usage, usage)
             nursery.start_soon(LoopLagProbe(board, config.limits.loop_lag_probe_interval_seconds,
                                             observe=LOOP_LAG.observe).run)
             # One scope around the services' whole life (the CPU worker pool holds a nursery, which
@@ -211,17 +214,14 @@ async def serve(
                         for service in running:
                             mounts.update(getattr(service, "mounts", None) or {})
                         api = with_cors(RequestLayer(app, config.api.request_timeout_seconds), config.api.cors_origins)
-                        asgi = PathRouter(api, HealthApp(board), mounts, metrics=MetricsApp(board),
-                                          docs=DocsApp(), auth=AuthLayer(keys))
-                        hconfig = hypercorn.config.Config()
-                        hconfig.bind = [f"{config.api.host}:{config.api.port}"]
-                        hconfig.accesslog = None
-                        hconfig.errorlog = logging.getLogger("hypercorn.error")
-                        hconfig.graceful_timeout = config.api.graceful_timeout_seconds
-                        # An idle keep-alive connection is closed after this (hypercorn's default
-                        # and httpx's keep-alive expiry). A connection its client closed is closed
-                        # at once (`use_prompt_close`), not when this timer ends.
-                        hconfig.keep_alive_timeout = KEEP_ALIVE_TIMEOUT_S
+                        asgi = PathRouter(
+                            api, HealthApp(board), mounts, metrics=MetricsApp(board), docs=DocsApp(),
+                            auth=AuthLayer(keys, RateLimiter(rates), usage),
+                            body_deadline=BodyDeadline(config.api.body_timeout_seconds,
+                                                       config.api.body_min_rate_bytes))
+                        cap = ConnectionCap.for_setting(config.api.max_connections)
+                        board.blocks["http"] = cap.snapshot
+                        hconfig = hypercorn_config(config.api, cap)
                         use_prompt_close()
 
                         async def shutdown_trigger() -> None:
@@ -258,8 +258,26 @@ async def serve(
                     await stack.aclose()
             if scope.cancelled_caught and not opened_in_time:
                 raise trio.TooSlowError(f"startup took longer than {config.api.startup_timeout_seconds:g} s")
-            nursery.cancel_scope.cancel()  # the signal watcher and the lag probe
+            nursery.cancel_scope.cancel()  # the signal watcher, the lag probe, the key usage writer
+        await _flush_key_usage(usage)
     log.info("stopped")
+
+
+async def _write_key_usage(usage: KeyUsage) -> None:
+    """Write when the keys were last used, every ``USAGE_FLUSH_INTERVAL_S`` while it changes."""
+    while True:
+        await trio.sleep(USAGE_FLUSH_INTERVAL_S)
+        await _flush_key_usage(usage)
+
+
+async def _flush_key_usage(usage: KeyUsage) -> None:
+    """One write of ``usage`` in a thread, bounded (shielded: it also runs at stop); a failure is
+    logged, never raised: it is a hint for ``everos keys list``."""
+    with trio.move_on_after(5.0, shield=True):
+        try:
+            await trio.to_thread.run_sync(usage.flush, abandon_on_cancel=True)
+        except OSError as exc:
+            log.warning("could not write when the API keys were last used: %s", exc)
 
 
 def run(loaded: LoadedConfig, *, services: OpenServices, insecure_no_auth: bool = False) -> None:

@@ -37,6 +37,8 @@ REBUILT = {
     "WORKER_OUT_OF_MEMORY": (errors.WorkerOutOfMemory, 422),
     "WORKER_CRASHED": (errors.WorkerCrashed, 422),
     "QUEUE_SATURATED": (errors.QueueSaturated, 429),
+    "RATE_LIMITED": (errors.RateLimited, 429),  # issue #16 item 2
+    "REQUEST_BODY_TIMEOUT": (errors.RequestBodyTimeout, 408),  # issue #16 item 3
     "SERVICE_UNAVAILABLE": (errors.ServiceUnavailable, 503),
     "EXTERNAL_SERVICE_UNAVAILABLE": (errors.ExternalServiceUnavailable, 503),
     "STORE_BUSY": (errors.StoreBusy, 503),

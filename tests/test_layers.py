@@ -24,8 +24,8 @@ LAYERS: list[set[str]] = [
     {"everos", "everos._exports", "everos.errors", "everos.config", "everos.logs", "everos.metrics",
      "everos.status", "everos.rootlock", "everos.supervisor", "everos.workers", "everos.runtime"},
     # outside the process: the stores, the model providers, the HTTP client of a running server,
-    # and the root's API key file (issue #16 item 1)
-    {"everos.store", "everos.providers", "everos.client", "everos.auth"},
+    # the root's API key file and the keys' rates and last use (issue #16 items 1 and 2)
+    {"everos.store", "everos.providers", "everos.client", "everos.auth", "everos.key_limits"},
     # the pure knowledge core, search, and one request model per operation
     {"everos.knowledge", "everos.search", "everos.api"},
     # the services: ingest and the index cascade

@@ -226,6 +226,15 @@ def _responses(operation: Operation) -> dict[str, Any]:
         responses[str(status)] = {"description": ERRORS[status], "content": error}
         if status in (429, 503):
             responses[str(status)]["headers"] = _RETRY_AFTER
+    if operation.body_model is not None:
+        responses["408"] = {"description": "REQUEST_BODY_TIMEOUT: the body did not arrive within [api] "
+                                           "body_timeout_seconds (plus a second per body_min_rate_bytes); the "
+                                           "connection is closed.", "content": error}
+    # Every operation: an API key over its rate (issue #16 item 2), besides what the handler raises.
+    limited = "RATE_LIMITED: the API key sent more than [api] key_requests_per_second, or has its " \
+              "key_concurrent_uploads in flight; try again after Retry-After seconds."
+    responses["429"] = {"description": f"{ERRORS[429]} {limited}" if 429 in operation.errors else limited,
+                        "content": error, "headers": _RETRY_AFTER}
     responses["401"] = {"description": "UNAUTHORIZED: the root has API keys and the request carries none, "
                                        "or an unknown one.", "content": error}
     responses["403"] = {"description": "FORBIDDEN: the API key's scope does not allow this operation.",

@@ -76,7 +76,8 @@ def setting(
 
 @dataclass(frozen=True)
 class ApiSettings:
-    host: str = setting("127.0.0.1", "Address the HTTP server binds to. There is no auth: keep it on loopback.")
+    host: str = setting("127.0.0.1", "Address the HTTP server binds to. Any other than loopback needs an API key "
+                                     "(`everos keys create`), or --insecure-no-auth.")
     port: int = setting(8000, "TCP port of the HTTP server (0 picks a free one).", minimum=0, maximum=65535)
     request_timeout_seconds: float = setting(
         30.0, "Deadline of every HTTP request; past it the answer is 504 REQUEST_TIMEOUT.", positive=True
@@ -92,6 +93,26 @@ class ApiSettings:
     )
     log_format: str = setting("text", "Log lines as text (key=value fields) or json (one object per line).",
                               choices=("text", "json"))
+    idle_timeout_seconds: float = setting(
+        5.0, "How long a connection may go without a whole request head: from its opening, or its last "
+             "answer, until the next request's headers have all arrived (hypercorn's keep_alive_timeout). "
+             "Closes idle keep-alive connections, and clients that send their headers slowly.", positive=True)
+    body_timeout_seconds: float = setting(
+        20.0, "A request body must arrive within this, plus one second for every body_min_rate_bytes "
+              "received (the rule of Apache's mod_reqtimeout); else 408 REQUEST_BODY_TIMEOUT and the "
+              "connection is closed.", positive=True)
+    body_min_rate_bytes: int = setting(
+        500, "The body rate, in bytes per second, that extends body_timeout_seconds.", positive=True)
+    max_connections: int = setting(
+        0, "Open HTTP connections at most; a new one beyond gets 503 and is closed. 0: the open-file limit "
+           "less 128 descriptors kept for the server's own files, at most 1024.", minimum=0)
+    key_requests_per_second: float = setting(
+        50.0, "Requests a second each API key may send on average (0: no limit); over it, 429 RATE_LIMITED "
+              "with Retry-After. `everos keys create --rate` sets a key's own.", minimum=0)
+    key_burst: int = setting(100, "Requests an API key may send at once above its rate.", minimum=1)
+    key_concurrent_uploads: int = setting(
+        4, "Uploads (POST/PUT of a document) each API key may have in flight (0: no limit); `everos keys "
+           "create --uploads` sets a key's own.", minimum=0)
     cors_origins: list = setting(
         [], "Browser origins allowed to call the API (CORS), e.g. [\"http://localhost:3000\"]; empty allows none.",
         check=(lambda origins: all(isinstance(o, str) and _ORIGIN_RE.fullmatch(o) for o in origins),

@@ -4,7 +4,8 @@ Order of a request (design, "The nursery tree")::
 
     PathRouter (counts every request for /metrics)
       /health /livez /readyz -> HealthApp            (snapshot only: no middleware, lock, DB, key)
-      every other path       -> AuthLayer, when given (API keys, issue #16 item 1), then:
+      every other path       -> BodyDeadline (the body in time, issue #16 item 3, ``_limits.py``), then
+                                AuthLayer, when given (API keys and their rates, issue #16), then:
         /metrics             -> MetricsApp           (the same snapshot, and the event counters)
         /openapi.json, /docs -> DocsApp              (the OpenAPI document and Swagger UI, from memory)
         /mcp, /mcp/...       -> the MCP app, if mounted
@@ -28,8 +29,8 @@ from typing import Any
 
 import trio
 
-from everos.auth import required_scope, scope_allows
-from everos.errors import EverosError, Forbidden, RequestTimeout, Unauthorized
+from everos.auth import is_upload, required_scope, scope_allows
+from everos.errors import EverosError, Forbidden, RateLimited, RequestTimeout, Unauthorized
 from everos.logs import carrying_request_id
 from everos.metrics import HTTP_LATENCY, HTTP_REQUESTS
 from everos.status import StatusBoard
@@ -133,9 +134,10 @@ class PathRouter:
 
     def __init__(self, default: ASGIApp, health: ASGIApp, mounts: dict[str, ASGIApp] | None = None,
                  metrics: ASGIApp | None = None, docs: ASGIApp | None = None,
-                 auth: AuthLayer | None = None) -> None:
+                 auth: AuthLayer | None = None, body_deadline: Any = None) -> None:
         self.default = default
         self.auth = auth
+        self.body_deadline = body_deadline  # a _limits.BodyDeadline: every path but the health ones
         self.health = health
         self.metrics = metrics
         self.docs = docs
@@ -151,6 +153,8 @@ class PathRouter:
         app, route = self._route(scope["path"])
         if self.auth is not None and app is not self.health:
             app = functools.partial(self.auth, app)
+        if self.body_deadline is not None and app is not self.health:
+            app = functools.partial(self.body_deadline, app)
         status = {"code": "cut"}
         last_body = _LastBody()
 
@@ -199,10 +203,17 @@ class AuthLayer:
 
     The key is never logged: a refusal logs one access line with the reason, an accepted request
     carries only the key's record (id, name, scope) in ``scope["everos.key"]``.
+
+    An accepted key is then held to its rate (``limiter``, an ``everos.key_limits.RateLimiter``):
+    over its requests per second, or with its uploads in flight already, the request gets 429
+    ``RATE_LIMITED`` with ``Retry-After``, also before the app runs. ``usage`` notes when each key
+    was last used.
     """
 
-    def __init__(self, keys: Any) -> None:
+    def __init__(self, keys: Any, limiter: Any = None, usage: Any = None) -> None:
         self.keys = keys  # an everos.auth.KeyRing
+        self.limiter = limiter
+        self.usage = usage
 
     async def __call__(self, app: ASGIApp, scope: dict, receive: Any, send: Any) -> None:
         if not self.keys.required:
@@ -232,11 +243,33 @@ class AuthLayer:
                 challenge = f'Bearer realm="everos", error="insufficient_scope", scope="{needed}"'
         if refusal is None:
             scope[KEY_SCOPE_KEY] = key
-            return await app(scope, receive, send)
+            return await self._within_rate(app, key, scope, receive, send)
         await self._refuse(scope, receive, send, refusal, challenge, key)
 
+    async def _within_rate(self, app: ASGIApp, key: Any, scope: dict, receive: Any, send: Any) -> None:
+        if self.usage is not None:
+            self.usage.note(key)
+        if self.limiter is None:
+            return await app(scope, receive, send)
+        wait_s = self.limiter.admit(key)
+        if wait_s > 0:
+            return await self._refuse(scope, receive, send, RateLimited(
+                f"this API key sends more than its {self.limiter.default.for_key(key).requests_per_second:g} "
+                "requests a second", retry_after_s=wait_s), None, key)
+        if scope["type"] != "http" or not is_upload(scope["method"], scope["path"]):
+            return await app(scope, receive, send)
+        if not self.limiter.start_upload(key):
+            return await self._refuse(scope, receive, send, RateLimited(
+                f"this API key has its {self.limiter.default.for_key(key).concurrent_uploads} uploads in flight "
+                "already; send the next when one has finished", retry_after_s=1.0), None, key)
+        try:
+            await app(scope, receive, send)
+        finally:
+            self.limiter.end_upload(key)
+
     @staticmethod
-    async def _refuse(scope: dict, receive: Any, send: Any, exc: EverosError, challenge: str, key: Any) -> None:
+    async def _refuse(scope: dict, receive: Any, send: Any, exc: EverosError, challenge: str | None,
+                      key: Any) -> None:
         if scope["type"] == "websocket":
             await receive()  # websocket.connect
             await send({"type": "websocket.close", "code": 1008})
@@ -248,8 +281,8 @@ class AuthLayer:
         # A body left unread (an upload refused before it was read) leaves the connection unusable
         # for the next request: close it, as the 413 does.
         close = scope["method"] not in ("GET", "HEAD")
-        headers = [*error_headers(request_id, exc, close=close), (b"www-authenticate", challenge.encode()),
-                   (b"content-length", str(len(body)).encode())]
+        headers = [*error_headers(request_id, exc, close=close), (b"content-length", str(len(body)).encode()),
+                   *([(b"www-authenticate", challenge.encode())] if challenge else [])]
         await send({"type": "http.response.start", "status": exc.status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
         access_log.info("request", extra={"fields": {

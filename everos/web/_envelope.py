@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import re
 import uuid
 from typing import Any
@@ -72,7 +73,8 @@ def error_body_for(request_id: str, exc: EverosError, path: str) -> dict[str, An
 def error_headers(request_id: str, exc: EverosError | None = None, *, close: bool = False) -> list[tuple[bytes, bytes]]:
     headers = [(b"content-type", b"application/json"), (REQUEST_ID_HEADER.encode(), request_id.encode())]
     if exc is not None and exc.retry_after_s is not None:
-        headers.append((b"retry-after", str(max(1, round(exc.retry_after_s))).encode()))
+        # Whole seconds, rounded up: a client that waits that long finds room.
+        headers.append((b"retry-after", str(max(1, math.ceil(exc.retry_after_s))).encode()))
     if close:
         headers.append((b"connection", b"close"))
     return headers

@@ -10,6 +10,9 @@ each open and close connections piles up descriptors toward the open-file limit.
 :class:`PromptCloseTCPServer` stops the timer when the read loop has ended, and starts no new one
 once nothing more can be read: an answer still in flight is sent, then the connection closes.
 :func:`use_prompt_close` puts it where ``hypercorn.trio.serve`` takes its connection class from.
+
+It also counts the connections open against the config's ``everos_connection_cap`` (a
+``_limits.ConnectionCap``, issue #16 item 3): one beyond the cap is refused before any of it is read.
 """
 
 from __future__ import annotations
@@ -25,6 +28,18 @@ class PromptCloseTCPServer(TCPServer):
     """A connection that waits for no keep-alive timer once its client can send nothing more."""
 
     _read_ended = False
+
+    async def run(self) -> None:
+        cap = getattr(self.config, "everos_connection_cap", None)
+        if cap is None:
+            return await super().run()
+        if cap.open >= cap.limit:
+            return await cap.refuse(self.stream)
+        cap.open += 1
+        try:
+            await super().run()
+        finally:
+            cap.open -= 1
 
     async def _read_data(self) -> None:
         await super()._read_data()

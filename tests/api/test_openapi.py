@@ -116,8 +116,11 @@ def test_each_operation_lists_the_errors_its_handler_can_raise() -> None:
     assert {404, 409, 429} <= listed("/knowledge/tasks/{task_id}/retry", "post")
     assert {413, 422, 503} <= listed("/knowledge/search", "post")  # 503: no search service
     assert 404 not in listed("/knowledge/documents/{doc_id}", "delete")  # a missing document is 204
-    assert listed("/cascade/status", "get") == {200, 401, 403, 503, 504}  # 401/403: API keys, issue #16 item 1
+    # 401/403: API keys, 429: their rates (issue #16 items 1 and 2); no body, so no 408
+    assert listed("/cascade/status", "get") == {200, 401, 403, 429, 503, 504}
+    assert 408 in listed("/knowledge/search", "post") and 408 in listed("/knowledge/documents", "post")
     assert paths["/api/v1/knowledge/documents"]["post"]["responses"]["429"]["headers"]["Retry-After"]
+    assert "RATE_LIMITED" in paths["/api/v1/knowledge/documents"]["post"]["responses"]["429"]["description"]
 
 
 def test_the_document_declares_the_bearer_api_key() -> None:

@@ -132,3 +132,82 @@ async def test_a_cors_preflight_passes_without_a_key_and_changes_nothing(root: P
         assert_refused(await server.client.options(f"{API}/documents"), 401, "UNAUTHORIZED")
         assert_refused(await server.client.get("/docs"), 401, "UNAUTHORIZED")
         assert (await server.client.get("/docs", headers=bearer(key))).status_code == 200
+
+
+async def test_a_key_over_its_rate_gets_429_with_retry_after_and_nothing_is_written(root: Path) -> None:
+    """issue #16 item 2: each key has its own bucket; the refusal comes before the app reads anything."""
+    slow, _ = create_key(root, "write", requests_per_second=0.5, burst=2)
+    other, _ = create_key(root, "write")
+    async with knowledge_server(root) as server:
+        client = server.client
+        for _ in range(2):
+            assert (await client.get(f"{API}/documents", headers=bearer(slow))).status_code == 200
+        before = files_under(root)
+        refused = await upload(client, bearer(slow))
+        assert refused.status_code == 429, refused.text
+        assert refused.json()["error"]["code"] == "RATE_LIMITED" and "www-authenticate" not in refused.headers
+        assert 1 <= int(refused.headers["retry-after"]) <= 2
+        assert files_under(root) == before
+        assert (await client.get(f"{API}/documents", headers=bearer(other))).status_code == 200  # its own bucket
+        assert (await client.get("/health")).status_code == 200  # no key, no rate
+
+
+async def test_a_key_with_its_uploads_in_flight_gets_429_until_one_finishes(root: Path) -> None:
+    """issue #16 item 2: concurrent_uploads counts the uploads whose request is still running. The
+    slow upload is sent by hand, its body held back, so the test can see it refused (if a probe
+    held the slot when it arrived) and send it again."""
+    key, _ = create_key(root, "write", concurrent_uploads=1)
+    boundary = "everosboundary"
+    part = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"title\"\r\n\r\nSlow\r\n--{boundary}\r\n"
+            "Content-Disposition: form-data; name=\"file\"; filename=\"slow.md\"\r\n"
+            "Content-Type: text/markdown\r\n\r\n# Slow\n\nA body sent in two parts.\n").encode()
+    end = f"\r\n--{boundary}--\r\n".encode()
+
+    async with knowledge_server(root) as server:
+        host, port = server.base_url.removeprefix("http://").split(":")
+
+        async def start_slow_upload() -> trio.SocketStream:
+            stream = await trio.open_tcp_stream(host, int(port))
+            await stream.send_all(
+                f"POST {API}/documents HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {key}\r\n"
+                f"Content-Type: multipart/form-data; boundary={boundary}\r\n"
+                f"Content-Length: {len(part) + len(end)}\r\n\r\n".encode() + part)
+            return stream
+
+        async def refused(stream: trio.SocketStream) -> bool:
+            with trio.move_on_after(0.2):
+                return (await stream.receive_some(65536)).startswith(b"HTTP/1.1 429")
+            return False  # no answer yet: it waits for the rest of its body
+
+        slow = await start_slow_upload()
+        with trio.fail_after(20):
+            while True:
+                if await refused(slow):  # a probe held the slot when it arrived
+                    await slow.aclose()
+                    slow = await start_slow_upload()
+                    continue
+                probe = await upload(server.client, bearer(key))
+                if probe.status_code == 429:
+                    break
+        assert probe.json()["error"]["code"] == "RATE_LIMITED" and probe.headers["retry-after"] == "1"
+        await slow.send_all(end)
+        with trio.fail_after(10):
+            answer = b""
+            while b"\r\n\r\n" not in answer:
+                answer += await slow.receive_some(65536)
+        await slow.aclose()
+        assert answer.startswith(b"HTTP/1.1 201"), answer[:200]
+        assert (await upload(server.client, bearer(key))).status_code in (200, 201)  # the slot is free again
+
+
+async def test_keys_list_shows_when_a_server_last_saw_each_key(root: Path) -> None:
+    """issue #16 item 1: last use, written by the server when it stops (and every 30 s)."""
+    used, used_record = create_key(root, "read")
+    _, idle_record = create_key(root, "read")
+    async with knowledge_server(root) as server:
+        assert (await server.client.get(f"{API}/documents", headers=bearer(used))).status_code == 200
+    from everos.key_limits import last_used
+
+    seen = last_used(root)
+    assert set(seen) == {used_record.id} and idle_record.id not in seen
+    assert seen[used_record.id].startswith("20")
