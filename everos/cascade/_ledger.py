@@ -33,10 +33,13 @@ from everos.logs import current_request_id
 from everos.store import Database, Job, JobError, JobStatus, LeasedQueue, QueueStats
 from everos.store._lease import COLUMNS, job_from_row
 
-__all__ = ["QUEUE_KIND", "QUEUE_TABLE", "IndexLedger"]
+__all__ = ["QUEUE_KIND", "QUEUE_TABLE", "VECTORS_KIND", "IndexLedger"]
 
 QUEUE_TABLE = "md_change_state"
 QUEUE_KIND = "knowledge_document"
+# A row queued only for its deferred vectors (enqueue_for_vectors): leased after every other row,
+# so a slow embedder's passes never hold up the keyword index of what was uploaded since.
+VECTORS_KIND = "knowledge_document_vectors"
 # The queue rows whose last enqueue the cascade has run, or will: files still carrying that
 # enqueue's receipt need no new row.
 _HANDLED = (JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.SUCCEEDED)
@@ -78,9 +81,11 @@ class IndexLedger:
 
     async def enqueue_for_vectors(self, doc_dirs: Iterable[str]) -> None:
         """Queue indexed directories again to embed their pending vectors; they stay ``indexed``
-        (searchable by keyword) meanwhile."""
+        (searchable by keyword) meanwhile. The rows are of ``VECTORS_KIND``: workers lease them
+        after the rest. A row already queued for another change takes this kind too; the attempt
+        indexes whatever changed all the same, only later."""
         for doc_dir in doc_dirs:
-            await self.queue.enqueue(QUEUE_KIND, _for_request({"doc_dir": doc_dir, "reason": "re-embed"}),
+            await self.queue.enqueue(VECTORS_KIND, _for_request({"doc_dir": doc_dir, "reason": "re-embed"}),
                                      key=doc_dir)
 
     async def requeue(self, jobs: Sequence[Job]) -> int:

@@ -22,7 +22,7 @@ import trio
 from trio_util import periodic
 
 from everos.cascade._indexer import DEFERRED, DocumentIndexer, IndexOutcome
-from everos.cascade._ledger import QUEUE_KIND, QUEUE_TABLE, IndexLedger
+from everos.cascade._ledger import QUEUE_KIND, QUEUE_TABLE, VECTORS_KIND, IndexLedger
 from everos.config import CascadeSettings
 from everos.errors import EverosError, InvalidInput, PathTraversal, StoreBusy
 from everos.knowledge._fingerprint import WrittenFiles
@@ -88,7 +88,8 @@ class IndexWorkers:
         idle_poll_s = min(IDLE_POLL_MAX_S, max(0.5, self.settings.retry_backoff_seconds))
         while True:
             try:
-                jobs = await self.queue.lease(owner, 1, self.settings.lease_seconds)
+                # Keyword work first: a vector pass waits while anything else is available.
+                jobs = await self.queue.lease(owner, 1, self.settings.lease_seconds, later_kinds=(VECTORS_KIND,))
             except StoreBusy as exc:
                 # SQLite is overloaded: wait rather than crash (a crash loop would stop the server).
                 log.warning("index worker %s could not lease: %s", owner, exc.message)
@@ -203,7 +204,7 @@ class IndexWorkers:
 
         async def one(index: int) -> None:
             worker = f"{owner}-{index}"
-            while jobs := await self.queue.lease(worker, 1, self.settings.lease_seconds):
+            while jobs := await self.queue.lease(worker, 1, self.settings.lease_seconds, later_kinds=(VECTORS_KIND,)):
                 results.append(await self.attempt(jobs[0], worker))
 
         async with trio.open_nursery() as nursery:

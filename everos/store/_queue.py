@@ -244,8 +244,10 @@ class LeasedQueue:
 
     # -- workers -------------------------------------------------------------------------------------
 
-    async def lease(self, owner: str, limit: int, lease_seconds: float) -> list[Job]:
-        """Lease up to ``limit`` available queued rows to ``owner``, oldest available first.
+    async def lease(self, owner: str, limit: int, lease_seconds: float, *, later_kinds: Sequence[str] = ()) -> list[Job]:
+        """Lease up to ``limit`` available queued rows to ``owner``, oldest available first; rows
+        of ``later_kinds`` only after every other available row (background work that must not
+        hold up the rest: the index's deferred vector passes).
 
         Each leased row is ``running``, its attempt counted, its lease expiring ``lease_seconds``
         from now. Returns them in order (empty when nothing is available).
@@ -253,13 +255,15 @@ class LeasedQueue:
         if limit < 1 or lease_seconds <= 0:
             raise ValueError("lease needs limit >= 1 and lease_seconds > 0")
         now = self._clock()
+        later = list(later_kinds)
+        order = f"kind IN ({', '.join('?' * len(later))}), " if later else ""
 
         def lease_in_thread(conn: sqlite3.Connection) -> list[Job]:
             t = self._t
             ids = [row[0] for row in conn.execute(
                 f"SELECT id FROM {t} WHERE status = 'queued' AND available_at <= ?"
-                " ORDER BY available_at, rowid LIMIT ?",
-                (now, limit),
+                f" ORDER BY {order}available_at, rowid LIMIT ?",
+                (now, *later, limit),
             )]
             jobs = []
             for job_id in ids:

@@ -64,6 +64,19 @@ async def test_lease_takes_the_oldest_available_rows_first(queue: LeasedQueue, c
     assert await queue.lease("w3", 5, 60) == []
 
 
+async def test_rows_of_later_kinds_are_leased_only_when_nothing_else_is_available(
+        queue: LeasedQueue, clock: FakeClock) -> None:
+    """The index's deferred vector passes wait behind keyword work queued after them (#13, #15)."""
+    await queue.enqueue("vectors", {"name": "v1"})
+    await queue.enqueue("index", {"name": "i1"})
+    await queue.enqueue("vectors", {"name": "v2"})
+    await queue.enqueue("index", {"name": "i2"}, delay_seconds=5)  # not available yet: no priority
+    leased = [job.payload["name"] for job in await queue.lease("w", 5, 60, later_kinds=("vectors",))]
+    assert leased == ["i1", "v1", "v2"]
+    clock.advance(5)
+    assert [job.payload["name"] for job in await queue.lease("w", 5, 60, later_kinds=("vectors",))] == ["i2"]
+
+
 async def test_delayed_row_is_not_leased_before_it_is_available(queue: LeasedQueue, clock: FakeClock) -> None:
     await queue.enqueue("extract", delay_seconds=10)
     assert await queue.lease("w1", 1, 60) == []
