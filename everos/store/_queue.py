@@ -245,13 +245,9 @@ class LeasedQueue:
     # -- workers -------------------------------------------------------------------------------------
 
     async def lease(self, owner: str, limit: int, lease_seconds: float, *, later_kinds: Sequence[str] = ()) -> list[Job]:
-        """Lease up to ``limit`` available queued rows to ``owner``, oldest available first; rows
-        of ``later_kinds`` only after every other available row (background work that must not
-        hold up the rest: the index's deferred vector passes).
-
-        Each leased row is ``running``, its attempt counted, its lease expiring ``lease_seconds``
-        from now. Returns them in order (empty when nothing is available).
-        """
+        """Lease up to ``limit`` available queued rows to ``owner``, oldest first, but rows of
+        ``later_kinds`` (work that must not hold up the rest: deferred vector passes) last. Each is
+        ``running``, its attempt counted, its lease ending ``lease_seconds`` from now; in order."""
         if limit < 1 or lease_seconds <= 0:
             raise ValueError("lease needs limit >= 1 and lease_seconds > 0")
         now = self._clock()
