@@ -10,8 +10,8 @@ runs in a small pool of warm worker processes (``trio-parallel``, spawn start me
 - **Deadline.** A call past ``deadline_s`` kills its worker (``kill_on_cancel``) and raises
   :class:`~everos.errors.WorkerTimeout`; a cancelled caller kills it the same way. Waiting for a
   free worker is not part of the deadline: the caller's own scope bounds that (G1).
-- **Memory.** The worker sets ``RLIMIT_AS`` to ``memory_mb`` before each call; Python code that
-  runs out raises ``MemoryError``, reported as :class:`~everos.errors.WorkerOutOfMemory`, and the
+- **Memory.** Each call may map ``memory_mb`` more address space than its worker held before it
+  (``RLIMIT_AS``, set for the call and lifted after it); Python code that runs out raises ``MemoryError``, reported as :class:`~everos.errors.WorkerOutOfMemory`, and the
   worker retires. A native library that aborts instead is :class:`~everos.errors.WorkerCrashed`.
 - **Replacement.** A killed, crashed or retired worker is replaced in the background, so the next
   call finds a warm one. Every worker runs ``init`` once when it starts (imports, dictionaries).
@@ -86,8 +86,8 @@ class CpuWorkers:
 
         Raises:
             WorkerTimeout: ``fn`` ran past ``deadline_s``; its worker was killed.
-            WorkerOutOfMemory: ``fn`` needed more than ``memory_mb`` MiB (address space, the
-                interpreter's ~100-400 MiB included); its worker was retired.
+            WorkerOutOfMemory: ``fn`` needed more than ``memory_mb`` MiB of address space over
+                what its worker held before the call; its worker was retired.
             WorkerCrashed: the worker process died during the call (a native library that runs
                 out of memory aborts: SIGABRT).
             ServiceUnavailable: the pool is closed (the server is stopping).
@@ -208,15 +208,32 @@ def _init_worker(init: Callable[[], object] | None) -> None:
 
 
 def _run_limited(memory_bytes: int, fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)`` with ``memory_bytes`` more address space than the worker holds now.
+
+    Relative, because what a worker has mapped before any call is not the work's: one that
+    imported lancedb (its runtime's threads) holds 1.7 GB of address space it never touches. The
+    limit is lifted again after the call, so pickling the answer cannot fail the worker itself.
+    """
     global _retire
-    _, hard = resource.getrlimit(resource.RLIMIT_AS)
-    soft = memory_bytes if hard == resource.RLIM_INFINITY else min(memory_bytes, hard)
-    resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+    before, hard = resource.getrlimit(resource.RLIMIT_AS)
+    wanted = _address_space() + memory_bytes
+    resource.setrlimit(resource.RLIMIT_AS, (wanted if hard == resource.RLIM_INFINITY else min(wanted, hard), hard))
     try:
         return fn(*args)
     except MemoryError:
         _retire = True
         raise
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (before, hard))
+
+
+def _address_space() -> int:
+    """Bytes of address space this process has mapped (0 where /proc does not say)."""
+    try:
+        with open("/proc/self/statm", "rb") as statm:
+            return int(statm.read().split()[0]) * resource.getpagesize()
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 def _retire_after_call() -> bool:

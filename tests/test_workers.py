@@ -15,7 +15,7 @@ import trio
 from everos.errors import ConversionFailed, ServiceUnavailable, WorkerCrashed, WorkerOutOfMemory, WorkerTimeout
 from everos.workers import open_cpu_workers
 
-from .worker_jobs import add, count_init, die, hog, pid, refuse, spin, times_initialised
+from .worker_jobs import add, count_init, die, fill, hog, pid, refuse, reserve_address_space, spin, times_initialised
 
 LIVENESS_S = 30
 MEMORY_MB = 1024
@@ -66,6 +66,18 @@ async def test_work_over_its_memory_limit_is_out_of_memory_and_the_worker_is_rep
                                             "worker process was replaced")
             assert await pool.run_cpu(pid, deadline_s=LIVENESS_S, memory_mb=MEMORY_MB) != first
         assert pool.snapshot().out_of_memory == 1
+
+
+async def test_the_memory_limit_counts_what_a_call_adds_not_what_its_worker_mapped_before() -> None:
+    # A worker that imported lancedb holds 1.7 GB of address space it never uses: a limit on the
+    # whole would fail every call (a 10 MiB upload was WORKER_CRASHED), one on the call's own does not.
+    async with open_cpu_workers(workers=1, init=reserve_address_space) as pool:
+        with trio.fail_after(LIVENESS_S):
+            answer = await pool.run_cpu(fill, 256, deadline_s=LIVENESS_S, memory_mb=MEMORY_MB)
+            assert len(answer) == 64 << 20
+            with pytest.raises(WorkerOutOfMemory):
+                await pool.run_cpu(hog, deadline_s=LIVENESS_S, memory_mb=MEMORY_MB)
+        assert pool.snapshot().crashed == 0
 
 
 async def test_a_worker_that_dies_is_reported_as_crashed_and_replaced() -> None:

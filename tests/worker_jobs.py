@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import mmap
 import os
 import signal
 
 from everos.errors import ConversionFailed
 
 _initialised = 0  # how often count_init ran in this process
+_reserved: list[mmap.mmap] = []  # address space held, never touched (as lancedb's runtime does)
 
 
 def pid() -> int:
@@ -42,3 +44,12 @@ def count_init() -> None:
 
 def times_initialised() -> int:
     return _initialised
+
+
+def reserve_address_space() -> None:
+    _reserved.append(mmap.mmap(-1, 2 << 30))  # 2 GiB mapped, none of it used
+
+
+def fill(mib: int) -> bytes:
+    work = bytearray(mib << 20)
+    return bytes(work[: len(work) // 4])
