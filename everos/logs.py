@@ -176,8 +176,9 @@ def configure_logging(level: str = "INFO", stream: TextIO | None = None, fmt: st
         root.removeHandler(handler)
     root.addHandler(_BoundedQueueHandler(records))
     root.setLevel(level)
-    # Third-party chatter that would flood the log at INFO (one line per outgoing request).
-    for noisy in ("httpx", "httpx2", "httpcore", "hypercorn.access"):
+    # Third-party chatter that would flood the log at INFO (a line per outgoing request, per batch
+    # of file changes).
+    for noisy in ("httpx", "httpx2", "httpcore", "hypercorn.access", "watchfiles"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
 
 

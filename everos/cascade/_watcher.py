@@ -126,7 +126,11 @@ class Watcher:
 
     def _filter(self, change: watchfiles.Change, path: str) -> bool:
         relpath = self._relative(path)
-        return relpath is not None and classify_change(relpath) is not None
+        meaning = None if relpath is None else classify_change(relpath)
+        # A directory of the tree changes by being added or removed; a modified path that high is
+        # a file (an operator's log in the root, say), and rescanning the tree at each of its
+        # writes would cost a walk of every document a line.
+        return meaning is not None and not (meaning == TREE_CHANGED and change == watchfiles.Change.modified)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Watch until cancelled. ``task_status.started()`` once the watch is in place (the first

@@ -81,9 +81,14 @@ async def start_watcher(nursery: trio.Nursery, root: Path, recorder: Recorder) -
 
 async def test_watcher_queues_an_edited_document_once_quiet(root: Path) -> None:
     doc_dir = write_document(root, "Trio guide", GUIDE)
+    log = root / "server.log"  # an operator's log in the root: its writes are no tree change
+    log.write_text("started\n")
     recorder = Recorder()
     async with trio.open_nursery() as nursery:
         await start_watcher(nursery, root, recorder)
+        for n in range(3):
+            with log.open("a") as lines:
+                lines.write(f"line {n}\n")
         (root / ".index").mkdir()
         (root / ".index" / "noise.db").write_bytes(b"x")
         (root / doc_dir / "_original" / "source.md").write_text("changed original")
@@ -94,6 +99,7 @@ async def test_watcher_queues_an_edited_document_once_quiet(root: Path) -> None:
         await trio.sleep(0.3)  # anything else would have arrived by now
         nursery.cancel_scope.cancel()
     assert recorder.queued == [(doc_dir, "watch")]
+    assert recorder.tree_changes == 0
 
 
 async def test_watcher_queues_a_removed_document_and_reports_tree_changes(root: Path) -> None:
