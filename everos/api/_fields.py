@@ -84,9 +84,16 @@ def check_query(query: object) -> str:
     return query.strip()
 
 
+def integral(value: object) -> object:
+    """``value``, or the int of a float with no fractional part: JSON has one number type, and
+    JSON Schema's ``integer`` is any number that is whole (``5.0`` is ``5``; EverOS takes it too)."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
 def check_top_k(top_k: object, info: ValidationInfo) -> int:
     """A whole number from 1 to the context's ``top_k_cap`` (``TOP_K_MAX`` without one)."""
     cap = (info.context or {}).get("top_k_cap", TOP_K_MAX)
+    top_k = integral(top_k)
     if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= cap:
         raise InvalidInput(f"top_k must be a whole number from 1 to {cap}", field="top_k")
     return top_k
@@ -129,6 +136,7 @@ def whole_number(low: int, high: int) -> Callable[[object, ValidationInfo], int]
                 value = int(value)
             except ValueError:
                 raise InvalidInput(f"{name} must be a whole number", field=name) from None
+        value = integral(value)
         if isinstance(value, bool) or not isinstance(value, int):
             raise InvalidInput(f"{name} must be a whole number", field=name)
         if not low <= value <= high:
@@ -237,7 +245,7 @@ Query = Annotated[str, Field(description=f"A few keywords naming what to find (1
 Method = Annotated[Literal[SEARCH_METHODS],  # type: ignore[valid-type]  # the tuple's strings
                    Field(description="keyword (BM25), vector (embeddings) or hybrid (both, fused)."),
                    checked(one_of(SEARCH_METHODS), with_info=True)]
-# Integers and booleans are strict: a JSON integer or boolean, not "5" or true for a number.
+# Integers and booleans are strict: a JSON integer (5 or 5.0) or boolean, not "5" or true for a number.
 TopK = Annotated[int, Field(description=f"How many hits to answer, 1 to {TOP_K_MAX}.", strict=True, ge=1,
                             le=TOP_K_MAX), checked(check_top_k, with_info=True)]
 ScoreThreshold = Annotated[Annotated[float, Field(strict=True)] | None,
