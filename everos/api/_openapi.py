@@ -118,7 +118,7 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("get", "/cascade/status", "cascade_status", "The index cascade's state",
               {200: ("What everos cascade status prints.", "CascadeStatus")}, (503, 504)),
     Operation("post", "/cascade/fix", "cascade_fix", "List, or queue again, the dead and failed index rows",
-              {200: ("What everos cascade fix prints.", "CascadeFix")}, _BODY, body_model=CascadeFix,
+              {200: ("What everos cascade fix prints.", "CascadeFixReport")}, _BODY, body_model=CascadeFix,
               body_optional=True),
 )
 
@@ -206,7 +206,10 @@ def _operation(operation: Operation, version: str, schemas: dict[str, Any]) -> d
                     "required": ["file", *schema.get("required", [])]}
             content = {"multipart/form-data": {"schema": form}}
         else:
-            schemas[model.__name__] = schema
+            # A request model and an answer schema share components/schemas: a name taken twice
+            # would point one operation's answer at another's body.
+            if schemas.setdefault(model.__name__, schema) != schema:
+                raise ValueError(f"components/schemas/{model.__name__} names two schemas")
             content = {"application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}}
         body["requestBody"] = {"required": not operation.body_optional, "content": content}
     return body

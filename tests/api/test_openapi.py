@@ -3,12 +3,16 @@ request models, their answers' schemas and every status they can answer."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
+import pytest
 from jsonschema import Draft202012Validator
 from quart import Quart
 
 from everos import __version__, api
+from everos.api import _openapi
+from everos.api._answer_schemas import ANSWER_SCHEMAS
 from everos.errors import EverosError
 from everos.mcp import TOOL_NAMES
 from everos.web._cascade import cascade_blueprints
@@ -129,3 +133,20 @@ def test_the_document_declares_the_bearer_api_key() -> None:
 
 def _error_classes(cls: type) -> list[type]:
     return [cls, *(sub for child in cls.__subclasses__() for sub in _error_classes(child))]
+
+
+def test_the_cascade_fix_answer_has_its_own_schema_not_the_request_bodys() -> None:
+    """schemathesis found POST /cascade/fix's 200 answer pointing at the request body's schema: both
+    were components/schemas/CascadeFix, and the body's replaced the answer's. The answer is
+    CascadeFixReport now, and a name taken twice stops the document from being built."""
+    document = api.openapi_document()
+    answer = document["paths"]["/api/v1/cascade/fix"]["post"]["responses"]["200"]["content"]["application/json"]
+    assert answer["schema"]["properties"]["data"] == {"$ref": "#/components/schemas/CascadeFixReport"}
+    validator = Draft202012Validator({**answer["schema"], "components": document["components"]})
+    assert validator.is_valid({"request_id": "r", "data": {"rows": [], "requeued": 0}})
+    assert not validator.is_valid({"request_id": "r", "data": {"apply": True}})
+    colliding = api.Operation("post", "/x", "x", "x", {200: ("x", "SearchResult")}, (), body_model=api.SearchRequest)
+    renamed = type("SearchResult", (api.SearchRequest,), {})
+    with pytest.raises(ValueError, match="SearchResult names two schemas"):
+        _openapi._operation(dataclasses.replace(colliding, body_model=renamed), "v1",
+                            {"SearchResult": ANSWER_SCHEMAS["SearchResult"]})
