@@ -20,6 +20,7 @@ from everos.api._answers import (
 )
 from everos.api._fields import (
     CATEGORY_MAX_CHARS,
+    CATEGORY_PATTERN,
     JOB_STATUSES,
     MAX_QUERY_CHARS,
     PAGE_MAX,
@@ -29,6 +30,7 @@ from everos.api._fields import (
     SORT_ORDERS,
     TASK_ID_PATTERN,
     TITLE_MAX_CHARS,
+    TITLE_PATTERN,
     TOP_K_MAX,
 )
 from everos.api._model import RequestModel, checked, refusal
@@ -52,6 +54,7 @@ from everos.api._requests import (
 __all__ = [
     "AddDocument",
     "CATEGORY_MAX_CHARS",
+    "CATEGORY_PATTERN",
     "CascadeFix",
     "DocumentRef",
     "EmptyBody",
@@ -73,6 +76,7 @@ __all__ = [
     "SearchRequest",
     "TASK_ID_PATTERN",
     "TITLE_MAX_CHARS",
+    "TITLE_PATTERN",
     "TOP_K_MAX",
     "TaskRef",
     "TopicRef",

@@ -159,7 +159,7 @@ ANSWER_SCHEMAS: dict[str, dict[str, Any]] = {
          "attempts_finished": INTEGER, "last_scan_at": {"type": ["number", "null"], "description": "Unix time."}},
         optional=("oldest_lease_age_s", "lag_s", "last_progress_at", "recent_failures", "vectors_pending",
                   "notes", "attempts_finished", "last_scan_at"), closed=False),
-    "CascadeFix": shape(
+    "CascadeFixReport": shape(
         "everos: the dead and failed index rows and, with apply, how many were queued again.",
         {"rows": {"type": "array", "items": shape("One index row.", {
             "doc_dir": STRING, "status": {"type": "string", "enum": ["dead", "failed"]}, "attempts": INTEGER,

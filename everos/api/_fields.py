@@ -34,6 +34,7 @@ from everos.store import JobStatus
 
 __all__ = [
     "CATEGORY_MAX_CHARS",
+    "CATEGORY_PATTERN",
     "JOB_STATUSES",
     "MAX_QUERY_CHARS",
     "PAGE_MAX",
@@ -43,6 +44,7 @@ __all__ = [
     "SORT_ORDERS",
     "TASK_ID_PATTERN",
     "TITLE_MAX_CHARS",
+    "TITLE_PATTERN",
     "TOP_K_MAX",
 ]
 
@@ -59,6 +61,12 @@ TITLE_MAX_CHARS = 500
 SCOPE_ID_MAX_CHARS = 255  # validate_scope_id's limit
 CATEGORY_MAX_CHARS = 50  # a category is one sanitized path component (sanitize_name cuts at 50)
 TASK_ID_PATTERN = r"^t_[a-f0-9]{12,32}$"
+# The JSON schema patterns of check_title and check_category_name: what they accept, said in a
+# regular expression. ``\w`` is Python's (any script's letters and digits, and ``_``), as in
+# EverOS's own document (its title pattern is ``\w``); an ECMA-262 validator reads it as ASCII,
+# so it refuses more, never less.
+TITLE_PATTERN = r"^[^\w\x00]*\w[^\x00]*$"
+CATEGORY_PATTERN = r"^([\w-][\w.-]*)?$"
 
 # -- the checks: each refuses with the message the API answers -------------------------------------
 
@@ -84,9 +92,16 @@ def check_query(query: object) -> str:
     return query.strip()
 
 
+def integral(value: object) -> object:
+    """``value``, or the int of a float with no fractional part: JSON has one number type, and
+    JSON Schema's ``integer`` is any number that is whole (``5.0`` is ``5``; EverOS takes it too)."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
 def check_top_k(top_k: object, info: ValidationInfo) -> int:
     """A whole number from 1 to the context's ``top_k_cap`` (``TOP_K_MAX`` without one)."""
     cap = (info.context or {}).get("top_k_cap", TOP_K_MAX)
+    top_k = integral(top_k)
     if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= cap:
         raise InvalidInput(f"top_k must be a whole number from 1 to {cap}", field="top_k")
     return top_k
@@ -129,6 +144,7 @@ def whole_number(low: int, high: int) -> Callable[[object, ValidationInfo], int]
                 value = int(value)
             except ValueError:
                 raise InvalidInput(f"{name} must be a whole number", field=name) from None
+        value = integral(value)
         if isinstance(value, bool) or not isinstance(value, int):
             raise InvalidInput(f"{name} must be a whole number", field=name)
         if not low <= value <= high:
@@ -228,16 +244,18 @@ TopicId = Annotated[str, Field(description="Topic id: <doc_id>_<n>, as listed by
 TaskId = Annotated[str, Field(description="Task id: t_ followed by 12 to 32 hex digits, as answered by "
                                           "knowledge_add_document.", pattern=TASK_ID_PATTERN), checked(check_task_id)]
 # A category: the models give each its description (what it selects there).
-CategoryId = Annotated[Annotated[str, Field(max_length=CATEGORY_MAX_CHARS)] | None, checked(check_category_name)]
-Title = Annotated[str, Field(description=f"The document's title (at most {TITLE_MAX_CHARS} characters).",
-                             min_length=1, max_length=TITLE_MAX_CHARS), checked(check_title)]
+CategoryId = Annotated[Annotated[str, Field(max_length=CATEGORY_MAX_CHARS, pattern=CATEGORY_PATTERN)] | None,
+                       checked(check_category_name)]
+Title = Annotated[str, Field(description=f"The document's title (at most {TITLE_MAX_CHARS} characters, with a letter, "
+                                         "digit or _).", min_length=1, max_length=TITLE_MAX_CHARS,
+                             pattern=TITLE_PATTERN), checked(check_title)]
 
 Query = Annotated[str, Field(description=f"A few keywords naming what to find (1 to {MAX_QUERY_CHARS} characters).",
                              min_length=1, max_length=MAX_QUERY_CHARS), checked(check_query)]
 Method = Annotated[Literal[SEARCH_METHODS],  # type: ignore[valid-type]  # the tuple's strings
                    Field(description="keyword (BM25), vector (embeddings) or hybrid (both, fused)."),
                    checked(one_of(SEARCH_METHODS), with_info=True)]
-# Integers and booleans are strict: a JSON integer or boolean, not "5" or true for a number.
+# Integers and booleans are strict: a JSON integer (5 or 5.0) or boolean, not "5" or true for a number.
 TopK = Annotated[int, Field(description=f"How many hits to answer, 1 to {TOP_K_MAX}.", strict=True, ge=1,
                             le=TOP_K_MAX), checked(check_top_k, with_info=True)]
 ScoreThreshold = Annotated[Annotated[float, Field(strict=True)] | None,

@@ -118,7 +118,7 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("get", "/cascade/status", "cascade_status", "The index cascade's state",
               {200: ("What everos cascade status prints.", "CascadeStatus")}, (503, 504)),
     Operation("post", "/cascade/fix", "cascade_fix", "List, or queue again, the dead and failed index rows",
-              {200: ("What everos cascade fix prints.", "CascadeFix")}, _BODY, body_model=CascadeFix,
+              {200: ("What everos cascade fix prints.", "CascadeFixReport")}, _BODY, body_model=CascadeFix,
               body_optional=True),
 )
 
@@ -156,9 +156,9 @@ _ERROR_ENVELOPE = {
     },
     "required": ["error"],
 }
-_FILE_PART = {"type": "string", "contentMediaType": "application/octet-stream",
-              "description": "The document's bytes, at most [knowledge] max_upload_bytes; the part's file name "
-                             "is the document's filename."}
+_FILE_PART = {"type": "string", "contentMediaType": "application/octet-stream", "minLength": 1,
+              "description": "The document's bytes, at most [knowledge] max_upload_bytes (an empty file holds no "
+                             "text: 422 EXTRACTION_EMPTY); the part's file name is the document's filename."}
 
 
 _BEARER = {"type": "http", "scheme": "bearer",
@@ -201,12 +201,15 @@ def _operation(operation: Operation, version: str, schemas: dict[str, Any]) -> d
     if model is not None:
         schema = model.model_json_schema()
         if operation.form:
-            fields = {name: value for name, value in schema["properties"].items() if name != "filename"}
+            fields = {name: _as_text(value) for name, value in schema["properties"].items() if name != "filename"}
             form = {**schema, "properties": {"file": _FILE_PART, **fields},
                     "required": ["file", *schema.get("required", [])]}
             content = {"multipart/form-data": {"schema": form}}
         else:
-            schemas[model.__name__] = schema
+            # A request model and an answer schema share components/schemas: a name taken twice
+            # would point one operation's answer at another's body.
+            if schemas.setdefault(model.__name__, schema) != schema:
+                raise ValueError(f"components/schemas/{model.__name__} names two schemas")
             content = {"application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}}
         body["requestBody"] = {"required": not operation.body_optional, "content": content}
     return body
@@ -248,5 +251,17 @@ def _parameters(model: type[RequestModel] | None, where: str) -> list[dict[str, 
         return []
     properties = model.model_json_schema().get("properties", {})
     return [{"name": name, "in": where, "required": where == "path" or field.is_required(),
-             **({"description": field.description} if field.description else {}), "schema": properties[name]}
+             **({"description": field.description} if field.description else {}),
+             "schema": _as_text(properties[name])}
             for name, field in model.model_fields.items()]
+
+
+def _as_text(schema: dict[str, Any]) -> dict[str, Any]:
+    """A field's schema where its value is text (a path or query parameter, a form field): a
+    model's ``null`` branch is left out, since text cannot carry JSON's null (a client would send
+    the word ``null``); the field left out is what the model's ``None`` means."""
+    branches = [branch for branch in schema.get("anyOf", ()) if branch != {"type": "null"}]
+    if len(branches) != 1 or len(schema["anyOf"]) != 2:
+        return schema
+    rest = {key: value for key, value in schema.items() if key != "anyOf" and not (key == "default" and value is None)}
+    return {**branches[0], **rest}

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any, ClassVar
 
-from pydantic import Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from everos.api._fields import (
     PAGE_SIZE_MAX,
     TITLE_MAX_CHARS,
+    TITLE_PATTERN,
     AppId,
     CategoryId,
     DocId,
@@ -61,6 +62,11 @@ __all__ = [
 ]
 
 
+# A model that refuses fields it does not name says so in its schema (``additionalProperties:
+# false``); its own validator refuses them first, with EverOS's message.
+_CLOSED = ConfigDict(frozen=True, extra="forbid")
+
+
 def _refuse_unknown(data: Any, allowed: frozenset[str], hint: str = "") -> Any:
     """``data`` if it holds no field outside ``allowed``; else the refusal naming them (sorted)."""
     unknown = sorted(set(data) - allowed) if isinstance(data, dict) else []
@@ -78,6 +84,8 @@ class NoArguments(RequestModel):
 
 class EmptyBody(NoArguments):
     """The body of a ``POST`` that takes no fields (re-extraction, a task's retry): none, or ``{}``."""
+
+    model_config = _CLOSED
 
     @model_validator(mode="before")
     @classmethod
@@ -188,7 +196,9 @@ class PatchDocument(RequestModel):
     absent or null stays as it is). ``app_id`` and ``project_id`` are accepted, as EverOS clients
     send them, and ignored: a document keeps its scope. Any other field is refused."""
 
-    title: Annotated[Annotated[str, Field(min_length=1, max_length=TITLE_MAX_CHARS)] | None,
+    model_config = _CLOSED
+
+    title: Annotated[Annotated[str, Field(min_length=1, max_length=TITLE_MAX_CHARS, pattern=TITLE_PATTERN)] | None,
                      Field(description=f"The new title (at most {TITLE_MAX_CHARS} characters); the document's "
                                        "directory is renamed after it."),
                      checked(check_new_title)] = None
@@ -231,6 +241,8 @@ class CascadeFix(RequestModel):
     """The body of ``POST /cascade/fix`` (an empty body is ``{}``): without ``apply`` the answer
     lists the dead and failed index rows; with it, they are queued again. Any other field is
     refused."""
+
+    model_config = _CLOSED
 
     apply: Annotated[Flag, Field(description="Queue the dead and failed index rows again.")] = False
 

@@ -21,6 +21,7 @@ BAD_BODIES = [
     ({"query": "solar", "top_k": 101}, "top_k"),
     ({"query": "solar", "top_k": "5"}, "top_k"),
     ({"query": "solar", "top_k": True}, "top_k"),
+    ({"query": "solar", "top_k": 2.5}, "top_k"),
     ({"query": "solar", "score_threshold": "high"}, "score_threshold"),
     ({"query": "solar", "include_content": "yes"}, "include_content"),
     ({"query": "solar", "app_id": "../etc"}, "app_id"),
@@ -48,3 +49,13 @@ async def test_oversized_search_body_is_413(root: Path) -> None:
         response = await server.client.post(API, content=b'{"query": "' + b"x" * (3 << 20) + b'"}',
                                             headers={"content-type": "application/json"})
         assert response.status_code == 413 and response.json()["error"]["code"] == "PAYLOAD_TOO_LARGE"
+
+
+async def test_a_whole_top_k_written_as_a_float_is_that_number(root: Path) -> None:
+    """issue #16 item 5 (schemathesis): JSON Schema's integer includes 74.0, and EverOS takes it;
+    everos answered 422. A whole top_k in any spelling is the number; 2.5 stays 422 (above)."""
+    async with knowledge_server(root) as server:
+        response = await server.client.post(API, content=b'{"query": "solar", "top_k": 3.0}',
+                                            headers={"content-type": "application/json"})
+        assert response.status_code == 200, response.text
+        assert response.json()["data"]["hits"] == []
