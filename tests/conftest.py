@@ -142,3 +142,30 @@ async def knowledge_server(root: Path, **overrides: Any) -> AsyncIterator[Runnin
     async with running_server(root, services=open_services, **overrides) as server:
         server.service = server.services.ingest
         yield server
+
+
+# -- the labelled-set evaluation, beside the rest of the suite (tests/search/_background.py) -----------
+
+LABELLED_TEST = "tests/search/test_labelled.py::test_hit_at_1_per_method_stays_above_its_floor_and_hybrid_never_loses_to_keyword"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The labelled-set test runs last: its evaluation started at collection, so it waits least."""
+    items.sort(key=lambda item: item.nodeid == LABELLED_TEST)  # stable: the rest keep their order
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    from tests.search import _background
+    from tests.search.test_labelled import SETTINGS
+
+    if not session.config.option.collectonly and any(item.nodeid == LABELLED_TEST for item in session.items):
+        _background.EVALUATION = _background.BackgroundEvaluation(SETTINGS)
+        _background.EVALUATION.start()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    from tests.search import _background
+
+    if _background.EVALUATION is not None:
+        _background.EVALUATION.stop()
+        _background.EVALUATION = None
