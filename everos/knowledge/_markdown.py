@@ -206,8 +206,9 @@ def parse_topic_md(text: str) -> KnowledgeTopic:
 
     Raises:
         InvalidInput: not a ``knowledge_topic``; ids that are malformed or disagree with each
-            other (``id``/``node_id``/``doc_id``/``topic_index``/parent/children); a missing
-            ``topic_name``; a depth below 1.
+            other (``id``/``node_id``/``doc_id``/``topic_index``/parent/children, a parent that is
+            not an earlier topic, or not the document at depth 1); a missing ``topic_name``; a
+            depth below 1.
     """
     meta, body = parse_markdown(text)
     _expect_type(meta, "knowledge_topic")
@@ -228,6 +229,11 @@ def parse_topic_md(text: str) -> KnowledgeTopic:
         parent_index = _index_in_doc(parent_raw, doc_id, "parent_node_id")
     else:
         raise InvalidInput("a topic below depth 1 needs parent_node_id", field="parent_node_id")
+    # Topics are numbered depth-first: a parent comes before its child, and at depth 1 it is the
+    # document (topic 0), as KnowledgeTopic says; anything else is not a tree.
+    if parent_index >= topic_index or (parent_index == 0) != (depth == 1):
+        raise InvalidInput("parent_node_id must be an earlier topic of this document (none at depth 1)",
+                           field="parent_node_id")
     children = tuple(
         _index_in_doc(child, doc_id, "children_node_ids") for child in _str_tuple(meta, "children_node_ids")
     )

@@ -304,3 +304,18 @@ def test_parse_topic_md_refuses_numbers_it_cannot_store(lines: str, field: str) 
 def test_parse_topic_md_reads_an_index_written_as_text() -> None:
     topic = parse_topic_md(TOPIC_HEAD.format(id=f"{DOC_ID}_3") + "topic_index: '3'\ndepth: ' 1 '\n---\n")
     assert (topic.topic_index, topic.depth) == (3, 1)
+
+
+@pytest.mark.parametrize("lines", [
+    "parent_node_id: d_0123456789ab_3\n",             # depth 1 under topic 3: written back as the document's
+    "depth: 2\nparent_node_id: d_0123456789ab_3\n",  # its own parent
+    "depth: 2\nparent_node_id: d_0123456789ab_5\n",  # a parent numbered after it
+    "depth: 2\nparent_node_id: d_0123456789ab_0\n",  # the document, below depth 1
+])
+def test_parse_topic_md_refuses_a_parent_that_is_no_tree(lines: str) -> None:
+    """Found by fuzz/ (markdown target): a depth-1 topic naming a parent parsed into a record that
+    rendered back as a different one (EverOS writes no parent at depth 1); a topic could be its
+    own parent."""
+    with pytest.raises(InvalidInput) as caught:
+        parse_topic_md(TOPIC_HEAD.format(id=f"{DOC_ID}_3") + lines + "---\n")
+    assert caught.value.field == "parent_node_id"
