@@ -82,6 +82,17 @@ def test_root_resolution_order(tmp_path: Path) -> None:
         ("[api]\ncors_origins = ['http://a.example/path']\n", {}, "a list of origins"),
         ("[api]\ncors_origins = 'http://a.example'\n", {}, "a list of origins"),
         ("[api]\nlog_format = 'xml'\n", {}, "one of 'text', 'json'"),
+        # Found by fuzz/ (config target): each was accepted, or escaped as another exception.
+        ("[knowledge]\nsync_wait_seconds = nan\n", {}, "[knowledge] sync_wait_seconds = nan from"),  # NaN >= 0 is False
+        ("", {"EVEROS_INGEST__RETRY_BACKOFF_SECONDS": "nan"}, "expected a number >= 0"),
+        ("[api]\nrequest_timeout_seconds = inf\n", {}, "expected a number greater than 0"),
+        ("[knowledge]\nsync_wait_seconds = 1" + "0" * 400 + "\n", {}, "expected a number >= 0"),  # OverflowError
+        ("[api]\nport = 1" + "0" * 5000 + "\n", {}, "is not valid TOML"),  # tomllib's ValueError
+        ("[llm]\nextra = " + "[" * 5000 + "]" * 5000 + "\n", {}, "nested too deeply"),  # RecursionError
+        ("", {"EVEROS_LLM__EXTRA": "[" * 100_000}, "expected a table"),  # RecursionError
+        ("", {"EVEROS_LLM__EXTRA": '{"stop": null}'}, "expected a table (of strings"),  # config show: TypeError
+        ("[llm]\nextra = {seed = 1979-05-27}\n", {}, "expected a table (of strings"),  # not JSON for a request
+        ("", {"EVEROS_LLM__MODEL": "qwen\udcff"}, "[llm] model = 'qwen\\udcff' from"),  # undecodable bytes
     ],
 )
 def test_bad_values_stop_with_one_clear_message(tmp_path: Path, text: str, environ: dict, expected: str) -> None:
@@ -89,6 +100,15 @@ def test_bad_values_stop_with_one_clear_message(tmp_path: Path, text: str, envir
     with pytest.raises(ConfigError) as info:
         load_config(tmp_path, environ=environ)
     assert expected in info.value.message
+
+
+def test_template_of_any_loaded_config_loads_back_to_it(tmp_path: Path) -> None:
+    """Found by fuzz/ (config target): a table key beyond the BMP was rendered as a JSON surrogate
+    pair and DEL raw, neither of which TOML reads."""
+    write_config(tmp_path, "[llm]\nextra = {\"😀\" = \"a\\u007fb\", nested = {list = [1, 2.5, \"x\"]}}\n")
+    loaded = load_config(tmp_path, environ={})
+    write_config(tmp_path / "again", render_template(loaded.config))
+    assert load_config(tmp_path / "again", environ={}).config == loaded.config
 
 
 def test_unreadable_file_is_named(tmp_path: Path) -> None:

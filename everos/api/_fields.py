@@ -12,6 +12,7 @@ the knowledge service's to refuse.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Annotated, Literal
 
@@ -108,10 +109,19 @@ def check_top_k(top_k: object, info: ValidationInfo) -> int:
 
 
 def check_score_threshold(threshold: object) -> float | None:
-    """A number (an integer is kept as a float), or none."""
-    if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, (int, float))):
+    """A finite number (an integer is kept as a float), or none. Python's JSON reads ``NaN``,
+    ``Infinity`` and ``1e999``; none of them is a threshold."""
+    if threshold is None:
+        return None
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
         raise InvalidInput("score_threshold must be a number", field="score_threshold")
-    return None if threshold is None else float(threshold)
+    try:
+        value = float(threshold)
+    except OverflowError:  # an integer too large for a float
+        value = math.inf
+    if not math.isfinite(value):
+        raise InvalidInput("score_threshold must be a finite number", field="score_threshold")
+    return value
 
 
 def check_flag(value: object, info: ValidationInfo) -> bool:
@@ -215,12 +225,10 @@ def check_filename(name: object) -> str:
 
 
 def check_optional_text(value: object, info: ValidationInfo) -> str | None:
-    """A string, or none (absent or empty)."""
+    """A string that UTF-8 can encode, or none (absent or empty)."""
     if value is None or value == "":
         return None
-    if not isinstance(value, str):
-        raise InvalidInput(f"{info.field_name} must be a string", field=info.field_name)
-    return value
+    return text_field(value, info.field_name)
 
 
 def check_text(value: object, info: ValidationInfo) -> str:

@@ -24,6 +24,7 @@ import trio
 from everos.knowledge._llm_batches import estimate_tokens
 from everos.knowledge._llm_extractor import answer_tokens, input_budget
 from everos.knowledge._models import KnowledgeTopic
+from everos.knowledge._text import bounded
 from everos.providers import Budget, ProviderError
 
 __all__ = ["FACTS_SCHEMA_HINT", "FactExtractor", "clean_facts", "fact_batches", "facts_by_passage",
@@ -41,6 +42,8 @@ _SYSTEM_PROMPT = (
     'object: {"passages": [{"passage": 1, "facts": ["...", "..."]}, ...]}, one entry per passage, at '
     "most %d facts each."
 )
+# A model's fact is cut here (a longer one is no atomic fact); the extraction's facts are too.
+FACT_MAX_CHARS = 500
 # Passage headers in the prompt: "### Passage <n>: <topic path>".
 PASSAGE_HEADER = "### Passage "
 # Estimated answer tokens per fact (a sentence and its JSON quoting), to size a batch's answer.
@@ -66,11 +69,12 @@ def clean_facts(facts: Sequence[Any], max_facts: int) -> list[str]:
 
 
 def facts_from_answer(answer: Any, max_facts: int) -> list[str] | None:
-    """The facts of an LLM answer ``{"facts": [str, ...]}``, or None when it is malformed (not
-    that shape, or no usable fact in it)."""
+    """The facts of an LLM answer ``{"facts": [str, ...]}``, each cut to
+    :data:`FACT_MAX_CHARS` as the extraction's are, or None when it is malformed (not that shape,
+    or no usable fact in it)."""
     if not isinstance(answer, dict) or not isinstance(answer.get("facts"), list):
         return None
-    facts = clean_facts(answer["facts"], max_facts)
+    facts = [bounded(fact, FACT_MAX_CHARS) for fact in clean_facts(answer["facts"], max_facts)]
     return facts or None
 
 

@@ -77,7 +77,7 @@ def _parse_env_value(raw: str, typ: type) -> Any:
     if typ in (dict, list):
         try:
             return json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):
             return raw
     return raw
 
@@ -135,8 +135,10 @@ def load_config(
             data = tomllib.loads(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError(f"cannot read {path}: {exc.__class__.__name__}: {exc}") from None
-        except tomllib.TOMLDecodeError as exc:
+        except (tomllib.TOMLDecodeError, ValueError) as exc:  # ValueError: an integer of over 4,300 digits
             raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+        except RecursionError:
+            raise ConfigError(f"{path} is not valid TOML: arrays or tables nested too deeply") from None
         for section, table in _flatten_toml(data, str(path)).items():
             if section in IGNORED_SECTIONS:
                 ignored.append(f"[{section}] in {path} (an EverOS memory feature everos does not serve)")

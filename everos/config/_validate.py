@@ -6,6 +6,7 @@ shared by the error messages and the ``everos init`` template.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 from everos.errors import ConfigError
@@ -24,7 +25,7 @@ def describe_allowed(f: dataclasses.Field, typ: type) -> str:
     if meta.get("check"):
         return meta["check"][1]
     name = {bool: "true or false", int: "a whole number", float: "a number", str: "a string",
-            dict: "a table", list: "a list"}[typ]
+            dict: "a table (of strings, numbers, booleans, lists and tables)", list: "a list"}[typ]
     if meta.get("positive"):
         return f"{name} greater than 0"
     low, high = meta.get("minimum"), meta.get("maximum")
@@ -38,7 +39,12 @@ def describe_allowed(f: dataclasses.Field, typ: type) -> str:
 
 
 def check_value(section: str, key: str, value: Any, f: dataclasses.Field, typ: type, origin: str) -> Any:
-    """Validate one value from TOML or an already-parsed environment string."""
+    """Validate one value from TOML or an already-parsed environment string.
+
+    Beyond the declaration, a value must be one ``everos.toml`` can hold and a model endpoint's
+    JSON can carry (:func:`_storable`): no NaN or infinity, no text with a lone surrogate (an
+    environment variable of undecodable bytes), no null or date inside a table.
+    """
     ok: bool
     if typ is bool:
         ok = isinstance(value, bool)
@@ -47,9 +53,13 @@ def check_value(section: str, key: str, value: Any, f: dataclasses.Field, typ: t
     elif typ is float:
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
         if ok:
-            value = float(value)
+            try:
+                value = float(value)
+            except OverflowError:  # an integer too large for a float
+                ok = False
     else:
         ok = isinstance(value, typ)
+    ok = ok and _storable(value)
     meta = f.metadata
     if ok and meta.get("choices") and value not in meta["choices"]:
         ok = False
@@ -66,3 +76,24 @@ def check_value(section: str, key: str, value: Any, f: dataclasses.Field, typ: t
             f"[{section}] {key} = {value!r} from {origin} is not allowed: expected {describe_allowed(f, typ)}."
         )
     return value
+
+
+def _storable(value: Any) -> bool:
+    """Whether ``value`` is made of what TOML and JSON both hold: text UTF-8 can encode, booleans,
+    integers, finite floats, and lists and tables of them (``float("nan") < 0`` is False, so a
+    NaN would pass every bound)."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return False
+        return True
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, (bool, int)):
+        return True
+    if isinstance(value, list):
+        return all(_storable(item) for item in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _storable(k) and _storable(v) for k, v in value.items())
+    return False

@@ -33,6 +33,7 @@ from everos.knowledge._models import (
     KnowledgeTopic,
     document_record,
     flatten,
+    split_topic_id,
 )
 
 __all__ = [
@@ -62,6 +63,9 @@ SCHEMA_VERSION: Final = 1
 _DELIMITER: Final = "---"
 # A frontmatter larger than this is not one everos wrote or a person edited; refuse to parse it.
 _FRONTMATTER_MAX_CHARS: Final = 1_048_576
+# An integer field (``depth``, ``topic_index``, also as text: ``"3"``) has at most this many digits:
+# it must fit SQLite's 64-bit integers, and int() of text refuses more than 4,300.
+_INT_MAX_DIGITS: Final = 18
 _YAML_ERRORS: Final = (yaml.YAMLError, ValueError, TypeError, RecursionError, OverflowError)
 
 
@@ -202,15 +206,14 @@ def parse_topic_md(text: str) -> KnowledgeTopic:
 
     Raises:
         InvalidInput: not a ``knowledge_topic``; ids that are malformed or disagree with each
-            other (``id``/``node_id``/``doc_id``/``topic_index``/parent/children); a missing
-            ``topic_name``; a depth below 1.
+            other (``id``/``node_id``/``doc_id``/``topic_index``/parent/children, a parent that is
+            not an earlier topic, or not the document at depth 1); a missing ``topic_name``; a
+            depth below 1.
     """
     meta, body = parse_markdown(text)
     _expect_type(meta, "knowledge_topic")
     node_id = _same_id(meta, "node_id", "id", TOPIC_ID_RE)
-    node_match = TOPIC_ID_RE.fullmatch(node_id)
-    assert node_match is not None  # _same_id checked it
-    doc_id, index_from_id = node_match.group(1), int(node_match.group(2))
+    doc_id, index_from_id = split_topic_id(node_id, "node_id")
     if meta.get("doc_id") is not None and meta.get("doc_id") != doc_id:
         raise InvalidInput("doc_id does not match node_id", field="doc_id")
     topic_index = _int(meta, "topic_index", default=index_from_id)
@@ -226,6 +229,11 @@ def parse_topic_md(text: str) -> KnowledgeTopic:
         parent_index = _index_in_doc(parent_raw, doc_id, "parent_node_id")
     else:
         raise InvalidInput("a topic below depth 1 needs parent_node_id", field="parent_node_id")
+    # Topics are numbered depth-first: a parent comes before its child, and at depth 1 it is the
+    # document (topic 0), as KnowledgeTopic says; anything else is not a tree.
+    if parent_index >= topic_index or (parent_index == 0) != (depth == 1):
+        raise InvalidInput("parent_node_id must be an earlier topic of this document (none at depth 1)",
+                           field="parent_node_id")
     children = tuple(
         _index_in_doc(child, doc_id, "children_node_ids") for child in _str_tuple(meta, "children_node_ids")
     )
@@ -269,10 +277,13 @@ def _same_id(meta: Mapping[str, Any], key: str, alias: str, pattern: Any) -> str
 
 
 def _index_in_doc(topic_id: str, doc_id: str, field: str) -> int:
-    match = TOPIC_ID_RE.fullmatch(topic_id)
-    if match is None or match.group(1) != doc_id:
+    try:
+        owner, index = split_topic_id(topic_id, field)
+    except InvalidInput:
+        owner = None
+    if owner != doc_id:
         raise InvalidInput(f"{field} must hold topic ids of this document", field=field)
-    return int(match.group(2))
+    return index
 
 
 def _scalar_str(value: Any, key: str) -> str:
@@ -300,10 +311,10 @@ def _int(meta: Mapping[str, Any], key: str, *, default: int) -> int:
     value = meta.get(key)
     if value is None:
         return default
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidInput(f"{key} must be an integer", field=key)
+    if isinstance(value, str) and value.strip().isdecimal():
+        value = int(value) if len(value.strip()) <= _INT_MAX_DIGITS else None
+    if isinstance(value, bool) or not isinstance(value, int) or abs(value) >= 10**_INT_MAX_DIGITS:
+        raise InvalidInput(f"{key} must be an integer of at most {_INT_MAX_DIGITS} digits", field=key)
     return value
 
 

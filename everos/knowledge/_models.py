@@ -55,6 +55,8 @@ OTHERS_CATEGORY: Final = "Others"
 SORT_COLUMNS: Final = ("created_at", "updated_at", "title")
 """The category EverOS gives a document nothing else fits (and a node without a category)."""
 
+# Most digits of a topic id's index (EverOS's pattern says \d+; a document has far fewer topics).
+_TOPIC_INDEX_MAX_DIGITS: Final = 9
 # Longest scope id accepted: one path component on every common filesystem.
 _SCOPE_ID_MAX_CHARS: Final = 255
 # 1.5.1 reserves the on-disk names of the default scope, so the dir -> id mapping stays injective.
@@ -262,15 +264,22 @@ def validate_doc_id(value: object, field: str = "doc_id") -> str:
 
 
 def validate_topic_id(value: object, field: str = "topic_id") -> str:
-    """Return ``value`` if it is a topic id, else raise :class:`InvalidInput` naming ``field``."""
-    if not isinstance(value, str) or not TOPIC_ID_RE.fullmatch(value):
+    """Return ``value`` if it is a topic id, else raise :class:`InvalidInput` naming ``field``.
+
+    The index is a row number: more than :data:`_TOPIC_INDEX_MAX_DIGITS` digits is refused too
+    (``int()`` refuses more than 4,300 with a ``ValueError``)."""
+    match = TOPIC_ID_RE.fullmatch(value) if isinstance(value, str) else None
+    if match is None:
         raise InvalidInput(f"{field} must match ^d_[a-f0-9]{{12,32}}_\\d+$", field=field)
-    return value
+    if len(match.group(2)) > _TOPIC_INDEX_MAX_DIGITS:
+        raise InvalidInput(f"{field} has a topic index of more than {_TOPIC_INDEX_MAX_DIGITS} digits", field=field)
+    return value  # type: ignore[return-value]  # a str: it matched
 
 
-def split_topic_id(topic_id: str) -> tuple[str, int]:
-    """Return ``(doc_id, topic_index)`` of a topic id; raise :class:`InvalidInput` if malformed."""
-    match = TOPIC_ID_RE.fullmatch(validate_topic_id(topic_id))
+def split_topic_id(topic_id: str, field: str = "topic_id") -> tuple[str, int]:
+    """Return ``(doc_id, topic_index)`` of a topic id; raise :class:`InvalidInput` naming ``field``
+    if malformed."""
+    match = TOPIC_ID_RE.fullmatch(validate_topic_id(topic_id, field))
     assert match is not None  # validate_topic_id matched the same pattern
     return match.group(1), int(match.group(2))
 

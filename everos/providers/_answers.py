@@ -47,7 +47,8 @@ def chat_content(answer: Any) -> str:
         raise AnswerError(f"chat answer has no choices[0].message: {_excerpt(answer)}") from None
     content = message.get("content") if isinstance(message, dict) else None
     if isinstance(content, list):  # some servers answer with content parts
-        content = "".join(part.get("text", "") for part in content if isinstance(part, dict))
+        content = "".join(part["text"] for part in content
+                          if isinstance(part, dict) and isinstance(part.get("text"), str))
     if not isinstance(content, str) or not content.strip():
         raise AnswerError(f"chat answer has an empty message content: {_excerpt(answer)}")
     return content
@@ -68,7 +69,7 @@ def parse_json_object(text: str) -> dict[str, Any]:
         while start != -1:
             try:
                 value, _ = decoder.raw_decode(candidate, start)
-            except ValueError:
+            except (ValueError, RecursionError):  # RecursionError: nested deeper than the decoder goes
                 start = candidate.find("{", start + 1)
                 continue
             if isinstance(value, dict):
@@ -101,7 +102,7 @@ def parse_embeddings(answer: Any, *, expected_count: int, dim: int) -> list[list
     input order, each fitted to ``dim`` with :func:`fit_dimension`.
 
     Raises:
-        AnswerError: wrong shape, wrong count, non-numeric values.
+        AnswerError: wrong shape, wrong count, values that are not finite numbers.
         DimensionMismatch: vectors narrower than ``dim``.
     """
     data = answer.get("data") if isinstance(answer, dict) else None
@@ -116,10 +117,13 @@ def parse_embeddings(answer: Any, *, expected_count: int, dim: int) -> list[list
             raise AnswerError(f"embeddings answer item {position} has no embedding list")
         if not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in vector):
             raise AnswerError(f"embeddings answer item {position} holds non-numeric values")
+        floats = _finite_floats(vector)
+        if floats is None:
+            raise AnswerError(f"embeddings answer item {position} holds a value that is not a finite number")
         index = item.get("index", position)
-        if not isinstance(index, int) or not 0 <= index < expected_count:
+        if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < expected_count:
             raise AnswerError(f"embeddings answer item {position} has index {index!r} out of range")
-        rows.append((index, fit_dimension(vector, dim)))
+        rows.append((index, fit_dimension(floats, dim)))
     if len({index for index, _ in rows}) != expected_count:
         raise AnswerError("embeddings answer repeats an index")
     rows.sort(key=lambda row: row[0])
@@ -157,6 +161,16 @@ def parse_rerank(answer: Any, *, document_count: int) -> list[tuple[int, float]]
         pairs.append((index, float(score)))
     pairs.sort(key=lambda pair: (-pair[1], pair[0]))
     return pairs
+
+
+def _finite_floats(values: Sequence[Any]) -> list[float] | None:
+    """``values`` as floats, or None when one is not a finite number (NaN, an infinity, or an
+    integer too large for a float)."""
+    try:
+        floats = [float(x) for x in values]
+    except OverflowError:
+        return None
+    return floats if all(math.isfinite(x) for x in floats) else None
 
 
 def _excerpt(value: Any) -> str:

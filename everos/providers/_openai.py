@@ -51,6 +51,8 @@ __all__ = ["ChatClient", "EmbeddingClient", "RerankClient"]
 T = TypeVar("T")
 
 MAX_ANSWER_BYTES = 64 * 1024 * 1024
+# More tokens than this in one answer is not a count (and a float counter cannot add a huge integer).
+MAX_REPORTED_TOKENS = 10**9
 # Answers larger than this are decoded off the event loop (G5): json.loads of an embeddings
 # batch takes milliseconds per megabyte.
 _THREAD_DECODE_BYTES = 256 * 1024
@@ -202,14 +204,15 @@ class _OpenAIEndpoint:
 def count_usage(kind: str, answer: Any) -> tuple[int, int]:
     """Add the ``usage`` an OpenAI-compatible answer reports (prompt and completion tokens) to
     :data:`everos.metrics.MODEL_TOKENS`; return them (0 for what it does not report).
-    Thread-safe; ignores a missing or malformed block."""
+    Thread-safe; ignores a missing or malformed block (a count above :data:`MAX_REPORTED_TOKENS`
+    is malformed)."""
     usage = answer.get("usage") if isinstance(answer, dict) else None
     if not isinstance(usage, dict):
         return 0, 0
     counted = []
     for key, label in (("prompt_tokens", "prompt"), ("completion_tokens", "completion")):
         value = usage.get(key)
-        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        if isinstance(value, int) and not isinstance(value, bool) and 0 < value <= MAX_REPORTED_TOKENS:
             MODEL_TOKENS.labels(kind, label).inc(value)
             counted.append(value)
         else:
@@ -381,7 +384,7 @@ def _request_headers() -> dict[str, str] | None:
 def _loads(raw: bytes, path: str) -> Any:
     try:
         return json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than the decoder goes
         raise AnswerError(f"the answer to POST {path} is not JSON: {_excerpt(raw)!r}") from None
 
 

@@ -49,7 +49,7 @@ class EventStream:
             return
         try:
             chunk = json.loads(data)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested deeper than the decoder goes
             raise ProviderResponseError(self.endpoint, f"a streamed chunk is not JSON: {data[:200]!r}") from None
         if not isinstance(chunk, dict):
             return

@@ -139,6 +139,20 @@ REFUSALS = [  # (model, data, message, field)
     (CascadeFix, {"apply": "yes"}, "apply must be true or false", "apply"),
     (CascadeFix, {"apply": None}, "apply must be true or false", "apply"),
     (CascadeFix, {"x": 1, "b": 2, "apply": 3}, "unknown fields: b, x; allowed: apply", "b"),
+    # Found by fuzz/ (requests target): an integer too large for a float raised OverflowError (a 500);
+    # NaN and infinities, which Python's JSON reads, were kept as a threshold that drops every hit.
+    (SearchRequest, {"query": "q", "score_threshold": 10**400}, "score_threshold must be a finite number",
+     "score_threshold"),
+    (SearchRequest, {"query": "q", "score_threshold": float("nan")}, "score_threshold must be a finite number",
+     "score_threshold"),
+    (SearchRequest, {"query": "q", "score_threshold": -float("inf")}, "score_threshold must be a finite number",
+     "score_threshold"),
+    # Found by fuzz/ (requests target): kept, it failed the job when its frontmatter was written.
+    (UploadForm, {"title": "t", "source_type": "pdf" + SURROGATE},
+     "source_type must be valid Unicode text (it holds a lone surrogate)", "source_type"),
+    # Found by fuzz/ (requests target): GET /topics/<id> split it with int(), a ValueError (a 500).
+    (TopicRef, {"topic_id": "d_0123456789ab_" + "1" * 5000}, "topic_id has a topic index of more than 9 digits",
+     "topic_id"),
 ]
 
 

@@ -60,6 +60,15 @@ def test_facts_from_answer_refuses_malformed_answers() -> None:
         assert facts_from_answer(bad, 5) is None
 
 
+def test_a_models_fact_is_cut_as_the_extractions_are() -> None:
+    """Found by fuzz/ (answers target, facts bounded in length): a batched answer's fact of any
+    length went to the index whole, while the extraction's are cut at 500 characters."""
+    long_fact = "The panel " + "works well " * 100
+    (fact,) = facts_from_answer({"facts": [long_fact]}, 5)
+    assert len(fact) <= 500 and fact.endswith("…") and long_fact.startswith(fact[:-1])
+    assert facts_by_passage({"passages": [{"passage": 1, "facts": [long_fact]}]}, 1, 5) == {1: [fact]}
+
+
 def test_facts_by_passage_keeps_only_well_formed_entries_in_range() -> None:
     """#11: a batched answer's entries by passage number; anything else is left for the splitter."""
     answer = {"passages": [{"passage": 1, "facts": ["One."]}, {"passage": 1, "facts": ["Again."]},

@@ -278,3 +278,44 @@ def test_parse_topic_md_derives_missing_index_fields() -> None:
 def test_parse_topic_md_rejects_inconsistent_ids(changes: dict) -> None:
     with pytest.raises(InvalidInput):
         parse_topic_md(topic_text(**changes))
+
+
+TOPIC_HEAD = "---\ntype: knowledge_topic\nid: {id}\ntopic_name: Wiring\n"
+
+
+@pytest.mark.parametrize(("lines", "field"), [
+    ("", "node_id"),                                                   # an id index of 5,000 digits
+    ("topic_index: '²'\n", "topic_index"),                             # a digit int() does not read
+    ("depth: '" + "9" * 5000 + "'\n", "depth"),                        # more digits than int() reads
+    ("depth: 99999999999999999999\n", "depth"),                        # no SQLite integer holds it
+    ("depth: 2\nparent_node_id: d_0123456789ab_" + "1" * 5000 + "\n", "parent_node_id"),
+    ("children_node_ids: [d_0123456789ab_" + "2" * 5000 + "]\n", "children_node_ids"),
+])
+def test_parse_topic_md_refuses_numbers_it_cannot_store(lines: str, field: str) -> None:
+    """Found by fuzz/ (markdown target): each raised ValueError out of the parser (the cascade
+    then failed the row as INTERNAL_ERROR instead of INVALID_INPUT), or, for a depth of 20 digits,
+    parsed into a row SQLite cannot store."""
+    topic_id = f"{DOC_ID}_" + "1" * 5000 if field == "node_id" else f"{DOC_ID}_1"
+    with pytest.raises(InvalidInput) as caught:
+        parse_topic_md(TOPIC_HEAD.format(id=topic_id) + lines + "---\nbody\n")
+    assert caught.value.field == field
+
+
+def test_parse_topic_md_reads_an_index_written_as_text() -> None:
+    topic = parse_topic_md(TOPIC_HEAD.format(id=f"{DOC_ID}_3") + "topic_index: '3'\ndepth: ' 1 '\n---\n")
+    assert (topic.topic_index, topic.depth) == (3, 1)
+
+
+@pytest.mark.parametrize("lines", [
+    "parent_node_id: d_0123456789ab_3\n",             # depth 1 under topic 3: written back as the document's
+    "depth: 2\nparent_node_id: d_0123456789ab_3\n",  # its own parent
+    "depth: 2\nparent_node_id: d_0123456789ab_5\n",  # a parent numbered after it
+    "depth: 2\nparent_node_id: d_0123456789ab_0\n",  # the document, below depth 1
+])
+def test_parse_topic_md_refuses_a_parent_that_is_no_tree(lines: str) -> None:
+    """Found by fuzz/ (markdown target): a depth-1 topic naming a parent parsed into a record that
+    rendered back as a different one (EverOS writes no parent at depth 1); a topic could be its
+    own parent."""
+    with pytest.raises(InvalidInput) as caught:
+        parse_topic_md(TOPIC_HEAD.format(id=f"{DOC_ID}_3") + lines + "---\n")
+    assert caught.value.field == "parent_node_id"

@@ -132,7 +132,10 @@ def test_validate_doc_id_rejects_with_field(bad: object) -> None:
 def test_validate_topic_id_and_split() -> None:
     assert validate_topic_id(f"{DOC_ID}_12") == f"{DOC_ID}_12"
     assert split_topic_id(f"{DOC_ID}_12") == (DOC_ID, 12)
-    for bad in (DOC_ID, f"{DOC_ID}_", f"{DOC_ID}_x", f"{DOC_ID}_1/../2", f"{DOC_ID}_1\n"):
+    assert split_topic_id(f"{DOC_ID}_999999999") == (DOC_ID, 999_999_999)
+    # The last: found by fuzz/ (requests target), int() of 5,000 digits raised ValueError.
+    for bad in (DOC_ID, f"{DOC_ID}_", f"{DOC_ID}_x", f"{DOC_ID}_1/../2", f"{DOC_ID}_1\n", f"{DOC_ID}_1234567890",
+                f"{DOC_ID}_" + "1" * 5000):
         with pytest.raises(InvalidInput) as info:
             split_topic_id(bad)
         assert info.value.field == "topic_id"

@@ -34,6 +34,14 @@ def test_chat_content_refuses_answers_without_text(answer):
         chat_content(answer)
 
 
+def test_chat_content_skips_content_parts_whose_text_is_not_text():
+    """Found by fuzz/ (answers target): a part ``{"text": 5}`` raised TypeError, not AnswerError."""
+    answer = {"choices": [{"message": {"content": [{"text": 5}, {"text": '{"a": 1}'}, {"text": None}]}}]}
+    assert chat_content(answer) == '{"a": 1}'
+    with pytest.raises(AnswerError):
+        chat_content({"choices": [{"message": {"content": [{"text": 5}]}}]})
+
+
 @pytest.mark.parametrize(
     "text",
     [
@@ -53,6 +61,16 @@ def test_parse_json_object_reports_the_text_when_there_is_none():
     with pytest.raises(AnswerError) as caught:
         parse_json_object('{"topics": [ truncated')
     assert caught.value.content == '{"topics": [ truncated'
+
+
+def test_parse_json_object_reads_past_json_nested_too_deep():
+    """Found by fuzz/ (answers target): JSON nested past the decoder's depth raised RecursionError,
+    which no caller takes as a malformed answer (the LLM extractor then failed the job instead of
+    asking for a repair)."""
+    deep = '{"a": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    with pytest.raises(AnswerError):
+        parse_json_object(deep)
+    assert parse_json_object(deep + ' {"topics": []}') == {"topics": []}
 
 
 def test_fit_dimension_cuts_and_renormalises_longer_vectors():
@@ -128,3 +146,17 @@ def test_parse_rerank_breaks_ties_by_index():
 def test_parse_rerank_refuses_malformed_answers(answer):
     with pytest.raises(AnswerError):
         parse_rerank(answer, document_count=2)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf"), pytest.param(10**400, id="10**400")])
+def test_parse_embeddings_refuses_values_that_are_not_finite_numbers(value):
+    """Found by fuzz/ (answers target): an integer too large for a float raised OverflowError, and
+    NaN or an infinity (which Python's JSON reads) went into the index as a vector."""
+    with pytest.raises(AnswerError, match="finite"):
+        parse_embeddings({"data": [{"embedding": [0.5, value]}]}, expected_count=1, dim=2)
+
+
+def test_parse_embeddings_refuses_a_boolean_index():
+    with pytest.raises(AnswerError, match="index True"):
+        parse_embeddings({"data": [{"embedding": [1.0], "index": 1}, {"embedding": [1.0], "index": True}]},
+                         expected_count=2, dim=1)

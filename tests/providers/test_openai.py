@@ -21,6 +21,7 @@ from everos.providers import (
     ProviderResponseError,
     RerankClient,
 )
+from everos.providers._openai import count_usage
 
 BASE = "http://models.test/v1"
 
@@ -201,6 +202,24 @@ async def test_a_body_that_is_not_json_is_a_response_error(autojump_clock):
     server = Server(lambda body, request: httpx.Response(200, content=b"<html>proxy error</html>"))
     with pytest.raises(ProviderResponseError, match="not JSON"):
         await llm(server).complete_json(MESSAGES, budget="interactive")
+
+
+async def test_a_body_nested_too_deep_is_a_response_error(autojump_clock):
+    """Found by fuzz/ (answers target): ``json.loads`` of a body nested past the decoder's depth
+    raised RecursionError out of the client instead of ProviderResponseError."""
+    server = Server(lambda body, request: httpx.Response(200, content=b"[" * 100_000))
+    with pytest.raises(ProviderResponseError, match="not JSON"):
+        await llm(server, stream=False).complete_json(MESSAGES, budget="interactive")
+    server = Server(lambda body, request: event_stream("data: " + "[" * 100_000))
+    with pytest.raises(ProviderResponseError, match="not JSON"):
+        await llm(server).complete_json(MESSAGES, budget="interactive")
+
+
+@pytest.mark.parametrize("tokens", [pytest.param(10**400, id="10**400"), 10**10, -5, True, 1.5])
+def test_usage_counts_that_are_not_token_counts_are_ignored(tokens):
+    """Found by fuzz/ (answers target): ``usage.prompt_tokens`` of 10**400 raised OverflowError
+    in the metrics counter, failing an answer that was otherwise fine."""
+    assert count_usage("llm", {"usage": {"prompt_tokens": tokens, "completion_tokens": 3}}) == (0, 3)
 
 
 async def test_retry_after_from_the_server_is_honoured(autojump_clock):
