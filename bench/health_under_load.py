@@ -5,12 +5,14 @@ object with a block per scenario:
 
 - ``log_burst``: 1,000 exceptions logged in one request (EverOS 1.1 froze seconds per error);
 - ``big_upload``: one upload of ``--big-mib`` MiB of markdown through the built-in extractor;
-- ``ingest_burst``: ``--uploads`` small uploads at concurrency ``--concurrency``.
+- ``ingest_burst``: ``--uploads`` small uploads at concurrency ``--concurrency``;
+- ``idle_connections``: ``--idle`` connections opened and held, sending nothing, for 3 s (up to
+  ``[api] max_connections``; the ones over it are refused at once), as a slowloris client would.
 
 For each: the scenario's own duration, /health probe latencies (p50/p99/max, one probe every
 20 ms) and the event-loop lag the server's probe saw (max over the scenario).
 
-    python bench/health_under_load.py [--big-mib 50] [--uploads 50] [--concurrency 8]
+    python bench/health_under_load.py [--big-mib 50] [--uploads 50] [--concurrency 8] [--idle 1000]
 """
 
 from __future__ import annotations
@@ -80,6 +82,7 @@ async def main(args: argparse.Namespace) -> dict:
     (root / "everos.toml").write_text(render_template())
     loaded = load_config(root, environ={}, overrides={("api", "port"): 0, ("knowledge", "dedupe"): "none",
                                                       ("api", "request_timeout_seconds"): 600.0,
+                                                      ("api", "idle_timeout_seconds"): 60.0,
                                                       ("knowledge", "sync_wait_seconds"): 300.0})
     holder: dict = {}
     results: dict = {"python": sys.version.split()[0], "cpus": os.cpu_count()}
@@ -103,7 +106,8 @@ async def main(args: argparse.Namespace) -> dict:
             # measures the server, not this benchmark's own client.
             response = await trio.to_thread.run_sync(functools.partial(
                 httpx.post, base_url + API, files={"file": ("big.md", body)}, data={"title": "Big"}, timeout=600))
-            response.raise_for_status()
+            if response.is_error:
+                raise RuntimeError(f"the big upload answered {response.status_code}: {response.text[:500]}")
             return {"bytes": len(body), "status": response.status_code,
                     "topic_count": response.json()["data"].get("topic_count")}
 
@@ -123,9 +127,22 @@ async def main(args: argparse.Namespace) -> dict:
             return {"uploads": args.uploads, "concurrency": args.concurrency,
                     "status_counts": {str(s): statuses.count(s) for s in sorted(set(statuses))}}
 
+        async def idle_connections(client):
+            host, port = base_url.removeprefix("http://").split(":")
+            held = []
+            for _ in range(args.idle):
+                held.append(await trio.open_tcp_stream(host, int(port)))
+            await trio.sleep(3)
+            http = board.snapshot()["http"]
+            for stream in held:
+                await stream.aclose()
+            return {"opened": len(held), "held_by_server": http["open_connections"],
+                    "max_connections": http["max_connections"], "refused": http["refused_connections"]}
+
         results["log_burst"] = await measure(base_url, board, log_burst)
         results["big_upload"] = await measure(base_url, board, big_upload)
         results["ingest_burst"] = await measure(base_url, board, ingest_burst)
+        results["idle_connections"] = await measure(base_url, board, idle_connections)
         results["log_records_dropped"] = __import__("everos.logs").logs.dropped_records()
         holder["runtime"].request_stop()
     return results
@@ -136,6 +153,7 @@ if __name__ == "__main__":
     parser.add_argument("--big-mib", type=int, default=50)
     parser.add_argument("--uploads", type=int, default=50)
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--idle", type=int, default=1000, help="idle connections to hold")
     arguments = parser.parse_args()
     with open(os.devnull, "w") as sink:
         configure_logging("INFO", sink)
