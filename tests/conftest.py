@@ -146,7 +146,8 @@ async def knowledge_server(root: Path, **overrides: Any) -> AsyncIterator[Runnin
 
 # -- the labelled-set evaluation, beside the rest of the suite (tests/search/_background.py) -----------
 
-LABELLED_TEST = "tests/search/test_labelled.py::test_hit_at_1_per_method_stays_above_its_floor_and_hybrid_never_loses_to_keyword"
+LABELLED_TEST = ("tests/search/test_labelled.py::"
+                 "test_hit_at_1_per_method_stays_above_its_floor_and_hybrid_never_loses_to_keyword")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

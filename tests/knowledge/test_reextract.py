@@ -97,7 +97,12 @@ async def test_reextract_rejects_bad_input_and_changes_nothing(fake: FakeLLM, ro
     async with knowledge_server(root, **llm(fake)) as server:
         client = server.client
         doc_id = (await upload(client)).json()["data"]["doc_id"]
-        before = (await client.get(f"{API}/tasks/t_{doc_id[2:]}")).json()["data"]
+        # The task ended and its document indexed first: until then its phase and index_status move.
+        task_path = f"{API}/tasks/t_{doc_id[2:]}"
+        await finished(client, f"t_{doc_id[2:]}")
+        with trio.fail_after(20):
+            while (before := (await client.get(task_path)).json()["data"])["index_status"] == "pending":
+                await trio.sleep(0.05)
         cases = [
             (f"{API}/documents/{doc_id}/reextract", {"content": b'{"model": "other"}'}, 422, "INVALID_INPUT"),
             (f"{API}/documents/{doc_id}/reextract", {"content": b"not json"}, 422, "INVALID_INPUT"),
@@ -110,7 +115,7 @@ async def test_reextract_rejects_bad_input_and_changes_nothing(fake: FakeLLM, ro
             assert answer.status_code == status, (path, answer.text)
             error = answer.json()["error"]
             assert error["code"] == code and error["message"], answer.text
-        after = (await client.get(f"{API}/tasks/t_{doc_id[2:]}")).json()["data"]
+        after = (await client.get(task_path)).json()["data"]
         assert after == before
         assert sorted(p.name for p in (root / ".index" / "inbox").iterdir()) == []
         tasks = (await client.get(f"{API}/tasks")).json()["data"]["tasks"]
