@@ -150,16 +150,23 @@ LABELLED_TEST = ("tests/search/test_labelled.py::"
                  "test_hit_at_1_per_method_stays_above_its_floor_and_hybrid_never_loses_to_keyword")
 
 
+def _xdist_worker(config: pytest.Config) -> bool:
+    return hasattr(config, "workerinput")
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The labelled-set test runs last: its evaluation started at collection, so it waits least."""
-    items.sort(key=lambda item: item.nodeid == LABELLED_TEST)  # stable: the rest keep their order
+    """The labelled-set test runs last in one process (its evaluation started at collection, it
+    waits least), first under pytest-xdist (one worker runs it while the others take the rest)."""
+    first = _xdist_worker(config)
+    items.sort(key=lambda item: (item.nodeid == LABELLED_TEST) != first)  # stable: the rest keep their order
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
     from tests.search import _background
     from tests.search.test_labelled import SETTINGS
 
-    if not session.config.option.collectonly and any(item.nodeid == LABELLED_TEST for item in session.items):
+    if (not session.config.option.collectonly and not _xdist_worker(session.config)
+            and any(item.nodeid == LABELLED_TEST for item in session.items)):
         _background.EVALUATION = _background.BackgroundEvaluation(SETTINGS)
         _background.EVALUATION.start()
 
