@@ -4,20 +4,26 @@
 
 An input is the file's bytes, then after a line ``%%env`` one ``NAME=value`` per line
 (``fuzz/targets/config.py`` ``config_input_from_bytes``). The loader reads a root in a temporary
-directory, removed at exit.
+directory named for this process. libFuzzer ends the process without Python's exit handlers, so
+a run removes the directories of earlier runs whose process is gone instead.
 """
 
-import atexit
+import os
 import shutil
 import tempfile
 from pathlib import Path
 
 import _atheris
 
+PREFIX = "everos-fuzz-config-"
+
 
 def in_a_root(check):
-    root = Path(tempfile.mkdtemp(prefix="everos-fuzz-config-"))
-    atexit.register(shutil.rmtree, root, ignore_errors=True)
+    for stale in Path(tempfile.gettempdir()).glob(PREFIX + "*"):
+        pid = stale.name.removeprefix(PREFIX).split("-")[0]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(stale, ignore_errors=True)
+    root = Path(tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-"))
     return lambda data: check(root, data)
 
 
