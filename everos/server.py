@@ -42,9 +42,9 @@ from quart_trio import QuartTrio
 
 from everos import __version__
 from everos.auth import KeyRing, check_bind_auth
-from everos.key_limits import USAGE_FLUSH_INTERVAL_S, KeyUsage, RateLimit, RateLimiter
 from everos.config import LoadedConfig
 from everos.errors import CommandError, ExitCode
+from everos.key_limits import USAGE_FLUSH_INTERVAL_S, KeyUsage, RateLimit, RateLimiter
 from everos.metrics import LOOP_LAG, MetricsApp
 from everos.rootlock import hold_root_lock
 from everos.runtime import CLOSE_TIMEOUT_S, OpenServices, Runtime, ServiceSet, is_loopback
@@ -52,7 +52,6 @@ from everos.status import LoopLagProbe
 from everos.supervisor import Supervisor
 from everos.web import (AuthLayer, BodyDeadline, ConnectionCap, DocsApp, HealthApp, PathRouter, RequestLayer,
                         create_app, hypercorn_config, use_prompt_close)
-
 
 __all__ = ["check_bindable", "is_loopback", "raise_open_file_limit", "run", "serve", "with_cors"]
 
