@@ -47,8 +47,8 @@ def test_the_set_is_well_formed() -> None:
 
 
 def test_hit_at_1_per_method_stays_above_its_floor_and_hybrid_never_loses_to_keyword() -> None:
-    # The evaluation started in the background when the tests were collected (tests/conftest.py,
-    # tests/search/_background.py), and this test runs last: it takes the figures.
+    # In one process the evaluation started in the background when the tests were collected
+    # (tests/conftest.py, tests/search/_background.py) and this test, run last, takes its figures.
     if _background.EVALUATION is None:  # under pytest-xdist: this worker runs it now (the session's end stops it)
         _background.EVALUATION = _background.BackgroundEvaluation(SETTINGS)
         _background.EVALUATION.start()
