@@ -95,6 +95,11 @@ _REQUIRED_FIELDS = ("id", "name", "scope", "prefix", "sha256", "created_at")
 _LIMIT_FIELDS = {"requests_per_second": float, "burst": int, "concurrent_uploads": int}
 
 
+def _is_rate(value: float | None) -> bool:
+    """A key's own rate: unset (None), or a finite number, 0 (no limit) or more."""
+    return value is None or (math.isfinite(value) and value >= 0)
+
+
 def keys_path(root: Path) -> Path:
     return Path(root) / KEY_FILENAME
 
@@ -118,8 +123,7 @@ def _parse(raw: bytes, path: Path) -> list[ApiKey]:
                        **{field: None if item.get(field) is None else kind(item[field])
                           for field, kind in _LIMIT_FIELDS.items()})
                 for item in body["keys"]]
-        if any(value is not None and not (math.isfinite(value) and value >= 0)
-               for key in keys for value in (getattr(key, field) for field in _LIMIT_FIELDS)):
+        if not all(_is_rate(getattr(key, field)) for key in keys for field in _LIMIT_FIELDS):
             raise ValueError("a rate must be a finite number, 0 or more")
     except (ValueError, KeyError, TypeError) as exc:
         raise ConfigError(f"{path} is not a key file everos wrote ({exc.__class__.__name__}: {exc}); "
@@ -179,7 +183,7 @@ def create_key(root: Path, scope: str, name: str | None = None, *, requests_per_
         raise InvalidInput("a key's name is 1-64 letters, digits and _ . @ : -", field="name")
     limits = {"requests_per_second": requests_per_second, "burst": burst, "concurrent_uploads": concurrent_uploads}
     for field, value in limits.items():
-        if value is not None and not (math.isfinite(value) and value >= 0):
+        if not _is_rate(value):
             raise InvalidInput(f"{field} must be 0 (no limit) or more", field=field)
     key = KEY_PREFIX + secrets.token_urlsafe(24)  # 24 bytes: 32 characters
     created = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")

@@ -13,6 +13,7 @@ the server never writes the key file that ``everos keys`` changes. ``everos keys
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import time
@@ -44,8 +45,8 @@ class RateLimit:
 
     def for_key(self, key: ApiKey) -> RateLimit:
         """This default with the key's own rates, where it has them."""
-        return RateLimit(*(getattr(self, name) if getattr(key, name) is None else getattr(key, name)
-                           for name in ("requests_per_second", "burst", "concurrent_uploads")))
+        return RateLimit(*(getattr(self, f.name) if getattr(key, f.name) is None else getattr(key, f.name)
+                           for f in dataclasses.fields(self)))
 
 
 class RateLimiter:

@@ -11,8 +11,9 @@ runs in a small pool of warm worker processes (``trio-parallel``, spawn start me
   :class:`~everos.errors.WorkerTimeout`; a cancelled caller kills it the same way. Waiting for a
   free worker is not part of the deadline: the caller's own scope bounds that (G1).
 - **Memory.** Each call may map ``memory_mb`` more address space than its worker held before it
-  (``RLIMIT_AS``, set for the call and lifted after it); Python code that runs out raises ``MemoryError``, reported as :class:`~everos.errors.WorkerOutOfMemory`, and the
-  worker retires. A native library that aborts instead is :class:`~everos.errors.WorkerCrashed`.
+  (``RLIMIT_AS``, set for the call and lifted after it); Python code that runs out raises
+  ``MemoryError``, reported as :class:`~everos.errors.WorkerOutOfMemory`, and the worker retires.
+  A native library that aborts instead is :class:`~everos.errors.WorkerCrashed`.
 - **Replacement.** A killed, crashed or retired worker is replaced in the background, so the next
   call finds a warm one. Every worker runs ``init`` once when it starts (imports, dictionaries).
 - **Health.** :meth:`CpuWorkers.snapshot` counts workers alive and busy, and the ones killed.

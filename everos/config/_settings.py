@@ -331,8 +331,8 @@ class IngestSettings:
         60.0, "Deadline of one conversion or built-in extraction in a worker process; past it the worker "
         "process is killed and the job fails with WORKER_TIMEOUT.", positive=True)
     conversion_memory_mb: int = setting(
-        2048, "Memory (address space, MiB) one conversion or extraction may add to its worker process; above it the job fails "
-        "with WORKER_OUT_OF_MEMORY.", minimum=256)
+        2048, "Memory (address space, MiB) one conversion or extraction may add to its worker process; above "
+        "it the job fails with WORKER_OUT_OF_MEMORY.", minimum=256)
 
 
 @dataclass(frozen=True)
