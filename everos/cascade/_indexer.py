@@ -187,11 +187,14 @@ class DocumentIndexer:
     async def _cpu(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await trio.to_thread.run_sync(fn, *args, limiter=self._cpu_limiter)
 
-    async def index(self, doc_dir: str, written: WrittenFiles | None = None) -> IndexOutcome:
+    async def index(self, doc_dir: str, written: WrittenFiles | None = None, *,
+                    handed_off: Callable[[], object] = lambda: None) -> IndexOutcome:
         """Bring the index and the SQLite rows in line with ``root/doc_dir``. ``written`` is the
         receipt its writer (ingest, PATCH) queued it with: while the files carry it, the rows
         that writer saved are the document, and the files are neither read nor parsed. A
-        checkpoint; runs until done (the caller bounds it).
+        checkpoint; runs until done (the caller bounds it). ``handed_off()`` is called when
+        what is left is the index writer's commit and the bookkeeping after it, so the caller
+        can start on the next document meanwhile.
 
         Raises:
             InvalidInput: the path or a file is not a valid document (retrying will not help).
@@ -206,7 +209,7 @@ class DocumentIndexer:
         if parsed is None:
             files = await self._files(read_document_dir, self.root, doc_dir)
             if files is None:
-                return await self._gone(location)
+                return await self._gone(location, handed_off)
         fingerprint = written.fingerprint if files is None else files.fingerprint
         now = self._clock()
         last_signature, vectors_pending = await self._db.write(lambda conn: (
@@ -218,7 +221,7 @@ class DocumentIndexer:
             await self._db.write(state.finish_indexed, doc_dir, parsed.signature, self._clock())
             return IndexOutcome(doc_dir, parsed.doc_id, "unchanged", len(parsed.indexed_topics))
         if files is not None and not await self._save_rows(parsed):
-            return await self._gone(location)  # moved or deleted while it was read
+            return await self._gone(location, handed_off)  # moved or deleted while it was read
         digests = {t.topic_id: topic_content_sha256(t, parsed.topic_paths[t.topic_index])
                    for t in parsed.indexed_topics}
         if vectors_pending is None and await self._sink.topic_hashes(parsed.doc_id) == digests:
@@ -230,6 +233,7 @@ class DocumentIndexer:
         # documents waiting for their keyword index: this one writes the rows without them.
         defer = self._defers and vectors_pending is None
         topics, facts, embedded, missing = await self._derive(parsed, digests, given, defer=defer)
+        handed_off()
         await self._sink.replace_document(parsed.doc_id, topics, facts)
 
         def record(conn) -> None:
@@ -252,7 +256,7 @@ class DocumentIndexer:
             return None
         return ParsedDocument(location, rows, written.signature)
 
-    async def _gone(self, location: DocumentLocation) -> IndexOutcome:
+    async def _gone(self, location: DocumentLocation, handed_off: Callable[[], object]) -> IndexOutcome:
         doc_dir, doc_id = location.doc_dir, location.doc_id
         await self._db.write(state.begin_attempt, doc_dir, doc_id, GONE, self._clock())
         elsewhere = [d for d in await self._files(find_document_dirs, self.root, location) if d != doc_dir]
@@ -260,6 +264,7 @@ class DocumentIndexer:
             # Moved (a PATCH, or by hand): the directory it lives in now has its own row.
             await self._db.write(state.forget_dir, doc_dir)
             return IndexOutcome(doc_dir, doc_id, "moved")
+        handed_off()
         removed = await self._sink.delete_document(doc_id)
 
         def forget(conn) -> None:

@@ -79,26 +79,68 @@ class IndexWorkers:
         self._clock = clock
         self.last_progress_at: float | None = None
         self.attempts_finished = 0
+        # Attempts of all workers that are deriving rows or waiting for their commit (the hand-off).
+        self._in_flight = trio.Semaphore(settings.attempts_in_flight)
 
     # -- the long-lived workers -----------------------------------------------------------------
 
     async def work(self, owner: str) -> None:
-        """Lease and run rows one at a time, forever. ``owner`` must be unique per worker and
-        process. Cancelled at shutdown: the row in hand is released without spending an attempt."""
+        """Lease and run rows, forever. ``owner`` must be unique per worker and process.
+
+        A worker derives one document's rows at a time; once it has handed them to the index
+        writer it leases the next row, while the attempt waits for its commit and settles its row
+        in a task of its own. So the writer finds many documents queued and commits them together
+        (one commit per table costs about the same for one document as for fifty). At most
+        ``attempts_in_flight`` attempts of all workers run at once. Cancelled at shutdown: rows in
+        hand are released without spending an attempt."""
         idle_poll_s = min(IDLE_POLL_MAX_S, max(0.5, self.settings.retry_backoff_seconds))
-        while True:
+        async with trio.open_nursery() as nursery:
+            while True:
+                try:
+                    job = await self._lease_in_flight(owner)
+                except StoreBusy as exc:
+                    # SQLite is overloaded: wait rather than crash (a crash loop would stop the server).
+                    log.warning("index worker %s could not lease: %s", owner, exc.message)
+                    await trio.sleep(idle_poll_s)
+                    continue
+                if job is None:
+                    await self.queue.wait_for_work(idle_poll_s)
+                    continue
+                await self._start_attempt(nursery, job, owner)
+
+    async def _lease_in_flight(self, owner: str) -> Job | None:
+        """One row leased under a slot of ``attempts_in_flight`` (None, the slot given back, when
+        no row is available). Keyword work first: a vector pass waits while anything else is
+        available."""
+        await self._in_flight.acquire()
+        try:
+            jobs = await self.queue.lease(owner, 1, self.settings.lease_seconds, later_kinds=(VECTORS_KIND,))
+        except BaseException:
+            self._in_flight.release()
+            raise
+        if not jobs:
+            self._in_flight.release()
+            return None
+        return jobs[0]
+
+    async def _start_attempt(self, nursery: trio.Nursery, job: Job, owner: str,
+                             results: list[AttemptResult] | None = None) -> None:
+        """Run the attempt at ``job`` in ``nursery``; return once it has handed its rows to the
+        index writer or ended. It gives its ``attempts_in_flight`` slot back when it ends, and
+        adds how it ended to ``results``."""
+        handed_off = trio.Event()
+
+        async def run() -> None:
             try:
-                # Keyword work first: a vector pass waits while anything else is available.
-                jobs = await self.queue.lease(owner, 1, self.settings.lease_seconds, later_kinds=(VECTORS_KIND,))
-            except StoreBusy as exc:
-                # SQLite is overloaded: wait rather than crash (a crash loop would stop the server).
-                log.warning("index worker %s could not lease: %s", owner, exc.message)
-                await trio.sleep(idle_poll_s)
-                continue
-            if not jobs:
-                await self.queue.wait_for_work(idle_poll_s)
-                continue
-            await self.attempt(jobs[0], owner)
+                result = await self.attempt(job, owner, handed_off=handed_off.set)
+                if results is not None:
+                    results.append(result)
+            finally:
+                handed_off.set()
+                self._in_flight.release()
+
+        nursery.start_soon(run)
+        await handed_off.wait()
 
     async def reap_forever(self) -> None:
         """Every few seconds (from the start: ``periodic``), return rows with expired leases to
@@ -118,24 +160,26 @@ class IndexWorkers:
 
     # -- one attempt ----------------------------------------------------------------------------
 
-    async def attempt(self, job: Job, owner: str) -> AttemptResult:
+    async def attempt(self, job: Job, owner: str, *, handed_off: Callable[[], object] = lambda: None) -> AttemptResult:
         """Run one leased row under ``row_timeout_seconds``, renewing its lease, then settle it.
 
-        Returns how it ended; never raises for a failure of the row itself.
+        Returns how it ended; never raises for a failure of the row itself. ``handed_off`` is
+        the indexer's (:meth:`DocumentIndexer.index`).
 
         Cancellation handling: the lease is given back (shielded, bounded) without counting the
         attempt, and ``Cancelled`` propagates. The request that queued the row (an upload, a PATCH)
         is current meanwhile, so the attempt's log lines and model calls carry its id.
         """
         with carrying_request_id((job.payload or {}).get("request_id")):
-            return await self._attempt(job, owner)
+            return await self._attempt(job, owner, handed_off)
 
-    async def _attempt(self, job: Job, owner: str) -> AttemptResult:
+    async def _attempt(self, job: Job, owner: str, handed_off: Callable[[], object]) -> AttemptResult:
         settings = self.settings
         doc_dir = job.key or (job.payload or {}).get("doc_dir", "")
         written = WrittenFiles.from_payload((job.payload or {}).get("written"))
         attempt = await run_leased_attempt(
-            self.queue, job, owner, lambda: self.indexer.index(doc_dir, written), lease_seconds=settings.lease_seconds,
+            self.queue, job, owner, lambda: self.indexer.index(doc_dir, written, handed_off=handed_off),
+            lease_seconds=settings.lease_seconds,
             timeout_seconds=settings.row_timeout_seconds,
             timeout_error=lambda: StoreBusy(
                 f"indexing {doc_dir} did not finish within {settings.row_timeout_seconds:g} s"))
@@ -202,12 +246,15 @@ class IndexWorkers:
         in backoff are not waited for. Returns how each attempt ended, in order of completion."""
         results: list[AttemptResult] = []
 
-        async def one(index: int) -> None:
+        async def one(index: int, nursery: trio.Nursery) -> None:
             worker = f"{owner}-{index}"
-            while jobs := await self.queue.lease(worker, 1, self.settings.lease_seconds, later_kinds=(VECTORS_KIND,)):
-                results.append(await self.attempt(jobs[0], worker))
+            while job := await self._lease_in_flight(worker):
+                await self._start_attempt(nursery, job, worker, results)
 
-        async with trio.open_nursery() as nursery:
-            for index in range(max(1, concurrency)):
-                nursery.start_soon(one, index)
-        return results
+        while True:  # an attempt that ends can queue more (its vector pass, a change meanwhile)
+            finished = len(results)
+            async with trio.open_nursery() as nursery:
+                for index in range(max(1, concurrency)):
+                    nursery.start_soon(one, index, nursery)
+            if len(results) == finished:
+                return results

@@ -10,12 +10,12 @@ are listed here too (:data:`IGNORED_SECTIONS`, :data:`IGNORED_KEYS`), so its fil
 
 from __future__ import annotations
 
-import math
 import re
-import zoneinfo
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+from everos.config._values import is_time_zone, parse_similarity_range, parse_weight
 
 __all__ = [
     "IGNORED_KEYS",
@@ -120,34 +120,6 @@ class ApiSettings:
 
 
 _ORIGIN_RE = re.compile(r"https?://[A-Za-z0-9.\-\[\]:]+")
-
-
-def is_time_zone(name: str) -> bool:
-    """Whether ``name`` is an IANA time zone this machine knows (``UTC``, ``Europe/Berlin``)."""
-    try:
-        zoneinfo.ZoneInfo(name)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
-        return False
-    return True
-
-
-def parse_similarity_range(value: str) -> tuple[float, float] | None:
-    """``"FLOOR,CEILING"`` as two floats with -1 <= floor < ceiling <= 1; None when it is not."""
-    parts = value.split(",")
-    try:
-        floor, ceiling = (float(part) for part in parts) if len(parts) == 2 else (math.nan, math.nan)
-    except ValueError:
-        return None
-    return (floor, ceiling) if -1 <= floor < ceiling <= 1 else None
-
-
-def parse_weight(value: str) -> float | None:
-    """``value`` as a float from 0 to 1; None when it is not one."""
-    try:
-        weight = float(value)
-    except ValueError:
-        return None
-    return weight if 0 <= weight <= 1 else None
 
 
 @dataclass(frozen=True)
@@ -313,6 +285,9 @@ class LanceDBSettings:
     index_cache_size_bytes: int = setting(16_777_216, "LanceDB index cache.", minimum=0)
     call_timeout_seconds: float = setting(60.0, "Deadline of one LanceDB call as seen from the event loop.",
                                           positive=True)
+    vector_index_min_rows: int = setting(
+        20_000, "Topics past which vector search uses an index (IVF_FLAT, trained again when the topics "
+        "double) instead of a scan of every vector; 0 never.", minimum=0)
 
 
 @dataclass(frozen=True)
@@ -361,11 +336,22 @@ class CascadeSettings:
     watch_debounce_ms: int = setting(500, "Quiet time after an edit before it is queued.", minimum=0)
     scan_interval_seconds: float = setting(30.0, "How often the scanner reconciles markdown with the index.",
                                            positive=True)
-    optimize_interval_seconds: float = setting(60.0, "How often LanceDB tables are compacted.", positive=True)
+    optimize_interval_seconds: float = setting(
+        60.0, "How often LanceDB tables are optimized while old versions may remain.", positive=True)
+    optimize_after_commits: int = setting(
+        32, "Index commits after which the tables are optimized (compacted, new rows folded into the "
+        "indexes); each commit adds files that searches open.", minimum=1)
+    optimize_after_rows: int = setting(
+        20_000, "Rows written after which the tables are optimized; rows outside the indexes are "
+        "searched by a scan.", minimum=1)
     cleanup_older_than_seconds: float = setting(
         60.0, "LanceDB versions older than this are removed (keep it above [lancedb] call_timeout_seconds).",
         minimum=0)
-    writer_batch_rows: int = setting(500, "Rows per LanceDB write batch.", minimum=1)
+    attempts_in_flight: int = setting(
+        32, "Index attempts of all workers at once: a worker that has handed a document's rows to the "
+        "index writer starts on the next while they wait for their commit, so one commit takes many "
+        "documents.", minimum=1)
+    writer_batch_rows: int = setting(5000, "Most rows (topics and facts) in one LanceDB commit.", minimum=1)
     writer_queue_batches: int = setting(16, "Batches waiting for the index writer before workers wait.", minimum=1)
 
 

@@ -1,10 +1,12 @@
 """The one task that writes the LanceDB index.
 
 :class:`IndexWriter` is the only writer (G9): one task draining a bounded channel of document
-operations, coalescing what is queued into one ``merge_insert`` per table, which replaces a
-document's rows in a single commit (G8). It compacts and prunes old versions every
-``optimize_interval_seconds`` and every ``optimize_every_writes`` commits, which keeps both the files
-on disk and the files a search opens bounded (G5b: EverOS 1.1 ran out of file descriptors here).
+operations, coalescing what is queued into one indexed delete and one upsert per table (G8: running an
+operation twice is harmless). It optimizes (compacts, folds new rows into the indexes, prunes old
+versions) on thresholds: ``optimize_after_commits`` commits (each adds fragments, and a search
+opens every fragment's files: G5b, EverOS 1.1 ran out of file descriptors here) or
+``optimize_after_rows`` rows written (rows not yet in an index are searched by a scan), and every
+``optimize_interval_seconds`` while old versions may remain.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from everos.config import CascadeSettings
 from everos.errors import ServiceUnavailable, StoreBusy
 from everos.metrics import INDEX_COMMIT_OPERATIONS, INDEX_COMMIT_SECONDS
 from everos.store._index_rows import FactRow, TopicRow
-from everos.store._lancedb import IndexStore, _WriteOp
+from everos.store._lancedb import IndexStore
+from everos.store._lancedb_schema import WriteOp
 
 __all__ = ["IndexWriter"]
 
@@ -34,22 +37,20 @@ class IndexWriter:
     :meth:`replace_document` and :meth:`delete_document` put an operation on a channel of
     ``writer_queue_batches`` slots and wait for its commit; when the channel is full they wait too
     (backpressure, G9). The writer takes what is queued, up to ``writer_batch_rows`` rows, and
-    commits it in one merge per table; after ``optimize_every_writes`` commits, or every
-    ``optimize_interval_seconds`` while old versions may remain, it optimizes both tables.
+    commits it in one delete and one upsert per table; on the thresholds of the module docstring
+    it optimizes both tables.
 
     Cancellation: an operation that was handed to the writer lands whole even if its caller is
     cancelled, and a batch in progress is finished (shielded) when the writer itself is cancelled.
     """
 
-    def __init__(
-        self, store: IndexStore, settings: CascadeSettings, *, optimize_every_writes: int = 32
-    ) -> None:
+    def __init__(self, store: IndexStore, settings: CascadeSettings) -> None:
         self._store = store
         self._settings = settings
-        self._optimize_every_writes = optimize_every_writes
-        self._send, self._receive = trio.open_memory_channel[_WriteOp](settings.writer_queue_batches)
-        self._carry: _WriteOp | None = None
+        self._send, self._receive = trio.open_memory_channel[WriteOp](settings.writer_queue_batches)
+        self._carry: WriteOp | None = None
         self._writes_since_optimize = 0
+        self._rows_since_optimize = 0
         self._last_write_at: float | None = None  # trio clock
         self._last_optimize_at: float | None = None  # trio clock
         self._stats: dict[str, Any] = {
@@ -78,12 +79,12 @@ class IndexWriter:
                     raise ValueError(f"row {row.id} belongs to {row.doc_id}, not {doc_id}")
                 if row.vector and len(row.vector) != dim:
                     raise ValueError(f"row {row.id} has a {len(row.vector)}-wide vector; the index holds {dim}")
-        await self._submit(_WriteOp(doc_id, tuple(topics), tuple(facts)))
+        await self._submit(WriteOp(doc_id, tuple(topics), tuple(facts)))
 
     async def delete_document(self, doc_id: str) -> int:
         """Remove every topic and fact of ``doc_id``; return how many topic rows were removed.
         Raises as :meth:`replace_document`."""
-        op = _WriteOp(doc_id, None, ())
+        op = WriteOp(doc_id, None, ())
         await self._submit(op)
         return op.removed_topics
 
@@ -91,7 +92,7 @@ class IndexWriter:
         """``{topic_id: content_sha256}`` for ``doc_id``: a read, it does not wait for the writer."""
         return await self._store.topic_hashes(doc_id)
 
-    async def _submit(self, op: _WriteOp) -> None:
+    async def _submit(self, op: WriteOp) -> None:
         timeout = self._store.settings.call_timeout_seconds
         with trio.move_on_after(timeout) as sending:
             await self._send.send(op)
@@ -121,7 +122,7 @@ class IndexWriter:
         finally:
             self._fail_queued()
 
-    async def _next_batch(self) -> list[_WriteOp]:
+    async def _next_batch(self) -> list[WriteOp]:
         first, self._carry = self._carry, None
         if first is None:
             with trio.move_on_at(self._next_periodic_optimize_at()):
@@ -141,7 +142,7 @@ class IndexWriter:
             rows += op.rows
         return batch
 
-    async def _write(self, batch: list[_WriteOp]) -> None:
+    async def _write(self, batch: list[WriteOp]) -> None:
         with trio.CancelScope(shield=True):  # bounded: one batch, its limiter wait under a deadline
             started = time.perf_counter()
             try:
@@ -154,6 +155,7 @@ class IndexWriter:
                     await self._write_one_by_one(batch)  # one bad operation must not fail the others
             finally:
                 self._writes_since_optimize += 1
+                self._rows_since_optimize += sum(op.rows for op in batch)
                 self._last_write_at = trio.current_time()
                 self._stats["writes"] += 1
                 self._stats["operations"] += len(batch)
@@ -162,7 +164,7 @@ class IndexWriter:
                 for op in batch:
                     op.done.set()
 
-    async def _write_one_by_one(self, batch: list[_WriteOp]) -> None:
+    async def _write_one_by_one(self, batch: list[WriteOp]) -> None:
         for op in batch:
             try:
                 await self._store._commit([op])
@@ -171,7 +173,8 @@ class IndexWriter:
                 op.error = exc
 
     def _optimize_due(self) -> bool:
-        if self._writes_since_optimize >= self._optimize_every_writes:
+        if (self._writes_since_optimize >= self._settings.optimize_after_commits
+                or self._rows_since_optimize >= self._settings.optimize_after_rows):
             return True
         return trio.current_time() >= self._next_periodic_optimize_at()
 
@@ -188,7 +191,7 @@ class IndexWriter:
 
     async def _optimize(self) -> None:
         started, started_wall = trio.current_time(), time.time()
-        self._writes_since_optimize = 0
+        self._writes_since_optimize = self._rows_since_optimize = 0
         self._last_optimize_at = started
         try:
             await self._store.optimize(self._settings.cleanup_older_than_seconds)

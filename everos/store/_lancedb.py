@@ -1,8 +1,9 @@
 """The LanceDB index: topic and fact tables, the one task that writes them, and the reads search needs.
 
 :class:`IndexStore` owns ``<root>/.index/lancedb`` and its two tables, ``knowledge_topic`` (EverOS's
-columns, everos's vector width) and ``knowledge_fact``, each with native full-text indexes over its
-pre-segmented token columns. Every LanceDB call runs through the sync API in a worker thread under
+columns, everos's vector width) and ``knowledge_fact``: native full-text indexes over the topics'
+pre-segmented token columns, scalar indexes on the keys writes and reads filter on (their columns
+and indexes: :mod:`everos.store._lancedb_schema`). Every LanceDB call runs through the sync API in a worker thread under
 the ``lancedb`` limiter and a ``call_timeout_seconds`` deadline (G3, G5; the async API does not run
 under Trio). Reads abandon their thread on cancel (a stale result is harmless); writes never do, so
 their outcome is known when they return (G5a).
@@ -12,14 +13,12 @@ Writes go through :class:`everos.store._index_writer.IndexWriter`, the only writ
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import logging
 import math
 import os
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -28,90 +27,21 @@ import lancedb
 import numpy as np
 import pyarrow as pa
 import trio
-from lancedb.index import FTS
+from lancedb.index import IvfFlat
 
 from everos.config import LanceDBSettings
 from everos.errors import ConfigError, StoreBusy
-from everos.store._index_rows import FactRow, TopicRow
+from everos.store._lancedb_schema import (
+    FACT_FIELDS, FACT_TABLE, FTS_COLUMNS, FTS_CONFIG, MAX_FACTS_SCANNED, MAX_ROWS_PER_DOCUMENT, SCALAR_INDEXES,
+    TOPIC_FIELDS, TOPIC_RESULT_COLUMNS, TOPIC_TABLE, WriteOp, arrow_rows, chunked, fact_schema, in_list, quote,
+    scope_filter, stale_ids, topic_schema, vector_index_name, vector_index_partitions, vector_nprobes,
+    wanted_vector_partitions,
+)
 
-__all__ = ["FACT_TABLE", "TOPIC_TABLE", "IndexStore", "fact_schema", "topic_schema"]
+__all__ = ["FACT_TABLE", "TOPIC_TABLE", "IndexStore", "fact_schema", "topic_schema"]  # the schema's, re-exported
 
 log = logging.getLogger("everos.index")
 T = TypeVar("T")
-
-TOPIC_TABLE = "knowledge_topic"
-FACT_TABLE = "knowledge_fact"
-_FTS_COLUMNS = {TOPIC_TABLE: ("summary_tokens", "content_tokens"), FACT_TABLE: ("text_tokens",)}
-# Tokens arrive lowercased and segmented (CJK included), so the index only splits on whitespace; it
-# stems English words (at index and query time alike) so "eruption" meets "erupt".
-_FTS = FTS(base_tokenizer="whitespace", lower_case=True, stem=True, remove_stop_words=False,
-           ascii_folding=False, with_position=False)
-_TOPIC_FIELDS = tuple(f.name for f in dataclasses.fields(TopicRow))
-_FACT_FIELDS = tuple(f.name for f in dataclasses.fields(FactRow))
-_TOPIC_RESULT_COLUMNS = [name for name in _TOPIC_FIELDS if name != "vector"]
-# Rows one read may return: bounds memory when a query matches far more than anyone asked for.
-_MAX_FACTS_SCANNED = 20_000
-_MAX_ROWS_PER_DOCUMENT = 100_000
-
-
-def topic_schema(dim: int) -> pa.Schema:
-    """The ``knowledge_topic`` columns; ``vector`` is a fixed-size list of ``dim`` float32 (nullable)."""
-    text = pa.string()
-    return pa.schema([
-        pa.field("id", text, nullable=False), ("doc_id", text), ("app_id", text), ("project_id", text),
-        ("category_id", text), ("topic_name", text), ("topic_path", text), ("depth", pa.int32()),
-        ("parent_node_id", text), ("summary", text), ("summary_tokens", text), ("content_tokens", text),
-        ("content_labels", pa.list_(text)), ("md_path", text), ("content_sha256", text),
-        ("vector", pa.list_(pa.float32(), dim)), ("created_at", pa.float64()), ("updated_at", pa.float64()),
-    ])
-
-
-def fact_schema(dim: int) -> pa.Schema:
-    """The ``knowledge_fact`` columns; ``vector`` as in :func:`topic_schema`."""
-    text = pa.string()
-    return pa.schema([
-        pa.field("id", text, nullable=False), ("topic_id", text), ("doc_id", text), ("app_id", text),
-        ("project_id", text), ("fact_index", pa.int32()), ("text", text), ("text_tokens", text),
-        ("md_path", text), ("vector", pa.list_(pa.float32(), dim)),
-    ])
-
-
-def _quote(value: str) -> str:
-    """A SQL string literal (scope ids are validated upstream; quotes are escaped all the same)."""
-    return "'" + value.replace("'", "''") + "'"
-
-
-def _in_list(column: str, values: Iterable[str]) -> str:
-    return f"{column} IN ({', '.join(_quote(v) for v in values)})"
-
-
-def _scope(app_id: str, project_id: str) -> str:
-    return f"app_id = {_quote(app_id)} AND project_id = {_quote(project_id)}"
-
-
-def _arrow_rows(rows: Sequence[Any], names: tuple[str, ...], schema: pa.Schema) -> pa.Table:
-    """Dataclass rows as one Arrow table; an empty vector becomes a null (keyword-only row)."""
-    columns: dict[str, list[Any]] = {name: [getattr(row, name) for row in rows] for name in names}
-    columns["vector"] = [list(v) if v else None for v in columns["vector"]]
-    if "content_labels" in columns:
-        columns["content_labels"] = [list(v) for v in columns["content_labels"]]
-    return pa.table(columns, schema=schema)
-
-
-@dataclass(eq=False)
-class _WriteOp:
-    """One document operation in the writer's channel; ``topics is None`` means delete."""
-
-    doc_id: str
-    topics: tuple[TopicRow, ...] | None
-    facts: tuple[FactRow, ...]
-    done: trio.Event = field(default_factory=trio.Event)
-    removed_topics: int = 0
-    error: BaseException | None = None
-
-    @property
-    def rows(self) -> int:
-        return max(1, len(self.topics or ()) + len(self.facts))
 
 
 class IndexStore:
@@ -132,6 +62,7 @@ class IndexStore:
         self._tables: dict[str, Any] = {}
         self.rows: dict[str, int] = {TOPIC_TABLE: 0, FACT_TABLE: 0}
         self.versions: dict[str, int] = {TOPIC_TABLE: 0, FACT_TABLE: 0}
+        self.vector_partitions: int | None = None  # of the topics' vector index; None: a flat scan
 
     @classmethod
     async def open(
@@ -164,13 +95,27 @@ class IndexStore:
                 self._check_schema(name, table.schema, schema)
             else:
                 table = db.create_table(name, schema=schema)
-            indexed = {column for index in table.list_indices() for column in index.columns}
-            for column in _FTS_COLUMNS[name]:
-                if column not in indexed:
-                    table.create_index(column, config=_FTS, replace=True)
+            self._ensure_indexes_sync(name, table)
+            if name == TOPIC_TABLE:
+                self.vector_partitions = vector_index_partitions(i.name for i in table.list_indices())
             self._tables[name] = table
             self.rows[name] = table.count_rows()
             self.versions[name] = table.version
+
+    @staticmethod
+    def _ensure_indexes_sync(name: str, table: Any) -> None:
+        """Create the indexes :data:`FTS_COLUMNS` and :data:`SCALAR_INDEXES` name that ``table``
+        lacks, and drop a full-text index no query uses (the one earlier everos made on the facts)."""
+        indexes = {tuple(index.columns): index for index in table.list_indices()}
+        for columns, index in indexes.items():
+            if index.index_type == "FTS" and columns[0] not in FTS_COLUMNS[name]:
+                table.drop_index(index.name)
+        for column in FTS_COLUMNS[name]:
+            if (column,) not in indexes:
+                table.create_index(column, config=FTS_CONFIG, replace=True)
+        for column, kind in SCALAR_INDEXES[name]:
+            if (column,) not in indexes:
+                table.create_index(column, config=kind(), replace=True)
 
     def _connect_sync(self) -> Any:
         session = lancedb.Session(index_cache_size_bytes=self.settings.index_cache_size_bytes)
@@ -231,51 +176,68 @@ class IndexStore:
 
     # -- writes (the writer's thread calls) ----------------------------------------------------------
 
-    async def _commit(self, ops: list[_WriteOp]) -> None:
+    async def _commit(self, ops: list[WriteOp]) -> None:
         await self._call(self._commit_sync, ops, write=True)
 
-    def _commit_sync(self, ops: list[_WriteOp]) -> None:
-        """Apply ``ops`` in order, last operation per document wins: one merge per table.
+    def _commit_sync(self, ops: list[WriteOp]) -> None:
+        """Apply ``ops`` in order, last operation per document wins: per table, one delete of the
+        rows that go (deleted documents, topics and facts no longer given; none for a new
+        document) and one upsert keyed on ``id``, both through the tables' scalar indexes.
 
-        Facts go first and topics last, so a crash in between leaves the old topic hashes and the
-        cascade redoes the document.
+        A ``merge_insert`` that deletes "not matched by source" scans the whole table (linear in
+        its size: 170 ms at 100k rows, whatever the batch); the indexed delete and upsert cost
+        10-30 ms there. Facts go first and topics last, so a crash in between leaves the old topic
+        hashes and the cascade redoes the document (G8).
         """
-        deleted = sorted({op.doc_id for op in ops if op.topics is None})
-        counts = self._topic_counts_sync(deleted) if deleted else Counter()
-        final: dict[str, _WriteOp] = {}
+        final: dict[str, WriteOp] = {op.doc_id: op for op in ops}
+        topic_ids = self._ids_by_document_sync(TOPIC_TABLE, list(final))
+        counts = Counter({doc_id: len(ids) for doc_id, ids in topic_ids.items()})
         for op in ops:
             if op.topics is None:
                 op.removed_topics = counts[op.doc_id]
                 counts[op.doc_id] = 0
             else:
                 counts[op.doc_id] = len(op.topics)
-            final[op.doc_id] = op
-        docs = _in_list("doc_id", final)
         kept = [op for op in final.values() if op.topics is not None]
+        gone = [doc_id for doc_id, op in final.items() if op.topics is None]
         facts = [fact for op in kept for fact in op.facts]
         topics = [topic for op in kept for topic in op.topics or ()]
-        self._merge_sync(FACT_TABLE, _arrow_rows(facts, _FACT_FIELDS, fact_schema(self.dim)), docs)
-        self._merge_sync(TOPIC_TABLE, _arrow_rows(topics, _TOPIC_FIELDS, topic_schema(self.dim)), docs)
+        fact_ids = self._ids_by_document_sync(FACT_TABLE, [op.doc_id for op in kept])
+        self._replace_sync(FACT_TABLE, arrow_rows(facts, FACT_FIELDS, fact_schema(self.dim)), gone,
+                           stale_ids(fact_ids, facts))
+        self._replace_sync(TOPIC_TABLE, arrow_rows(topics, TOPIC_FIELDS, topic_schema(self.dim)), gone,
+                           stale_ids({d: ids for d, ids in topic_ids.items() if d not in gone}, topics))
 
-    def _merge_sync(self, name: str, rows: pa.Table, doc_filter: str) -> None:
+    def _ids_by_document_sync(self, name: str, doc_ids: Sequence[str]) -> dict[str, set[str]]:
+        """``{doc_id: row ids}`` of ``name`` for ``doc_ids`` (an indexed lookup)."""
+        found: dict[str, set[str]] = {}
+        for chunk in chunked(doc_ids):
+            rows = (
+                self._table(name).search().where(in_list("doc_id", chunk)).select(["id", "doc_id"])
+                .limit(MAX_ROWS_PER_DOCUMENT * len(chunk)).to_arrow(timeout=self._query_timeout())
+            )
+            for row_id, doc_id in zip(rows.column("id").to_pylist(), rows.column("doc_id").to_pylist()):
+                found.setdefault(doc_id, set()).add(row_id)
+        return found
+
+    def _replace_sync(self, name: str, rows: pa.Table, gone_docs: Sequence[str], stale_ids: Sequence[str]) -> None:
         table = self._table(name)
-        result = (
-            table.merge_insert("id").when_matched_update_all().when_not_matched_insert_all()
-            .when_not_matched_by_source_delete(doc_filter)
-            # "null" lets keyword-only rows (no vector) in; widths were checked before queueing.
-            # The timeout bounds the write inside its thread (G5a). A commit is atomic (stack notes
-            # §4), so a write stopped by it raises having changed nothing.
-            .execute(rows, on_bad_vectors="null", timeout=self._query_timeout())
-        )
-        self.versions[name] = result.version
+        # The timeout bounds each write inside its thread (G5a). A commit is atomic (stack notes
+        # §4), so a write stopped by it raises having changed nothing.
+        for chunk in chunked(gone_docs):
+            table.delete(in_list("doc_id", chunk))
+        for chunk in chunked(stale_ids):
+            table.delete(in_list("id", chunk))
+        if rows.num_rows:
+            result = (
+                table.merge_insert("id").when_matched_update_all().when_not_matched_insert_all()
+                # "null" lets keyword-only rows (no vector) in; widths were checked before queueing.
+                .execute(rows, on_bad_vectors="null", timeout=self._query_timeout())
+            )
+            self.versions[name] = result.version
+        else:
+            self.versions[name] = table.version
         self.rows[name] = table.count_rows()
-
-    def _topic_counts_sync(self, doc_ids: Sequence[str]) -> Counter[str]:
-        found = (
-            self._table(TOPIC_TABLE).search().where(_in_list("doc_id", doc_ids)).select(["doc_id"])
-            .limit(_MAX_ROWS_PER_DOCUMENT * len(doc_ids)).to_arrow(timeout=self._query_timeout())
-        )
-        return Counter(found.column("doc_id").to_pylist())
 
     async def optimize(self, cleanup_older_than_seconds: float) -> None:
         """Compact both tables, fold new rows into their indexes and remove versions older than
@@ -285,6 +247,7 @@ class IndexStore:
         older_than = timedelta(seconds=max(cleanup_older_than_seconds, 0.001))
         for name in (FACT_TABLE, TOPIC_TABLE):
             await self._call(self._optimize_sync, name, older_than, write=True)
+        await self._call(self._train_vector_index_sync, write=True)
         await self._call(self._reopen_sync, write=True)
 
     def _optimize_sync(self, name: str, older_than: timedelta) -> None:
@@ -292,6 +255,23 @@ class IndexStore:
         table.optimize(cleanup_older_than=older_than)
         self.versions[name] = table.version
         self.rows[name] = table.count_rows()
+
+    def _train_vector_index_sync(self) -> None:
+        """Train the topics' vector index (:func:`wanted_vector_partitions`) when the table passed
+        ``vector_index_min_rows`` or doubled since; optimize folds later rows into it."""
+        table = self._table(TOPIC_TABLE)
+        partitions = wanted_vector_partitions(table.count_rows(), self.settings.vector_index_min_rows,
+                                              self.vector_partitions)
+        if partitions is None:
+            return
+        old = self.vector_partitions
+        table.create_index("vector", config=IvfFlat(distance_type="cosine", num_partitions=partitions),
+                           name=vector_index_name(partitions), replace=True)
+        if old is not None:
+            table.drop_index(vector_index_name(old))
+        self.vector_partitions = partitions
+        self.versions[TOPIC_TABLE] = table.version
+        log.info("trained the topics' vector index: %d partitions over %d rows", partitions, table.count_rows())
 
     # -- reads ---------------------------------------------------------------------------------------
 
@@ -301,8 +281,8 @@ class IndexStore:
 
     def _topic_hashes_sync(self, doc_id: str) -> dict[str, str]:
         found = (
-            self._table(TOPIC_TABLE).search().where(f"doc_id = {_quote(doc_id)}")
-            .select(["id", "content_sha256"]).limit(_MAX_ROWS_PER_DOCUMENT).to_arrow(timeout=self._query_timeout())
+            self._table(TOPIC_TABLE).search().where(f"doc_id = {quote(doc_id)}")
+            .select(["id", "content_sha256"]).limit(MAX_ROWS_PER_DOCUMENT).to_arrow(timeout=self._query_timeout())
         )
         return dict(zip(found.column("id").to_pylist(), found.column("content_sha256").to_pylist()))
 
@@ -314,15 +294,15 @@ class IndexStore:
         if not query_tokens:
             await trio.lowlevel.checkpoint()
             return []
-        return await self._call(self._keyword_sync, " ".join(query_tokens), _scope(app_id, project_id), limit,
+        return await self._call(self._keyword_sync, " ".join(query_tokens), scope_filter(app_id, project_id), limit,
                                 write=False)
 
     def _keyword_sync(self, text: str, scope: str, limit: int) -> list[tuple[dict[str, Any], float]]:
         best: dict[str, tuple[dict[str, Any], float]] = {}
-        for column in _FTS_COLUMNS[TOPIC_TABLE]:
+        for column in FTS_COLUMNS[TOPIC_TABLE]:
             found = (
                 self._table(TOPIC_TABLE).search(text, query_type="fts", fts_columns=column)
-                .where(scope, prefilter=True).select([*_TOPIC_RESULT_COLUMNS, "_score"]).limit(limit)
+                .where(scope, prefilter=True).select([*TOPIC_RESULT_COLUMNS, "_score"]).limit(limit)
                 .to_arrow(timeout=self._query_timeout())
             )
             for row in found.to_pylist():
@@ -336,13 +316,12 @@ class IndexStore:
     ) -> list[tuple[dict[str, Any], float]]:
         """Nearest topics by cosine in the scope; score = 1 - cosine distance (the similarity),
         best first, at most ``limit``. Rows without a vector are never returned."""
-        return await self._call(self._vector_sync, list(vector), _scope(app_id, project_id), limit, write=False)
+        return await self._call(self._vector_sync, list(vector), scope_filter(app_id, project_id), limit, write=False)
 
     def _vector_sync(self, vector: list[float], scope: str, limit: int) -> list[tuple[dict[str, Any], float]]:
         found = (
-            self._table(TOPIC_TABLE).search(vector, vector_column_name="vector").distance_type("cosine")
-            .where(scope, prefilter=True).select([*_TOPIC_RESULT_COLUMNS, "_distance"]).limit(limit)
-            .to_arrow(timeout=self._query_timeout())
+            self._vector_query(vector).where(scope, prefilter=True)
+            .select([*TOPIC_RESULT_COLUMNS, "_distance"]).limit(limit).to_arrow(timeout=self._query_timeout())
         )
         hits = []
         for row in found.to_pylist():
@@ -350,6 +329,11 @@ class IndexStore:
             if not math.isnan(score):
                 hits.append((row, score))
         return hits
+
+    def _vector_query(self, vector: list[float]) -> Any:
+        query = self._table(TOPIC_TABLE).search(vector, vector_column_name="vector").distance_type("cosine")
+        partitions = self.vector_partitions
+        return query if partitions is None else query.nprobes(vector_nprobes(partitions))
 
     async def facts_for_topics(
         self,
@@ -375,9 +359,9 @@ class IndexStore:
         self, topic_ids: list[str], vector: list[float] | None, query_tokens: list[str], limit: int
     ) -> dict[str, list[tuple[dict[str, Any], float]]]:
         found = (
-            self._table(FACT_TABLE).search().where(_in_list("topic_id", topic_ids))
+            self._table(FACT_TABLE).search().where(in_list("topic_id", topic_ids))
             .select(["id", "topic_id", "fact_index", "text", "text_tokens", "vector"])
-            .limit(_MAX_FACTS_SCANNED).to_arrow(timeout=self._query_timeout())
+            .limit(MAX_FACTS_SCANNED).to_arrow(timeout=self._query_timeout())
         )
         wanted = set(query_tokens)
         query = None if vector is None else np.asarray(vector, dtype=np.float32)

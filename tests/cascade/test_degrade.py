@@ -202,12 +202,13 @@ async def test_a_slow_embedder_leaves_keyword_rows_first_and_its_vectors_to_a_qu
     document again behind the others, whose keyword rows come first; that attempt embeds it."""
     doc_dirs = [write_document(root, f"Guide {n}", GUIDE) for n in range(3)]
     embedder = SlowModelEmbedder()
-    async with open_cascade(root, sink, embedder, workers=1) as cascade:  # one worker: a known order
+    async with open_cascade(root, sink, embedder, workers=1) as cascade:  # one worker: keyword rows first
         for doc_dir in doc_dirs:
             await cascade.enqueue_document(doc_dir)
         results = await cascade.drain()
-        assert [(r.doc_dir, r.outcome.embedded > 0) for r in results] == [
-            *((d, False) for d in doc_dirs), *((d, True) for d in doc_dirs)]
+        # Attempts overlap while they wait for their commits, so they end in any order within a pass.
+        assert [r.outcome.embedded > 0 for r in results] == [False] * 3 + [True] * 3
+        assert {r.doc_dir for r in results[:3]} == {r.doc_dir for r in results[3:]} == set(doc_dirs)
         assert [r.outcome.vectors_pending for r in results] == [DEFERRED] * 3 + [None] * 3
         assert (await cascade.status())["vectors_pending"] == 0
         assert len(embedder.texts) == sum(r.outcome.topics for r in results[3:])  # each topic once

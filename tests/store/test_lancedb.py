@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import lancedb
+from lancedb.index import FTS
 import pytest
 import trio
 import trio.testing
@@ -87,16 +88,36 @@ async def all_ids(store: IndexStore, table: str) -> set[str]:
 # -- opening ----------------------------------------------------------------------------------------
 
 
-async def test_open_creates_both_tables_with_full_text_indexes(store: IndexStore) -> None:
-    def indexed_columns() -> dict[str, set[str]]:
-        db = lancedb.connect(store.path)
-        return {name: {c for i in db.open_table(name).list_indices() for c in i.columns}
-                for name in (TOPIC_TABLE, FACT_TABLE)}
+def index_kinds(path: Path) -> dict[str, dict[str, str]]:
+    db = lancedb.connect(path)
+    return {name: {i.columns[0]: i.index_type for i in db.open_table(name).list_indices()}
+            for name in (TOPIC_TABLE, FACT_TABLE)}
 
+
+async def test_open_creates_both_tables_with_full_text_and_scalar_indexes(store: IndexStore) -> None:
+    """The topics' token columns have full-text indexes; the keys the writes and reads filter
+    on have scalar ones; nothing indexes the facts' text, which no query searches."""
     assert await store.count_rows() == {TOPIC_TABLE: 0, FACT_TABLE: 0}
-    assert await trio.to_thread.run_sync(indexed_columns) == {
-        TOPIC_TABLE: {"summary_tokens", "content_tokens"}, FACT_TABLE: {"text_tokens"},
+    assert await trio.to_thread.run_sync(index_kinds, store.path) == {
+        TOPIC_TABLE: {"summary_tokens": "FTS", "content_tokens": "FTS", "id": "BTree", "doc_id": "BTree",
+                      "app_id": "Bitmap", "project_id": "Bitmap"},
+        FACT_TABLE: {"id": "BTree", "doc_id": "BTree", "topic_id": "BTree"},
     }
+
+
+async def test_open_drops_the_full_text_index_earlier_versions_made_on_facts(tmp_path: Path) -> None:
+    store = await open_store(tmp_path / "lancedb")
+    await store.aclose()
+
+    def add_old_index() -> None:
+        table = lancedb.connect(store.path).open_table(FACT_TABLE)
+        table.create_index("text_tokens", config=FTS(base_tokenizer="whitespace", with_position=False))
+
+    await trio.to_thread.run_sync(add_old_index)
+    assert "text_tokens" in (await trio.to_thread.run_sync(index_kinds, store.path))[FACT_TABLE]
+    again = await open_store(store.path)
+    assert "text_tokens" not in (await trio.to_thread.run_sync(index_kinds, store.path))[FACT_TABLE]
+    await again.aclose()
 
 
 async def test_reopen_keeps_rows_and_reset_drops_them(tmp_path: Path, store: IndexStore, writer: IndexWriter) -> None:
@@ -283,7 +304,7 @@ async def test_operations_left_in_the_queue_fail_when_the_writer_stops(store: In
 
 async def test_statistics_report_rows_versions_and_optimizations(tmp_path: Path, nursery: trio.Nursery) -> None:
     store = await open_store(tmp_path / "lancedb")
-    writer = IndexWriter(store, CascadeSettings(optimize_interval_seconds=0.05), optimize_every_writes=1000)
+    writer = IndexWriter(store, CascadeSettings(optimize_interval_seconds=0.05, optimize_after_commits=1000))
     await nursery.start(writer.run)
     await writer.replace_document("d_1", *document("d_1"))
     while writer.statistics()["optimizations"] < 1:  # the periodic optimize, not the count
@@ -293,6 +314,30 @@ async def test_statistics_report_rows_versions_and_optimizations(tmp_path: Path,
     assert stats["versions"][TOPIC_TABLE] > 1
     assert stats["last_optimize_at"] is not None and stats["last_error"] is None
     assert stats["pending_operations"] == 0 and stats["queue_capacity"] == 16
+
+
+async def test_optimize_runs_on_its_thresholds_of_commits_and_rows(tmp_path: Path, nursery: trio.Nursery) -> None:
+    """G5b: the tables are optimized after optimize_after_commits commits or optimize_after_rows
+    rows written, whichever comes first, and not before."""
+    store = await open_store(tmp_path / "lancedb")
+    quiet = {"optimize_interval_seconds": 3600.0}
+    by_rows = IndexWriter(store, CascadeSettings(optimize_after_commits=1000, optimize_after_rows=10, **quiet))
+    await nursery.start(by_rows.run)
+    await by_rows.replace_document("d_1", *document("d_1"))  # 6 rows
+    assert by_rows.statistics()["optimizations"] == 0
+    await by_rows.replace_document("d_2", *document("d_2"))  # 12 rows in all
+    while by_rows.statistics()["optimizations"] < 1:
+        await trio.sleep(0.02)
+    other = await open_store(tmp_path / "other")
+    by_commits = IndexWriter(other, CascadeSettings(optimize_after_commits=3, optimize_after_rows=10_000, **quiet))
+    await nursery.start(by_commits.run)
+    for n in range(2):
+        await by_commits.replace_document(f"d_{n}", *document(f"d_{n}"))
+    assert by_commits.statistics()["optimizations"] == 0
+    await by_commits.replace_document("d_9", *document("d_9"))
+    while by_commits.statistics()["optimizations"] < 1:
+        await trio.sleep(0.02)
+    assert by_commits.statistics()["writes"] == 3
 
 
 # -- reading ----------------------------------------------------------------------------------------
@@ -379,7 +424,7 @@ async def test_optimize_keeps_files_bounded_after_2000_single_document_writes(tm
         print(f"\nlancedb files: at most {most_files} during 2,000 writes, {files} after optimize; "
               f"{writer.statistics()['writes']} commits, {writer.statistics()['optimizations']} optimizations")
         assert await store.count_rows() == {TOPIC_TABLE: 400, FACT_TABLE: 800}
-        assert files <= 60
+        assert files <= 90  # the data files and each index's files (two full-text, seven scalar)
         assert most_files <= 600
         nursery.cancel_scope.cancel()
 
