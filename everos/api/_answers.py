@@ -17,11 +17,14 @@ from everos.errors import EverosError, ServiceUnavailable, error_from_code
 from everos.store import Job, JobError, JobStatus
 
 __all__ = [
+    "INDEX_LAG_HEADER",
     "created_body",
     "display_time",
     "document_body",
     "document_list_item",
+    "index_lag_header",
     "job_failure",
+    "parse_index_lag",
     "task_body",
     "topic_body",
     "upload_body",
@@ -37,6 +40,27 @@ def display_time(epoch: float | None, timezone: str) -> str | None:
     if epoch is None:
         return None
     return dt.datetime.fromtimestamp(epoch, zoneinfo.ZoneInfo(timezone)).isoformat(timespec="milliseconds")
+
+
+# On an upload's answer while the index lags ([cascade] lag_documents): a header, so EverOS's
+# answer bodies keep their fields, and a client that does not know it sees EverOS's answer.
+INDEX_LAG_HEADER = "X-Everos-Index-Lag"
+
+
+def index_lag_header(waiting_documents: int, lag_documents: int) -> str:
+    """The :data:`INDEX_LAG_HEADER` value: a structured-field dictionary (RFC 8941) of the
+    documents waiting for their index and the bound they passed, ``documents=412, bound=300``."""
+    return f"documents={waiting_documents}, bound={lag_documents}"
+
+
+def parse_index_lag(value: str | None) -> dict[str, int] | None:
+    """``{"documents": …, "bound": …}`` from an :data:`INDEX_LAG_HEADER` value (members that are
+    not whole numbers left out); None without the header: the index does not lag."""
+    if value is None:
+        return None
+    members = (member.partition("=") for member in value.split(","))
+    return {name.strip(): int(number) for name, _, number in members
+            if name.strip() in ("documents", "bound") and number.strip().isdigit()}
 
 
 def task_body(job: Job, timezone: str, prefix: str, progress: dict[str, Any] | None = None) -> dict[str, Any]:

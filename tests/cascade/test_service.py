@@ -251,6 +251,27 @@ async def test_status_reports_depth_and_index_states(root: Path, sink: FakeSink,
         assert cascade.status_block()["healthy"] is True
 
 
+async def test_documents_queued_past_lag_documents_make_the_index_lag_until_they_are_indexed(
+    root: Path, sink: FakeSink, embedder: FakeEmbedder
+) -> None:
+    """Issue #17 item 4: no index worker runs here, so the queued documents stay waiting."""
+    doc_dirs = [write_document(root, f"Guide {n}", GUIDE) for n in range(3)]
+    async with open_cascade(root, sink, embedder, lag_documents=2) as cascade:
+        for doc_dir in doc_dirs[:2]:
+            await cascade.enqueue_document(doc_dir)
+        await cascade.refresh_status()
+        assert cascade.index_lag() is None and cascade.status_block()["waiting_documents"] == 2
+        await cascade.enqueue_document(doc_dirs[2])
+        assert cascade.index_lag() is None  # the block is what the last refresh saw
+        await cascade.refresh_status()
+        assert cascade.index_lag() == {"documents": 3, "bound": 2}
+        block = cascade.status_block()
+        assert block["lagging"] and block["healthy"] and block["depth"]["queued"] == 3
+        await cascade.drain()
+        await cascade.refresh_status()
+        assert cascade.index_lag() is None and cascade.status_block()["waiting_documents"] == 0
+
+
 async def wait_until(predicate, timeout_s: float = 15) -> None:
     with trio.fail_after(timeout_s):
         while not predicate():
