@@ -67,6 +67,7 @@ class IngestService:
         self.db = ctx.db
         self.queue = ctx.queue
         self.extractor = extractor
+        self._index = ctx.index
         self._categories = Categories(ctx)
         self._idempotency = Idempotency(ctx)
         self._intake = Intake(ctx, self._categories)
@@ -127,6 +128,12 @@ class IngestService:
     def status_block(self) -> dict[str, Any]:
         """The /health block "ingest" (the wiring publishes it). Not a checkpoint."""
         return self._workers.status_block()
+
+    def index_lag(self) -> dict[str, int] | None:
+        """While the cascade's index lags (``[cascade] lag_documents``): ``{"documents": waiting,
+        "bound": lag_documents}``, which the upload answers carry; None otherwise and without a
+        cascade. Uploads are accepted all the same (G1). Not a checkpoint."""
+        return None if self._index is None else self._index.index_lag()
 
     # -- accepting (_accept.py) -------------------------------------------------------------------
 

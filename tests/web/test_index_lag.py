@@ -1,0 +1,125 @@
+"""Backpressure from the index (issue #17 item 4): past ``[cascade] lag_documents`` documents
+waiting for their index, uploads still answer (G1), but /health, the upload answers and /metrics
+say the index lags, until it has caught up."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+import trio
+
+from everos.api._answers import parse_index_lag
+from everos.cascade._indexer import DocumentIndexer
+
+from ..conftest import RunningServer, knowledge_server
+from .test_metrics import scrape, value
+
+API = "/api/v1/knowledge"
+LAG = "X-Everos-Index-Lag"
+
+
+class HeldIndex:
+    """Every index attempt waits for :attr:`released` (the index workers lease rows, and hold them)."""
+
+    def __init__(self) -> None:
+        self.released = trio.Event()
+
+
+@pytest.fixture
+def held_index(monkeypatch: pytest.MonkeyPatch) -> HeldIndex:
+    held = HeldIndex()
+    index = DocumentIndexer.index
+
+    async def held_back(self, doc_dir, written=None):
+        await held.released.wait()
+        return await index(self, doc_dir, written)
+
+    monkeypatch.setattr(DocumentIndexer, "index", held_back)
+    return held
+
+
+async def upload(client: httpx.AsyncClient, number: int, **headers: str) -> httpx.Response:
+    text = f"# Note {number}\n\nPanel {number} turns light into power.\n".encode()
+    return await client.post(f"{API}/documents", files={"file": (f"n{number}.md", text)},
+                             data={"title": f"Note {number}"}, headers=headers)
+
+
+async def cascade_block(client: httpx.AsyncClient) -> dict:
+    return (await client.get("/health")).json()["cascade"]
+
+
+async def until_cascade(client: httpx.AsyncClient, lagging: bool) -> dict:
+    """The cascade block once it says ``lagging`` (the monitor refreshes it each second)."""
+    with trio.fail_after(20):
+        while (block := await cascade_block(client))["lagging"] is not lagging:
+            await trio.sleep(0.05)
+    return block
+
+
+@contextlib.asynccontextmanager
+async def lagging_server(root: Path) -> AsyncIterator[RunningServer]:
+    """The full server with ``lag_documents = 1`` and two uploads waiting for their index: it lags."""
+    async with knowledge_server(root, cascade__lag_documents=1) as server:
+        for number in range(2):
+            response = await upload(server.client, number)
+            assert response.status_code == 201 and LAG not in response.headers  # not lagging yet
+        await until_cascade(server.client, lagging=True)
+        yield server
+
+
+async def test_health_says_the_index_lags_and_stays_healthy(root: Path, held_index: HeldIndex) -> None:
+    async with lagging_server(root) as server:
+        health = (await server.client.get("/health")).json()
+        block = health["cascade"]
+        assert (block["waiting_documents"], block["lag_documents"], block["healthy"]) == (2, 1, True)
+        assert block["index_status"]["pending"] == 2 and block["pending"] == 2
+        assert any(note.startswith("the index lags: 2 documents wait") for note in block["notes"])
+        assert health["healthy"] and health["reasons"] == [] and health["status"] == "ok"
+        assert (await server.client.get("/readyz")).status_code == 200
+        held_index.released.set()
+        block = await until_cascade(server.client, lagging=False)
+        assert block["waiting_documents"] == 0 and block["index_status"]["indexed"] == 2
+
+
+async def test_uploads_are_still_accepted_and_their_answers_say_the_index_lags(root: Path,
+                                                                                held_index: HeldIndex) -> None:
+    async with lagging_server(root) as server:
+        created = await upload(server.client, 2)
+        assert created.status_code == 201, created.text
+        assert set(created.json()["data"]) == {"doc_id", "category_id", "topic_count", "source_name", "md_path",
+                                               "original_file_path"}  # EverOS's body, unchanged
+        lag = parse_index_lag(created.headers.get(LAG))
+        assert lag is not None and lag["bound"] == 1 and lag["documents"] >= 2
+        accepted = await upload(server.client, 3, Prefer="respond-async")
+        assert accepted.status_code == 202 and LAG in accepted.headers and "Location" in accepted.headers
+        duplicate = await upload(server.client, 2)  # the same bytes as a stored document
+        assert duplicate.status_code == 200 and duplicate.json()["data"]["duplicate"] and LAG in duplicate.headers
+        held_index.released.set()
+        await until_cascade(server.client, lagging=False)
+        after = await upload(server.client, 4)
+        assert after.status_code == 201 and LAG not in after.headers
+
+
+async def test_a_refused_upload_carries_no_lag_header(root: Path, held_index: HeldIndex) -> None:
+    async with lagging_server(root) as server:
+        refused = await server.client.post(f"{API}/documents", files={"file": ("x.md", b"")}, data={"title": "x"})
+        assert refused.status_code == 422 and LAG not in refused.headers
+        held_index.released.set()
+
+
+async def test_metrics_say_whether_the_index_lags_and_its_bound(root: Path, held_index: HeldIndex) -> None:
+    async with lagging_server(root) as server:
+        samples = await scrape(server.client)
+        assert value(samples, "everos_cascade_lagging") == 1.0
+        assert value(samples, "everos_cascade_lag_documents") == 1.0
+        assert value(samples, "everos_cascade_documents", index_status="pending") == 2.0
+        assert value(samples, "everos_cascade_queue", state="running") + \
+            value(samples, "everos_cascade_queue", state="queued") == 2.0
+        assert value(samples, "everos_cascade_oldest_lease_age_seconds") >= 0.0
+        held_index.released.set()
+        await until_cascade(server.client, lagging=False)
+        assert value(await scrape(server.client), "everos_cascade_lagging") == 0.0
