@@ -131,6 +131,9 @@ ANSWER_SCHEMAS: dict[str, dict[str, Any]] = {
         {"task_id": STRING, "doc_id": OPTIONAL_STRING, "request_id": OPTIONAL_STRING, "status": {"type": "string", "enum": list(JOB_STATUSES)},
          "phase": {"type": "string", "enum": list(TASK_PHASES)},
          "index_status": {"anyOf": [{"type": "string", "enum": ["pending", "indexed", "failed"]}, {"type": "null"}]},
+         "documents_ahead": {"type": ["integer", "null"], "minimum": 0,
+                             "description": "While the phase is indexing: the index rows taken before the "
+                                            "document's own."},
          "model": {"anyOf": [_MODEL_USAGE, {"type": "null"}]},
          "attempts": INTEGER, "max_attempts": INTEGER, "last_error": OPTIONAL_STRING,
          "result": {"anyOf": [shape("The stored document, as the upload answered it.",

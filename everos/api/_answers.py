@@ -66,7 +66,8 @@ def parse_index_lag(value: str | None) -> dict[str, int] | None:
 def task_body(job: Job, timezone: str, prefix: str, progress: dict[str, Any] | None = None) -> dict[str, Any]:
     """``GET {prefix}/tasks/{task_id}``: the ingest job as a client polls it. ``progress`` (from
     ``IngestService.task_progress``) gives ``phase`` (``queued``, ``reading``, ``converting``,
-    ``extracting``, ``publishing``, ``indexing``, ``done``, ``failed``), ``index_status`` and
+    ``extracting``, ``publishing``, ``indexing``, ``done``, ``failed``), ``index_status``,
+    ``documents_ahead`` (while ``indexing``: the index rows taken before the document's own) and
     ``model`` (the calls and tokens the extraction cost, so far while it runs); without it the
     phase follows the job's status alone. ``request_id`` is the request that queued the job."""
     progress = progress or {}
@@ -77,6 +78,7 @@ def task_body(job: Job, timezone: str, prefix: str, progress: dict[str, Any] | N
         "status": str(job.status),
         "phase": progress.get("phase", _PHASE_OF_STATUS[job.status]),
         "index_status": progress.get("index_status"),
+        "documents_ahead": progress.get("documents_ahead"),
         "model": progress.get("model", (job.result or {}).get("model")),
         "attempts": job.attempts,
         "max_attempts": job.max_attempts,

@@ -194,6 +194,17 @@ class IndexLedger:
         """``{doc_id: IndexState}`` of the given documents the cascade knows."""
         return await self.db.read(state.index_states, list(doc_ids))
 
+    async def documents_ahead(self, doc_ids: Sequence[str]) -> dict[str, int]:
+        """``{doc_id: rows}`` for those of the given documents that wait for their index
+        (``pending``, their row queued or running): how many queued rows the index workers lease
+        before theirs (oldest first, deferred vector passes last, as :meth:`LeasedQueue.lease`
+        orders them); 0 once their row runs. One SQLite read.
+
+        Raises:
+            StoreBusy: SQLite did not answer in time.
+        """
+        return await self.db.read(_documents_ahead, list(doc_ids))
+
     async def status_facts(self, recent: int) -> tuple[QueueStats, dict[str, int], list[dict[str, object]], int]:
         """What the status block is made of: queue stats, documents per index status, the
         ``recent`` newest failures, and how many documents wait for vectors."""
@@ -202,3 +213,20 @@ class IndexLedger:
         failures = await self.db.read(state.recent_failures, recent)
         vectors_pending = await self.db.read(state.vectors_pending_count)
         return stats, counts, failures, vectors_pending
+
+
+def _documents_ahead(conn, doc_ids: list[str]) -> dict[str, int]:
+    ahead: dict[str, int] = {}
+    for doc_id in doc_ids:
+        rows = conn.execute(
+            f"SELECT q.status, q.kind = ?, q.available_at, q.rowid FROM cascade_index_state s JOIN {QUEUE_TABLE} q"
+            " ON q.key = s.doc_dir WHERE s.doc_id = ? AND s.status = 'pending' AND q.status IN ('queued', 'running')",
+            (VECTORS_KIND, doc_id)).fetchall()
+        counts = [0 if status == "running" else conn.execute(
+            f"SELECT count(*) FROM {QUEUE_TABLE} WHERE status = 'queued' AND ((kind = ?) < ? OR ((kind = ?) = ?"
+            " AND (available_at < ? OR (available_at = ? AND rowid < ?))))",
+            (VECTORS_KIND, later, VECTORS_KIND, later, available_at, available_at, rowid)).fetchone()[0]
+            for status, later, available_at, rowid in rows]
+        if counts:  # a moved document has two directories: the one nearer its turn
+            ahead[doc_id] = min(counts)
+    return ahead

@@ -238,6 +238,15 @@ class CascadeService:
         found = await self.ledger.index_states(ids)
         return {doc_id: found.get(doc_id, state.IndexState("pending")).fields() for doc_id in ids}
 
+    async def documents_ahead(self, doc_ids: Iterable[str]) -> dict[str, int]:
+        """See :meth:`IndexLedger.documents_ahead`: for each given document waiting for its
+        index, the rows the index workers take before its own.
+
+        Raises:
+            StoreBusy: SQLite did not answer in time.
+        """
+        return await self.ledger.documents_ahead(list(doc_ids))
+
     def status_block(self) -> dict[str, Any]:
         """The /health block, from the last refresh (about once a second). Not a checkpoint."""
         return self._snapshot

@@ -104,6 +104,26 @@ async def test_uploads_are_still_accepted_and_their_answers_say_the_index_lags(r
         assert after.status_code == 201 and LAG not in after.headers
 
 
+async def test_a_task_waiting_for_its_index_says_how_many_documents_are_ahead(root: Path,
+                                                                             held_index: HeldIndex) -> None:
+    """Two documents are held in the index workers, a third waits in the queue: the fourth's task
+    has one document ahead, then none once everything is indexed."""
+    async with lagging_server(root) as server:
+        assert (await upload(server.client, 2)).status_code == 201
+        accepted = await upload(server.client, 3, Prefer="respond-async")
+        task_url = accepted.headers["Location"]
+        with trio.fail_after(20):
+            while (task := (await server.client.get(task_url)).json()["data"])["documents_ahead"] != 1:
+                assert task["phase"] in ("queued", "reading", "extracting", "publishing", "indexing"), task
+                await trio.sleep(0.05)
+        assert task["phase"] == "indexing" and task["index_status"] == "pending"
+        held_index.released.set()
+        with trio.fail_after(20):
+            while (task := (await server.client.get(task_url)).json()["data"])["phase"] != "done":
+                await trio.sleep(0.05)
+        assert task["documents_ahead"] is None
+
+
 async def test_a_refused_upload_carries_no_lag_header(root: Path, held_index: HeldIndex) -> None:
     async with lagging_server(root) as server:
         refused = await server.client.post(f"{API}/documents", files={"file": ("x.md", b"")}, data={"title": "x"})
