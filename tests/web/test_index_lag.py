@@ -4,42 +4,18 @@ say the index lags, until it has caught up."""
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
-import pytest
 import trio
 
 from everos.api._answers import parse_index_lag
-from everos.cascade._indexer import DocumentIndexer
 
-from ..conftest import RunningServer, knowledge_server
+from ..conftest import HeldIndex, lagging_server
 from .test_metrics import scrape, value
 
 API = "/api/v1/knowledge"
 LAG = "X-Everos-Index-Lag"
-
-
-class HeldIndex:
-    """Every index attempt waits for :attr:`released` (the index workers lease rows, and hold them)."""
-
-    def __init__(self) -> None:
-        self.released = trio.Event()
-
-
-@pytest.fixture
-def held_index(monkeypatch: pytest.MonkeyPatch) -> HeldIndex:
-    held = HeldIndex()
-    index = DocumentIndexer.index
-
-    async def held_back(self, doc_dir, written=None):
-        await held.released.wait()
-        return await index(self, doc_dir, written)
-
-    monkeypatch.setattr(DocumentIndexer, "index", held_back)
-    return held
 
 
 async def upload(client: httpx.AsyncClient, number: int, **headers: str) -> httpx.Response:
@@ -60,19 +36,8 @@ async def until_cascade(client: httpx.AsyncClient, lagging: bool) -> dict:
     return block
 
 
-@contextlib.asynccontextmanager
-async def lagging_server(root: Path) -> AsyncIterator[RunningServer]:
-    """The full server with ``lag_documents = 1`` and two uploads waiting for their index: it lags."""
-    async with knowledge_server(root, cascade__lag_documents=1) as server:
-        for number in range(2):
-            response = await upload(server.client, number)
-            assert response.status_code == 201 and LAG not in response.headers  # not lagging yet
-        await until_cascade(server.client, lagging=True)
-        yield server
-
-
 async def test_health_says_the_index_lags_and_stays_healthy(root: Path, held_index: HeldIndex) -> None:
-    async with lagging_server(root) as server:
+    async with lagging_server(root, held_index) as server:
         health = (await server.client.get("/health")).json()
         block = health["cascade"]
         assert (block["waiting_documents"], block["lag_documents"], block["healthy"]) == (2, 1, True)
@@ -87,7 +52,7 @@ async def test_health_says_the_index_lags_and_stays_healthy(root: Path, held_ind
 
 async def test_uploads_are_still_accepted_and_their_answers_say_the_index_lags(root: Path,
                                                                                 held_index: HeldIndex) -> None:
-    async with lagging_server(root) as server:
+    async with lagging_server(root, held_index) as server:
         created = await upload(server.client, 2)
         assert created.status_code == 201, created.text
         assert set(created.json()["data"]) == {"doc_id", "category_id", "topic_count", "source_name", "md_path",
@@ -108,7 +73,7 @@ async def test_a_task_waiting_for_its_index_says_how_many_documents_are_ahead(ro
                                                                              held_index: HeldIndex) -> None:
     """Two documents are held in the index workers, a third waits in the queue: the fourth's task
     has one document ahead, then none once everything is indexed."""
-    async with lagging_server(root) as server:
+    async with lagging_server(root, held_index) as server:
         assert (await upload(server.client, 2)).status_code == 201
         accepted = await upload(server.client, 3, Prefer="respond-async")
         task_url = accepted.headers["Location"]
@@ -125,14 +90,13 @@ async def test_a_task_waiting_for_its_index_says_how_many_documents_are_ahead(ro
 
 
 async def test_a_refused_upload_carries_no_lag_header(root: Path, held_index: HeldIndex) -> None:
-    async with lagging_server(root) as server:
+    async with lagging_server(root, held_index) as server:
         refused = await server.client.post(f"{API}/documents", files={"file": ("x.md", b"")}, data={"title": "x"})
         assert refused.status_code == 422 and LAG not in refused.headers
-        held_index.released.set()
 
 
 async def test_metrics_say_whether_the_index_lags_and_its_bound(root: Path, held_index: HeldIndex) -> None:
-    async with lagging_server(root) as server:
+    async with lagging_server(root, held_index) as server:
         samples = await scrape(server.client)
         assert value(samples, "everos_cascade_lagging") == 1.0
         assert value(samples, "everos_cascade_lag_documents") == 1.0
