@@ -215,18 +215,26 @@ class IndexLedger:
         return stats, counts, failures, vectors_pending
 
 
+# A document's pending directories with their row (queued or running): its place in the lease order.
+_OWN_ROWS = ("SELECT q.status, q.kind = ?, q.available_at, q.rowid FROM cascade_index_state s"
+             f" JOIN {QUEUE_TABLE} q ON q.key = s.doc_dir"
+             " WHERE s.doc_id = ? AND s.status = 'pending' AND q.status IN ('queued', 'running')")
+# The queued rows before a place (later, available_at, rowid): ``kind = ?`` is 0 for a row of any
+# other kind and 1 for a vector pass, so it sorts them last, as LeasedQueue.lease does.
+_ROWS_BEFORE = (f"SELECT count(*) FROM {QUEUE_TABLE} WHERE status = 'queued'"
+                " AND ((kind = ?) < ? OR ((kind = ?) = ? AND (available_at < ? OR (available_at = ? AND rowid < ?))))")
+
+
 def _documents_ahead(conn, doc_ids: list[str]) -> dict[str, int]:
     ahead: dict[str, int] = {}
     for doc_id in doc_ids:
-        rows = conn.execute(
-            f"SELECT q.status, q.kind = ?, q.available_at, q.rowid FROM cascade_index_state s JOIN {QUEUE_TABLE} q"
-            " ON q.key = s.doc_dir WHERE s.doc_id = ? AND s.status = 'pending' AND q.status IN ('queued', 'running')",
-            (VECTORS_KIND, doc_id)).fetchall()
-        counts = [0 if status == "running" else conn.execute(
-            f"SELECT count(*) FROM {QUEUE_TABLE} WHERE status = 'queued' AND ((kind = ?) < ? OR ((kind = ?) = ?"
-            " AND (available_at < ? OR (available_at = ? AND rowid < ?))))",
-            (VECTORS_KIND, later, VECTORS_KIND, later, available_at, available_at, rowid)).fetchone()[0]
-            for status, later, available_at, rowid in rows]
+        counts = []
+        for status, later, available_at, rowid in conn.execute(_OWN_ROWS, (VECTORS_KIND, doc_id)).fetchall():
+            if status == "running":
+                counts.append(0)
+            else:
+                place = (VECTORS_KIND, later, VECTORS_KIND, later, available_at, available_at, rowid)
+                counts.append(conn.execute(_ROWS_BEFORE, place).fetchone()[0])
         if counts:  # a moved document has two directories: the one nearer its turn
             ahead[doc_id] = min(counts)
     return ahead
