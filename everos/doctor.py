@@ -1,9 +1,9 @@
 """``everos doctor``: is this root ready to serve? One line per check, ✔ ok, ⚠ warning, ✖ problem.
 
 Checks, in order: the configuration loads and validates; the root is writable; the open-file
-limit; free disk space; who owns the root (a running server answers ``/health``); each
-configured model endpoint answers (``[llm]``: ``GET {base_url}/models`` lists the model;
-``[embedding]``: one embedding of ``"ping"``, whose width is compared with ``dim``;
+limit; free disk space; who owns the root (a running server answers ``/health``, a warning while
+its index lags); each configured model endpoint answers (``[llm]``: ``GET {base_url}/models``
+lists the model; ``[embedding]``: one embedding of ``"ping"``, whose width is compared with ``dim``;
 ``[rerank]``: one tiny rerank), each probe under its own deadline (``--timeout``, 5 s) with no
 retry; the index matches the markdown (document directories on disk, documents in SQLite,
 documents indexed, by count); and every failed document, dead index row and dead or failed
@@ -207,6 +207,10 @@ async def check_server(root: Path, timeout_s: float) -> Check:
         return Check("server", FAIL, f"pid {owner.pid} owns the root but does not answer: {detail}")
     if health.get("healthy") is False:
         return Check("server", WARN, f"pid {owner.pid} at {url} is unhealthy: {'; '.join(health.get('reasons', []))}")
+    if (cascade := health.get("cascade") or {}).get("lagging"):
+        return Check("server", WARN, f"pid {owner.pid} at {url}: its index lags, {cascade.get('waiting_documents')} "
+                                     "documents wait for their index, more than [cascade] lag_documents "
+                                     f"({cascade.get('lag_documents')}); uploads are still accepted")
     return Check("server", OK, f"pid {owner.pid} at {url} answers /health: {health.get('state', 'ready')}")
 
 

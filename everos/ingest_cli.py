@@ -3,7 +3,8 @@
 ::
 
     everos ingest docs/ notes.md [--include GLOB]… [--exclude GLOB]… [--concurrency 2]
-                  [--app-id A] [--project-id P] [--category-id C] [--no-wait] [--wait-timeout S] [--json]
+                  [--app-id A] [--project-id P] [--category-id C] [--no-wait] [--wait-timeout S]
+                  [--lag-wait S | --no-lag-wait] [--json]
 
 Which files: a file named on the command line is always sent (the server decides from its
 bytes); a folder is walked recursively for the suffixes the server accepts
@@ -21,6 +22,13 @@ fields sent with it, so a re-sent upload is answered from the server's memory of
 (the server scopes keys by app and project); the same bytes under another name are not a key
 conflict but the server's content dedupe (200 ``duplicate``). 429 and 503 are retried after their
 ``Retry-After`` (:class:`everos.client.ApiClient`).
+
+Backpressure: while the server's index lags (more documents wait for their index than its
+``[cascade] lag_documents``), upload answers carry ``X-Everos-Index-Lag``; the next upload then
+waits, with a line on stderr, until ``/health``'s cascade block no longer says ``lagging`` (polled
+each second), at most ``--lag-wait`` seconds (600) per pause, after which the uploads go on
+(:class:`everos.folder_ingest._lag.LagGate`). ``--no-lag-wait`` sends without waiting. The
+summary counts the pauses and their time.
 
 Resume: every answer is appended to a manifest (JSON lines, fsync per line) under
 ``<root>/.index/ingest/`` (or ``$XDG_STATE_HOME/everos/ingest/`` with ``--url`` and no
@@ -53,6 +61,7 @@ from everos.errors import CommandError, ExitCode
 __all__ = ["add_parser", "run"]
 
 DEFAULT_WAIT_TIMEOUT_S = 3600.0
+DEFAULT_LAG_WAIT_S = 600.0
 
 
 def add_parser(commands: Any) -> None:
@@ -75,6 +84,11 @@ def add_parser(commands: Any) -> None:
                         help="return once every file is accepted; do not wait for extraction and indexing")
     ingest.add_argument("--wait-timeout", type=float, default=DEFAULT_WAIT_TIMEOUT_S, metavar="SECONDS",
                         help=f"give up waiting for indexing after this long (default {DEFAULT_WAIT_TIMEOUT_S:g})")
+    ingest.add_argument("--lag-wait", type=float, default=DEFAULT_LAG_WAIT_S, metavar="SECONDS",
+                        help="while the server's index lags, wait up to this long before sending more "
+                             f"(default {DEFAULT_LAG_WAIT_S:g})")
+    ingest.add_argument("--no-lag-wait", dest="lag_wait", action="store_const", const=0.0,
+                        help="send at full speed even while the server's index lags")
     ingest.add_argument("--json", action="store_true", help="print the summary as JSON")
 
 
@@ -95,9 +109,12 @@ def run(args: argparse.Namespace) -> int:
 
     if args.concurrency < 1:
         raise CommandError("--concurrency must be at least 1", exit_code=ExitCode.USAGE)
+    if not args.lag_wait >= 0:  # also NaN
+        raise CommandError("--lag-wait must be 0 or more seconds", exit_code=ExitCode.USAGE)
     form = form_fields(args.app_id, args.project_id, args.category_id)
     options = IngestOptions(paths=tuple(args.paths), root=args.root, url=args.url, form=form,
-                            concurrency=args.concurrency, wait=args.wait, wait_timeout_s=args.wait_timeout)
+                            concurrency=args.concurrency, wait=args.wait, wait_timeout_s=args.wait_timeout,
+                            lag_wait_s=args.lag_wait)
     files = discover(args.paths, args.include, args.exclude)
     summary = trio.run(ingest_command, files, options)
     print(json.dumps(summary, indent=2, ensure_ascii=False) if args.json else render_summary(summary))

@@ -12,7 +12,7 @@ client: pure Python, no dependencies, and its parser is what the tests read the 
 - **State**, read at scrape time from the :class:`~everos.status.StatusBoard` snapshot that
   ``/health`` answers from (no SQL: the queues' monitors refresh their blocks in the background):
   ingest and cascade queue depth by state, oldest lease and queue ages, dead rows, documents by
-  index status, circuit state and in-flight attempts per endpoint, index rows per table, worker
+  index status, whether the index lags and its bound, circuit state and in-flight attempts per endpoint, index rows per table, worker
   restarts; and the process: resident memory, open files, threads, CPU.
 
 Labels are bounded: route templates (``/api/v1/knowledge/documents/<doc_id>``), never raw paths;
@@ -92,6 +92,11 @@ class BoardCollector:
         yield from _queue("everos_ingest", "ingest jobs", snapshot.get("ingest") or {}, "counts")
         cascade = snapshot.get("cascade") or {}
         yield from _queue("everos_cascade", "index rows", cascade, "depth")
+        yield _gauge("everos_cascade_lagging", "1 while more documents wait for their index (everos_cascade_documents"
+                     "{index_status=\"pending\"}) than [cascade] lag_documents, else 0.",
+                     1.0 if cascade.get("lagging") else 0.0)
+        yield _gauge("everos_cascade_lag_documents", "[cascade] lag_documents: the documents waiting for their index "
+                     "past which the index lags (0: never).", cascade.get("lag_documents"))
         yield from _labelled("everos_cascade_documents", "Documents by index status.", "index_status",
                              cascade.get("index_status") or {})
         yield from _providers(snapshot.get("providers") or {})

@@ -144,6 +144,48 @@ async def knowledge_server(root: Path, **overrides: Any) -> AsyncIterator[Runnin
         yield server
 
 
+class HeldIndex:
+    """Every index attempt waits for :attr:`released`: the index workers lease rows and hold them,
+    and the documents behind them wait in the queue (the ``held_index`` fixture)."""
+
+    def __init__(self) -> None:
+        self.released = trio.Event()
+
+
+@pytest.fixture
+def held_index(monkeypatch: pytest.MonkeyPatch) -> HeldIndex:
+    from everos.cascade._indexer import DocumentIndexer
+
+    held = HeldIndex()
+    index = DocumentIndexer.index
+
+    async def held_back(self, doc_dir, written=None):
+        await held.released.wait()
+        return await index(self, doc_dir, written)
+
+    monkeypatch.setattr(DocumentIndexer, "index", held_back)
+    return held
+
+
+@contextlib.asynccontextmanager
+async def lagging_server(root: Path, held: HeldIndex, **overrides: Any) -> AsyncIterator[RunningServer]:
+    """The full server with ``[cascade] lag_documents = 1`` and two uploads waiting for their index
+    (``held``): /health says the index lags. ``held`` is released on exit, so the server stops."""
+    async with knowledge_server(root, cascade__lag_documents=1, **overrides) as server:
+        try:
+            for number in range(2):
+                response = await server.client.post(
+                    "/api/v1/knowledge/documents", data={"title": f"Held {number}"},
+                    files={"file": (f"held{number}.md", f"# Held {number}\n\nWaiting for the index.\n".encode())})
+                assert response.status_code == 201 and "X-Everos-Index-Lag" not in response.headers
+            with trio.fail_after(20):
+                while not (await server.client.get("/health")).json()["cascade"]["lagging"]:
+                    await trio.sleep(0.05)
+            yield server
+        finally:
+            held.released.set()
+
+
 # -- the labelled-set evaluation, beside the rest of the suite (tests/search/_background.py) -----------
 
 LABELLED_TEST = ("tests/search/test_labelled.py::"

@@ -82,6 +82,10 @@ def test_root_resolution_order(tmp_path: Path) -> None:
         ("[api]\ncors_origins = ['http://a.example/path']\n", {}, "a list of origins"),
         ("[api]\ncors_origins = 'http://a.example'\n", {}, "a list of origins"),
         ("[api]\nlog_format = 'xml'\n", {}, "one of 'text', 'json'"),
+        ("[cascade]\nlag_documents = -1\n", {}, "[cascade] lag_documents = -1 from"),
+        ("[cascade]\nlag_documents = 2.5\n", {}, "expected a whole number >= 0"),
+        ("[cascade]\nlag_documents = '300'\n", {}, "expected a whole number >= 0"),
+        ("", {"EVEROS_CASCADE__LAG_DOCUMENTS": "many"}, "environment variable EVEROS_CASCADE__LAG_DOCUMENTS"),
         # Found by fuzz/ (config target): each was accepted, or escaped as another exception.
         ("[knowledge]\nsync_wait_seconds = nan\n", {}, "[knowledge] sync_wait_seconds = nan from"),  # NaN >= 0 is False
         ("", {"EVEROS_INGEST__RETRY_BACKOFF_SECONDS": "nan"}, "expected a number >= 0"),
@@ -175,3 +179,12 @@ def test_a_file_with_the_retired_max_input_tokens_still_loads(tmp_path: Path) ->
     assert loaded.config.llm.context_tokens == 16384
     assert not hasattr(loaded.config.llm, "max_input_tokens")
     assert sum("max_input_tokens" in line.lower() and "retired" in line for line in loaded.ignored) == 2
+
+
+def test_the_index_lag_bound_defaults_to_a_few_hundred_documents_and_0_turns_it_off(tmp_path: Path) -> None:
+    """Issue #17 item 4: the bound past which the index lags, in documents waiting for their index."""
+    write_config(tmp_path)
+    assert load_config(tmp_path, environ={}).config.cascade.lag_documents == 300
+    loaded = load_config(tmp_path, environ={"EVEROS_CASCADE__LAG_DOCUMENTS": "0"})
+    assert loaded.config.cascade.lag_documents == 0
+    assert loaded.source_of("cascade", "lag_documents") == "env EVEROS_CASCADE__LAG_DOCUMENTS"

@@ -14,7 +14,7 @@ from everos.testing import Fault
 from everos.testing.replay import free_port
 
 from .cascade.conftest import GUIDE, write_document
-from .conftest import knowledge_server, write_config
+from .conftest import HeldIndex, knowledge_server, lagging_server, write_config
 from .test_api_cli import cli
 from .testing.conftest import fake_llm  # noqa: F401 - the fixture
 from .web.test_knowledge_routes import upload, wait_indexed
@@ -77,6 +77,14 @@ async def test_a_healthy_root_next_to_its_server(root: Path, capsys) -> None:
         assert code == 0 and report["healthy"], report
         server_check = next(c for c in report["checks"] if c["check"] == "server")
         assert server_check["status"] == OK and server.base_url in server_check["detail"]
+
+
+async def test_a_server_whose_index_lags_is_a_warning(root: Path, held_index: HeldIndex) -> None:
+    async with lagging_server(root, held_index) as server:
+        [check] = [c for c in await diagnose(root) if c.check == "server"]
+    assert check.status == WARN and check.detail.startswith("pid ")
+    assert f"at {server.base_url}: its index lags, 2 documents wait for their index, more than [cascade] " \
+           "lag_documents (1); uploads are still accepted" in check.detail
 
 
 async def test_failed_documents_are_listed_with_their_errors_and_exit_7(root: Path, capsys) -> None:

@@ -230,10 +230,11 @@ async def counting_server(root: Path, *, hold_after: int | None = None, saturate
         yield state
 
 
-async def ingest_folder(folder: Path, root: Path, state: dict, *, concurrency: int, wait: bool) -> dict:
+async def ingest_folder(folder: Path, root: Path, state: dict, *, concurrency: int, wait: bool,
+                        lag_wait_s: float = 600) -> dict:
     """``everos ingest FOLDER --url … --root ROOT`` in this process; the summary."""
     options = IngestOptions(paths=(str(folder),), root=str(root), url=state["server"].base_url, form={},
-                            concurrency=concurrency, wait=wait, wait_timeout_s=60)
+                            concurrency=concurrency, wait=wait, wait_timeout_s=60, lag_wait_s=lag_wait_s)
     return await ingest_command(discover([str(folder)], [], []), options)
 
 

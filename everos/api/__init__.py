@@ -9,11 +9,14 @@ builds the OpenAPI document of the routes from the models (``_openapi.py``).
 
 from everos._exports import claim_public_names
 from everos.api._answers import (
+    INDEX_LAG_HEADER,
     created_body,
     display_time,
     document_body,
     document_list_item,
+    index_lag_header,
     job_failure,
+    parse_index_lag,
     task_body,
     topic_body,
     upload_body,
@@ -58,6 +61,7 @@ __all__ = [
     "CascadeFix",
     "DocumentRef",
     "EmptyBody",
+    "INDEX_LAG_HEADER",
     "JOB_STATUSES",
     "ListDocuments",
     "ListTasks",
@@ -86,8 +90,10 @@ __all__ = [
     "display_time",
     "document_body",
     "document_list_item",
+    "index_lag_header",
     "job_failure",
     "openapi_document",
+    "parse_index_lag",
     "refusal",
     "task_body",
     "topic_body",

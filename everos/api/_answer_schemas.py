@@ -131,6 +131,9 @@ ANSWER_SCHEMAS: dict[str, dict[str, Any]] = {
         {"task_id": STRING, "doc_id": OPTIONAL_STRING, "request_id": OPTIONAL_STRING, "status": {"type": "string", "enum": list(JOB_STATUSES)},
          "phase": {"type": "string", "enum": list(TASK_PHASES)},
          "index_status": {"anyOf": [{"type": "string", "enum": ["pending", "indexed", "failed"]}, {"type": "null"}]},
+         "documents_ahead": {"type": ["integer", "null"], "minimum": 0,
+                             "description": "While the phase is indexing: the index rows taken before the "
+                                            "document's own."},
          "model": {"anyOf": [_MODEL_USAGE, {"type": "null"}]},
          "attempts": INTEGER, "max_attempts": INTEGER, "last_error": OPTIONAL_STRING,
          "result": {"anyOf": [shape("The stored document, as the upload answered it.",
@@ -155,7 +158,13 @@ ANSWER_SCHEMAS: dict[str, dict[str, Any]] = {
          "index_status": {"type": "object", "additionalProperties": INTEGER,
                           "description": "Documents by index status."},
          "recent_failures": {"type": "array", "items": {"type": "object"}},
-         "vectors_pending": INTEGER, "notes": {"type": "array", "items": STRING},
+         "vectors_pending": INTEGER,
+         "lagging": {"type": "boolean", "description": "More documents wait for their index than lag_documents: "
+                                                       "uploads are still accepted, and answered with "
+                                                       "X-Everos-Index-Lag."},
+         "waiting_documents": {"type": "integer", "description": "Documents whose index_status is pending."},
+         "lag_documents": {"type": "integer", "description": "[cascade] lag_documents (0: never lags)."},
+         "notes": {"type": "array", "items": STRING},
          "attempts_finished": INTEGER, "last_scan_at": {"type": ["number", "null"], "description": "Unix time."}},
         optional=("oldest_lease_age_s", "lag_s", "last_progress_at", "recent_failures", "vectors_pending",
                   "notes", "attempts_finished", "last_scan_at"), closed=False),

@@ -17,11 +17,14 @@ from everos.errors import EverosError, ServiceUnavailable, error_from_code
 from everos.store import Job, JobError, JobStatus
 
 __all__ = [
+    "INDEX_LAG_HEADER",
     "created_body",
     "display_time",
     "document_body",
     "document_list_item",
+    "index_lag_header",
     "job_failure",
+    "parse_index_lag",
     "task_body",
     "topic_body",
     "upload_body",
@@ -39,10 +42,32 @@ def display_time(epoch: float | None, timezone: str) -> str | None:
     return dt.datetime.fromtimestamp(epoch, zoneinfo.ZoneInfo(timezone)).isoformat(timespec="milliseconds")
 
 
+# On an upload's answer while the index lags ([cascade] lag_documents): a header, so EverOS's
+# answer bodies keep their fields, and a client that does not know it sees EverOS's answer.
+INDEX_LAG_HEADER = "X-Everos-Index-Lag"
+
+
+def index_lag_header(waiting_documents: int, lag_documents: int) -> str:
+    """The :data:`INDEX_LAG_HEADER` value: a structured-field dictionary (RFC 8941) of the
+    documents waiting for their index and the bound they passed, ``documents=412, bound=300``."""
+    return f"documents={waiting_documents}, bound={lag_documents}"
+
+
+def parse_index_lag(value: str | None) -> dict[str, int] | None:
+    """``{"documents": …, "bound": …}`` from an :data:`INDEX_LAG_HEADER` value (members that are
+    not whole numbers left out); None without the header: the index does not lag."""
+    if value is None:
+        return None
+    members = (member.partition("=") for member in value.split(","))
+    return {name.strip(): int(number) for name, _, number in members
+            if name.strip() in ("documents", "bound") and number.strip().isdigit()}
+
+
 def task_body(job: Job, timezone: str, prefix: str, progress: dict[str, Any] | None = None) -> dict[str, Any]:
     """``GET {prefix}/tasks/{task_id}``: the ingest job as a client polls it. ``progress`` (from
     ``IngestService.task_progress``) gives ``phase`` (``queued``, ``reading``, ``converting``,
-    ``extracting``, ``publishing``, ``indexing``, ``done``, ``failed``), ``index_status`` and
+    ``extracting``, ``publishing``, ``indexing``, ``done``, ``failed``), ``index_status``,
+    ``documents_ahead`` (while ``indexing``: the index rows taken before the document's own) and
     ``model`` (the calls and tokens the extraction cost, so far while it runs); without it the
     phase follows the job's status alone. ``request_id`` is the request that queued the job."""
     progress = progress or {}
@@ -53,6 +78,7 @@ def task_body(job: Job, timezone: str, prefix: str, progress: dict[str, Any] | N
         "status": str(job.status),
         "phase": progress.get("phase", _PHASE_OF_STATUS[job.status]),
         "index_status": progress.get("index_status"),
+        "documents_ahead": progress.get("documents_ahead"),
         "model": progress.get("model", (job.result or {}).get("model")),
         "attempts": job.attempts,
         "max_attempts": job.max_attempts,

@@ -29,6 +29,7 @@ from everos.api._requests import (
     UploadForm,
 )
 from everos.api._answer_schemas import ANSWER_SCHEMAS, envelope
+from everos.api._answers import INDEX_LAG_HEADER
 from everos.api._model import RequestModel
 
 __all__ = ["OPERATIONS", "Operation", "openapi_document"]
@@ -141,6 +142,12 @@ ERRORS = {
 _RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before trying again.",
                                 "schema": {"type": "integer", "minimum": 1}}}
 
+_INDEX_LAG = {INDEX_LAG_HEADER: {
+    "description": "Only while the index lags: more documents wait for their index than [cascade] lag_documents "
+                   "(documents=412, bound=300). The upload is accepted all the same; a client sending many "
+                   "should wait until /health's cascade block no longer says lagging.",
+    "schema": {"type": "string"}}}
+
 _ERROR_ENVELOPE = {
     "type": "object",
     "description": "EverOS's error envelope: the code, a one-line message and, for INVALID_INPUT, the field.",
@@ -225,6 +232,8 @@ def _responses(operation: Operation) -> dict[str, Any]:
         if status == 202:
             responses[str(status)]["headers"] = {"Location": {"description": "The task's status_url.",
                                                               "schema": {"type": "string"}}}
+        if operation.form:  # an upload or a replace
+            responses[str(status)]["headers"] = {**responses[str(status)].get("headers", {}), **_INDEX_LAG}
     for status in operation.errors:
         responses[str(status)] = {"description": ERRORS[status], "content": error}
         if status in (429, 503):

@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from everos.api._answers import INDEX_LAG_HEADER
 from everos.store import JobStatus, QueueStats
 
-__all__ = ["cascade_health", "stall_after_seconds"]
+__all__ = ["cascade_health", "index_lags", "stall_after_seconds"]
 
 
 def stall_after_seconds(row_timeout_seconds: float, lease_seconds: float) -> float:
@@ -17,9 +18,15 @@ def stall_after_seconds(row_timeout_seconds: float, lease_seconds: float) -> flo
     return max(60.0, 2 * max(row_timeout_seconds, lease_seconds))
 
 
+def index_lags(waiting_documents: int, lag_documents: int) -> bool:
+    """Whether the index lags: more documents wait for their index than ``lag_documents``
+    (``[cascade] lag_documents``; 0 never lags)."""
+    return 0 < lag_documents < waiting_documents
+
+
 def cascade_health(
     stats: QueueStats, index_counts: Mapping[str, int], *, now: float, stall_after_s: float,
-    recent_failures: Sequence[Mapping[str, Any]] = (), vectors_pending: int = 0,
+    recent_failures: Sequence[Mapping[str, Any]] = (), vectors_pending: int = 0, lag_documents: int = 0,
 ) -> dict[str, Any]:
     """The status block: depth per queue state, ``dead`` and ``failed`` row counts, the oldest
     lease age, the lag (age of the oldest row waiting), the last progress time (seconds since the
@@ -27,6 +34,12 @@ def cascade_health(
     with their errors, as given), ``vectors_pending`` (indexed documents searchable by keyword
     only, waiting for their vectors) and ``notes`` saying so. Pending vectors do not make the
     cascade unhealthy: every document is searchable, and they are filled by themselves.
+
+    ``lagging`` says whether the index lags (:func:`index_lags`): more documents wait for their
+    index (``waiting_documents``: those whose ``index_status`` is ``pending``, uploaded or edited
+    and not yet searchable; a deferred vector pass is not counted, its document is searchable by
+    keyword) than ``lag_documents`` (``[cascade] lag_documents``, also in the block), with a note.
+    A lagging index is not unhealthy either: uploads are still accepted, and indexed in turn.
 
     ``healthy`` is false, with ``reasons``, when rows have waited longer than ``stall_after_s``
     while no attempt finished for as long, when an attempt has held its row for longer than that,
@@ -44,6 +57,15 @@ def cascade_health(
     failure = _failure_reason(stats, index_counts, recent_failures)
     if failure:
         reasons.append(failure)
+    waiting = index_counts.get("pending", 0)
+    lagging = index_lags(waiting, lag_documents)
+    notes = [f"{_count(vectors_pending, 'document')} searchable by keyword only: vectors pending (queued for a "
+             "slow embedder, or the embedder failed or stalled); they are embedded in the background"
+             ] if vectors_pending else []
+    if lagging:
+        notes.append(f"the index lags: {_count(waiting, 'document')} wait for their index, more than [cascade] "
+                     f"lag_documents ({lag_documents}); uploads are still accepted, and their answers carry "
+                     f"{INDEX_LAG_HEADER} so clients slow down")
     return {
         "healthy": not reasons,
         "reasons": reasons,
@@ -57,9 +79,10 @@ def cascade_health(
         "index_status": dict(index_counts),
         "recent_failures": [dict(failure) for failure in recent_failures],
         "vectors_pending": vectors_pending,
-        "notes": [f"{_count(vectors_pending, 'document')} searchable by keyword only: vectors pending "
-                  "(queued for a slow embedder, or the embedder failed or stalled); they are embedded in the "
-                  "background"] if vectors_pending else [],
+        "lagging": lagging,
+        "waiting_documents": waiting,
+        "lag_documents": lag_documents,
+        "notes": notes,
     }
 
 

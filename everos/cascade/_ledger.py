@@ -194,6 +194,17 @@ class IndexLedger:
         """``{doc_id: IndexState}`` of the given documents the cascade knows."""
         return await self.db.read(state.index_states, list(doc_ids))
 
+    async def documents_ahead(self, doc_ids: Sequence[str]) -> dict[str, int]:
+        """``{doc_id: rows}`` for those of the given documents that wait for their index
+        (``pending``, their row queued or running): how many queued rows the index workers lease
+        before theirs (oldest first, deferred vector passes last, as :meth:`LeasedQueue.lease`
+        orders them); 0 once their row runs. One SQLite read.
+
+        Raises:
+            StoreBusy: SQLite did not answer in time.
+        """
+        return await self.db.read(_documents_ahead, list(doc_ids))
+
     async def status_facts(self, recent: int) -> tuple[QueueStats, dict[str, int], list[dict[str, object]], int]:
         """What the status block is made of: queue stats, documents per index status, the
         ``recent`` newest failures, and how many documents wait for vectors."""
@@ -202,3 +213,28 @@ class IndexLedger:
         failures = await self.db.read(state.recent_failures, recent)
         vectors_pending = await self.db.read(state.vectors_pending_count)
         return stats, counts, failures, vectors_pending
+
+
+# A document's pending directories with their row (queued or running): its place in the lease order.
+_OWN_ROWS = ("SELECT q.status, q.kind = ?, q.available_at, q.rowid FROM cascade_index_state s"
+             f" JOIN {QUEUE_TABLE} q ON q.key = s.doc_dir"
+             " WHERE s.doc_id = ? AND s.status = 'pending' AND q.status IN ('queued', 'running')")
+# The queued rows before a place (later, available_at, rowid): ``kind = ?`` is 0 for a row of any
+# other kind and 1 for a vector pass, so it sorts them last, as LeasedQueue.lease does.
+_ROWS_BEFORE = (f"SELECT count(*) FROM {QUEUE_TABLE} WHERE status = 'queued'"
+                " AND ((kind = ?) < ? OR ((kind = ?) = ? AND (available_at < ? OR (available_at = ? AND rowid < ?))))")
+
+
+def _documents_ahead(conn, doc_ids: list[str]) -> dict[str, int]:
+    ahead: dict[str, int] = {}
+    for doc_id in doc_ids:
+        counts = []
+        for status, later, available_at, rowid in conn.execute(_OWN_ROWS, (VECTORS_KIND, doc_id)).fetchall():
+            if status == "running":
+                counts.append(0)
+            else:
+                place = (VECTORS_KIND, later, VECTORS_KIND, later, available_at, available_at, rowid)
+                counts.append(conn.execute(_ROWS_BEFORE, place).fetchone()[0])
+        if counts:  # a moved document has two directories: the one nearer its turn
+            ahead[doc_id] = min(counts)
+    return ahead

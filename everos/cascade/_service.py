@@ -166,7 +166,7 @@ class CascadeService:
             if changed:
                 log.warning("%d documents have vectors of another embedder than %s: they are embedded again in "
                             "the background (keyword search finds them meanwhile)", changed, identity)
-        self._snapshot = await self.status()
+        await self.refresh_status()
 
     def start_workers(self, supervisor: Supervisor) -> None:
         """Start the index workers, the reaper, the scanner, the watcher (when ``watch``), the
@@ -238,9 +238,26 @@ class CascadeService:
         found = await self.ledger.index_states(ids)
         return {doc_id: found.get(doc_id, state.IndexState("pending")).fields() for doc_id in ids}
 
+    async def documents_ahead(self, doc_ids: Iterable[str]) -> dict[str, int]:
+        """See :meth:`IndexLedger.documents_ahead`: for each given document waiting for its
+        index, the rows the index workers take before its own.
+
+        Raises:
+            StoreBusy: SQLite did not answer in time.
+        """
+        return await self.ledger.documents_ahead(list(doc_ids))
+
     def status_block(self) -> dict[str, Any]:
         """The /health block, from the last refresh (about once a second). Not a checkpoint."""
         return self._snapshot
+
+    def index_lag(self) -> dict[str, int] | None:
+        """While the index lags (``[cascade] lag_documents``, see :func:`cascade_health`):
+        ``{"documents": waiting, "bound": lag_documents}`` from the last refresh; None otherwise.
+        Not a checkpoint: an upload's answer reads it."""
+        if not self._snapshot.get("lagging"):
+            return None
+        return {"documents": self._snapshot["waiting_documents"], "bound": self._snapshot["lag_documents"]}
 
     async def status(self) -> dict[str, Any]:
         """A fresh status (see :func:`cascade_health`) with the newest failures and their errors,
@@ -252,15 +269,24 @@ class CascadeService:
         stats, counts, failures, vectors_pending = await self.ledger.status_facts(RECENT_FAILURES)
         report = cascade_health(stats, counts, now=self._clock(), stall_after_s=stall_after_seconds(
             self.settings.row_timeout_seconds, self.settings.lease_seconds), recent_failures=failures,
-            vectors_pending=vectors_pending)
+            vectors_pending=vectors_pending, lag_documents=self.settings.lag_documents)
         report["attempts_finished"] = self.workers.attempts_finished
         report["last_scan_at"] = self.scanner.last_scan_at
         return report
 
+    async def refresh_status(self) -> None:
+        """Refresh what :meth:`status_block` and :meth:`index_lag` answer from (the monitor does,
+        once a second).
+
+        Raises:
+            StoreBusy: SQLite did not answer in time.
+        """
+        self._snapshot = await self.status()
+
     async def _monitor(self) -> None:
         async for _ in periodic(MONITOR_INTERVAL_S):
             try:
-                self._snapshot = await self.status()
+                await self.refresh_status()
             except StoreBusy as exc:
                 log.warning("cascade status not refreshed: %s", exc.message)
 

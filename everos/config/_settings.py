@@ -88,9 +88,7 @@ class ApiSettings:
     startup_timeout_seconds: float = setting(
         30.0, "How long opening stores and starting workers may take before startup fails.", positive=True
     )
-    log_level: str = setting(
-        "INFO", "Log level.", choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-    )
+    log_level: str = setting("INFO", "Log level.", choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"))
     log_format: str = setting("text", "Log lines as text (key=value fields) or json (one object per line).",
                               choices=("text", "json"))
     idle_timeout_seconds: float = setting(
@@ -353,6 +351,10 @@ class CascadeSettings:
         "documents.", minimum=1)
     writer_batch_rows: int = setting(5000, "Most rows (topics and facts) in one LanceDB commit.", minimum=1)
     writer_queue_batches: int = setting(16, "Batches waiting for the index writer before workers wait.", minimum=1)
+    lag_documents: int = setting(
+        300, "Documents waiting for their index (uploaded or edited, not yet searchable) above which the index "
+        "lags: uploads are still accepted, but /health's cascade block says lagging, upload answers carry "
+        "X-Everos-Index-Lag, and everos ingest waits before sending more. 0: never lags.", minimum=0)
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ import trio
 
 from everos.client import ApiClient, server_base_url
 from everos.config import load_config, resolve_root
+from everos.folder_ingest._lag import LagGate
 from everos.folder_ingest._manifest import Manifest, manifest_path
 from everos.folder_ingest._settle import settle_all
 from everos.folder_ingest._summary import summarize
@@ -44,6 +45,7 @@ class IngestOptions:
     concurrency: int
     wait: bool
     wait_timeout_s: float
+    lag_wait_s: float  # the longest pause while the server's index lags; 0: never wait
 
 
 def form_fields(app_id: str | None, project_id: str | None, category_id: str | None) -> dict[str, str]:
@@ -118,8 +120,9 @@ async def ingest_command(files: list[Path], options: IngestOptions) -> dict[str,
     manifest = await Manifest.open(manifest_path(_manifest_folder(options, root), target, options.form, options.paths))
     async with _server(root, options.url) as (base_url, in_process), \
             ApiClient(base_url, max_retries=UPLOAD_RETRIES, max_connections=options.concurrency + 1) as client:
+        lag_gate = LagGate(client, max_wait_s=options.lag_wait_s)
         uploader = Uploader(client, manifest, options.form, concurrency=options.concurrency,
-                            respond_async=not options.wait)
+                            respond_async=not options.wait, lag_gate=lag_gate)
         resumed, to_send = await uploader.resumable(files)
         if resumed:
             print(f"everos ingest: resuming: {len(resumed)} of {len(files)} files already acknowledged "
@@ -133,4 +136,5 @@ async def ingest_command(files: list[Path], options: IngestOptions) -> dict[str,
             print("everos ingest: accepted documents stay queued; a server on this root extracts and indexes "
                   "them when it next runs", file=sys.stderr)
     return summarize(records, resumed={r.path for r in resumed}, waited=options.wait, server=base_url,
-                     manifest=manifest.path, upload_s=upload_s, total_s=time.monotonic() - started)
+                     manifest=manifest.path, upload_s=upload_s, total_s=time.monotonic() - started,
+                     lag_pauses=lag_gate.pauses, lag_wait_s=lag_gate.waited_s)

@@ -41,6 +41,13 @@ class Progress:
                 or self._clock() - self._last_line >= self._every_s:
             self._line()
 
+    def note(self, message: str) -> None:
+        """A line of its own on the stream (above the bar on a terminal). Not a checkpoint."""
+        if self._bar is not None:
+            self._bar.write(message, file=self.stream)
+        else:
+            print(message, file=self.stream, flush=True)
+
     def close(self) -> None:
         if self._bar is not None:
             self._bar.close()

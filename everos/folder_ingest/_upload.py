@@ -1,6 +1,7 @@
 """Sending files: each upload with its ``Idempotency-Key`` (from the content hash and the form
 fields), at most N in flight, every answer recorded in the manifest before it counts; files the
-manifest has acknowledged, unchanged, are not sent again.
+manifest has acknowledged, unchanged, are not sent again; while the server's index lags, none is
+sent (:class:`~everos.folder_ingest._lag.LagGate`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any, TextIO
 import trio
 
 from everos.client import ApiClient, ApiError
+from everos.folder_ingest._lag import LagGate
 from everos.folder_ingest._manifest import ACKNOWLEDGED, FileRecord, Manifest
 from everos.folder_ingest._progress import Progress
 from everos.knowledge._formats import media_type_for
@@ -64,12 +66,14 @@ def outcome(response: Any) -> tuple[str, dict[str, Any], str | None]:
 
 
 class Uploader:
-    """Sends files with at most ``concurrency`` uploads in flight, recording each answer."""
+    """Sends files with at most ``concurrency`` uploads in flight, recording each answer; with a
+    ``lag_gate``, none while the server says its index lags."""
 
     def __init__(self, client: ApiClient, manifest: Manifest, form: dict[str, str], *, concurrency: int,
-                 respond_async: bool) -> None:
+                 respond_async: bool, lag_gate: LagGate | None = None) -> None:
         self.client, self.manifest, self.form = client, manifest, form
         self.concurrency = concurrency
+        self.lag_gate = lag_gate
         self.headers = {"Prefer": "respond-async"} if respond_async else {}
         self._in_flight: dict[str, trio.Event] = {}
         self._files_limiter = trio.CapacityLimiter(concurrency)
@@ -99,6 +103,8 @@ class Uploader:
         async def worker(paths: trio.MemoryReceiveChannel[Path]) -> None:
             async with paths:
                 async for path in paths:
+                    if self.lag_gate is not None:
+                        await self.lag_gate.ready(progress.note)
                     record = await self.send_one(path)
                     await self.manifest.append(record)
                     records[path] = record
@@ -139,6 +145,8 @@ class Uploader:
         finally:
             del self._in_flight[sha256]
             done.set()
+        if self.lag_gate is not None:
+            self.lag_gate.saw(response.headers)
         status, answer, reason = outcome(response)
         return dataclasses.replace(record, status=status, doc_id=answer.get("doc_id"), task_id=answer.get("task_id"),
                                    reason=reason)

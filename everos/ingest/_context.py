@@ -48,6 +48,14 @@ class IndexFeed(Protocol):
     async def index_states(self, doc_ids: Iterable[str]) -> dict[str, dict[str, str | None]]:
         """``{doc_id: {"index_status", "index_error"}}`` for every given id."""
 
+    async def documents_ahead(self, doc_ids: Iterable[str]) -> dict[str, int]:
+        """``{doc_id: rows}``: for each given document waiting for its index, the rows indexed
+        before its own."""
+
+    def index_lag(self) -> dict[str, int] | None:
+        """``{"documents": waiting, "bound": lag_documents}`` while the index lags, else None.
+        Not a checkpoint (read from memory)."""
+
 
 class JobWatch:
     """Wakes the tasks waiting for a job when it settles, in this process.

@@ -67,6 +67,7 @@ class IngestService:
         self.db = ctx.db
         self.queue = ctx.queue
         self.extractor = extractor
+        self._index = ctx.index
         self._categories = Categories(ctx)
         self._idempotency = Idempotency(ctx)
         self._intake = Intake(ctx, self._categories)
@@ -128,6 +129,12 @@ class IngestService:
         """The /health block "ingest" (the wiring publishes it). Not a checkpoint."""
         return self._workers.status_block()
 
+    def index_lag(self) -> dict[str, int] | None:
+        """While the cascade's index lags (``[cascade] lag_documents``): ``{"documents": waiting,
+        "bound": lag_documents}``, which the upload answers carry; None otherwise and without a
+        cascade. Uploads are accepted all the same (G1). Not a checkpoint."""
+        return None if self._index is None else self._index.index_lag()
+
     # -- accepting (_accept.py) -------------------------------------------------------------------
 
     async def accept(self, upload: Upload, *, replace_doc_id: str | None = None) -> tuple[Job | None, repo.DocumentRow | None]:
@@ -164,10 +171,11 @@ class IngestService:
         return await self._documents.get_task(task_id)
 
     async def task_progress(self, jobs: list[Job]) -> dict[str, dict[str, Any]]:
-        """``{job_id: {"phase", "index_status", "model"}}`` for the task answers of ``jobs``: a
-        running job's phase and model usage as its worker has them now; a finished one's
-        document ``indexing`` until its index holds it (``done``), ``failed`` when that failed.
-        One SQLite read for the finished ones.
+        """``{job_id: {"phase", "index_status", "documents_ahead", "model"}}`` for the task answers
+        of ``jobs``: a running job's phase and model usage as its worker has them now; a finished
+        one's document ``indexing`` until its index holds it (``done``), ``failed`` when that
+        failed, and while ``indexing`` the index rows taken before its own (``documents_ahead``).
+        Two SQLite reads for the finished ones.
 
         Raises:
             StoreBusy: SQLite did not answer in time.
@@ -183,6 +191,11 @@ class IngestService:
                 index_status = states.get(finished[job.id], {}).get("index_status", "pending")
                 phase = {"indexed": "done", "failed": "failed"}.get(index_status, "indexing")
                 progress[job.id] = {"phase": phase, "index_status": index_status}
+        indexing = {job_id: finished[job_id] for job_id, shown in progress.items() if shown["phase"] == "indexing"}
+        if indexing and self._index is not None:
+            ahead = await self._index.documents_ahead(indexing.values())
+            for job_id, doc_id in indexing.items():
+                progress[job_id]["documents_ahead"] = ahead.get(doc_id)
         return progress
 
     async def list_tasks(self, status: str | None, limit: int, offset: int) -> list[Job]:

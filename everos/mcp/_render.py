@@ -194,6 +194,8 @@ def render_task(body: dict[str, Any]) -> str:
         text += " Extraction is still running; call knowledge_task_status again in a few seconds."
     elif body["status"] == "succeeded":
         text += f" The document is stored: read it with knowledge_get_document(doc_id={body['doc_id']!r})."
+        if body.get("documents_ahead") is not None:
+            text += f" Its index waits for {body['documents_ahead']} documents ahead of it."
     if body.get("last_error"):
         text += f" Last error: {body['last_error']}"
     return text

@@ -97,6 +97,14 @@ def _blueprint(service: IngestService, search: Any, version: str) -> Blueprint:
         job = await service.wait(job.id, wait_s) if wait_s > 0 else job
         return job_answer(job, success_status)
 
+    def signal_lag(response: Response) -> Response:
+        """A successful upload's answer while the index lags: the same answer, with
+        X-Everos-Index-Lag saying how many documents wait and the bound they passed."""
+        lag = service.index_lag()
+        if lag is not None and response.status_code < 300:
+            response.headers[answers.INDEX_LAG_HEADER] = answers.index_lag_header(lag["documents"], lag["bound"])
+        return response
+
     async def ingest(op: str, doc_id: str | None) -> Response:
         upload = await read_upload()
         key = request.headers.get("Idempotency-Key")
@@ -109,7 +117,7 @@ def _blueprint(service: IngestService, search: Any, version: str) -> Blueprint:
                 status, body = stored
                 response = render(status, body, {})
                 response.headers["Idempotent-Replayed"] = "true"
-                return response
+                return signal_lag(response)
         job, existing = await service.accept(upload, replace_doc_id=doc_id)
         if existing is not None:
             status, body, headers = 200, {"data": {**answers.created_body(existing, service.root), "duplicate": True}}, {}
@@ -117,7 +125,7 @@ def _blueprint(service: IngestService, search: Any, version: str) -> Blueprint:
             status, body, headers = await waited_answer(job, 201 if op == "create" else 200)
         if key and status < 500:
             await service.remember_answer(idem_scope, key, request_hash, status, body)
-        return render(status, body, headers)
+        return signal_lag(render(status, body, headers))
 
     @bp.post("/documents")
     async def create_document() -> Response:

@@ -132,6 +132,9 @@ class _Service:
     async def remember_answer(self, *args: Any) -> None:
         return None
 
+    def index_lag(self) -> None:
+        return None  # no cascade: the index never lags
+
 
 _SERVICE = _Service()
 _APP = create_app(max_upload_bytes=MAX_UPLOAD_BYTES,

@@ -54,3 +54,30 @@ def test_failed_documents_and_dead_rows_are_unhealthy_naming_the_newest_error() 
         "INVALID_INPUT: 1_X.md: frontmatter type must be 'knowledge_topic'; fix the files, or run "
         "`everos cascade fix --apply`"]
     assert cascade_health(stats(), INDEX, now=1e6, stall_after_s=240)["recent_failures"] == []
+
+
+def test_more_documents_waiting_than_the_bound_lag_with_a_note_and_stay_healthy() -> None:
+    """Issue #17 item 4: past [cascade] lag_documents the block says the index lags, and how far;
+    uploads still work, so it is not a reason to be unhealthy."""
+    report = cascade_health(stats(301, 2, lag=40.0, last_progress_at=1e6 - 1), INDEX | {"pending": 303}, now=1e6,
+                            stall_after_s=240, lag_documents=300)
+    assert report["healthy"] and report["reasons"] == []
+    assert (report["lagging"], report["waiting_documents"], report["lag_documents"]) == (True, 303, 300)
+    assert report["notes"] == ["the index lags: 303 documents wait for their index, more than [cascade] "
+                               "lag_documents (300); uploads are still accepted, and their answers carry "
+                               "X-Everos-Index-Lag so clients slow down"]
+
+
+def test_the_bound_itself_does_not_lag_and_0_never_lags() -> None:
+    at_bound = cascade_health(stats(300), INDEX | {"pending": 300}, now=1e6, stall_after_s=240, lag_documents=300)
+    assert not at_bound["lagging"] and at_bound["notes"] == []
+    off = cascade_health(stats(10_000), INDEX | {"pending": 10_000}, now=1e6, stall_after_s=240, lag_documents=0)
+    assert not off["lagging"] and off["waiting_documents"] == 10_000
+
+
+def test_rows_waiting_only_for_their_vectors_do_not_lag() -> None:
+    """A deferred vector pass is a queue row, but its document is searchable by keyword already:
+    only documents whose index_status is pending count."""
+    report = cascade_health(stats(500), INDEX | {"indexed": 500}, now=1e6, stall_after_s=240, vectors_pending=500,
+                            lag_documents=300)
+    assert report["pending"] == 500 and not report["lagging"] and report["waiting_documents"] == 0

@@ -251,6 +251,46 @@ async def test_status_reports_depth_and_index_states(root: Path, sink: FakeSink,
         assert cascade.status_block()["healthy"] is True
 
 
+async def test_documents_queued_past_lag_documents_make_the_index_lag_until_they_are_indexed(
+    root: Path, sink: FakeSink, embedder: FakeEmbedder
+) -> None:
+    """Issue #17 item 4: no index worker runs here, so the queued documents stay waiting."""
+    doc_dirs = [write_document(root, f"Guide {n}", GUIDE) for n in range(3)]
+    async with open_cascade(root, sink, embedder, lag_documents=2) as cascade:
+        for doc_dir in doc_dirs[:2]:
+            await cascade.enqueue_document(doc_dir)
+        await cascade.refresh_status()
+        assert cascade.index_lag() is None and cascade.status_block()["waiting_documents"] == 2
+        await cascade.enqueue_document(doc_dirs[2])
+        assert cascade.index_lag() is None  # the block is what the last refresh saw
+        await cascade.refresh_status()
+        assert cascade.index_lag() == {"documents": 3, "bound": 2}
+        block = cascade.status_block()
+        assert block["lagging"] and block["healthy"] and block["depth"]["queued"] == 3
+        await cascade.drain()
+        await cascade.refresh_status()
+        assert cascade.index_lag() is None and cascade.status_block()["waiting_documents"] == 0
+
+
+async def test_documents_ahead_counts_the_rows_leased_before_a_documents_own(
+    root: Path, sink: FakeSink, embedder: FakeEmbedder
+) -> None:
+    """What a task in phase ``indexing`` says: oldest first, a vector pass after every other row,
+    none ahead once the row runs, nothing for a document that does not wait."""
+    doc_dirs = [write_document(root, f"Guide {n}", GUIDE) for n in range(4)]
+    first, second, third, vectors = (locate_document(d).doc_id for d in doc_dirs)
+    async with open_cascade(root, sink, embedder) as cascade:
+        await cascade.enqueue_document(doc_dirs[3])
+        await cascade.ledger.enqueue_for_vectors([doc_dirs[3]])  # its row now waits as a vector pass
+        for doc_dir in doc_dirs[:3]:
+            await cascade.enqueue_document(doc_dir)
+        assert await cascade.documents_ahead([first, second, third, vectors, "d_000000000000"]) == {
+            first: 0, second: 1, third: 2, vectors: 3}
+        [leased] = await cascade.queue.lease("test", 1, 60, later_kinds=("knowledge_document_vectors",))
+        assert leased.key == doc_dirs[0]
+        assert await cascade.documents_ahead([first, second, third]) == {first: 0, second: 0, third: 1}
+
+
 async def wait_until(predicate, timeout_s: float = 15) -> None:
     with trio.fail_after(timeout_s):
         while not predicate():
