@@ -159,9 +159,9 @@ def held_index(monkeypatch: pytest.MonkeyPatch) -> HeldIndex:
     held = HeldIndex()
     index = DocumentIndexer.index
 
-    async def held_back(self, doc_dir, written=None):
+    async def held_back(self, doc_dir, written=None, **options):
         await held.released.wait()
-        return await index(self, doc_dir, written)
+        return await index(self, doc_dir, written, **options)
 
     monkeypatch.setattr(DocumentIndexer, "index", held_back)
     return held
