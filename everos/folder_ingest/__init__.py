@@ -6,7 +6,8 @@
     _files      discover()          paths, --include/--exclude -> the files, each once
     _manifest   Manifest            append-only JSON lines (fsync per line): what the server acknowledged
     _upload     Uploader            resumable() skips acknowledged, unchanged files; send_all() with N in flight
-    _progress   Progress            a tqdm bar on a terminal, plain lines otherwise
+    _progress   Progress            a tqdm bar on a terminal, plain lines otherwise (also
+                                    `everos cascade rebuild`'s)
     _settle     settle_all()        poll tasks (202) and documents until extracted and indexed, in upload order
     _command    in_process_server() a full server on 127.0.0.1:0 when no server owns the root;
                 ingest_command()    the run, from the files to the summary
