@@ -79,6 +79,7 @@ class IndexWorkers:
         self._clock = clock
         self.last_progress_at: float | None = None
         self.attempts_finished = 0
+        self.attempts_failed = 0  # of attempts_finished
 
     # -- the long-lived workers -----------------------------------------------------------------
 
@@ -188,12 +189,13 @@ class IndexWorkers:
             log.warning("index row %s failed (attempt %d of %d): %s", doc_dir, job.attempts, job.max_attempts, message)
         if await self.ledger.fail(job, owner, error, retry_after_seconds=self.settings.retry_backoff_seconds,
                                   retryable=retryable):
-            self._progress()
+            self._progress(failed=True)
         return AttemptResult(job.id, doc_dir, error=message)
 
-    def _progress(self) -> None:
+    def _progress(self, *, failed: bool = False) -> None:
         self.last_progress_at = self._clock()
         self.attempts_finished += 1
+        self.attempts_failed += failed
 
     # -- draining (CLI) -------------------------------------------------------------------------
 
