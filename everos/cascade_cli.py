@@ -4,7 +4,9 @@
 recover or take rows, and write nothing). ``sync``, ``rebuild`` and ``fix --apply`` write the
 index, so they hold the root lock: they open the same services the server does
 (``everos.services.open_services``, without MCP), run the index writer for the duration of the
-command, and drain the queue before returning. While a server owns the root, ``sync`` and ``rebuild`` refuse with a clear
+command, and drain the queue before returning. ``rebuild`` opens the index emptied and shows its
+progress on the stream it is given (stderr from the command line): a bar on a terminal, a plain
+line every few seconds otherwise; its report on stdout stays the same. While a server owns the root, ``sync`` and ``rebuild`` refuse with a clear
 message, and ``fix --apply`` asks that server (``POST /api/v1/cascade/fix``, at the URL the server
 recorded in the lock) to queue the rows again for its own index workers.
 """
@@ -12,7 +14,7 @@ recorded in the lock) to queue the rows again for its own index workers.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import trio
 
@@ -20,6 +22,7 @@ from everos.cascade._service import document_dir_of
 from everos.client import ApiClient, server_base_url
 from everos.config import LoadedConfig
 from everos.errors import CommandError, ExitCode, InvalidInput
+from everos.folder_ingest import Progress
 from everos.rootlock import hold_root_lock, read_lock_owner
 from everos.runtime import Runtime
 from everos.services import open_cascade_reader, open_services
@@ -50,8 +53,10 @@ def sync_target(root: Path, path: str) -> str:
                            exit_code=ExitCode.USAGE) from None
 
 
-async def run_cascade_command(loaded: LoadedConfig, command: str, options: dict[str, Any]) -> dict[str, Any]:
-    """Run one cascade command; return its report (plain data).
+async def run_cascade_command(loaded: LoadedConfig, command: str, options: dict[str, Any], *,
+                              progress_stream: TextIO | None = None) -> dict[str, Any]:
+    """Run one cascade command; return its report (plain data). ``rebuild`` shows its progress
+    on ``progress_stream`` when one is given.
 
     Raises:
         RootLocked: ``sync`` or ``rebuild`` while a server (or another command) owns the root.
@@ -80,11 +85,29 @@ async def run_cascade_command(loaded: LoadedConfig, command: str, options: dict[
                 elif command == "fix":
                     report = await cascade.fix(apply=True)
                 elif command == "rebuild":
-                    report = await cascade.rebuild()
+                    report = await rebuild_with_progress(cascade, progress_stream)
                 else:
                     raise ValueError(f"unknown cascade command {command!r}")
                 nursery.cancel_scope.cancel()
             return report
+
+
+async def rebuild_with_progress(cascade: Any, stream: TextIO | None) -> dict[str, Any]:
+    """``cascade.rebuild`` into the index the command emptied, its progress on ``stream`` (none
+    without one): :class:`~everos.folder_ingest.Progress` of the documents queued."""
+    progress: Progress | None = None
+
+    def on_progress(done: int, failed: int, total: int) -> None:
+        nonlocal progress
+        if progress is None:
+            progress = Progress("cascade rebuild", total, stream, unit="document")
+        progress.advance_to(done, failed=failed)
+
+    try:
+        return await cascade.rebuild(index_emptied=True, on_progress=None if stream is None else on_progress)
+    finally:
+        if progress is not None:
+            progress.close()
 
 
 async def fix_through_server(root: Path) -> dict[str, Any]:

@@ -139,6 +139,7 @@ def _cmd_mcp(args: argparse.Namespace) -> int:
 
 
 def _cmd_cascade(args: argparse.Namespace) -> int:
+    import functools
     import json
 
     import trio
@@ -148,7 +149,8 @@ def _cmd_cascade(args: argparse.Namespace) -> int:
     root = resolve_root(args.root)
     loaded = load_config(root)
     options = {"path": getattr(args, "path", None), "apply": getattr(args, "apply", False)}
-    report = trio.run(run_cascade_command, loaded, args.cascade_command, options)
+    report = trio.run(functools.partial(run_cascade_command, progress_stream=sys.stderr), loaded,
+                      args.cascade_command, options)
     print(json.dumps(report, indent=2, ensure_ascii=False, default=str))
     unhealthy = args.cascade_command == "status" and report.get("healthy") is False
     return ExitCode.CHECK_FAILED if unhealthy else ExitCode.OK  # a watchdog reads the exit code

@@ -98,7 +98,13 @@ def test_rebuild_indexes_a_root_written_by_everos(tmp_path: Path, capsys) -> Non
     shutil.copytree(FIXTURE, tmp_path, dirs_exist_ok=True)
     write_config(tmp_path)
     assert main(["cascade", "rebuild", "--root", str(tmp_path)]) == 0
-    assert '"indexed"' in capsys.readouterr().out
+    out, err = capsys.readouterr()
+    report = json.loads(out)  # stdout is the report alone; the progress goes to stderr
+    # the third document has no topic files: nothing for the index ("unchanged")
+    assert report["outcomes"] == {"indexed": 2, "unchanged": 1} and len(report["queued"]) == 3
+    assert report["failures"] == []
+    # stderr is no terminal here: plain lines, no bar
+    assert "everos cascade rebuild: 3/3 documents (100%)" in err and "\r" not in err
     assert main(["cascade", "status", "--root", str(tmp_path)]) == 0
     assert '"indexed": 3' in capsys.readouterr().out
 

@@ -183,6 +183,42 @@ def test_progress_on_a_terminal_is_a_tqdm_bar_with_rate() -> None:
     assert "\r" in out and "3/3" in out and "file/s" in out and "ingest" in out
 
 
+def test_a_count_that_jumps_prints_one_line_per_tenth_it_passes_not_one_per_step() -> None:
+    stream, clock = io.StringIO(), FakeClock()
+    progress = Progress("cascade rebuild", 100, stream, unit="document", clock=clock)
+    clock.now = 1
+    progress.advance_to(35)
+    progress.advance_to(35)  # no change: no line
+    progress.advance_to(20)  # fewer than before: no change
+    clock.now = 2
+    progress.advance_to(100, failed=2)
+    progress.close()
+    assert stream.getvalue().splitlines() == [
+        "everos cascade rebuild: 35/100 documents (35%), 35.0 documents/s, ETA 00:01, 0 failed",
+        "everos cascade rebuild: 100/100 documents (100%), 50.0 documents/s, ETA 00:00, 2 failed",
+    ]
+
+
+def test_a_slow_count_still_prints_a_line_every_few_seconds() -> None:
+    stream, clock = io.StringIO(), FakeClock()
+    progress = Progress("cascade rebuild", 10_000, stream, unit="document", every_s=5, clock=clock)
+    clock.now = 1
+    progress.advance_to(1)  # the first line waits for a tenth or five seconds
+    clock.now = 6
+    progress.advance_to(2)
+    assert stream.getvalue() == "everos cascade rebuild: 2/10000 documents (0%), 0.3 documents/s, ETA 8:19:54, 0 failed\n"
+
+
+def test_a_count_on_a_terminal_moves_a_tqdm_bar() -> None:
+    stream = FakeTerminal()
+    progress = Progress("cascade rebuild", 40, stream, unit="document")
+    progress.advance_to(25, failed=1)
+    progress.advance_to(40, failed=1)
+    progress.close()
+    out = stream.getvalue()
+    assert "\r" in out and "40/40" in out and "document/s" in out and "failed=1" in out
+
+
 # -- against a server ----------------------------------------------------------------------------
 
 

@@ -9,6 +9,7 @@ succeeded, failed, dead; lease, attempts, last error) and its index state in
 
     transition                 queue row                         index state
     queue (ingest, watch ...)  enqueue, merged by key            pending (written first)
+    queue many (rebuild)       enqueue each                      pending, all in one write first
     queue for vectors          enqueue                           unchanged: stays indexed
     requeue (cascade fix)      requeue, fresh attempts           pending (written first)
     an attempt failed          fail: backoff, dead or failed     failed once the row gave up
@@ -78,6 +79,23 @@ class IndexLedger:
             payload["written"] = written.as_payload()
         await self.db.write(state.mark_pending, doc_dir, doc_id, self._clock())
         await self.queue.enqueue(QUEUE_KIND, payload, key=doc_dir)
+
+    async def enqueue_many(self, doc_dirs: Sequence[str], reason: str) -> None:
+        """Queue many directories at once (a rebuild): every one ``pending`` in one write, then
+        their rows, as :meth:`enqueue` without a receipt.
+
+        Raises:
+            StoreBusy: SQLite did not answer in time.
+        """
+        now = self._clock()
+
+        def mark(conn) -> None:
+            for doc_dir in doc_dirs:
+                state.mark_pending(conn, doc_dir, locate_document(doc_dir).doc_id, now)
+
+        await self.db.write(mark)
+        for doc_dir in doc_dirs:
+            await self.queue.enqueue(QUEUE_KIND, _for_request({"doc_dir": doc_dir, "reason": reason}), key=doc_dir)
 
     async def enqueue_for_vectors(self, doc_dirs: Iterable[str]) -> None:
         """Queue indexed directories again to embed their pending vectors; they stay ``indexed``

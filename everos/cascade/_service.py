@@ -41,8 +41,9 @@ from everos.cascade._indexer import (
 )
 from everos.cascade._ledger import QUEUE_TABLE, IndexLedger
 from everos.cascade._rows import GONE, locate_document
+from everos.cascade._rebuild import rebuild
 from everos.cascade._scanner import Scanner
-from everos.cascade._snapshot import stat_document_dir, walk_document_dirs
+from everos.cascade._snapshot import stat_document_dir
 from everos.cascade._watcher import Watcher
 from everos.cascade._worker import AttemptResult, IndexWorkers, embed_phase_seconds
 from everos.errors import InvalidInput, StoreBusy
@@ -146,12 +147,12 @@ class CascadeService:
                               max_facts=self.settings.facts_per_topic,
                               context_tokens=runtime.config.llm.context_tokens,
                               llm_time_budget_seconds=self.settings.row_timeout_seconds / 2)
-        indexer = DocumentIndexer(IndexerParts(
+        self._indexer_parts = IndexerParts(
             root=self.root, db=self.db, sink=self.sink, embedder=self.embedder, facts=facts,
             search_tokens=self._search_tokens, files_limiter=limiters.files, cpu_limiter=limiters.cpu,
             clock=self._clock, document_lock=self._document_lock,
-            embed_timeout_seconds=embed_phase_seconds(self.settings)))
-        self.workers = IndexWorkers(self.ledger, indexer, self.settings, clock=self._clock)
+            embed_timeout_seconds=embed_phase_seconds(self.settings))
+        self.workers = IndexWorkers(self.ledger, DocumentIndexer(self._indexer_parts), self.settings, clock=self._clock)
         self.scanner = Scanner(root=self.root, ledger=self.ledger, enqueue=self.enqueue_document,
                                files_limiter=limiters.files, interval_seconds=self.settings.scan_interval_seconds,
                                clock=self._clock)
@@ -355,32 +356,21 @@ class CascadeService:
                 report.update(summarize(await self.drain() if rows else []))
         return report
 
-    async def rebuild(self) -> dict[str, Any]:
-        """Drop the derived state and index every document directory under the root again.
+    async def rebuild(self, *, index_emptied: bool = False,
+                      on_progress: Callable[[int, int, int], object] | None = None) -> dict[str, Any]:
+        """Drop the derived state and index every document directory under the root again
+        (:func:`everos.cascade._rebuild.rebuild`: many attempts at once, so the index writer
+        merges their commits). ``index_emptied``: the caller dropped the index tables; else every
+        document the cascade or SQLite knows is deleted from the index first. ``on_progress(done,
+        failed, total)`` is called about twice a second while it runs. Works on a root written by EverOS
+        (same layout and frontmatter). Run it with no server on the root.
 
-        Every document the cascade or SQLite knows is deleted from the index, the cascade state
-        and topic cache are cleared, SQLite rows of documents no longer on disk are deleted, then
-        every document directory is queued and the queue drained. Works on a root written by
-        EverOS (same layout and frontmatter). Run it with no server on the root.
+        Raises:
+            StoreBusy: SQLite or the index did not answer in time.
         """
-        disk = await trio.to_thread.run_sync(walk_document_dirs, self.root, limiter=self.limiters.files)
-        on_disk = {locate_document(d).doc_id for d, stat in disk.items() if stat is not None}
-        known = set(await self.db.read(state.indexed_doc_ids)) | set(await self.db.read(_knowledge_doc_ids))
-        for doc_id in sorted(known):
-            await self.sink.delete_document(doc_id)
-
-        def reset(conn) -> None:
-            state.clear_all(conn)
-            for doc_id in known - on_disk:
-                repo.delete_document(conn, doc_id)
-
-        await self.db.write(reset)
-        queued = [await self.enqueue_document(d, "rebuild") for d, stat in sorted(disk.items()) if stat is not None]
-        return {"dropped": len(known), "queued": queued, **summarize(await self.drain())}
-
-
-def _knowledge_doc_ids(conn) -> list[str]:
-    return [row[0] for row in conn.execute("SELECT doc_id FROM knowledge_documents")]
+        dropped, queued, results = await rebuild(ledger=self.ledger, parts=self._indexer_parts, settings=self.settings,
+                                                 index_emptied=index_emptied, on_progress=on_progress)
+        return {"dropped": dropped, "queued": queued, **summarize(results)}
 
 
 def summarize(results: list[AttemptResult]) -> dict[str, Any]:

@@ -81,6 +81,7 @@ class IndexWorkers:
         self.attempts_finished = 0
         # Attempts of all workers that are deriving rows or waiting for their commit (the hand-off).
         self._in_flight = trio.Semaphore(settings.attempts_in_flight)
+        self.attempts_failed = 0  # of attempts_finished
 
     # -- the long-lived workers -----------------------------------------------------------------
 
@@ -232,12 +233,13 @@ class IndexWorkers:
             log.warning("index row %s failed (attempt %d of %d): %s", doc_dir, job.attempts, job.max_attempts, message)
         if await self.ledger.fail(job, owner, error, retry_after_seconds=self.settings.retry_backoff_seconds,
                                   retryable=retryable):
-            self._progress()
+            self._progress(failed=True)
         return AttemptResult(job.id, doc_dir, error=message)
 
-    def _progress(self) -> None:
+    def _progress(self, *, failed: bool = False) -> None:
         self.last_progress_at = self._clock()
         self.attempts_finished += 1
+        self.attempts_failed += failed
 
     # -- draining (CLI) -------------------------------------------------------------------------
 

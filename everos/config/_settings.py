@@ -311,6 +311,9 @@ class IngestSettings:
 @dataclass(frozen=True)
 class CascadeSettings:
     workers: int = setting(2, "Index workers leasing index rows.", minimum=1)
+    rebuild_workers: int = setting(
+        32, "Index attempts at once during `everos cascade rebuild` (no server shares the process): the "
+        "index writer merges the documents they hand it together into one commit.", minimum=1)
     llm_facts: str = setting(
         "off", "Who writes a topic's atomic facts when [llm] names a model: off, the built-in sentence "
         "splitter (no model time); with-extraction, the model in the extraction answer (no extra call, "

@@ -7,7 +7,8 @@
     _manifest   Manifest            append-only JSON lines (fsync per line): what the server acknowledged
     _upload     Uploader            resumable() skips acknowledged, unchanged files; send_all() with N in flight
     _lag        LagGate             no upload sent while the server's index lags (X-Everos-Index-Lag, /health)
-    _progress   Progress            a tqdm bar on a terminal, plain lines otherwise
+    _progress   Progress            a tqdm bar on a terminal, plain lines otherwise (also
+                                    `everos cascade rebuild`'s)
     _settle     settle_all()        poll tasks (202) and documents until extracted and indexed, in upload order
     _command    in_process_server() a full server on 127.0.0.1:0 when no server owns the root;
                 ingest_command()    the run, from the files to the summary

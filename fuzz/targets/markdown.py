@@ -6,13 +6,16 @@ body), ``parse_index_md`` and ``parse_topic_md`` (the records), ``read_outline``
 block structure) and ``extract_structure`` (the built-in extractor), whose topics are rendered as
 ``render_document_files`` renders them. The contract: the readers refuse with ``InvalidInput``
 only, the extractor with ``ExtractionEmpty`` only (a blank text), and nothing else escapes.
-Invariants: a record that parses renders back to the same record; the outline's lines lie in the
+Invariants: the front matter reads as ``yaml.SafeLoader`` reads it (libyaml reads it first, when
+PyYAML has it); a record that parses renders back to the same record; the outline's lines lie in the
 text; the extractor's topic tree is bounded (``MAX_TOPICS``, names of at most 120 characters, a
 known category, one file name per topic) and the files it renders parse back to the topics they
 came from (the first three and the last two: YAML costs milliseconds a file).
 """
 
 from __future__ import annotations
+
+import yaml
 
 from everos.errors import ExtractionEmpty, InvalidInput, UnsupportedFormat
 from everos.knowledge import (
@@ -29,6 +32,7 @@ from everos.knowledge import (
 )
 from everos.knowledge._builtin_extractor import MAX_TOPICS
 from everos.knowledge._layout import topic_filename
+from everos.knowledge._markdown import load_frontmatter_yaml, split_frontmatter
 from everos.knowledge._models import document_record
 from everos.knowledge._outline import read_outline
 
@@ -55,6 +59,7 @@ def _check_readers(text: str) -> None:
     else:
         assert isinstance(meta, dict)
         assert text.removeprefix("\ufeff").replace("\r\n", "\n").replace("\r", "\n").endswith(body)
+    _check_fast_yaml(split_frontmatter(text)[0])
     try:
         doc = parse_index_md(text)
     except InvalidInput:
@@ -68,6 +73,19 @@ def _check_readers(text: str) -> None:
     else:
         assert topic.topic_index >= 1 and topic.depth >= 1
         assert parse_topic_md(render_topic_md(topic)) == topic
+
+
+def _check_fast_yaml(block: str | None) -> None:
+    """What libyaml reads, yaml.SafeLoader reads the same (what it refuses, SafeLoader decides)."""
+    fast = getattr(yaml, "CSafeLoader", None)
+    if fast is None or not block or len(block) > 1_048_576:
+        return
+    try:
+        value = yaml.load(block, Loader=fast)  # noqa: S506 (a safe loader)
+    except Exception:  # noqa: BLE001 (load_frontmatter_yaml hands it to SafeLoader)
+        return
+    # repr: NaN (``.nan``) is not equal to itself, and an alias can make a list hold itself
+    assert repr(yaml.safe_load(block)) == repr(value) == repr(load_frontmatter_yaml(block))
 
 
 def _check_outline(text: str) -> None:

@@ -201,6 +201,19 @@ def test_parse_markdown_rejects_bad_frontmatter(block: str) -> None:
         parse_markdown(f"---\n{block}---\nbody\n")
 
 
+@pytest.mark.parametrize("block", ['title: "\\uD800"\n', "title: \ud800\n", "title: .nan\n", "a: &x [*x]\n"])
+def test_frontmatter_reads_as_yaml_safe_loader_reads_it(block: str) -> None:
+    """libyaml reads first; what it refuses (an escaped lone surrogate) or cannot take (a raw one)
+    yaml.SafeLoader reads again, so the answer is SafeLoader's either way."""
+    try:
+        expected: object = yaml.safe_load(block)
+    except yaml.YAMLError:
+        with pytest.raises(InvalidInput):
+            parse_markdown(f"---\n{block}---\nbody\n")
+        return
+    assert repr(parse_markdown(f"---\n{block}---\nbody\n")) == repr((expected, "body\n"))
+
+
 def test_parse_markdown_rejects_huge_frontmatter() -> None:
     with pytest.raises(InvalidInput):
         parse_markdown("---\n" + "a: b\n" * 300_000 + "---\n")
