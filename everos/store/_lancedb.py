@@ -2,11 +2,12 @@
 
 :class:`IndexStore` owns ``<root>/.index/lancedb`` and its two tables, ``knowledge_topic`` (EverOS's
 columns, everos's vector width) and ``knowledge_fact``: native full-text indexes over the topics'
-pre-segmented token columns, scalar indexes on the keys writes and reads filter on (their columns
-and indexes: :mod:`everos.store._lancedb_schema`). Every LanceDB call runs through the sync API in a worker thread under
-the ``lancedb`` limiter and a ``call_timeout_seconds`` deadline (G3, G5; the async API does not run
-under Trio). Reads abandon their thread on cancel (a stale result is harmless); writes never do, so
-their outcome is known when they return (G5a).
+pre-segmented token columns, scalar indexes on the keys writes and reads filter on, a vector index
+past ``vector_index_min_rows`` (columns, indexes and the policy: :mod:`everos.store._lancedb_schema`).
+Every LanceDB call runs through the sync API in a worker thread under the ``lancedb`` limiter and a
+``call_timeout_seconds`` deadline (G3, G5; the async API does not run under Trio). Reads abandon
+their thread on cancel (a stale result is harmless); writes never do, so their outcome is known
+when they return (G5a).
 
 Writes go through :class:`everos.store._index_writer.IndexWriter`, the only writer.
 """
