@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import trio
 from jsonschema import Draft202012Validator
 from openapi_spec_validator import validate
 from openapi_spec_validator.validation import OpenAPIV31SpecValidator
@@ -106,6 +107,9 @@ async def test_real_answers_validate_against_their_documented_schemas(root: Path
         got = check(document, docs + "/{doc_id}", "get", await client.get(f"{API}/documents/{doc_id}"))
         topic = got["topics"][0]["topic_id"]
         check(document, "/knowledge/topics/{topic_id}", "get", await client.get(f"{API}/topics/{topic}"))
+        with trio.fail_after(30):  # search finds it once indexed, which the 201 does not wait for
+            while (await client.get(f"{API}/documents/{doc_id}")).json()["data"]["index_status"] != "indexed":
+                await trio.sleep(0.05)
         hits = check(document, "/knowledge/search", "post",
                      await client.post(f"{API}/search", json={"query": "copper cables", "include_content": True}))
         assert hits["hits"]
