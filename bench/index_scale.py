@@ -736,27 +736,30 @@ class Run:
                 "restart": restart, "rebuild": rebuild}
 
 
-async def _watch_sigterm(cancel_scope: trio.CancelScope) -> None:
-    with trio.open_signal_receiver(signal.SIGTERM) as signals:
-        async for _ in signals:
-            log("SIGTERM: stopping")
+async def _watch_signals(cancel_scope: trio.CancelScope, caught: list[int]) -> None:
+    """SIGINT (Ctrl-C) and SIGTERM cancel the run, which then stops its server and removes its files:
+    a cancellation, not a KeyboardInterrupt raised wherever the main task happens to be."""
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for signum in signals:
+            log(f"{signal.Signals(signum).name}: stopping")
+            caught.append(signum)
             cancel_scope.cancel()
             return
 
 
-async def run(args: argparse.Namespace, checkpoints: list[int]) -> dict[str, Any] | None:
+async def run(args: argparse.Namespace, checkpoints: list[int], caught: list[int]) -> dict[str, Any] | None:
     workdir = Path(tempfile.mkdtemp(prefix="everos-bench-scale-"))
     started = time.monotonic()
     bench: Run | None = None
     result: dict[str, Any] | None = None
     try:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(_watch_sigterm, nursery.cancel_scope)
+            nursery.start_soon(_watch_signals, nursery.cancel_scope, caught)
             bench = Run(args, workdir)
             result = await bench.main(checkpoints)
             nursery.cancel_scope.cancel()
         if result is None:
-            return None  # SIGTERM
+            return None  # a signal
         return {"settings": {
                     "checkpoints": checkpoints, "docs_cap": args.docs, "size": args.size,
                     "concurrency": args.concurrency, "queries": args.queries, "seed": args.seed, "top_k": TOP_K,
@@ -801,13 +804,17 @@ def main() -> None:
         args.docs, args.checkpoints, args.queries = min(args.docs, 30), "300", min(args.queries, 10)
         args.idle, args.optimize_wait = min(args.idle, 2.0), 0.0
     checkpoints = sorted(int(c) for c in args.checkpoints.split(",") if c.strip())
+    caught: list[int] = []
     try:
-        result = trio.run(run, args, checkpoints)
-    except KeyboardInterrupt:
+        result = trio.run(run, args, checkpoints, caught)
+    except (KeyboardInterrupt, BaseExceptionGroup) as exc:  # Ctrl-C before the signal watcher ran
+        if isinstance(exc, BaseExceptionGroup) and exc.split(KeyboardInterrupt)[1] is not None:
+            raise
         log("interrupted; cleaned up")
         sys.exit(130)
     if result is None:
-        sys.exit(143)
+        log("stopped by a signal; cleaned up")
+        sys.exit(128 + (caught[0] if caught else signal.SIGTERM))
     print(json.dumps(result, indent=2))
 
 
