@@ -221,13 +221,13 @@ class IndexStore:
                 found.setdefault(doc_id, set()).add(row_id)
         return found
 
-    def _replace_sync(self, name: str, rows: pa.Table, gone_docs: Sequence[str], stale_ids: Sequence[str]) -> None:
+    def _replace_sync(self, name: str, rows: pa.Table, gone_docs: Sequence[str], stale: Sequence[str]) -> None:
         table = self._table(name)
         # The timeout bounds each write inside its thread (G5a). A commit is atomic (stack notes
         # §4), so a write stopped by it raises having changed nothing.
         for chunk in chunked(gone_docs):
             table.delete(in_list("doc_id", chunk))
-        for chunk in chunked(stale_ids):
+        for chunk in chunked(stale):
             table.delete(in_list("id", chunk))
         if rows.num_rows:
             result = (
@@ -261,8 +261,8 @@ class IndexStore:
         """Train the topics' vector index (:func:`wanted_vector_partitions`) when the table passed
         ``vector_index_min_rows`` or doubled since; optimize folds later rows into it."""
         table = self._table(TOPIC_TABLE)
-        partitions = wanted_vector_partitions(table.count_rows(), self.settings.vector_index_min_rows,
-                                              self.vector_partitions)
+        rows = self.rows[TOPIC_TABLE]  # counted by the optimize that runs just before
+        partitions = wanted_vector_partitions(rows, self.settings.vector_index_min_rows, self.vector_partitions)
         if partitions is None:
             return
         old = self.vector_partitions
@@ -272,7 +272,7 @@ class IndexStore:
             table.drop_index(vector_index_name(old))
         self.vector_partitions = partitions
         self.versions[TOPIC_TABLE] = table.version
-        log.info("trained the topics' vector index: %d partitions over %d rows", partitions, table.count_rows())
+        log.info("trained the topics' vector index: %d partitions over %d rows", partitions, rows)
 
     # -- reads ---------------------------------------------------------------------------------------
 
