@@ -250,17 +250,18 @@ class LeasedQueue:
         ``running``, its attempt counted, its lease ending ``lease_seconds`` from now; in order."""
         if limit < 1 or lease_seconds <= 0:
             raise ValueError("lease needs limit >= 1 and lease_seconds > 0")
-        now = self._clock()
-        later = list(later_kinds)
-        order = f"kind IN ({', '.join('?' * len(later))}), " if later else ""
+        now, later = self._clock(), list(later_kinds)
+        # The other kinds, then the later ones, each in the order of the (status, available_at)
+        # index: ORDER BY kind IN (...) sorted every queued row at each lease (17 ms at 10,000).
+        kinds = ", ".join("?" * len(later))
+        parts = [f"AND kind NOT IN ({kinds})", f"AND kind IN ({kinds})"] if later else [""]
 
         def lease_in_thread(conn: sqlite3.Connection) -> list[Job]:
-            t = self._t
-            ids = [row[0] for row in conn.execute(
-                f"SELECT id FROM {t} WHERE status = 'queued' AND available_at <= ?"
-                f" ORDER BY {order}available_at, rowid LIMIT ?",
-                (now, *later, limit),
-            )]
+            t, ids = self._t, []
+            for part in (p for p in parts if len(ids) < limit):
+                ids += [row[0] for row in conn.execute(
+                    f"SELECT id FROM {t} WHERE status = 'queued' AND available_at <= ? {part}"
+                    " ORDER BY available_at, rowid LIMIT ?", (now, *later, limit - len(ids)))]
             jobs = []
             for job_id in ids:
                 conn.execute(

@@ -77,6 +77,37 @@ async def test_rows_of_later_kinds_are_leased_only_when_nothing_else_is_availabl
     assert [job.payload["name"] for job in await queue.lease("w", 5, 60, later_kinds=("vectors",))] == ["i2"]
 
 
+async def test_a_lease_reads_the_queue_in_index_order_and_sorts_nothing(queue: LeasedQueue, monkeypatch) -> None:
+    """#17: ORDER BY kind IN (...) sorted every queued row at each lease (17 ms a lease with 10,000
+    queued, held under the write lock); each part of the lease now walks the (status,
+    available_at) index and stops at its limit."""
+    plans: list[str] = []
+    real_write = queue._db.write
+
+    async def explaining(fn, *args):
+        def explained(conn, *inner):
+            real_execute = conn.execute
+
+            class Explaining:
+                def __getattr__(self, name):
+                    return getattr(conn, name)
+
+                def execute(self, sql, params=()):
+                    if sql.startswith("SELECT id FROM"):
+                        plans.extend(row[3] for row in real_execute("EXPLAIN QUERY PLAN " + sql, params))
+                    return real_execute(sql, params)
+
+            return fn(Explaining(), *inner)
+
+        return await real_write(explained, *args)
+
+    for n in range(3):
+        await queue.enqueue("vectors" if n % 2 else "index", {"name": n})
+    monkeypatch.setattr(queue._db, "write", explaining)
+    assert len(await queue.lease("w", 2, 60, later_kinds=("vectors",))) == 2
+    assert plans and all("TEMP B-TREE" not in plan for plan in plans), plans
+
+
 async def test_delayed_row_is_not_leased_before_it_is_available(queue: LeasedQueue, clock: FakeClock) -> None:
     await queue.enqueue("extract", delay_seconds=10)
     assert await queue.lease("w1", 1, 60) == []
