@@ -9,7 +9,7 @@ succeeded, failed, dead; lease, attempts, last error) and its index state in
 
     transition                 queue row                         index state
     queue (ingest, watch ...)  enqueue, merged by key            pending (written first)
-    queue many (rebuild)       enqueue each                      pending, all in one write first
+    queue many (rebuild)       enqueue_many, merged by key       pending, all in one write first
     queue for vectors          enqueue, the receipt kept         unchanged: stays indexed
     requeue (cascade fix)      requeue, fresh attempts           pending (written first)
     an attempt failed          fail: backoff, dead or failed     failed once the row gave up
@@ -82,7 +82,7 @@ class IndexLedger:
 
     async def enqueue_many(self, doc_dirs: Sequence[str], reason: str) -> None:
         """Queue many directories at once (a rebuild): every one ``pending`` in one write, then
-        their rows, as :meth:`enqueue` without a receipt.
+        their rows, hundreds a transaction, as :meth:`enqueue` without a receipt.
 
         Raises:
             StoreBusy: SQLite did not answer in time.
@@ -94,8 +94,8 @@ class IndexLedger:
                 state.mark_pending(conn, doc_dir, locate_document(doc_dir).doc_id, now)
 
         await self.db.write(mark)
-        for doc_dir in doc_dirs:
-            await self.queue.enqueue(QUEUE_KIND, _for_request({"doc_dir": doc_dir, "reason": reason}), key=doc_dir)
+        await self.queue.enqueue_many(
+            QUEUE_KIND, [(doc_dir, _for_request({"doc_dir": doc_dir, "reason": reason})) for doc_dir in doc_dirs])
 
     async def enqueue_for_vectors(self, doc_dirs: Iterable[str]) -> None:
         """Queue indexed directories again to embed their pending vectors; they stay ``indexed``

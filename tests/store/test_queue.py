@@ -255,6 +255,27 @@ async def test_finished_key_is_queued_again_with_fresh_attempts(queue: LeasedQue
     assert (revived.id, revived.status, revived.attempts, revived.last_error) == (job.id, JobStatus.QUEUED, 0, None)
 
 
+async def test_enqueue_many_merges_by_key_as_enqueue_does_in_transactions_of_hundreds(
+        queue: LeasedQueue, monkeypatch) -> None:
+    """A rebuild queues every document at once: 1,200 rows in 3 writes, not 1,200."""
+    running = await queue.enqueue("index", {"v": 1}, key="doc-0")
+    await queue.lease("w1", 1, 60)
+    writes = 0
+    real_write = queue._db.write
+
+    async def counting(fn, *args):
+        nonlocal writes
+        writes += 1
+        return await real_write(fn, *args)
+
+    monkeypatch.setattr(queue._db, "write", counting)
+    await queue.enqueue_many("index", [(f"doc-{n}", {"v": 2}) for n in range(1200)])
+    assert writes == 3
+    assert (await queue.stats()).counts[JobStatus.QUEUED] == 1199
+    marked = await queue.get(running.id)
+    assert marked is not None and (marked.status, marked.rerun) == (JobStatus.RUNNING, True)  # as enqueue would
+
+
 async def test_enqueue_with_an_existing_job_id_returns_that_row_unchanged(queue: LeasedQueue) -> None:
     await queue.enqueue("extract", {"v": 1}, job_id="task-1")
     again = await queue.enqueue("extract", {"v": 2}, job_id="task-1")
