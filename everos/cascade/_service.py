@@ -337,8 +337,8 @@ class CascadeService:
         (:func:`everos.cascade._rebuild.rebuild`: many attempts at once, so the index writer
         merges their commits). ``index_emptied``: the caller dropped the index tables; else every
         document the cascade or SQLite knows is deleted from the index first. ``on_progress(done,
-        failed, total)`` is called about twice a second while it runs. Works on a root written by EverOS
-        (same layout and frontmatter). Run it with no server on the root.
+        failed, total)`` is called about twice a second while it runs. Works on a root written by
+        EverOS (same layout and frontmatter). Run it with no server on the root.
 
         Raises:
             StoreBusy: SQLite or the index did not answer in time.
