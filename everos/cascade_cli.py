@@ -4,11 +4,13 @@
 recover or take rows, and write nothing). ``sync``, ``rebuild`` and ``fix --apply`` write the
 index, so they hold the root lock: they open the same services the server does
 (``everos.services.open_services``, without MCP), run the index writer for the duration of the
-command, and drain the queue before returning. ``rebuild`` opens the index emptied and shows its
-progress on the stream it is given (stderr from the command line): a bar on a terminal, a plain
-line every few seconds otherwise; its report on stdout stays the same. While a server owns the root, ``sync`` and ``rebuild`` refuse with a clear
-message, and ``fix --apply`` asks that server (``POST /api/v1/cascade/fix``, at the URL the server
-recorded in the lock) to queue the rows again for its own index workers.
+command, and drain the queue before returning. ``rebuild`` opens the index emptied, embeds in a
+worker process (its CPU off this process's GIL) and shows its progress on the stream it is given
+(stderr from the command line): a bar on a terminal, a plain line every few seconds otherwise; its
+report on stdout stays the same. While a server owns the
+root, ``sync`` and ``rebuild`` refuse with a clear message, and ``fix --apply`` asks that server
+(``POST /api/v1/cascade/fix``, at the URL the server recorded in the lock) to queue the rows again
+for its own index workers.
 """
 
 from __future__ import annotations
@@ -76,7 +78,7 @@ async def run_cascade_command(loaded: LoadedConfig, command: str, options: dict[
         return await fix_through_server(loaded.root)
     with hold_root_lock(loaded.root, purpose=f"cascade {command}"):
         async with open_services(runtime, mcp_transport=None, reset_index=command == "rebuild",
-                                 conversion=False) as services:
+                                 conversion=False, embedding_workers=command == "rebuild") as services:
             cascade = services.cascade
             async with trio.open_nursery() as nursery:
                 await nursery.start(services.index.writer.run)

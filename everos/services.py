@@ -114,7 +114,8 @@ def make_extractor(runtime: Runtime, providers: Providers, cpu_workers: CpuWorke
 
 @contextlib.asynccontextmanager
 async def open_services(runtime: Runtime, *, mcp_transport: Literal["http", "stdio"] | None = "http",
-                        reset_index: bool = False, conversion: bool = True) -> AsyncIterator[Services]:
+                        reset_index: bool = False, conversion: bool = True,
+                        embedding_workers: bool = False) -> AsyncIterator[Services]:
     """``async with open_services(runtime) as services:`` every service of ``runtime``'s root,
     open, in the order of the module docstring; closed on exit in the reverse order, shielded and
     within ``CLOSE_TIMEOUT_S``. A checkpoint; the caller bounds the opening (the startup deadline).
@@ -123,7 +124,10 @@ async def open_services(runtime: Runtime, *, mcp_transport: Literal["http", "std
     serving this process's stdin/stdout) or None (no MCP: the cascade commands). ``reset_index``
     drops the index tables at open (``everos cascade rebuild``). ``conversion=False`` starts no
     conversion worker processes, for a process that runs no ingest workers (the cascade commands):
-    its ingest service then refuses converted formats (415).
+    its ingest service then refuses converted formats (415). The built-in e5 embeds passages in
+    ``[embedding] workers`` processes of their own when there are conversion workers; with
+    ``embedding_workers`` (``everos cascade rebuild``) the built-in hashing embedder does too, and
+    e5 without them: their CPU then leaves the process's GIL to the rest of the indexing.
 
     Raises:
         What opening a store raises (``StoreBusy``, ``sqlite3.Error``, ``OSError``); the services
@@ -142,11 +146,12 @@ async def open_services(runtime: Runtime, *, mcp_transport: Literal["http", "std
             # cancelled first (their conversions killed), then closing waits for nothing.
             cpu = None if not conversion else await stack.enter_async_context(
                 open_cpu_workers(workers=config.ingest.conversion_workers, init=warm_up_converter))
-            if e5 and conversion:
+            builtin_embedder = e5 or isinstance(providers.embedder, BuiltinEmbedder)
+            if (e5 and conversion) or (builtin_embedder and embedding_workers):
                 # Processes of their own: an upload's conversion or extraction never waits behind
                 # a batch of the index's passages (G4).
                 embedding = await stack.enter_async_context(
-                    open_cpu_workers(workers=config.embedding.workers, init=warm_up_e5))
+                    open_cpu_workers(workers=config.embedding.workers, init=warm_up_e5 if e5 else None))
                 providers.embedder.use_workers(embedding, memory_mb=config.ingest.conversion_memory_mb)
             index = await IndexService.open(runtime, reset=reset_index)
             stack.push_async_callback(index.aclose)

@@ -206,7 +206,8 @@ def test_a_slow_count_still_prints_a_line_every_few_seconds() -> None:
     progress.advance_to(1)  # the first line waits for a tenth or five seconds
     clock.now = 6
     progress.advance_to(2)
-    assert stream.getvalue() == "everos cascade rebuild: 2/10000 documents (0%), 0.3 documents/s, ETA 8:19:54, 0 failed\n"
+    assert stream.getvalue() == (
+        "everos cascade rebuild: 2/10000 documents (0%), 0.3 documents/s, ETA 8:19:54, 0 failed\n")
 
 
 def test_a_count_on_a_terminal_moves_a_tqdm_bar() -> None:

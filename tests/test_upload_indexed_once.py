@@ -13,6 +13,7 @@ import trio
 
 import everos.knowledge._markdown as markdown
 from everos.cascade import CascadeService
+from everos.providers import BuiltinEmbedder
 from everos.store import STAGING_DIRNAME, LeasedQueue
 
 from .conftest import knowledge_server
@@ -35,7 +36,10 @@ async def wait_indexed(client, doc_id: str) -> None:
             await trio.sleep(0.05)
 
 
-async def test_an_80_kb_upload_is_never_read_back_and_is_written_queued_and_indexed_once(root: Path, monkeypatch) -> None:
+def count_cascade_work(monkeypatch, watched_dirs: list[str] | None = None) -> dict[str, int]:
+    """Counts, from now on: markdown files parsed, rows queued into the cascade, index attempts,
+    and directories the watcher looked at (``enqueue_if_changed``; each added to ``watched_dirs``
+    once the call is over)."""
     counts = {"parsed": 0, "queued": 0, "attempts": 0, "watched": 0}
     real_parse, real_enqueue, real_lease = markdown.parse_markdown, LeasedQueue.enqueue, LeasedQueue.lease
     real_watched = CascadeService.enqueue_if_changed
@@ -53,14 +57,23 @@ async def test_an_80_kb_upload_is_never_read_back_and_is_written_queued_and_inde
         counts["attempts"] += len(jobs) if self._t == "md_change_state" else 0
         return jobs
 
-    async def watched(self, *args, **kwargs):
+    async def watched(self, doc_dir, *args, **kwargs):
         counts["watched"] += 1
-        return await real_watched(self, *args, **kwargs)
+        try:
+            return await real_watched(self, doc_dir, *args, **kwargs)
+        finally:
+            if watched_dirs is not None:
+                watched_dirs.append(doc_dir)  # once whatever it queued is queued
 
     monkeypatch.setattr(markdown, "parse_markdown", parse)
     monkeypatch.setattr(CascadeService, "enqueue_if_changed", watched)
     monkeypatch.setattr(LeasedQueue, "enqueue", enqueue)
     monkeypatch.setattr(LeasedQueue, "lease", lease)
+    return counts
+
+
+async def test_an_80_kb_upload_is_never_read_back_and_is_written_queued_and_indexed_once(root: Path, monkeypatch) -> None:
+    counts = count_cascade_work(monkeypatch)
     async with knowledge_server(root, cascade__watch_debounce_ms=300) as server:
         # A first document makes the category directory, so the watcher sees the next one's files.
         first = await server.client.post(f"{API}/documents", files={"file": ("a.md", b"# A\n\nA first note.\n")},
@@ -94,6 +107,41 @@ async def test_an_80_kb_upload_is_never_read_back_and_is_written_queued_and_inde
         assert writes == [doc_id]
         hits = (await server.client.post(f"{API}/search", json={"query": "Sentence section topic"})).json()
         assert hits["data"]["hits"]
+
+
+async def test_with_a_slow_embedder_an_upload_is_queued_for_its_vectors_once_and_the_watcher_adds_nothing(
+    root: Path, monkeypatch
+) -> None:
+    """With an embedder that makes vectors in a pass of their own (the built-in e5), the upload's
+    row is queued again for its vectors right after its keyword pass, before the watcher's event
+    for its files (the debounce) comes. That row keeps the upload's receipt, so the watcher
+    queues nothing (IndexLedger.handled) and the vector pass reads no markdown either; before,
+    the watcher queued it a third time and the vector pass parsed it."""
+    monkeypatch.setattr(BuiltinEmbedder, "defers_vectors", True, raising=False)
+    watched: list[str] = []
+    counts = count_cascade_work(monkeypatch, watched)
+
+    async def settled(client) -> bool:
+        cascade = (await client.get("/health")).json()["cascade"]
+        return not (cascade["pending"] or cascade["vectors_pending"])
+
+    async with knowledge_server(root, cascade__watch_debounce_ms=2000) as server:
+        first = await server.client.post(f"{API}/documents", files={"file": ("a.md", b"# A\n\nA first note.\n")},
+                                         data={"title": "First", "category_id": "Technology"})
+        first_dir = Path(first.json()["data"]["md_path"]).relative_to(root).as_posix()
+        with trio.fail_after(30):  # the first document is done with, watcher event included
+            while first_dir not in watched or not await settled(server.client):
+                await trio.sleep(0.05)
+        counts.update(dict.fromkeys(counts, 0))
+        response = await server.client.post(f"{API}/documents", files={"file": ("notes.md", big_markdown(8_000))},
+                                            data={"title": "Notes", "category_id": "Technology"})
+        assert response.status_code == 201, response.text
+        doc_dir = Path(response.json()["data"]["md_path"]).relative_to(root).as_posix()
+        with trio.fail_after(30):
+            # its keyword pass, its vector pass and the watcher's event for its files (the debounce)
+            while doc_dir not in watched or not await settled(server.client):
+                await trio.sleep(0.05)
+        assert counts == {"parsed": 0, "queued": 2, "attempts": 2, "watched": 1}
 
 
 async def test_a_patch_is_indexed_from_the_rows_it_wrote_which_are_its_markdown(root: Path, monkeypatch) -> None:

@@ -9,8 +9,8 @@ succeeded, failed, dead; lease, attempts, last error) and its index state in
 
     transition                 queue row                         index state
     queue (ingest, watch ...)  enqueue, merged by key            pending (written first)
-    queue many (rebuild)       enqueue each                      pending, all in one write first
-    queue for vectors          enqueue                           unchanged: stays indexed
+    queue many (rebuild)       enqueue_many, merged by key       pending, all in one write first
+    queue for vectors          enqueue, the receipt kept         unchanged: stays indexed
     requeue (cascade fix)      requeue, fresh attempts           pending (written first)
     an attempt failed          fail: backoff, dead or failed     failed once the row gave up
     an attempt succeeded       complete                          (the indexer wrote indexed)
@@ -82,7 +82,7 @@ class IndexLedger:
 
     async def enqueue_many(self, doc_dirs: Sequence[str], reason: str) -> None:
         """Queue many directories at once (a rebuild): every one ``pending`` in one write, then
-        their rows, as :meth:`enqueue` without a receipt.
+        their rows, hundreds a transaction, as :meth:`enqueue` without a receipt.
 
         Raises:
             StoreBusy: SQLite did not answer in time.
@@ -94,17 +94,25 @@ class IndexLedger:
                 state.mark_pending(conn, doc_dir, locate_document(doc_dir).doc_id, now)
 
         await self.db.write(mark)
-        for doc_dir in doc_dirs:
-            await self.queue.enqueue(QUEUE_KIND, _for_request({"doc_dir": doc_dir, "reason": reason}), key=doc_dir)
+        await self.queue.enqueue_many(
+            QUEUE_KIND, [(doc_dir, _for_request({"doc_dir": doc_dir, "reason": reason})) for doc_dir in doc_dirs])
 
     async def enqueue_for_vectors(self, doc_dirs: Iterable[str]) -> None:
         """Queue indexed directories again to embed their pending vectors; they stay ``indexed``
         (searchable by keyword) meanwhile. The rows are of ``VECTORS_KIND``: workers lease them
         after the rest. A row already queued for another change takes this kind too; the attempt
-        indexes whatever changed all the same, only later."""
+        indexes whatever changed all the same, only later.
+
+        A row keeps the writer's receipt its last enqueue carried: while the files carry it the
+        vector pass indexes the writer's rows (no read back, no parse, no row write), and the
+        watcher's event for those files, which comes after the keyword pass when that pass is
+        quick, finds them handled (:meth:`handled`) instead of queueing the upload once more."""
         for doc_dir in doc_dirs:
-            await self.queue.enqueue(VECTORS_KIND, _for_request({"doc_dir": doc_dir, "reason": "re-embed"}),
-                                     key=doc_dir)
+            payload = _for_request({"doc_dir": doc_dir, "reason": "re-embed"})
+            written = await self._receipt(doc_dir)
+            if written is not None:
+                payload["written"] = written.as_payload()
+            await self.queue.enqueue(VECTORS_KIND, payload, key=doc_dir)
 
     async def requeue(self, jobs: Sequence[Job]) -> int:
         """Queue rows again with fresh attempts (``cascade fix --apply``), their documents
@@ -201,12 +209,20 @@ class IndexLedger:
         Raises:
             StoreBusy: SQLite did not answer in time.
         """
-        row = await self.db.fetchone(f"SELECT {COLUMNS} FROM {QUEUE_TABLE} WHERE key = ?", (doc_dir,))
-        if row is None:
+        job = await self._row(doc_dir)
+        if job is None:
             return False
-        job = job_from_row(row)
         written = WrittenFiles.from_payload((job.payload or {}).get("written"))
         return job.status in _HANDLED and written is not None and written.fingerprint == fingerprint
+
+    async def _receipt(self, doc_dir: str) -> WrittenFiles | None:
+        """The writer's receipt the row of ``doc_dir`` was last queued with, if any."""
+        job = await self._row(doc_dir)
+        return None if job is None else WrittenFiles.from_payload((job.payload or {}).get("written"))
+
+    async def _row(self, doc_dir: str) -> Job | None:
+        row = await self.db.fetchone(f"SELECT {COLUMNS} FROM {QUEUE_TABLE} WHERE key = ?", (doc_dir,))
+        return None if row is None else job_from_row(row)
 
     async def index_states(self, doc_ids: Sequence[str]) -> dict[str, state.IndexState]:
         """``{doc_id: IndexState}`` of the given documents the cascade knows."""

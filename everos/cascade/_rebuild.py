@@ -17,7 +17,6 @@ knows is deleted from it first, many deletes in flight, which the writer merges 
 from __future__ import annotations
 
 import dataclasses
-import logging
 import os
 from collections.abc import Callable
 
@@ -34,8 +33,6 @@ from everos.ingest import _repository as repo
 from everos.store._index_rows import FactRow, IndexSink, TopicRow
 
 __all__ = ["PROGRESS_INTERVAL_S", "EmptiedIndex", "Progress", "rebuild"]
-
-log = logging.getLogger("everos.cascade")
 
 PROGRESS_INTERVAL_S = 0.5
 """How often a rebuild tells its ``on_progress`` how far it is while the queue drains."""

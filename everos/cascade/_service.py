@@ -155,9 +155,10 @@ class CascadeService:
         self.workers = IndexWorkers(self.ledger, DocumentIndexer(self._indexer_parts), self.settings, clock=self._clock)
         self.scanner = Scanner(root=self.root, ledger=self.ledger, enqueue=self.enqueue_document,
                                files_limiter=limiters.files, interval_seconds=self.settings.scan_interval_seconds,
+                               full_scan_interval_seconds=self.settings.full_scan_interval_seconds,
                                clock=self._clock)
         self.watcher = Watcher(root=self.root, enqueue=self.enqueue_if_changed, on_tree_change=self.scanner.request_scan,
-                               debounce_ms=self.settings.watch_debounce_ms)
+                               on_watching=self.scanner.watch_started, debounce_ms=self.settings.watch_debounce_ms)
         recovered = await self.ledger.recover() if recover else 0
         if recovered:
             log.warning("returned %d index rows of a previous process to the queue", recovered)
@@ -362,8 +363,8 @@ class CascadeService:
         (:func:`everos.cascade._rebuild.rebuild`: many attempts at once, so the index writer
         merges their commits). ``index_emptied``: the caller dropped the index tables; else every
         document the cascade or SQLite knows is deleted from the index first. ``on_progress(done,
-        failed, total)`` is called about twice a second while it runs. Works on a root written by EverOS
-        (same layout and frontmatter). Run it with no server on the root.
+        failed, total)`` is called about twice a second while it runs. Works on a root written by
+        EverOS (same layout and frontmatter). Run it with no server on the root.
 
         Raises:
             StoreBusy: SQLite or the index did not answer in time.

@@ -97,8 +97,9 @@ class ChangeBatcher:
 
 
 class Watcher:
-    """Watches ``root`` and calls ``enqueue(doc_dir, "watch")`` per quiet document directory and
-    ``on_tree_change()`` for changes above the document level."""
+    """Watches ``root`` and calls ``enqueue(doc_dir, "watch")`` per quiet document directory,
+    ``on_tree_change()`` for changes above the document level, and ``on_watching()`` each time
+    its watch is in place (at a start and a restart: what changed before was seen by nobody)."""
 
     def __init__(
         self,
@@ -107,11 +108,13 @@ class Watcher:
         enqueue: Callable[[str, str], Awaitable[object]],
         on_tree_change: Callable[[], None],
         debounce_ms: int,
+        on_watching: Callable[[], None] = lambda: None,
         rust_timeout_ms: int = 250,
     ) -> None:
         self.root = root
         self._enqueue = enqueue
         self._on_tree_change = on_tree_change
+        self._on_watching = on_watching
         self._batcher = ChangeBatcher(debounce_ms / 1000)
         self._rust_timeout_ms = rust_timeout_ms
         self._changed = trio.Event()
@@ -149,6 +152,7 @@ class Watcher:
                 async for changes in stream:
                     if not started:
                         started = self.watching = True
+                        self._on_watching()
                         task_status.started()
                     self._record(changes)
 

@@ -311,9 +311,8 @@ class IngestSettings:
 @dataclass(frozen=True)
 class CascadeSettings:
     workers: int = setting(2, "Index workers leasing index rows.", minimum=1)
-    rebuild_workers: int = setting(
-        32, "Index attempts at once during `everos cascade rebuild` (no server shares the process): the "
-        "index writer merges the documents they hand it together into one commit.", minimum=1)
+    rebuild_workers: int = setting(32, "Index attempts at once in `everos cascade rebuild`: the index writer "
+                                   "merges the documents they hand it into one commit.", minimum=1)
     llm_facts: str = setting(
         "off", "Who writes a topic's atomic facts when [llm] names a model: off, the built-in sentence "
         "splitter (no model time); with-extraction, the model in the extraction answer (no extra call, "
@@ -337,6 +336,9 @@ class CascadeSettings:
     watch_debounce_ms: int = setting(500, "Quiet time after an edit before it is queued.", minimum=0)
     scan_interval_seconds: float = setting(30.0, "How often the scanner reconciles markdown with the index.",
                                            positive=True)
+    full_scan_interval_seconds: float = setting(
+        600.0, "How often a scan stats every markdown file (the others look only where a directory's mtime "
+        "moved: an edit in place the watcher missed waits for this).", positive=True)
     optimize_interval_seconds: float = setting(
         60.0, "How often LanceDB tables are optimized while old versions may remain.", positive=True)
     optimize_after_commits: int = setting(

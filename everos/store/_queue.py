@@ -43,52 +43,13 @@ from everos.store._lease import (
     settle_attempt,
 )
 from everos.store._migrations import MigrationSet
+from everos.store._queue_schema import queue_migration
 from everos.store._sqlite import Database
 
 __all__ = ["LeasedQueue"]
 
 _TABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
-
-_SCHEMA_V1 = """
-CREATE TABLE {t} (
-    id TEXT PRIMARY KEY,
-    kind TEXT NOT NULL,
-    key TEXT UNIQUE,
-    payload TEXT NOT NULL,
-    status TEXT NOT NULL CHECK (status IN ('queued', 'running', 'succeeded', 'failed', 'dead')),
-    attempts INTEGER NOT NULL DEFAULT 0,
-    max_attempts INTEGER NOT NULL,
-    rerun INTEGER NOT NULL DEFAULT 0,
-    lease_owner TEXT,
-    lease_expires_at REAL,
-    available_at REAL NOT NULL,
-    last_error TEXT,
-    result TEXT,
-    created_at REAL NOT NULL,
-    updated_at REAL NOT NULL,
-    started_at REAL,
-    finished_at REAL
-);
-CREATE INDEX {t}_status_available ON {t} (status, available_at);
-CREATE INDEX {t}_status_lease ON {t} (status, lease_expires_at);
-CREATE INDEX {t}_finished ON {t} (finished_at);
-"""
-
-# Before step 2, last_error held the whole "CODE: message" text; a leading upper-case code moves to
-# error_code. Other text (a lost lease, "ValueError: ...") has none. Frozen with the step.
-_V1_CODED_ERROR = re.compile(r"([A-Z][A-Z0-9_]*): (.*)", re.DOTALL)
-
-
-def _error_code_step(table: str) -> Callable[[sqlite3.Connection], None]:
-    """Step 2: the error's code gets its own column; existing rows are split once."""
-    def step(conn: sqlite3.Connection) -> None:
-        conn.execute(f"ALTER TABLE {table} ADD COLUMN error_code TEXT")
-        for row_id, text in conn.execute(f"SELECT id, last_error FROM {table} WHERE last_error IS NOT NULL").fetchall():
-            if coded := _V1_CODED_ERROR.fullmatch(text):
-                conn.execute(f"UPDATE {table} SET error_code = ?, last_error = ? WHERE id = ?",
-                             (coded[1], coded[2], row_id))
-    return step
-
+_BULK_ROWS = 500  # rows per transaction of enqueue_many: each call stays well inside its deadline
 
 class LeasedQueue:
     """A durable work queue with leases, backed by table ``table`` of ``db``.
@@ -111,7 +72,7 @@ class LeasedQueue:
     def migration(cls, table: str) -> MigrationSet:
         """The schema of a queue table named ``table``, as a migration set ``queue.<table>``."""
         table = cls._check_table(table)
-        return MigrationSet(f"queue.{table}", (_SCHEMA_V1.format(t=table), _error_code_step(table)))
+        return queue_migration(table)
 
     @staticmethod
     def _check_table(table: str) -> str:
@@ -153,6 +114,19 @@ class LeasedQueue:
         job = await self._db.write(self._enqueue_in_thread, *args)
         self._wake()
         return job
+
+    async def enqueue_many(self, kind: str, items: Sequence[tuple[str, Any]]) -> None:
+        """:meth:`enqueue` of each ``(key, payload)`` with this ``kind``, ``_BULK_ROWS`` rows a
+        transaction (a rebuild queues every document: one call each cost a thread hop and a
+        commit). Raises as :meth:`enqueue` (no ``max_pending`` here)."""
+        def insert(conn: sqlite3.Connection, chunk: Sequence[tuple[str, Any]], now: float) -> None:
+            for key, payload in chunk:
+                self._enqueue_in_thread(conn, kind, encode_json(payload), key, uuid.uuid4().hex, False,
+                                        self._max_attempts, now, None, now)
+
+        for start in range(0, len(items), _BULK_ROWS):
+            await self._db.write(insert, items[start:start + _BULK_ROWS], self._clock())
+        self._wake()
 
     def _enqueue_in_thread(
         self, conn: sqlite3.Connection, kind: str, payload: str, key: str | None, job_id: str, explicit_id: bool,
@@ -250,17 +224,18 @@ class LeasedQueue:
         ``running``, its attempt counted, its lease ending ``lease_seconds`` from now; in order."""
         if limit < 1 or lease_seconds <= 0:
             raise ValueError("lease needs limit >= 1 and lease_seconds > 0")
-        now = self._clock()
-        later = list(later_kinds)
-        order = f"kind IN ({', '.join('?' * len(later))}), " if later else ""
+        now, later = self._clock(), list(later_kinds)
+        # The other kinds, then the later ones, each in the order of the (status, available_at)
+        # index: ORDER BY kind IN (...) sorted every queued row at each lease (17 ms at 10,000).
+        kinds = ", ".join("?" * len(later))
+        parts = [f"AND kind NOT IN ({kinds})", f"AND kind IN ({kinds})"] if later else [""]
 
         def lease_in_thread(conn: sqlite3.Connection) -> list[Job]:
-            t = self._t
-            ids = [row[0] for row in conn.execute(
-                f"SELECT id FROM {t} WHERE status = 'queued' AND available_at <= ?"
-                f" ORDER BY {order}available_at, rowid LIMIT ?",
-                (now, *later, limit),
-            )]
+            t, ids = self._t, []
+            for part in (p for p in parts if len(ids) < limit):
+                ids += [row[0] for row in conn.execute(
+                    f"SELECT id FROM {t} WHERE status = 'queued' AND available_at <= ? {part}"
+                    " ORDER BY available_at, rowid LIMIT ?", (now, *later, limit - len(ids)))]
             jobs = []
             for job_id in ids:
                 conn.execute(

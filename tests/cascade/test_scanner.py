@@ -93,3 +93,56 @@ async def test_scanner_does_not_loop_on_a_dead_deletion(root: Path, sink: FakeSi
         sink.delete_document = original_delete
         assert (await cascade.fix(apply=True))["outcomes"] == {"deleted": 1}
         assert await cascade.scanner.scan_once() == []
+
+
+# -- incremental scans (issue #17 item 6) ----------------------------------------------------------
+
+
+def settle(root: Path) -> None:
+    """Date every file and directory of the documents ten seconds back: past the mtime tick
+    (SETTLED_AFTER_S), so a scan trusts a directory whose mtime did not move."""
+    past = time.time() - 10
+    for path in [*root.rglob("*"), root]:
+        if ".index" not in path.parts:
+            os.utime(path, (past, past), follow_symlinks=False)
+
+
+def edit_in_place(path: Path) -> None:
+    """Rewrite a file where it is (its directory's mtime stays), a little later than it was."""
+    later = path.stat().st_mtime + 5
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write("\nAn edit in place.\n")
+    os.utime(path, (later, later))
+
+
+async def test_scans_between_full_scans_miss_only_edits_in_place_and_the_full_scan_finds_them(
+    root: Path, sink: FakeSink, embedder: FakeEmbedder, mock_clock
+) -> None:
+    """A scan looks into directories whose mtime moved; every full_scan_interval_seconds it
+    stats every file, so an edit in place the watcher missed reaches the index within that time."""
+    edited, _ = [write_document(root, f"Guide {n}", GUIDE) for n in range(2)]
+    settle(root)
+    async with open_cascade(root, sink, embedder, full_scan_interval_seconds=600) as cascade:
+        scanner = cascade.scanner
+        assert len(await scanner.scan_once()) == 2 and scanner.last_scan_full  # the first scan is full
+        await cascade.drain()
+        edit_in_place(next((root / edited).glob("1_*.md")))
+        added = write_document(root, "Guide new", GUIDE)
+        mock_clock.jump(300)
+        assert await scanner.scan_once() == [(added, "new")] and not scanner.last_scan_full
+        mock_clock.jump(300)
+        assert await scanner.scan_once() == [(edited, "changed")] and scanner.last_scan_full
+
+
+async def test_the_scan_after_the_watch_started_is_full(root: Path, sink: FakeSink, embedder: FakeEmbedder,
+                                                        mock_clock) -> None:
+    """What was edited in place before the watch was in place was reported by nobody."""
+    doc_dir = write_document(root, "Trio guide", GUIDE)
+    settle(root)
+    async with open_cascade(root, sink, embedder, full_scan_interval_seconds=600) as cascade:
+        await cascade.sync()
+        edit_in_place(next((root / doc_dir).glob("1_*.md")))
+        assert await cascade.scanner.scan_once() == []  # incremental: cannot tell
+        cascade.scanner.watch_started()
+        assert await cascade.scanner.scan_once() == [(doc_dir, "changed")] and cascade.scanner.last_scan_full
+        assert not (await cascade.scanner.scan_once() or cascade.scanner.last_scan_full)

@@ -54,7 +54,7 @@ def test_batcher_waits_for_quiet_per_directory() -> None:
 class Recorder:
     def __init__(self) -> None:
         self.queued: list[tuple[str, str]] = []
-        self.tree_changes = 0
+        self.tree_changes = self.watches = 0
         self.changed = trio.Event()
 
     async def enqueue(self, doc_dir: str, reason: str) -> None:
@@ -65,6 +65,9 @@ class Recorder:
         self.tree_changes += 1
         self.changed.set()
 
+    def on_watching(self) -> None:
+        self.watches += 1
+
     async def wait_for(self, predicate) -> None:
         with trio.fail_after(15):
             while not predicate():
@@ -74,7 +77,7 @@ class Recorder:
 
 async def start_watcher(nursery: trio.Nursery, root: Path, recorder: Recorder) -> None:
     watcher = Watcher(root=root, enqueue=recorder.enqueue, on_tree_change=recorder.on_tree_change,
-                      debounce_ms=50, rust_timeout_ms=100)
+                      on_watching=recorder.on_watching, debounce_ms=50, rust_timeout_ms=100)
     with trio.fail_after(15):
         await nursery.start(watcher.run)
 
@@ -100,6 +103,7 @@ async def test_watcher_queues_an_edited_document_once_quiet(root: Path) -> None:
         nursery.cancel_scope.cancel()
     assert recorder.queued == [(doc_dir, "watch")]
     assert recorder.tree_changes == 0
+    assert recorder.watches == 1  # told once its watch was in place (the scanner's full scan)
 
 
 async def test_watcher_queues_a_removed_document_and_reports_tree_changes(root: Path) -> None:

@@ -131,3 +131,30 @@ async def test_the_watcher_does_not_queue_again_what_a_writer_queued(
         [job] = await cascade.queue.list()
         assert job.payload == {"doc_dir": doc_dir, "reason": "watch"}
         assert [r.outcome.action for r in await cascade.drain()] == ["indexed"]
+
+
+class DeferringEmbedder(FakeEmbedder):
+    """A slow model (like the built-in e5): its vectors come in a second attempt of their own."""
+
+    defers_vectors = True
+
+
+async def test_the_vector_pass_of_a_writer_s_document_keeps_its_receipt(
+    root: Path, sink: FakeSink, parses: list[str], row_writes: list[str]
+) -> None:
+    """With a slow embedder an upload is queued again for its vectors right after its keyword
+    pass. That row keeps the writer's receipt: the vector pass indexes the writer's rows (no read
+    back, no parse, no row write), and the watcher, whose event for the upload's files comes
+    after it (the debounce), still knows them (IndexLedger.handled) and queues nothing."""
+    async with open_cascade(root, sink, DeferringEmbedder()) as cascade:
+        doc_dir, doc_id, written = await publish(cascade, root, "Trio guide", GUIDE)
+        row_writes.clear()
+        await cascade.enqueue_document(doc_dir, written=written)
+        jobs = await cascade.queue.lease("w", 1, 60)
+        keyword_pass = await cascade.workers.attempt(jobs[0], "w")
+        assert keyword_pass.outcome.vectors_pending is not None  # deferred: queued for its vectors
+        assert await cascade.enqueue_if_changed(doc_dir, "watch") is None
+        [vector_pass] = await cascade.drain()
+        assert vector_pass.outcome.action == "indexed" and vector_pass.outcome.vectors_pending is None
+        assert await cascade.enqueue_if_changed(doc_dir, "watch") is None
+        assert parses == [] and row_writes == [] and await cascade.drain() == []

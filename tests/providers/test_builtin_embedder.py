@@ -88,3 +88,27 @@ async def test_async_embed_of_nothing():
 def test_dim_must_be_positive():
     with pytest.raises(ValueError):
         BuiltinEmbedder(0)
+
+
+async def test_passages_embedded_in_worker_processes_are_the_same_vectors_and_queries_stay_here(monkeypatch):
+    """``everos cascade rebuild`` embeds in a worker process (use_workers): its CPU leaves the
+    GIL of the indexing process; the vectors are exactly those of a thread."""
+    from everos.providers import _builtin_embedder
+    from everos.workers import open_cpu_workers
+
+    embedder = BuiltinEmbedder(64)
+    texts = [f"topic {n}: parsing command line arguments" for n in range(300)]  # two process calls
+    here: list[int] = []
+    real_sync = BuiltinEmbedder.embed_sync
+    monkeypatch.setattr(BuiltinEmbedder, "embed_sync",
+                        lambda self, chunk: here.append(len(chunk)) or real_sync(self, chunk))
+    async with open_cpu_workers(workers=1) as pool:
+        embedder.use_workers(pool, memory_mb=2048)
+        with trio.fail_after(60):
+            in_workers = await embedder.embed(texts, budget="background")
+            query = await embedder.embed(["a query"], budget="interactive", purpose="query")
+        snapshot = pool.snapshot()
+    assert here == [1]  # only the query was embedded in this process
+    assert snapshot.killed == snapshot.crashed == 0
+    assert in_workers == _builtin_embedder.embed_texts(64, 8000, texts) == real_sync(embedder, texts)
+    assert query == real_sync(embedder, ["a query"])
