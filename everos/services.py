@@ -167,8 +167,7 @@ async def open_services(runtime: Runtime, *, mcp_transport: Literal["http", "std
             if e5:  # the model that embeds queries in this process: loaded now, not on a first search
                 await trio.to_thread.run_sync(load_e5, limiter=limiters.cpu)
             search = SearchService(index.store, providers.embedder, providers.reranker, config.knowledge_search,
-                                   limiters.cpu, document_lookup=ingest.document_briefs,
-                                   topic_content_lookup=ingest.topic_contents)
+                                   limiters.cpu, hit_lookup=ingest.hit_details)
             mcp = None if mcp_transport is None else MCPService(ingest, runtime, search=search.search,
                                                                 transport=mcp_transport)
             blueprints = knowledge_blueprints(ingest, search=search) + cascade_blueprints(cascade)

@@ -68,7 +68,9 @@ def test_quick_mode_reports_every_figure(tmp_path: Path) -> None:
         spread_ok(point["search"][method]["client_ms"])
         assert point["search"][method]["mean_hits"] > 0, method  # the queries find something
         spread_ok(point["lancedb"][method])
+        spread_ok(point["lancedb"]["recall"][method])
         assert set(point["ratio_server_over_lancedb"][method]) == {"p50", "p99"}
+        assert set(point["ratio_server_over_recall"][method]) == {"p50", "p99"}
     spread_ok(point["lancedb"]["facts_for_10_hits"])
     assert point["lancedb"]["tables"]["knowledge_topic"]["rows"] == point["topics"]
     assert result["health"]["probes"] > 0 and "failures" in result["health"]

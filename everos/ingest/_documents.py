@@ -204,13 +204,7 @@ class Documents:
             return {doc_id: {"index_status": None, "index_error": None} for doc_id in doc_ids}
         return await self._ctx.index.index_states(doc_ids)
 
-    async def document_briefs(self, doc_ids) -> dict[str, dict[str, Any]]:
-        """``{doc_id: {title, summary}}`` for search hits; unknown ids are left out."""
-        rows = await self._ctx.db.read(lambda conn: [repo.get_document(conn, d) for d in dict.fromkeys(doc_ids)])
-        return {row.doc_id: {"doc_id": row.doc_id, "title": row.title, "summary": row.summary}
-                for row in rows if row is not None}
-
-    async def topic_contents(self, topic_ids) -> dict[str, str]:
-        """``{topic_id: content}`` for search hits with ``include_content`` and for rerank."""
-        rows = await self._ctx.db.read(lambda conn: [repo.get_topic(conn, t) for t in dict.fromkeys(topic_ids)])
-        return {row["node_id"]: row["content"] for row in rows if row is not None}
+    async def hit_details(self, topic_ids, with_content: bool = False) -> dict[str, dict[str, Any]]:
+        """``{topic_id: details}`` for search hits (:func:`repo.hit_details`): one read for the
+        topics and their documents; topics or documents that are gone are left out."""
+        return await self._ctx.db.read(repo.hit_details, list(dict.fromkeys(topic_ids)), with_content)

@@ -10,6 +10,7 @@ rows are written by :func:`save_rows` alone, from a document's projection
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -191,6 +192,30 @@ def list_topics(conn: sqlite3.Connection, doc_id: str) -> list[sqlite3.Row]:
 
 def get_topic(conn: sqlite3.Connection, node_id: str) -> sqlite3.Row | None:
     return conn.execute("SELECT * FROM knowledge_topics WHERE node_id = ?", (node_id,)).fetchone()
+
+
+_HIT_COLUMNS = ("doc_id", "category_id", "topic_name", "topic_path", "depth", "summary")
+
+
+def hit_details(conn: sqlite3.Connection, node_ids: Sequence[str], with_content: bool) -> dict[str, dict[str, Any]]:
+    """``{node_id: {doc_id, category_id, topic_name, topic_path, depth, summary, document: {title,
+    summary}[, content]}}`` of the given topics whose topic and document rows exist: what a search
+    hit shows beyond its score, in one query per 500 ids (a search asks for a few dozen)."""
+    columns = ", ".join(f"t.{name}" for name in (*_HIT_COLUMNS, *(("content",) if with_content else ())))
+    details: dict[str, dict[str, Any]] = {}
+    for start in range(0, len(node_ids), 500):
+        chunk = list(node_ids[start : start + 500])
+        for row in conn.execute(
+            f"SELECT t.node_id, {columns}, d.title AS document_title, d.summary AS document_summary"
+            " FROM knowledge_topics AS t JOIN knowledge_documents AS d ON d.doc_id = t.doc_id"
+            f" WHERE t.node_id IN ({', '.join('?' * len(chunk))})", chunk,
+        ):
+            found = {name: row[name] for name in _HIT_COLUMNS}
+            found["document"] = {"title": row["document_title"], "summary": row["document_summary"]}
+            if with_content:
+                found["content"] = row["content"]
+            details[row["node_id"]] = found
+    return details
 
 
 def delete_document(conn: sqlite3.Connection, doc_id: str) -> int:

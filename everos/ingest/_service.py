@@ -219,11 +219,8 @@ class IngestService:
     async def index_states(self, doc_ids: list[str]) -> dict[str, dict[str, str | None]]:
         return await self._documents.index_states(doc_ids)
 
-    async def document_briefs(self, doc_ids) -> dict[str, dict[str, Any]]:
-        return await self._documents.document_briefs(doc_ids)
-
-    async def topic_contents(self, topic_ids) -> dict[str, str]:
-        return await self._documents.topic_contents(topic_ids)
+    async def hit_details(self, topic_ids, with_content: bool = False) -> dict[str, dict[str, Any]]:
+        return await self._documents.hit_details(topic_ids, with_content)
 
     # -- idempotency (_idempotency.py) ------------------------------------------------------------
 

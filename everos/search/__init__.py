@@ -4,17 +4,16 @@ rerank (see :class:`SearchService`)."""
 from everos._exports import claim_public_names
 from everos.search._facts import MAX_FACT_CHARS, split_facts
 from everos.search._fusion import rrf
-from everos.search._service import METHODS, DocumentLookup, Reranker, SearchService, TopicContentLookup
+from everos.search._service import METHODS, HitLookup, Reranker, SearchService
 from everos.search._tokens import STOP_WORDS, search_tokens, warm_up
 
 __all__ = [
-    "DocumentLookup",
+    "HitLookup",
     "MAX_FACT_CHARS",
     "METHODS",
     "Reranker",
     "STOP_WORDS",
     "SearchService",
-    "TopicContentLookup",
     "rrf",
     "search_tokens",
     "split_facts",

@@ -12,10 +12,12 @@ EverOS response shape (reference §2.3, §6).
 Scores are calibrated to [0, 1] the same way for every query (:mod:`everos.search._fusion`), so
 ``score_threshold`` keeps the hits that match well enough.
 
-A configured reranker reorders the first ``rerank_n`` candidates by its own scores (hits past them
-follow, scored no higher than the last reranked one); if it fails, the recall order stands.
-``score_threshold`` then filters, hits whose document is gone are dropped, and ``top_k`` (at most
-``top_k_cap``) are returned, each with its best atomic facts.
+Recall reads only each candidate's id and document id from the index. A configured reranker
+reorders the first ``rerank_n`` candidates by its own scores (hits past them follow, scored no
+higher than the last reranked one); if it fails, the recall order stands. ``score_threshold`` then
+filters, and the first ``top_k`` (at most ``top_k_cap``) candidates whose topic and document still
+exist are returned: what a hit shows comes from one batched lookup (SQLite's topic and document
+rows, :data:`HitLookup`), run side by side with the lookup of the hits' best atomic facts.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from everos.search._fusion import keyword_score, rrf, vector_score, weighted
 from everos.search._tokens import search_tokens
 from everos.store.index import IndexStore
 
-__all__ = ["METHODS", "DocumentLookup", "Reranker", "SearchService", "TopicContentLookup"]
+__all__ = ["METHODS", "HitLookup", "Reranker", "SearchService"]
 
 log = logging.getLogger("everos.search")
 
@@ -44,10 +46,13 @@ DEFAULT_SIMILARITY_RANGE: Final = (0.0, 1.0)
 DEFAULT_KEYWORD_WEIGHT: Final = 0.5
 """The keyword weight of hybrid search with an embedder that names none."""
 
-DocumentLookup = Callable[[Sequence[str]], Awaitable[dict[str, dict[str, Any]]]]
-"""``doc_ids -> {doc_id: {"title": ..., "summary": ...}}`` for the documents that exist."""
-TopicContentLookup = Callable[[Sequence[str]], Awaitable[dict[str, str]]]
-"""``topic_ids -> {topic_id: content}`` (EverOS keeps topic content in SQLite)."""
+HitLookup = Callable[[Sequence[str], bool], Awaitable[dict[str, dict[str, Any]]]]
+"""``(topic_ids, with_content) -> {topic_id: details}`` for the topics that exist, whose document
+exists: ``doc_id``, ``category_id``, ``topic_name``, ``topic_path``, ``depth``, ``summary``,
+``document`` (``{"title", "summary"}``) and, ``with_content``, ``content`` (EverOS keeps topic
+content in SQLite)."""
+SHOWN_WINDOW: Final = 2
+"""Candidates looked up per hit still wanted: room for hits whose document is gone."""
 
 
 class Reranker(Protocol):
@@ -68,11 +73,11 @@ class _Candidate:
 class SearchService:
     """Answers knowledge searches within one scope; stateless between calls.
 
-    ``cpu_limiter`` bounds the tokenizer threads. ``document_lookup``, when given, supplies each
-    hit's document title and summary, and hits of documents it does not return are dropped (the
-    document was deleted and the index has not caught up). ``topic_content_lookup``, when given,
-    supplies topic content for ``include_content`` and for the reranker (which otherwise reads the
-    summary).
+    ``cpu_limiter`` bounds the tokenizer threads. ``hit_lookup`` supplies what each hit shows (its
+    topic's name, path and summary, its document's title and summary, the content for
+    ``include_content`` and for the reranker); candidates it does not return are dropped (the
+    topic or its document was deleted and the index has not caught up). Without it the index's
+    own rows stand in (:meth:`IndexStore.topic_rows`: no document title or summary, no content).
     """
 
     def __init__(
@@ -83,16 +88,14 @@ class SearchService:
         settings: KnowledgeSearchSettings,
         cpu_limiter: trio.CapacityLimiter,
         *,
-        document_lookup: DocumentLookup | None = None,
-        topic_content_lookup: TopicContentLookup | None = None,
+        hit_lookup: HitLookup | None = None,
     ) -> None:
         self.index = index
         self.embedder = embedder
         self.reranker = reranker
         self.settings = settings
         self._cpu_limiter = cpu_limiter
-        self._document_lookup = document_lookup
-        self._topic_content_lookup = topic_content_lookup
+        self._hit_lookup = hit_lookup if hit_lookup is not None else self._index_rows
 
     async def search(
         self,
@@ -137,27 +140,58 @@ class SearchService:
         # Hybrid without a query vector (the embedder failed) is keyword search, scored as such.
         fuse_as = "keyword" if method == "hybrid" and query_vector is None else method
         candidates = _fuse(fuse_as, keyword, vector_hits, self.settings, self._calibration())
-        contents: dict[str, str] = {}
+        details: dict[str, dict[str, Any]] = {}
         if self.reranker is not None and candidates:
-            candidates, contents = await self._rerank(self.reranker, query, candidates)
+            candidates = await self._rerank(self.reranker, query, candidates, details)
         if score_threshold is not None:
             candidates = [c for c in candidates if c.score >= score_threshold]
-        documents = await self._documents(candidates)
-        if self._document_lookup is not None:
-            candidates = [c for c in candidates if c.row["doc_id"] in documents]
-        candidates = candidates[:top_k]
-        ids = [c.row["id"] for c in candidates]
-        if include_content and self._topic_content_lookup is not None and candidates:
-            missing = [i for i in ids if i not in contents]
-            if missing:
-                contents.update(await self._topic_content_lookup(missing))
-        facts = await self.index.facts_for_topics(ids, query_vector, tokens, self.settings.facts_per_hit)
-        hits = [
-            _hit(c, method, documents.get(c.row["doc_id"]), contents.get(c.row["id"]) if include_content else None,
-                 facts.get(c.row["id"], []))
-            for c in candidates
-        ]
+        shown, facts = await self._shown(candidates, top_k, include_content, details, query_vector, tokens)
+        hits = [_hit(c, method, details[c.row["id"]], include_content, facts.get(c.row["id"], [])) for c in shown]
         return {"hits": hits, "total": len(hits), "took_ms": round((time.perf_counter() - started) * 1000, 2)}
+
+    async def _shown(
+        self, candidates: list[_Candidate], top_k: int, include_content: bool, details: dict[str, dict[str, Any]],
+        query_vector: list[float] | None, tokens: list[str],
+    ) -> tuple[list[_Candidate], dict[str, list[tuple[dict[str, Any], float]]]]:
+        """The first ``top_k`` candidates whose topic and document exist, and their best facts.
+
+        Candidates are looked up ``SHOWN_WINDOW`` per hit still wanted (``details`` collects what
+        was found); the first lookup runs beside the fact lookup of the first ``top_k``
+        candidates, which are the hits unless some are gone (their replacements' facts are looked
+        up afterwards)."""
+        facts: dict[str, list[tuple[dict[str, Any], float]]] = {}
+        asked: set[str] = set()
+
+        async def look_up_facts(topic_ids: list[str]) -> None:
+            asked.update(topic_ids)
+            facts.update(await self.index.facts_for_topics(topic_ids, query_vector, tokens,
+                                                           self.settings.facts_per_hit))
+
+        async def look_up(topic_ids: list[str]) -> None:
+            if topic_ids:
+                details.update(await self._hit_lookup(topic_ids, include_content))
+
+        shown: list[_Candidate] = []
+        start = 0
+        while len(shown) < top_k and start < len(candidates):
+            window = candidates[start : start + SHOWN_WINDOW * (top_k - len(shown))]
+            wanted = [c.row["id"] for c in window if c.row["id"] not in details]
+            if start == 0:
+                await _together(lambda: look_up(wanted), lambda: look_up_facts([c.row["id"] for c in window[:top_k]]))
+            else:
+                await look_up(wanted)
+            start += len(window)
+            shown.extend(c for c in window if c.row["id"] in details)
+        shown = shown[:top_k]
+        missing = [c.row["id"] for c in shown if c.row["id"] not in asked]
+        if missing:
+            await look_up_facts(missing)
+        return shown, facts
+
+    async def _index_rows(self, topic_ids: Sequence[str], with_content: bool) -> dict[str, dict[str, Any]]:
+        """The :data:`HitLookup` without SQLite: the index's rows, no document title, no content."""
+        rows = await self.index.topic_rows(topic_ids)
+        return {topic_id: {**row, "document": {}} for topic_id, row in rows.items()}
 
     def _calibration(self) -> tuple[tuple[float, float], float]:
         """The embedder's similarity range and the keyword weight (the setting, or the embedder's)."""
@@ -184,36 +218,39 @@ class SearchService:
                 return
             found["vector_hits"] = await self.index.vector_topics(found["vector"], app_id, project_id, recall_n)
 
-        try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(keyword)
-                nursery.start_soon(vector)
-        except ExceptionGroup as group:
-            # Callers map errors to answers one class at a time (StoreBusy -> 503), not groups.
-            raise group.exceptions[0] from None
+        await _together(keyword, vector)
         return found["keyword"], found["vector"], found["vector_hits"]
 
     async def _rerank(
-        self, reranker: Reranker, query: str, candidates: list[_Candidate]
-    ) -> tuple[list[_Candidate], dict[str, str]]:
+        self, reranker: Reranker, query: str, candidates: list[_Candidate], details: dict[str, dict[str, Any]]
+    ) -> list[_Candidate]:
+        """The first ``rerank_n`` candidates that still exist, reordered by ``reranker`` on their
+        content (else summary, else name), then the rest; ``details`` gets what was looked up."""
         head, tail = candidates[: self.settings.rerank_n], candidates[self.settings.rerank_n :]
-        contents: dict[str, str] = {}
-        if self._topic_content_lookup is not None:
-            contents = await self._topic_content_lookup([c.row["id"] for c in head])
-        texts = [contents.get(c.row["id"]) or c.row["summary"] or c.row["topic_name"] for c in head]
+        details.update(await self._hit_lookup([c.row["id"] for c in head], True))
+        head = [c for c in head if c.row["id"] in details]
+        if not head:
+            return tail
+        texts = [(lambda d: d.get("content") or d["summary"] or d["topic_name"])(details[c.row["id"]]) for c in head]
         try:
             ranked = await reranker.rerank(query, texts, budget="interactive")
         except ProviderError as exc:
             log.warning("search results not reranked: the reranker failed: %s", exc)
-            return candidates, contents
+            return head + tail
         reordered = [_Candidate(head[i].row, float(score), head[i].source) for i, score in ranked]
         floor = min((c.score for c in reordered), default=0.0)
-        return reordered + [_Candidate(c.row, min(c.score, floor), c.source) for c in tail], contents
+        return reordered + [_Candidate(c.row, min(c.score, floor), c.source) for c in tail]
 
-    async def _documents(self, candidates: list[_Candidate]) -> dict[str, dict[str, Any]]:
-        if self._document_lookup is None or not candidates:
-            return {}
-        return await self._document_lookup(list(dict.fromkeys(c.row["doc_id"] for c in candidates)))
+
+async def _together(*calls: Callable[[], Awaitable[None]]) -> None:
+    """Run ``calls`` side by side; the first failure is raised as itself (callers map errors to
+    answers one class at a time, StoreBusy -> 503, not groups)."""
+    try:
+        async with trio.open_nursery() as nursery:
+            for call in calls:
+                nursery.start_soon(call)
+    except ExceptionGroup as group:
+        raise group.exceptions[0] from None
 
 
 def _fuse(
@@ -248,25 +285,24 @@ def _fuse(
 def _hit(
     candidate: _Candidate,
     method: str,
-    document: dict[str, Any] | None,
-    content: str | None,
+    details: dict[str, Any],
+    include_content: bool,
     facts: list[tuple[dict[str, Any], float]],
 ) -> dict[str, Any]:
-    row = candidate.row
-    document = document or {}
+    document = details["document"]
     return {
-        "topic_id": row["id"],
-        "category_id": row["category_id"],
-        "topic_name": row["topic_name"],
-        "topic_path": row["topic_path"],
-        "depth": row["depth"],
-        "summary": row["summary"],
-        "content": content,
+        "topic_id": candidate.row["id"],
+        "category_id": details["category_id"],
+        "topic_name": details["topic_name"],
+        "topic_path": details["topic_path"],
+        "depth": details["depth"],
+        "summary": details["summary"],
+        "content": details.get("content") if include_content else None,
         "score": round(candidate.score, 6),
         "retrieval_method": method,
         "source": candidate.source,
         "document": {
-            "doc_id": row["doc_id"],
+            "doc_id": candidate.row["doc_id"],
             "title": document.get("title", ""),
             "summary": document.get("summary", ""),
         },

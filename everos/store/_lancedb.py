@@ -33,8 +33,8 @@ from lancedb.index import IvfFlat
 from everos.config import LanceDBSettings
 from everos.errors import ConfigError, StoreBusy
 from everos.store._lancedb_schema import (
-    FACT_FIELDS, FACT_TABLE, FTS_COLUMNS, FTS_CONFIG, MAX_FACTS_SCANNED, MAX_ROWS_PER_DOCUMENT, SCALAR_INDEXES,
-    TOPIC_FIELDS, TOPIC_RESULT_COLUMNS, TOPIC_TABLE, WriteOp, arrow_rows, chunked, fact_schema, in_list, quote,
+    FACT_FIELDS, FACT_TABLE, FTS_COLUMNS, FTS_CONFIG, MAX_FACTS_SCANNED, MAX_ROWS_PER_DOCUMENT, RECALL_COLUMNS,
+    SCALAR_INDEXES, TOPIC_FIELDS, TOPIC_RESULT_COLUMNS, TOPIC_TABLE, WriteOp, arrow_rows, chunked, fact_schema, in_list, quote,
     scope_filter, stale_ids, topic_schema, vector_index_name, vector_index_partitions, vector_nprobes,
     wanted_vector_partitions,
 )
@@ -290,8 +290,10 @@ class IndexStore:
     async def keyword_topics(
         self, query_tokens: Sequence[str], app_id: str, project_id: str, limit: int
     ) -> list[tuple[dict[str, Any], float]]:
-        """BM25 over ``summary_tokens`` and ``content_tokens`` in the scope, merged per topic keeping
-        the higher score (as EverOS does); best first, at most ``limit``. No tokens, no hits."""
+        """BM25 over ``summary_tokens`` and ``content_tokens`` in the scope, a topic scored by the
+        better of its two columns (as EverOS does, with a query per column): one full-text query
+        over both, which gives those scores. Best first, at most ``limit``; a hit is ``{id,
+        doc_id}`` (:meth:`topic_rows` has the rest). No tokens, no hits."""
         if not query_tokens:
             await trio.lowlevel.checkpoint()
             return []
@@ -299,37 +301,45 @@ class IndexStore:
                                 write=False)
 
     def _keyword_sync(self, text: str, scope: str, limit: int) -> list[tuple[dict[str, Any], float]]:
-        best: dict[str, tuple[dict[str, Any], float]] = {}
-        for column in FTS_COLUMNS[TOPIC_TABLE]:
-            found = (
-                self._table(TOPIC_TABLE).search(text, query_type="fts", fts_columns=column)
-                .where(scope, prefilter=True).select([*TOPIC_RESULT_COLUMNS, "_score"]).limit(limit)
-                .to_arrow(timeout=self._query_timeout())
-            )
-            for row in found.to_pylist():
-                score = float(row.pop("_score"))
-                if row["id"] not in best or score > best[row["id"]][1]:
-                    best[row["id"]] = (row, score)
-        return sorted(best.values(), key=lambda pair: -pair[1])[:limit]
+        found = (
+            self._table(TOPIC_TABLE).search(text, query_type="fts", fts_columns=list(FTS_COLUMNS[TOPIC_TABLE]))
+            .where(scope, prefilter=True).select([*RECALL_COLUMNS, "_score"]).limit(limit)
+            .to_arrow(timeout=self._query_timeout())
+        )
+        return _recalled(found, [float(score) for score in found.column("_score").to_pylist()])
 
     async def vector_topics(
         self, vector: Sequence[float], app_id: str, project_id: str, limit: int
     ) -> list[tuple[dict[str, Any], float]]:
         """Nearest topics by cosine in the scope; score = 1 - cosine distance (the similarity),
-        best first, at most ``limit``. Rows without a vector are never returned."""
+        best first, at most ``limit``; a hit is ``{id, doc_id}``. Rows without a vector are never
+        returned."""
         return await self._call(self._vector_sync, list(vector), scope_filter(app_id, project_id), limit, write=False)
 
     def _vector_sync(self, vector: list[float], scope: str, limit: int) -> list[tuple[dict[str, Any], float]]:
         found = (
             self._vector_query(vector).where(scope, prefilter=True)
-            .select([*TOPIC_RESULT_COLUMNS, "_distance"]).limit(limit).to_arrow(timeout=self._query_timeout())
+            .select([*RECALL_COLUMNS, "_distance"]).limit(limit).to_arrow(timeout=self._query_timeout())
         )
-        hits = []
-        for row in found.to_pylist():
-            score = 1.0 - float(row.pop("_distance"))
-            if not math.isnan(score):
-                hits.append((row, score))
-        return hits
+        hits = _recalled(found, [1.0 - float(distance) for distance in found.column("_distance").to_pylist()])
+        return [(row, score) for row, score in hits if not math.isnan(score)]
+
+    async def topic_rows(self, topic_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """``{topic_id: row}`` of the given topics that are indexed, with the columns a search hit
+        shows (:data:`TOPIC_RESULT_COLUMNS`). Search reads these from SQLite when it can (one query
+        with the documents); this is the index's own copy."""
+        if not topic_ids:
+            await trio.lowlevel.checkpoint()
+            return {}
+        return await self._call(self._topic_rows_sync, list(dict.fromkeys(topic_ids)), write=False)
+
+    def _topic_rows_sync(self, topic_ids: list[str]) -> dict[str, dict[str, Any]]:
+        rows: dict[str, dict[str, Any]] = {}
+        for chunk in chunked(topic_ids):
+            found = (self._table(TOPIC_TABLE).search().where(in_list("id", chunk)).select(TOPIC_RESULT_COLUMNS)
+                     .limit(len(chunk)).to_arrow(timeout=self._query_timeout()))
+            rows.update((row["id"], row) for row in found.to_pylist())
+        return rows
 
     def _vector_query(self, vector: list[float]) -> Any:
         query = self._table(TOPIC_TABLE).search(vector, vector_column_name="vector").distance_type("cosine")
@@ -393,3 +403,9 @@ class IndexStore:
     async def file_count(self) -> int:
         """How many files lie under the LanceDB directory (data, deletions, manifests, indexes)."""
         return await self._call(lambda: sum(len(files) for _, _, files in os.walk(self.path)), write=False)
+
+
+def _recalled(found: pa.Table, scores: list[float]) -> list[tuple[dict[str, Any], float]]:
+    """A recall query's ``{id, doc_id}`` rows with their scores, in the query's order."""
+    return [({"id": topic_id, "doc_id": doc_id}, score) for topic_id, doc_id, score in
+            zip(found.column("id").to_pylist(), found.column("doc_id").to_pylist(), scores)]

@@ -19,9 +19,9 @@ from everos.store._index_rows import FactRow, TopicRow
 
 __all__ = [
     "FACT_FIELDS", "FACT_TABLE", "FTS_COLUMNS", "FTS_CONFIG", "MAX_FACTS_SCANNED", "MAX_ROWS_PER_DOCUMENT",
-    "SCALAR_INDEXES", "TOPIC_FIELDS", "TOPIC_RESULT_COLUMNS", "TOPIC_TABLE", "WriteOp", "arrow_rows", "chunked",
-    "fact_schema", "in_list", "quote", "scope_filter", "stale_ids", "topic_schema", "vector_index_name",
-    "vector_index_partitions", "vector_nprobes", "wanted_vector_partitions",
+    "RECALL_COLUMNS", "SCALAR_INDEXES", "TOPIC_FIELDS", "TOPIC_RESULT_COLUMNS", "TOPIC_TABLE", "WriteOp",
+    "arrow_rows", "chunked", "fact_schema", "in_list", "quote", "scope_filter", "stale_ids", "topic_schema",
+    "vector_index_name", "vector_index_partitions", "vector_nprobes", "wanted_vector_partitions",
 ]
 
 TOPIC_TABLE = "knowledge_topic"
@@ -42,6 +42,9 @@ FACT_FIELDS = tuple(f.name for f in dataclasses.fields(FactRow))
 # What a search hit carries: not the vector nor the token columns (the whole content, tokenized),
 # which cost a read per hit and are never shown.
 TOPIC_RESULT_COLUMNS = [name for name in TOPIC_FIELDS if name not in ("vector", "summary_tokens", "content_tokens")]
+# What a recall query reads of its (up to recall_n) rows: fusion needs the id, the gone-document
+# check the doc_id; the few hits shown get the rest in one lookup afterwards.
+RECALL_COLUMNS = ["id", "doc_id"]
 # Rows one read may return: bounds memory when a query matches far more than anyone asked for.
 MAX_FACTS_SCANNED = 20_000
 MAX_ROWS_PER_DOCUMENT = 100_000

@@ -127,3 +127,25 @@ def test_saved_rows_read_back_as_the_projection_and_keep_times_and_extractor() -
     assert {row["created_at"] for row in repo.list_topics(conn, DOC_ID)} == {10.0}
     assert stored.topic_count == content.topic_count == len(content.topics) - 1
     assert repo.load_rows(conn, "d_000000000000") is None
+
+
+def test_hit_details_read_topics_with_their_documents_in_one_query_and_leave_out_what_is_gone() -> None:
+    conn = memory_db()
+    content = content_from_extraction(DOC_ID, "Title", by_hand())
+    doc_dir = f"default_app/default_project/knowledge/Technology/Title_{DOC_ID}"
+    repo.save_rows(conn, project(content, doc_dir=doc_dir, app_id="default", project_id="default"), now=10.0)
+    topics = repo.list_topics(conn, DOC_ID)
+    ids = [row["node_id"] for row in topics]
+    statements: list[str] = []
+    conn.set_trace_callback(statements.append)
+    details = repo.hit_details(conn, [*ids, "d_000000000000_1"], with_content=False)
+    conn.set_trace_callback(None)
+    assert len(statements) == 1 and set(details) == set(ids)
+    first = details[ids[1]]
+    assert first["topic_name"] == topics[1]["topic_name"] and first["depth"] == topics[1]["depth"]
+    assert first["document"] == {"title": "Title", "summary": repo.get_document(conn, DOC_ID).summary}
+    assert "content" not in first
+    assert repo.hit_details(conn, ids[1:2], with_content=True)[ids[1]]["content"] == topics[1]["content"]
+    repo.delete_document(conn, DOC_ID)
+    assert repo.hit_details(conn, ids, with_content=True) == {}
+

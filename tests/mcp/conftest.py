@@ -27,9 +27,10 @@ __all__ = ["FakeSearch", "McpServer", "StalledExtractor", "call", "mcp_server", 
 def search_hit(topic_id: str, summary: str = "", *, score: float = 0.9, title: str = "Trio") -> dict[str, Any]:
     """One hit in the search service's own shape (its ``_hit``), for a keyword search."""
     doc_id = topic_id.rsplit("_", 1)[0]
-    row = {"id": topic_id, "doc_id": doc_id, "category_id": "Technology", "topic_name": "Nurseries",
-           "topic_path": "Trio > Nurseries", "depth": 1, "summary": summary}
-    return _hit(_Candidate(row, score, "keyword"), "keyword", {"title": title, "summary": ""}, None, [])
+    details = {"doc_id": doc_id, "category_id": "Technology", "topic_name": "Nurseries",
+               "topic_path": "Trio > Nurseries", "depth": 1, "summary": summary,
+               "document": {"title": title, "summary": ""}}
+    return _hit(_Candidate({"id": topic_id, "doc_id": doc_id}, score, "keyword"), "keyword", details, False, [])
 
 
 class FakeSearch:

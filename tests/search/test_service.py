@@ -125,21 +125,51 @@ async def test_each_hit_lists_its_best_facts(
     assert hit["facts"][0]["fact_id"] == f"{BEES_ID}_1_f1" and hit["facts"][0]["score"] > 0
 
 
-async def test_documents_and_content_come_from_the_lookups_and_gone_documents_are_dropped(
+async def test_what_hits_show_comes_from_the_lookup_and_gone_topics_are_dropped(
     index: IndexStore, embedder: BuiltinEmbedder, indexed: IndexWriter
 ) -> None:
-    async def documents(doc_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
-        return {d: {"title": "Bees", "summary": "All about bees."} for d in doc_ids if d == BEES_ID}
+    asked: list[tuple[list[str], bool]] = []
 
-    async def contents(ids: Sequence[str]) -> dict[str, str]:
-        return {topic_id: f"content of {topic_id}" for topic_id in ids}
+    async def lookup(topic_ids: Sequence[str], with_content: bool) -> dict[str, dict[str, Any]]:
+        asked.append((list(topic_ids), with_content))
+        rows = await index.topic_rows(topic_ids)
+        return {topic_id: {**row, "summary": f"fresh {topic_id}", "document": {"title": "Bees", "summary": "All."},
+                           **({"content": f"content of {topic_id}"} if with_content else {})}
+                for topic_id, row in rows.items() if row["doc_id"] == BEES_ID}  # bread's document is gone
 
-    svc = service(index, embedder, document_lookup=documents, topic_content_lookup=contents)
+    svc = service(index, embedder, hit_lookup=lookup)
     answer = await search(svc, "queen bee bread loaf", "keyword", include_content=True)
-    assert {hit["document"]["doc_id"] for hit in answer["hits"]} == {BEES_ID}  # bread's document is gone
-    assert answer["hits"][0]["document"]["title"] == "Bees"
-    assert answer["hits"][0]["content"] == f"content of {answer['hits'][0]['topic_id']}"
+    assert {hit["document"]["doc_id"] for hit in answer["hits"]} == {BEES_ID}
+    first = answer["hits"][0]
+    assert first["document"]["title"] == "Bees" and first["summary"] == f"fresh {first['topic_id']}"
+    assert first["content"] == f"content of {first['topic_id']}"
+    assert all(with_content for _, with_content in asked)
+    asked.clear()
     assert (await search(svc, "queen bee", "keyword"))["hits"][0]["content"] is None
+    assert len(asked) == 1 and not asked[0][1]  # one lookup per search, without content when none is shown
+
+
+async def test_hits_replace_gone_candidates_from_further_down_the_recall(
+    index: IndexStore, embedder: BuiltinEmbedder, indexed: IndexWriter
+) -> None:
+    """With top_k 1 the first window is two candidates; when both are gone, the next ones are
+    looked up, and the hit shown gets its own facts."""
+    every = await search(service(index, embedder), "queen bee bread loaf eggs oven", "keyword", top_k=10)
+    ids = [hit["topic_id"] for hit in every["hits"]]
+    assert len(ids) >= 3
+    gone = set(ids[:2])
+    asked: list[list[str]] = []
+
+    async def lookup(topic_ids: Sequence[str], with_content: bool) -> dict[str, dict[str, Any]]:
+        asked.append(list(topic_ids))
+        rows = await index.topic_rows(topic_ids)
+        return {topic_id: {**row, "document": {}} for topic_id, row in rows.items() if topic_id not in gone}
+
+    answer = await search(service(index, embedder, hit_lookup=lookup), "queen bee bread loaf eggs oven", "keyword",
+                          top_k=1)
+    assert [hit["topic_id"] for hit in answer["hits"]] == [ids[2]]
+    assert asked[0] == ids[:2] and asked[1][0] == ids[2]
+    assert answer["hits"][0]["facts"] == every["hits"][2]["facts"][: len(answer["hits"][0]["facts"])]
 
 
 class FakeReranker:

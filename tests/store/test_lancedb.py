@@ -357,9 +357,41 @@ async def test_keyword_topics_keep_the_better_of_summary_and_content_scores(
     only_content = dataclasses.replace(topic("d_1", 0, "alpha"), content_tokens="alpha beta beta")
     await writer.replace_document("d_1", [only_content, topic("d_1", 1, "gamma")], [])
     hits = await store.keyword_topics(["beta"], "app", "proj", 10)
-    assert [row["id"] for row, _ in hits] == ["d_1_0"]
-    assert hits[0][1] > 0 and "vector" not in hits[0][0]
+    assert hits[0][0] == {"id": "d_1_0", "doc_id": "d_1"} and len(hits) == 1  # recall reads ids only
+    assert hits[0][1] > 0
     assert await store.keyword_topics([], "app", "proj", 10) == []
+
+
+async def test_the_one_keyword_query_scores_each_topic_by_its_better_column(
+    store: IndexStore, writer: IndexWriter
+) -> None:
+    """EverOS runs a query per column and keeps a topic's higher score; the one query over both
+    columns gives the same scores."""
+    topics = [
+        dataclasses.replace(topic("d_1", 0, "x"), summary_tokens="river delta", content_tokens="plain words here"),
+        dataclasses.replace(topic("d_1", 1, "x"), summary_tokens="plain", content_tokens="river river delta mouth"),
+        dataclasses.replace(topic("d_1", 2, "x"), summary_tokens="river", content_tokens="delta of a river"),
+        dataclasses.replace(topic("d_1", 3, "x"), summary_tokens="mountain", content_tokens="snow"),
+    ]
+    await writer.replace_document("d_1", topics, [])
+    table = store._table(TOPIC_TABLE)
+    for text in ("river", "delta", "river delta", "mouth plain"):
+        best: dict[str, float] = {}
+        for column in ("summary_tokens", "content_tokens"):
+            found = table.search(text, query_type="fts", fts_columns=column).select(["id", "_score"]).limit(10)
+            for row in found.to_list():
+                best[row["id"]] = max(best.get(row["id"], 0.0), row["_score"])
+        hits = await store.keyword_topics(text.split(), "app", "proj", 10)
+        assert {row["id"]: pytest.approx(score) for row, score in hits} == best
+        assert [score for _, score in hits] == sorted(best.values(), reverse=True)
+
+
+async def test_topic_rows_give_what_a_hit_shows_for_the_indexed_topics(store: IndexStore, writer: IndexWriter) -> None:
+    await writer.replace_document("d_1", *document("d_1"))
+    rows = await store.topic_rows(["d_1_1", "d_1_0", "d_9_9", "d_1_1"])
+    assert set(rows) == {"d_1_0", "d_1_1"}
+    assert rows["d_1_1"]["topic_name"] == "Topic 1" and "vector" not in rows["d_1_1"]
+    assert "content_tokens" not in rows["d_1_1"] and await store.topic_rows([]) == {}
 
 
 async def test_vector_topics_score_cosine_similarity(store: IndexStore, writer: IndexWriter) -> None:
