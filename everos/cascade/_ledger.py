@@ -243,9 +243,8 @@ class IndexLedger:
         """What the status block is made of: queue stats, documents per index status, the
         ``recent`` newest failures, and how many documents wait for vectors."""
         stats = await self.queue.stats()
-        counts = await self.db.read(state.state_counts)
-        failures = await self.db.read(state.recent_failures, recent)
-        vectors_pending = await self.db.read(state.vectors_pending_count)
+        counts, failures, vectors_pending = await self.db.read(lambda conn: (
+            state.state_counts(conn), state.recent_failures(conn, recent), state.vectors_pending_count(conn)))
         return stats, counts, failures, vectors_pending
 
 
