@@ -231,7 +231,7 @@ class SearchService:
         head = [c for c in head if c.row["id"] in details]
         if not head:
             return tail
-        texts = [(lambda d: d.get("content") or d["summary"] or d["topic_name"])(details[c.row["id"]]) for c in head]
+        texts = [_rerank_text(details[c.row["id"]]) for c in head]
         try:
             ranked = await reranker.rerank(query, texts, budget="interactive")
         except ProviderError as exc:
@@ -240,6 +240,10 @@ class SearchService:
         reordered = [_Candidate(head[i].row, float(score), head[i].source) for i, score in ranked]
         floor = min((c.score for c in reordered), default=0.0)
         return reordered + [_Candidate(c.row, min(c.score, floor), c.source) for c in tail]
+
+
+def _rerank_text(details: dict[str, Any]) -> str:
+    return details.get("content") or details["summary"] or details["topic_name"]
 
 
 async def _together(*calls: Callable[[], Awaitable[None]]) -> None:
