@@ -185,7 +185,7 @@ async def test_a_patch_is_indexed_from_the_rows_it_wrote_which_are_its_markdown(
 
 
 async def test_an_80_kb_upload_costs_one_fsync_per_file_it_writes(root: Path, monkeypatch) -> None:
-    """G6 without waste (#17): the inbox copy, each published file and each directory touched are
+    """G6 without waste (#17): the inbox copy, each published file and each directory it enters are
     fsynced once; staged files are not written through a temporary file and rename each."""
     synced: list[str] = []
     real_fsync = os.fsync
@@ -212,6 +212,43 @@ async def test_an_80_kb_upload_costs_one_fsync_per_file_it_writes(root: Path, mo
     staged = [Path(p) for p in synced if Path(p).is_relative_to(root / STAGING_DIRNAME)]
     staged_files = [p for p in staged if p.suffix]  # stage-*/name.md and stage-*/_original/big.md
     assert sorted(p.name for p in staged_files) == sorted(p.name for p in published)
-    # Besides the published files: the inbox copy and its directory, the two staging directories,
-    # .tmp (the staging directory's entry) and the category directory the document moved into.
-    assert len(synced) - len(staged_files) <= 6, sorted(set(synced) - set(map(str, staged_files)))
+    # Besides the published files: the inbox copy and its directory, the two staging directories
+    # and the category directory the document moved into (not .tmp, which it left).
+    others = sorted(set(synced) - set(map(str, staged_files)))
+    assert len(others) == 5 and str(root / STAGING_DIRNAME) not in others, others
+
+
+async def test_a_replace_in_place_is_queued_and_indexed_once_and_the_watcher_adds_nothing(
+        root: Path, monkeypatch) -> None:
+    """PUT with the same title and category publishes over the document's directory (one atomic
+    exchange): the watcher sees every file of it rewritten, and the old tree leave through .tmp;
+    the ledger's receipt (IndexLedger.handled) still makes it one queued row, one attempt, no
+    markdown read back (#17 item 6)."""
+    watched: list[str] = []
+    counts = count_cascade_work(monkeypatch, watched)
+    async with knowledge_server(root, cascade__watch_debounce_ms=300) as server:
+        created = await server.client.post(f"{API}/documents", files={"file": ("notes.md", big_markdown(8_000))},
+                                           data={"title": "Notes", "category_id": "Technology"})
+        assert created.status_code == 201, created.text
+        doc_id = created.json()["data"]["doc_id"]
+        doc_dir = Path(created.json()["data"]["md_path"]).relative_to(root).as_posix()
+        await wait_indexed(server.client, doc_id)
+        with trio.fail_after(30):
+            while doc_dir not in watched:
+                await trio.sleep(0.05)
+        await trio.sleep(1.0)
+        counts.update(dict.fromkeys(counts, 0))
+        watched.clear()
+        replaced = await server.client.put(f"{API}/documents/{doc_id}",
+                                           files={"file": ("notes.md", big_markdown(12_000).replace(b"topic", b"theme"))},
+                                           data={"title": "Notes", "category_id": "Technology"})
+        assert replaced.status_code == 200, replaced.text
+        assert Path(replaced.json()["data"]["md_path"]).relative_to(root).as_posix() == doc_dir
+        await wait_indexed(server.client, doc_id)
+        with trio.fail_after(30):
+            while doc_dir not in watched:  # the watcher saw the new files
+                await trio.sleep(0.05)
+        await trio.sleep(1.0)  # and whatever it would do about them is done
+        assert {k: counts[k] for k in ("parsed", "queued", "attempts")} == {"parsed": 0, "queued": 1, "attempts": 1}
+        hits = (await server.client.post(f"{API}/search", json={"query": "theme"})).json()["data"]["hits"]
+        assert hits and all(h["topic_id"].startswith(doc_id) for h in hits)

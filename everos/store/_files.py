@@ -10,7 +10,10 @@ Readers never see a half-written file or a half-replaced directory:
   the backup back if the second rename fails (readers may find nothing between the two renames).
 * :func:`write_staged_files` fills a staging directory: each file written and fsynced once, each
   directory fsynced once, with no per-file temporary and rename (the staging directory is private
-  until it is published, so the publishing rename is the one atomic step that matters).
+  until it is published, so the publishing rename is the one atomic step that matters). The files'
+  fsyncs run side by side, at most ``SYNC_THREADS`` at once in a pool of that many threads shared
+  by the process, so the filesystem's journal commits many of them together: 120 files of an
+  80 KB upload, 100–150 ms one after the other on this machine's ext4, about 30 ms side by side.
 * Staging directories live under ``<root>/.tmp/`` (:func:`staging_dir`), on the same filesystem as
   the tree, so those renames are atomic; :func:`clean_staging` empties it at startup.
 
@@ -31,7 +34,9 @@ import functools
 import os
 import secrets
 import shutil
+import threading
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path, PurePath
 from typing import Any, TypeVar
 
@@ -41,6 +46,7 @@ from everos.errors import PathTraversal
 
 __all__ = [
     "STAGING_DIRNAME",
+    "SYNC_THREADS",
     "atomic_write_bytes",
     "atomic_write_bytes_sync",
     "atomic_write_text",
@@ -63,6 +69,12 @@ __all__ = [
 T = TypeVar("T")
 
 STAGING_DIRNAME = ".tmp"
+
+SYNC_THREADS = 8
+"""Threads fsyncing staged files side by side (one pool for the process), and the files one
+:func:`write_staged_files_sync` call keeps open for them at most (G5b: a bounded number of file
+descriptors). Eight: on this machine's ext4, 4 threads took 34 ms for 120 files, 8 took 28, 16 took
+25–33; one after the other took 100–150."""
 
 # renameat2(2) constants (linux/fs.h, fcntl.h).
 _AT_FDCWD = -100
@@ -148,14 +160,32 @@ def atomic_write_bytes_sync(path: Path, data: bytes | bytearray | memoryview, *,
 
 def _write_new_file(path: Path, data: bytes | bytearray | memoryview, mode: int = 0o666) -> None:
     """Create ``path`` (it must not exist; ``mode`` before the umask), write ``data`` and fsync it."""
+    _sync_and_close(_create_and_write(path, data, mode))
+
+
+def _create_and_write(path: Path, data: bytes | bytearray | memoryview, mode: int = 0o666) -> int:
+    """Create ``path`` (it must not exist), write ``data``; the open descriptor (the caller closes it)."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view):]
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _sync_and_close(fd: int) -> None:
+    try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+@functools.cache
+def _sync_pool() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(SYNC_THREADS, thread_name_prefix="everos-fsync")
 
 
 def atomic_write_text_sync(path: Path, text: str, encoding: str = "utf-8") -> None:
@@ -173,17 +203,46 @@ def write_staged_files_sync(staging: Path, files: Mapping[str, str | bytes]) -> 
     ``<root>/.tmp/``, which :func:`clean_staging_sync` empties. Names may have one or more
     directory parts inside ``staging`` (e.g. ``_original/report.pdf``); they must be new.
 
+    Each file is fsynced in the shared pool while the next ones are written, through the
+    descriptor that wrote it (so a writeback error is its own); at most :data:`SYNC_THREADS` are
+    open at once. Every file's fsync has returned before the first directory's starts, and before
+    this returns or raises.
+
     Raises:
         PathTraversal: a name leaves ``staging``.
         FileExistsError: a file is already there.
+        OSError: a write or an fsync failed (the first one, after every fsync begun has ended).
     """
     directories = {staging}
-    for name, content in files.items():
-        path = safe_join(staging, name)
-        if path.parent not in directories:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            directories.update(p for p in path.parents if p.is_relative_to(staging))
-        _write_new_file(path, content.encode("utf-8") if isinstance(content, str) else content)
+    open_files = threading.BoundedSemaphore(SYNC_THREADS)
+    syncs: list[Future[None]] = []
+
+    def sync(fd: int) -> None:
+        try:
+            _sync_and_close(fd)
+        finally:
+            open_files.release()
+
+    try:
+        for name, content in files.items():
+            path = safe_join(staging, name)
+            if path.parent not in directories:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                directories.update(p for p in path.parents if p.is_relative_to(staging))
+            open_files.acquire()
+            fd = -1
+            try:
+                fd = _create_and_write(path, content.encode("utf-8") if isinstance(content, str) else content)
+                syncs.append(_sync_pool().submit(sync, fd))
+            except BaseException:
+                if fd >= 0:
+                    os.close(fd)
+                open_files.release()
+                raise
+    finally:
+        wait(syncs)
+    for done in syncs:
+        done.result()  # the first failed fsync raises
     # Deepest first, so each directory's entry in its parent is durable before the parent's sync.
     for directory in sorted(directories, key=lambda d: len(d.parts), reverse=True):
         _fsync_dir(directory)
@@ -193,7 +252,10 @@ def publish_directory_sync(staging: Path, final: Path) -> None:
     """Move the fully written directory ``staging`` to ``final``, replacing ``final`` if present.
 
     ``staging`` must be on the same filesystem as ``final`` (use :func:`staging_dir`). A reader
-    sees the old tree or the new one, never a mix. On failure ``final`` is as it was.
+    sees the old tree or the new one, never a mix. On failure ``final`` is as it was. Returning
+    means the new tree is durable in its place: ``final``'s parent is fsynced. ``staging``'s
+    parent is too, unless it is ``<root>/.tmp/``: there a crash that kept the staging name as
+    well leaves an entry that :func:`clean_staging_sync` removes at startup.
 
     Raises:
         OSError: ``staging`` is missing, or a rename failed (``EXDEV`` across filesystems).
@@ -201,13 +263,14 @@ def publish_directory_sync(staging: Path, final: Path) -> None:
     if not staging.is_dir():
         raise NotADirectoryError(errno.ENOTDIR, "staging directory is missing", str(staging))
     _make_dirs(final.parent)
+    synced = (final.parent,) if staging.parent.name == STAGING_DIRNAME else (final.parent, staging.parent)
     if not os.path.lexists(final):
         os.rename(staging, final)
-        _fsync_dirs(final.parent, staging.parent)
+        _fsync_dirs(*synced)
         return
     if _exchange(staging, final):
         # ``staging`` now holds the old tree.
-        _fsync_dirs(final.parent, staging.parent)
+        _fsync_dirs(*synced)
         _remove(staging)
         return
     backup = final.with_name(_sibling_name(final, secrets.token_hex(8), "old"))
@@ -217,7 +280,7 @@ def publish_directory_sync(staging: Path, final: Path) -> None:
     except BaseException:
         os.rename(backup, final)
         raise
-    _fsync_dirs(final.parent, staging.parent)
+    _fsync_dirs(*synced)
     _remove(backup)
 
 

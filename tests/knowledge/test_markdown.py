@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 import yaml
 
@@ -332,3 +334,64 @@ def test_parse_topic_md_refuses_a_parent_that_is_no_tree(lines: str) -> None:
     with pytest.raises(InvalidInput) as caught:
         parse_topic_md(TOPIC_HEAD.format(id=f"{DOC_ID}_3") + lines + "---\n")
     assert caught.value.field == "parent_node_id"
+
+
+# -- the frontmatter is yaml.safe_dump's, byte for byte, whichever emitter makes it ------------------
+
+_DUMP_ALPHABET = [*"abc XYZ 019 .:#-?'\"\\,[]{}&*!|>%@`~=+", "\n", "\t", "\r", "\x00", "\x07", "\x1b", "\x7f",
+                  "\x85", "\x9f", "\xa0", "é", "中文", "\u200b", "\u2028", "\u2029", "\u202e", "\ufeff", "\ufffd",
+                  "\ufffe", "😀", "\U0010fffe", "\ud800", "  ", "\n\n", " \n", "\n ", "- ", ": ", " #", "---",
+                  "...", "null", "true", "1.5", "~", "yes", "2024-05-01", "07", "<<"]
+
+
+def _dump_samples(count: int) -> list[dict]:
+    """Frontmatters shaped like a topic's, their strings drawn from the characters and words on
+    which the two emitters part (seeded: the same every run)."""
+    rng = random.Random(17)
+    samples = []
+    for _ in range(count):
+        if rng.random() < 0.3:  # long prose: folded lines, CJK widths, a word here and there
+            text = " ".join(rng.choice(["w" * rng.randint(1, 12), "中文" * rng.randint(1, 30), *_DUMP_ALPHABET])
+                            for _ in range(rng.randint(1, 60)))
+        else:
+            text = "".join(rng.choice(_DUMP_ALPHABET) for _ in range(rng.randint(0, rng.choice([3, 20, 90, 400]))))
+        samples.append({"type": "knowledge_topic", "id": f"{DOC_ID}_3", "topic_index": rng.randint(1, 10**6),
+                        "topic_name": text[:rng.randint(0, 140)], "summary": text, "parent_node_id": None,
+                        "children_node_ids": [f"{DOC_ID}_4"] * rng.randint(0, 2), "content_labels": [text[:12]],
+                        "schema_version": 1, text[:rng.randint(0, 140)] or "k": [{"a": text[:50]}]})
+    return samples
+
+
+def test_frontmatter_is_yaml_safe_dumps_byte_for_byte() -> None:
+    """Files keep the bytes EverOS's writer gives (yaml.safe_dump): libyaml's emitter writes the
+    frontmatter only where its output is the same; a double-quoted scalar (which it folds
+    otherwise), a character it quotes that safe_dump does not (NEL, past U+FFFF), a lone
+    surrogate (which it cannot encode), a key of 128 bytes but fewer characters (which it writes
+    as a complex key) go to yaml.safe_dump. 3,000 seeded frontmatters, and the
+    files of a rendered document."""
+    from everos.knowledge import _markdown
+
+    assert _markdown._FAST_SAFE_DUMPER is not None  # PyYAML's wheels have libyaml: the fast path is tested
+    options = {"sort_keys": False, "allow_unicode": True, "default_flow_style": False}
+    fast = 0
+    for meta in _dump_samples(3000):
+        expected = yaml.safe_dump(meta, **options)
+        assert _markdown.dump_frontmatter_yaml(meta) == expected, meta
+        fast += not _markdown._MAY_DIFFER.search(expected)
+    assert fast > 300  # these strings are hostile; plain prose takes the fast path, below
+    real_safe_dump, slow = yaml.safe_dump, []
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(yaml, "safe_dump", lambda *a, **k: slow.append(1) or real_safe_dump(*a, **k))
+        files = render_document_files(DOC_ID, "Guide", extracted(), source_name="g.md")
+    assert not slow
+    for text in files.values():
+        block = text.split("---\n")[1]
+        assert block == yaml.safe_dump(parse_markdown(text)[0], **options)
+
+
+def test_frontmatter_without_libyaml_is_yaml_safe_dumps(monkeypatch: pytest.MonkeyPatch) -> None:
+    from everos.knowledge import _markdown
+
+    with_libyaml = [_markdown.dump_frontmatter_yaml(meta) for meta in _dump_samples(200)]
+    monkeypatch.setattr(_markdown, "_FAST_SAFE_DUMPER", None)
+    assert [_markdown.dump_frontmatter_yaml(meta) for meta in _dump_samples(200)] == with_libyaml

@@ -290,3 +290,107 @@ def test_staged_files_refuse_names_that_leave_staging_or_exist(tmp_path: Path) -
     with pytest.raises(FileExistsError):
         _files.write_staged_files_sync(staging, {"a.md": "2"})
     assert (staging / "a.md").read_text() == "1"
+
+
+def _fsync_recorder(monkeypatch: pytest.MonkeyPatch, on_file=None) -> list[str]:
+    """Records the path of every fsync (any thread); ``on_file(path)`` runs before a file's."""
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def recording_fsync(fd: int) -> None:
+        path = os.readlink(f"/proc/self/fd/{fd}")
+        if on_file is not None and not Path(path).is_dir():
+            on_file(path)
+        synced.append(path)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    return synced
+
+
+def test_staged_files_are_fsynced_side_by_side_each_directory_after_all_files(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """G6 at less cost (#17 item 6): the files' fsyncs run in more than one thread at once (two of
+    them meet at a barrier, which one thread alone could never pass), every one of them returns
+    before the first directory is fsynced, and no more than SYNC_THREADS files are open at once
+    (G5b)."""
+    staging = staging_dir_sync(tmp_path)
+    barrier, lock = threading.Barrier(2, timeout=30), threading.Lock()
+    met: list[str] = []
+    open_counts: list[int] = []
+
+    opened = [0]
+    real_create, real_close = _files._create_and_write, _files._sync_and_close
+
+    def create(*args: object) -> int:
+        fd = real_create(*args)
+        with lock:
+            opened[0] += 1
+            open_counts.append(opened[0])
+        return fd
+
+    def sync_and_close(fd: int) -> None:
+        try:
+            real_close(fd)
+        finally:
+            with lock:
+                opened[0] -= 1
+
+    monkeypatch.setattr(_files, "_create_and_write", create)
+    monkeypatch.setattr(_files, "_sync_and_close", sync_and_close)
+
+    def on_file(path: str) -> None:
+        with lock:
+            meets = len(met) < 2
+            if meets:
+                met.append(path)
+        if meets:
+            barrier.wait()  # returns only once a second fsync is under way in another thread
+
+    synced = _fsync_recorder(monkeypatch, on_file)
+    files = {f"{n}_Topic.md": f"topic {n}\n" for n in range(40)} | {"index.md": "# T\n", "_original/x.md": b"x"}
+    _files.write_staged_files_sync(staging, files)
+    assert len(met) == 2
+    assert sorted(Path(p).name for p in synced[:42]) == sorted(Path(n).name for n in files)
+    assert synced[42:] == [str(staging / "_original"), str(staging)]
+    assert max(open_counts) <= _files.SYNC_THREADS
+    assert {n: (staging / n).read_bytes() for n in files} == {
+        n: c.encode() if isinstance(c, str) else c for n, c in files.items()}
+
+
+def test_a_staged_file_whose_fsync_fails_fails_the_write_and_leaves_no_descriptor_open(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """G6: a file the disk could not make durable is an error of the call (raised after every
+    other fsync ended, no directory fsynced, so nothing is published from it); every descriptor
+    it opened is closed."""
+    staging = staging_dir_sync(tmp_path)
+    before = len(os.listdir("/proc/self/fd"))
+
+    def on_file(path: str) -> None:
+        if path.endswith("/7_Topic.md"):
+            raise OSError(5, "Input/output error")
+
+    synced = _fsync_recorder(monkeypatch, on_file)
+    with pytest.raises(OSError, match="Input/output error"):
+        _files.write_staged_files_sync(staging, {f"{n}_Topic.md": "t" for n in range(20)})
+    assert not any(Path(p).is_dir() for p in synced)
+    assert len(os.listdir("/proc/self/fd")) == before
+
+
+def test_publishing_from_the_staging_root_fsyncs_the_new_place_only(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """G6: the directory that receives the tree is fsynced; ``.tmp`` is not (a crash that kept
+    the staging name too leaves an entry clean_staging removes). A staging directory elsewhere
+    still has its parent fsynced."""
+    root = tmp_path / "root"
+    final = root / "Cat" / "Doc"
+    final.parent.mkdir(parents=True)
+    staging = write_tree(staging_dir_sync(root), {"index.md": "new"})
+    synced = _fsync_recorder(monkeypatch)
+    publish_directory_sync(staging, final)
+    assert synced == [str(final.parent)]
+    synced.clear()
+    elsewhere = write_tree(tmp_path / "elsewhere" / "stage", {"index.md": "newer"})
+    publish_directory_sync(elsewhere, final)
+    assert synced == [str(final.parent), str(elsewhere.parent)]
+    assert tree(final) == {"index.md": "newer"}
