@@ -116,8 +116,10 @@ class Intake:
             "request_id": current_request_id(),
         }
         try:
+            # durable: with [sqlite] synchronous = NORMAL a WAL commit would survive a crash of
+            # the process but not a power loss until the next checkpoint (G6 promises both).
             job = await ctx.queue.enqueue("ingest", payload, key=doc_id, job_id=job_id,
-                                          max_pending=ctx.config.ingest.max_pending)
+                                          max_pending=ctx.config.ingest.max_pending, durable=True)
         except QueueSaturated as exc:
             await ctx.files(lambda: (ctx.inbox / inbox_name).unlink(missing_ok=True))
             exc.retry_after_s = ctx.config.ingest.reaper_interval_seconds

@@ -92,8 +92,11 @@ class LeasedQueue:
         max_attempts: int | None = None,
         delay_seconds: float = 0.0,
         max_pending: int | None = None,
+        durable: bool = False,
     ) -> Job:
         """Add work, or merge it into the row holding ``key``; return the row as stored.
+        ``durable``: the row is synced to disk before this returns (:meth:`Database.write`), for
+        work whose acceptance was promised (G6).
 
         With ``key``: a queued row takes the new payload (and becomes available no later than this
         enqueue asks); a running row keeps its lease and is marked ``rerun`` (it stores the new
@@ -111,7 +114,7 @@ class LeasedQueue:
             self._max_attempts if max_attempts is None else max_attempts, now + max(0.0, delay_seconds),
             max_pending, now,
         )
-        job = await self._db.write(self._enqueue_in_thread, *args)
+        job = await self._db.write(self._enqueue_in_thread, *args, durable=durable)
         self._wake()
         return job
 

@@ -41,7 +41,9 @@ T = TypeVar("T")
 # statement within a millisecond or so, rarely enough to cost nothing measurable.
 _PROGRESS_INSTRUCTIONS = 1000
 
-_Transaction = Literal["read", "write", "none"]
+_Transaction = Literal["read", "write", "durable", "none"]
+# The [sqlite] synchronous values whose WAL commits reach the disk only at a checkpoint.
+_UNSYNCED_COMMITS = ("OFF", "NORMAL")
 
 
 class _Call:
@@ -238,18 +240,21 @@ class Database:
         value. A consistent snapshot for every statement of ``fn``. See the class for bounds."""
         return await self.run(fn, *args, write=False)
 
-    async def write(self, fn: Callable[..., T], *args: Any) -> T:
+    async def write(self, fn: Callable[..., T], *args: Any, durable: bool = False) -> T:
         """Run ``fn(conn, *args)`` in a thread in a ``BEGIN IMMEDIATE`` transaction and commit.
 
-        Returning means committed; raising means nothing was written. See the class for bounds
+        Returning means committed; raising means nothing was written. ``durable``: the commit is
+        also synced to disk before this returns (``synchronous = FULL`` for this transaction when
+        ``[sqlite] synchronous`` is weaker: with NORMAL a WAL commit survives a crash of the
+        process, and a power loss only once a checkpoint synced it). See the class for bounds
         and cancellation."""
-        return await self.run(fn, *args, write=True)
+        return await self.run(fn, *args, write=True, durable=durable)
 
-    async def run(self, fn: Callable[..., T], *args: Any, write: bool) -> T:
+    async def run(self, fn: Callable[..., T], *args: Any, write: bool, durable: bool = False) -> T:
         """:meth:`write` when ``write`` is true, else :meth:`read`."""
         return await self._call(
             lambda conn: fn(conn, *args),
-            transaction="write" if write else "read",
+            transaction=("durable" if durable else "write") if write else "read",
             call_timeout_seconds=self.settings.call_timeout_seconds,
             statement_timeout_seconds=self.settings.statement_timeout_ms / 1000,
         )
@@ -335,11 +340,23 @@ class Database:
         finally:
             call.finish()
 
-    @staticmethod
-    def _transact(conn: sqlite3.Connection, body: Callable[[sqlite3.Connection], T], transaction: _Transaction) -> T:
+    def _transact(self, conn: sqlite3.Connection, body: Callable[[sqlite3.Connection], T],
+                  transaction: _Transaction) -> T:
         if transaction == "none":
             return body(conn)
-        conn.execute("BEGIN IMMEDIATE" if transaction == "write" else "BEGIN")
+        synced = transaction == "durable" and self.settings.synchronous in _UNSYNCED_COMMITS
+        if not synced:
+            return self._commit(conn, body, transaction)
+        conn.execute("PRAGMA synchronous = FULL")
+        try:
+            return self._commit(conn, body, transaction)
+        finally:
+            with contextlib.suppress(sqlite3.Error):  # left at FULL, the connection is only slower
+                conn.execute(f"PRAGMA synchronous = {self.settings.synchronous}")
+
+    @staticmethod
+    def _commit(conn: sqlite3.Connection, body: Callable[[sqlite3.Connection], T], transaction: _Transaction) -> T:
+        conn.execute("BEGIN" if transaction == "read" else "BEGIN IMMEDIATE")
         try:
             value = body(conn)
         except BaseException:

@@ -66,6 +66,25 @@ async def test_stalled_extraction_answers_202_within_the_sync_wait_and_health_st
                 await trio.sleep(0.1)
 
 
+async def test_an_accepted_upload_syncs_its_job_row_before_the_answer(root: Path, monkeypatch) -> None:
+    """G6: the acceptance point's commit is a durable write (synced, whatever [sqlite]
+    synchronous says for the rest); other queue writes are not."""
+    from everos.store import LeasedQueue
+
+    durable: list[tuple[str, bool]] = []
+    enqueue = LeasedQueue.enqueue
+
+    async def recording(self, kind, payload=None, **kwargs):
+        durable.append((kind, kwargs.get("durable", False)))
+        return await enqueue(self, kind, payload, **kwargs)
+
+    monkeypatch.setattr(LeasedQueue, "enqueue", recording)
+    async with stalled_server(root, StalledExtractor(), knowledge__sync_wait_seconds=0.1) as server:
+        assert (await post(server.client)).status_code == 202
+    assert ("ingest", True) in durable
+    assert all(not synced for kind, synced in durable if kind != "ingest")
+
+
 async def test_full_queue_answers_429_with_retry_after_and_writes_nothing(root: Path) -> None:
     """G9: the ingest queue is bounded; past it uploads are refused, not buffered."""
     extractor = StalledExtractor()

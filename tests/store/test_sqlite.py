@@ -114,6 +114,23 @@ async def test_write_commits_and_conveniences_read_it(db: Database) -> None:
     assert await db.fetchone("SELECT body FROM notes WHERE body = 'nope'") is None
 
 
+async def test_a_durable_write_syncs_its_commit_and_leaves_the_connection_as_configured(db: Database) -> None:
+    """G6: an accepted upload's job row is synced at its commit (synchronous FULL for that
+    transaction), not only at the next WAL checkpoint as NORMAL would; other writes keep NORMAL."""
+    def synchronous(conn: sqlite3.Connection) -> int:
+        count = conn.execute("SELECT count(*) FROM notes").fetchone()[0]
+        conn.execute("INSERT INTO notes (body) VALUES (?)", (f"note {count}",))
+        return conn.execute("PRAGMA synchronous").fetchone()[0]
+
+    full, normal = 2, 1
+    assert await db.write(synchronous, durable=True) == full
+    assert await db.write(synchronous) == normal  # the same pooled connection, back as configured
+    with pytest.raises(sqlite3.IntegrityError):
+        await db.write(lambda conn: conn.execute("INSERT INTO notes (body) VALUES ('note 0')"), durable=True)
+    assert await db.write(synchronous) == normal
+    assert len(await db.fetchall("SELECT * FROM notes")) == 3
+
+
 async def test_write_rolls_back_everything_when_fn_raises(db: Database) -> None:
     def insert_then_fail(conn: sqlite3.Connection) -> None:
         conn.execute("INSERT INTO notes (body) VALUES ('first')")
