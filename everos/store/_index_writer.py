@@ -21,7 +21,7 @@ import trio
 from everos.config import CascadeSettings
 from everos.errors import ServiceUnavailable, StoreBusy
 from everos.metrics import INDEX_COMMIT_OPERATIONS, INDEX_COMMIT_SECONDS
-from everos.store._index_rows import FactRow, TopicRow
+from everos.store._index_rows import FactRow, IndexedVectors, TopicRow
 from everos.store._lancedb import IndexStore
 from everos.store._lancedb_schema import WriteOp
 
@@ -91,6 +91,10 @@ class IndexWriter:
     async def topic_hashes(self, doc_id: str) -> dict[str, str]:
         """``{topic_id: content_sha256}`` for ``doc_id``: a read, it does not wait for the writer."""
         return await self._store.topic_hashes(doc_id)
+
+    async def indexed_vectors(self, doc_id: str) -> dict[str, IndexedVectors]:
+        """The vectors indexed for ``doc_id``'s topics: a read, it does not wait for the writer."""
+        return await self._store.indexed_vectors(doc_id)
 
     async def _submit(self, op: WriteOp) -> None:
         timeout = self._store.settings.call_timeout_seconds
