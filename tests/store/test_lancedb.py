@@ -538,3 +538,32 @@ async def test_indexed_vectors_give_each_topics_vector_and_its_facts_in_order(wr
     assert found["d_1_1"].vector == () and found["d_1_1"].fact_vectors == ((), (), ())
     assert await writer.indexed_vectors("d_9") == {}
 
+
+async def test_the_writer_gives_freed_memory_back_once_idle_after_writing(
+    tmp_path: Path, nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """G5b: release_memory_after_seconds after its last write the writer gives the memory it
+    freed back to the system, once per busy spell; with 0 it never does."""
+    releases: list[float] = []
+    monkeypatch.setattr("everos.store._index_writer.release_free_memory", lambda: releases.append(1) or 4 << 20)
+    store = await open_store(tmp_path / "lancedb")
+    quiet = {"optimize_interval_seconds": 3600.0, "optimize_after_commits": 1000}
+    writer = IndexWriter(store, CascadeSettings(release_memory_after_seconds=0.05, **quiet))
+    never = IndexWriter(await open_store(tmp_path / "other"), CascadeSettings(release_memory_after_seconds=0, **quiet))
+    await nursery.start(writer.run)
+    await nursery.start(never.run)
+    await trio.sleep(0.2)
+    assert releases == [] and writer.statistics()["memory_releases"] == 0  # nothing written, nothing freed
+    await writer.replace_document("d_1", *document("d_1"))
+    with trio.fail_after(10):
+        while writer.statistics()["memory_releases"] < 1:
+            await trio.sleep(0.01)
+    await trio.sleep(0.2)
+    assert len(releases) == 1 and writer.statistics()["last_memory_release_mib"] == 4.0
+    await writer.replace_document("d_2", *document("d_2"))
+    with trio.fail_after(10):
+        while writer.statistics()["memory_releases"] < 2:
+            await trio.sleep(0.01)
+    await never.replace_document("d_3", *document("d_3"))
+    await trio.sleep(0.2)
+    assert len(releases) == 2 and never.statistics()["memory_releases"] == 0
