@@ -13,10 +13,12 @@ fingerprints with the disk, which is what keeps it from re-queueing what an atte
 topic of a changed document is neither embedded nor sent to the LLM again. The vectors themselves
 are read back from the index (``IndexSink.indexed_vectors``), which holds them already: until
 issue #17 this table kept a second copy of every vector, ``(1 + facts) * dim * 4`` bytes a topic
-(at 10,000 topics the SQLite file was 108 MiB with them, 28 MiB without). An entry names an embedder only once the
-index holds its vectors (it is written after the commit); the facts of topics derived afresh are
-written before it, as keyword-only entries, so a failed commit does not ask the LLM for them
-again. Dropped by rebuild.
+(at 10,000 topics the SQLite file was 108 MiB with them, 28 MiB without). An entry names an
+embedder only once the index holds its vectors (it is written after the commit); the facts of
+topics derived afresh are written before it, as keyword-only entries, so a failed commit does not
+ask the LLM for them again. Its ``vectors`` column is written empty (step 4 of
+:data:`MIGRATIONS`; a root from before keeps its old blobs until their rows are written again or
+rebuild drops them). Dropped by rebuild.
 
 Plain functions over a ``sqlite3.Connection``, run inside ``Database.read``/``write``; every
 write is an upsert or a delete keyed by id (G8).
@@ -100,12 +102,13 @@ MIGRATIONS = MigrationSet("cascade", (
     CREATE INDEX cascade_index_state_vectors_pending ON cascade_index_state (status)
         WHERE vectors_pending IS NOT NULL;
     """,
-    # The vectors are read from the index. An entry of a document that was not fully indexed may
-    # name an embedder whose vectors never reached the index (the old code cached them before the
-    # commit): it keeps its facts and is embedded again.
+    # The vectors are read from the index; ``vectors`` is written empty from here on. An entry of
+    # a document that was not fully indexed may name an embedder whose vectors never reached the
+    # index (the old code cached them before the commit): it keeps its facts and is embedded again.
+    # The column stays: DROP COLUMN rewrites the table, 19 s for 713 MiB (about 50,000 topics),
+    # inside the startup deadline (30 s). Old blobs go as their rows are written again.
     f"""
-    ALTER TABLE cascade_topic_cache DROP COLUMN vectors;
-    UPDATE cascade_topic_cache SET embedder = '{KEYWORD_ONLY}' WHERE doc_id NOT IN
+    UPDATE cascade_topic_cache SET embedder = '{KEYWORD_ONLY}', vectors = x'' WHERE doc_id NOT IN
         (SELECT doc_id FROM cascade_index_state WHERE status = 'indexed' AND vectors_pending IS NULL);
     """,
 ))
@@ -215,7 +218,7 @@ def store_cache(conn: sqlite3.Connection, doc_id: str, entries: Sequence[CachedT
     """Upsert derived entries of a document's topics (not their vectors)."""
     conn.executemany(
         "INSERT OR REPLACE INTO cascade_topic_cache (topic_id, doc_id, content_sha256, embedder, facts_source,"
-        " facts, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        " facts, vectors, created_at) VALUES (?, ?, ?, ?, ?, ?, x'', ?)",
         [(c.topic_id, doc_id, c.content_sha256, c.embedder, c.facts_source, json.dumps(list(c.facts), ensure_ascii=False),
           c.created_at) for c in entries],
     )
@@ -315,7 +318,8 @@ def clear_all(conn: sqlite3.Connection) -> None:
 def load_cache(conn: sqlite3.Connection, doc_id: str) -> dict[str, CachedTopic]:
     """The cached topics of a document, by topic id, without vectors (the index has them)."""
     cached = {}
-    for row in conn.execute("SELECT * FROM cascade_topic_cache WHERE doc_id = ?", (doc_id,)):
+    for row in conn.execute("SELECT topic_id, content_sha256, embedder, facts_source, facts, created_at"
+                            " FROM cascade_topic_cache WHERE doc_id = ?", (doc_id,)):
         facts = tuple(json.loads(row["facts"]))
         cached[row["topic_id"]] = CachedTopic(
             topic_id=row["topic_id"], content_sha256=row["content_sha256"], embedder=row["embedder"],

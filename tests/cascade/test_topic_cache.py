@@ -20,8 +20,9 @@ from everos.store import MigrationSet
 from .conftest import GUIDE, FakeEmbedder, FakeSink, open_cascade, write_document
 
 
-def _columns(conn) -> list[str]:
-    return [row[1] for row in conn.execute("PRAGMA table_info(cascade_topic_cache)")]
+def _vector_bytes(conn) -> dict[str, int]:
+    """``{topic_id: bytes in its vectors column}`` (the column old roots filled)."""
+    return dict(conn.execute("SELECT topic_id, length(vectors) FROM cascade_topic_cache"))
 
 
 def _vectors_by_name(sink: FakeSink, doc_id: str) -> dict[str, tuple[float, ...]]:
@@ -49,7 +50,7 @@ async def test_unchanged_topics_take_their_vectors_from_the_index_not_from_sqlit
         assert after["Threads"] == before["Threads"] and after["Cancel scopes"] == before["Cancel scopes"]
         assert after["Nurseries"] != before["Nurseries"]
         assert all(f.vector for f in sink.facts[doc_id])
-        assert "vectors" not in await cascade.db.read(_columns)
+        assert set((await cascade.db.read(_vector_bytes)).values()) == {0}
         cached = await cascade.db.read(state.load_cache, doc_id)
     assert {entry.embedder for entry in cached.values()} == {embedder_identity(embedder)}
 
@@ -122,8 +123,8 @@ def _old_store_cache(conn, doc_id: str, entries) -> None:
 async def test_a_root_whose_cache_held_vectors_opens_and_reindexes_correctly(
     root: Path, sink: FakeSink, embedder: FakeEmbedder, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """G8 across the upgrade: a root indexed by the old layout opens (the vectors column goes, the
-    facts stay); a fully indexed document's unchanged topics take their vectors from the index; a
+    """G8 across the upgrade: a root indexed by the old layout opens (no table rewrite: the blobs
+    stay until their rows are written again; the facts stay); a fully indexed document's unchanged topics take their vectors from the index; a
     document that was not fully indexed is embedded again (its cached embedder could name vectors
     that never reached the index), with its cached facts."""
     done_dir = write_document(root, "Trio guide", GUIDE)
@@ -134,12 +135,13 @@ async def test_a_root_whose_cache_held_vectors_opens_and_reindexes_correctly(
         old.setattr(state, "store_cache", _old_store_cache)
         async with open_cascade(root, sink, embedder) as cascade:
             await cascade.sync()
-            assert "vectors" in await cascade.db.read(_columns)
+            assert min((await cascade.db.read(_vector_bytes)).values()) > 0
             await cascade.db.write(lambda conn: conn.execute(
                 "UPDATE cascade_index_state SET vectors_pending = 'the embedder failed' WHERE doc_id = ?", (half_id,)))
     before = _vectors_by_name(sink, done_id)
     async with open_cascade(root, sink, embedder) as cascade:
-        assert "vectors" not in await cascade.db.read(_columns)
+        blobs = await cascade.db.read(_vector_bytes)
+        assert all(blobs[t] == 0 for t in blobs if t.startswith(half_id))  # not trusted: cleared
         done = await cascade.db.read(state.load_cache, done_id)
         half = await cascade.db.read(state.load_cache, half_id)
         assert {e.embedder for e in done.values()} == {embedder_identity(embedder)}
@@ -157,4 +159,6 @@ async def test_a_root_whose_cache_held_vectors_opens_and_reindexes_correctly(
         assert result.outcome.action == "indexed" and result.outcome.vectors_pending is None
         assert len(embedder.texts) - embedded == 3 * (1 + 2)
         assert await cascade.index_statuses([done_id, half_id]) == {done_id: "indexed", half_id: "indexed"}
+        blobs = await cascade.db.read(_vector_bytes)
+        assert blobs[f"{done_id}_2"] == 0 and blobs[f"{done_id}_3"] > 0  # rewritten / left as it was
     assert all(r.vector for r in sink.topics[half_id].values()) and all(f.vector for f in sink.facts[half_id])
