@@ -233,9 +233,8 @@ def _cmd_config_show(args: argparse.Namespace) -> int:
 
 
 def _cmd_server_start(args: argparse.Namespace) -> int:
+    from everos import allocator
     from everos.logs import configure_logging
-    from everos.server import run
-    from everos.services import open_services
 
     root = resolve_root(args.root)
     overrides: dict[tuple[str, str], object] = {}
@@ -247,7 +246,12 @@ def _cmd_server_start(args: argparse.Namespace) -> int:
     if log_level:
         overrides[("api", "log_level")] = log_level
     loaded = load_config(root, overrides=overrides)
+    # Before lancedb is imported: its first thread would fix glibc's arena limit at the default.
+    allocator.limit_arenas(loaded.config.limits.malloc_arenas)
     configure_logging(loaded.config.api.log_level, fmt=loaded.config.api.log_format)
+    from everos.server import run
+    from everos.services import open_services
+
     run(loaded, services=open_services, insecure_no_auth=args.insecure_no_auth)
     return 0
 

@@ -40,7 +40,7 @@ import hypercorn.trio
 import trio
 from quart_trio import QuartTrio
 
-from everos import __version__
+from everos import __version__, allocator
 from everos.auth import KeyRing, check_bind_auth
 from everos.config import LoadedConfig
 from everos.errors import CommandError, ExitCode
@@ -166,6 +166,7 @@ async def serve(
             check_bindable(config.api.host, config.api.port)
             check_bind_auth(config.api.host, keys, insecure_no_auth=insecure_no_auth)
         soft, hard = raise_open_file_limit()
+        allocator.configure(config.limits.malloc_arenas)  # before LanceDB starts its threads
         log.info("everos %s starting", __version__,
                  extra={"fields": {"root": loaded.root, "open_files_soft": soft, "open_files_hard": hard}})
         if http and not is_loopback(config.api.host) and not keys.required:

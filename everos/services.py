@@ -44,7 +44,7 @@ from everos.providers import BuiltinEmbedder, E5Embedder, Providers
 from everos.providers._e5_embedder import load_e5, warm_up_e5
 from everos.runtime import CLOSE_TIMEOUT_S, Runtime, Service
 from everos.search import SearchService, search_tokens, split_facts, warm_up
-from everos.store._index_rows import FactRow, TopicRow
+from everos.store._index_rows import FactRow, IndexedVectors, TopicRow
 from everos.store.index import IndexStore, IndexWriter
 from everos.supervisor import Supervisor
 from everos.workers import CpuWorkers, open_cpu_workers
@@ -192,6 +192,9 @@ class _NoIndex:
         raise RuntimeError("a cascade opened to read does not write the index")
 
     async def topic_hashes(self, doc_id: str) -> dict[str, str]:
+        raise RuntimeError("a cascade opened to read does not read the index")
+
+    async def indexed_vectors(self, doc_id: str) -> dict[str, IndexedVectors]:
         raise RuntimeError("a cascade opened to read does not read the index")
 
 

@@ -11,10 +11,11 @@
     parse (cpu thread)                 same signature as last indexed: nothing else to do
     write the rows (the projection)    (list/get/topic see hand edits)
     topic digests == the index's       the index is current: done
-    facts + tokens + vectors           only for topics whose digest has no cached derivation;
-                                       vectors in chunks, each cached when done
+    facts + tokens + vectors           only for topics whose digest has no cached derivation
+                                       (the vectors of the others read back from the index);
+                                       fresh facts cached at once; vectors in chunks
     replace_document                   the full set, so removed topics and facts go too
-    record indexed + the topic cache
+    record indexed + the topic cache   (which embedder made the vectors now in the index)
 
 Both "nothing to do" shortcuts are skipped for a document whose vectors are pending.
 
@@ -24,7 +25,8 @@ open circuit, attempts exhausted), the topics still without vectors go to the in
 (a null vector: keyword search finds them, vector recall skips them) and the document is
 ``indexed`` with ``vectors_pending`` saying why. Their facts are cached with the
 :data:`KEYWORD_ONLY` embedder, so the attempt that fills the vectors later embeds only what is
-missing and asks nobody for facts again. The built-in embedder never stands in for a configured
+missing (the vectors that did reach the index are read back from it) and asks nobody for facts
+again. The built-in embedder never stands in for a configured
 one: its vectors live in another space, and vector search would rank them as noise.
 
 A slow embedder (``defers_vectors``: the built-in e5, about half a second per topic on a core)
@@ -82,8 +84,8 @@ SearchTokens = Callable[[str], list[str]]
 
 # Texts per embedding call of one attempt; each chunk's vectors are cached before the next.
 EMBED_CHUNK_TEXTS = 256
-KEYWORD_ONLY = "none"
-"""The embedder of a cached topic whose facts are known but whose vectors are not made yet."""
+KEYWORD_ONLY = state.KEYWORD_ONLY
+"""The embedder of a cached topic whose facts are known but whose vectors are not in the index."""
 DEFERRED = "queued for the embedder: keyword search finds the document meanwhile"
 """Why a document's vectors are pending when a slow embedder makes them in a later attempt."""
 
@@ -232,11 +234,13 @@ class DocumentIndexer:
         # A slow embedder (the built-in e5) makes vectors in a second attempt, queued behind the
         # documents waiting for their keyword index: this one writes the rows without them.
         defer = self._defers and vectors_pending is None
-        topics, facts, embedded, missing = await self._derive(parsed, digests, given, defer=defer)
+        topics, facts, derived, embedded, missing = await self._derive(parsed, digests, given, defer=defer)
         handed_off()
         await self._sink.replace_document(parsed.doc_id, topics, facts)
 
         def record(conn) -> None:
+            # Only now that the index holds them may an entry say whose vectors these are.
+            state.store_cache(conn, parsed.doc_id, derived)
             state.finish_indexed(conn, doc_dir, parsed.signature, self._clock(), vectors_pending=missing)
             state.prune_cache(conn, parsed.doc_id, digests)
 
@@ -295,28 +299,33 @@ class DocumentIndexer:
     async def _derive(
         self, parsed: ParsedDocument, digests: dict[str, str], given: dict[str, tuple[str, ...]], *,
         defer: bool = False,
-    ) -> tuple[list[TopicRow], list[FactRow], int, str | None]:
-        """Rows for every topic, the texts embedded, and why vectors are missing (None if none
-        are): cached facts where the digest matches, cached vectors where the embedder matches
-        too, fresh ones for the rest (the extractor's facts in ``given`` (the LLM's, by topic
-        id), else the fact extractor's; then embeddings in chunks, each chunk cached as soon as
-        it is done, so an attempt cut short by its deadline leaves progress for the next one).
-        Topics left without vectors by :meth:`_embed_stale` (all of them with ``defer``: the
-        reason is :data:`DEFERRED`) get empty vectors (keyword only)."""
+    ) -> tuple[list[TopicRow], list[FactRow], list[state.CachedTopic], int, str | None]:
+        """Rows for every topic, the cache entries made now (to record once the index holds them),
+        the texts embedded, and why vectors are missing (None if none are): cached facts where the
+        digest matches, the index's vectors where the embedder matches too
+        (:meth:`_reusable_vectors`), fresh ones for the rest (the extractor's facts in ``given``
+        (the LLM's, by topic id), else the fact extractor's, cached at once as keyword-only
+        entries; then embeddings in chunks). Topics left without vectors by :meth:`_embed_stale`
+        (all of them with ``defer``: the reason is :data:`DEFERRED`) get empty vectors (keyword
+        only)."""
         cache = await self._db.read(state.load_cache, parsed.doc_id)
         usable = {
             topic_id: cached for topic_id, cached in cache.items()
             if cached.content_sha256 == digests.get(topic_id)
             and (cached.facts_source == "llm" or self._facts.source == "splitter")
         }
-        derived = {topic_id: cached for topic_id, cached in usable.items() if cached.embedder == self._embedder_id}
+        derived = await self._reusable_vectors(parsed.doc_id, usable)
         stale = [t for t in parsed.indexed_topics if t.topic_id not in derived]
         facts_of = {tid: (list(c.facts), c.facts_source) for tid, c in usable.items()}
         fresh = [t for t in stale if t.topic_id not in usable]
         facts_of |= {t.topic_id: (list(given[t.topic_id]), "llm") for t in fresh if t.topic_id in given}
         facts_of |= await self._facts.extract([t for t in fresh if t.topic_id not in given])
+        if fresh:  # facts a model may have written: kept even if this attempt goes no further
+            await self._db.write(state.store_cache, parsed.doc_id,
+                                 self._cache_entries(fresh, facts_of, digests, None))
         tokens = await self._cpu(self._tokenize, parsed.indexed_topics, facts_of)
-        embedded, missing = await self._embed_stale(parsed.doc_id, stale, facts_of, digests, derived, defer=defer)
+        made, embedded, missing = await self._embed_stale(stale, facts_of, digests, defer=defer)
+        derived.update((entry.topic_id, entry) for entry in made)
         now = self._clock()
         topic_rows: list[TopicRow] = []
         all_facts: list[FactRow] = []
@@ -328,16 +337,40 @@ class DocumentIndexer:
             topic_rows.append(topic_row(parsed, topic, parts, content_sha256=digests[topic.topic_id],
                                         created_at=cached.created_at, updated_at=now))
             all_facts.extend(fact_rows(parsed, topic, parts))
-        return topic_rows, all_facts, embedded, missing
+        return topic_rows, all_facts, made, embedded, missing
+
+    async def _reusable_vectors(
+        self, doc_id: str, usable: dict[str, state.CachedTopic]
+    ) -> dict[str, state.CachedTopic]:
+        """The entries of ``usable`` this embedder made, with the vectors the index holds for
+        them: only where the index's row has the same content digest and every vector the entry
+        promises (one per fact, when facts are embedded). Reads the index only when there is
+        something to reuse (a new document's first attempt, or one whose vectors are all
+        pending, does not)."""
+        mine = {tid: c for tid, c in usable.items() if c.embedder == self._embedder_id}
+        if not mine:
+            return {}
+        indexed = await self._sink.indexed_vectors(doc_id)
+        reused = {}
+        for topic_id, cached in mine.items():
+            found = indexed.get(topic_id)
+            if (found is None or found.content_sha256 != cached.content_sha256 or not found.vector
+                    or len(found.fact_vectors) != len(cached.facts)
+                    or (self._embeds_facts and not all(found.fact_vectors))):
+                continue
+            fact_vectors = found.fact_vectors if self._embeds_facts else tuple(() for _ in cached.facts)
+            reused[topic_id] = dataclasses.replace(cached, vector=found.vector, fact_vectors=fact_vectors)
+        return reused
 
     async def _embed_stale(
-        self, doc_id: str, stale: Sequence[KnowledgeTopic], facts_of: dict[str, tuple[list[str], str]],
-        digests: dict[str, str], derived: dict[str, state.CachedTopic], *, defer: bool = False,
-    ) -> tuple[int, str | None]:
-        """Embed ``stale`` topics and their facts in chunks within ``embed_timeout_seconds``, caching
-        each chunk and adding it to ``derived``. Returns the texts embedded and why vectors are
-        missing: when the phase's deadline passes or the embedder fails, the rest are cached and
-        added without vectors (:data:`KEYWORD_ONLY`) and the reason is returned.
+        self, stale: Sequence[KnowledgeTopic], facts_of: dict[str, tuple[list[str], str]],
+        digests: dict[str, str], *, defer: bool = False,
+    ) -> tuple[list[state.CachedTopic], int, str | None]:
+        """Embed ``stale`` topics and their facts in chunks within ``embed_timeout_seconds``.
+        Returns their entries, the texts embedded and why vectors are missing: when the phase's
+        deadline passes or the embedder fails, the rest are entries without vectors
+        (:data:`KEYWORD_ONLY`) and the reason is returned. What was embedded before that goes to
+        the index with this attempt, so the attempt that fills the rest embeds only those.
 
         Raises:
             EmbeddingDimensionError: the embedder answers vectors of another width (a setting
@@ -346,6 +379,7 @@ class DocumentIndexer:
         deadline = trio.current_time() + self._embed_timeout_s
         embedded, missing = 0, DEFERRED if defer and stale else None
         facts_too = self._embeds_facts
+        entries: list[state.CachedTopic] = []
         for chunk in _chunks(stale, lambda t: 1 + facts_too * len(facts_of[t.topic_id][0]), EMBED_CHUNK_TEXTS):
             texts = [embedding_text(t) for t in chunk]
             if facts_too:
@@ -362,10 +396,8 @@ class DocumentIndexer:
                 if vectors is None and missing is None:
                     missing = f"the embedder did not answer within {self._embed_timeout_s:g} s"
             embedded += len(texts) if vectors is not None else 0
-            entries = self._cache_entries(chunk, facts_of, digests, vectors)
-            await self._db.write(state.store_cache, doc_id, entries)
-            derived.update((entry.topic_id, entry) for entry in entries)
-        return embedded, missing
+            entries += self._cache_entries(chunk, facts_of, digests, vectors)
+        return entries, embedded, missing
 
     def _cache_entries(
         self, chunk: Sequence[KnowledgeTopic], facts_of: dict[str, tuple[list[str], str]],

@@ -30,7 +30,7 @@ from everos.cascade._snapshot import walk_document_dirs
 from everos.cascade._worker import AttemptResult, IndexWorkers
 from everos.config import CascadeSettings
 from everos.ingest import _repository as repo
-from everos.store._index_rows import FactRow, IndexSink, TopicRow
+from everos.store._index_rows import FactRow, IndexedVectors, IndexSink, TopicRow
 
 __all__ = ["PROGRESS_INTERVAL_S", "EmptiedIndex", "Progress", "rebuild"]
 
@@ -44,8 +44,9 @@ attempt, ``failed`` of those failed."""
 
 class EmptiedIndex:
     """The :class:`~everos.store._index_rows.IndexSink` of a rebuild into an index its caller
-    just emptied: writes go to ``sink``; :meth:`topic_hashes` answers ``{}`` without asking it,
-    which is what an empty index holds (a rebuild writes each document once)."""
+    just emptied: writes go to ``sink``; :meth:`topic_hashes` and :meth:`indexed_vectors` answer
+    ``{}`` without asking it, which is what an empty index holds (a rebuild writes each document
+    once)."""
 
     def __init__(self, sink: IndexSink) -> None:
         self._sink = sink
@@ -57,6 +58,10 @@ class EmptiedIndex:
         return await self._sink.delete_document(doc_id)
 
     async def topic_hashes(self, doc_id: str) -> dict[str, str]:
+        await trio.lowlevel.checkpoint()
+        return {}
+
+    async def indexed_vectors(self, doc_id: str) -> dict[str, IndexedVectors]:
         await trio.lowlevel.checkpoint()
         return {}
 

@@ -8,9 +8,17 @@ fingerprints with the disk, which is what keeps it from re-queueing what an atte
 ``vectors_pending`` says why an ``indexed`` document is in the index for keyword search only
 (the embedding endpoint failed or ran past its deadline); NULL once its vectors are in.
 
-``cascade_topic_cache`` keeps, per live topic, the facts and vectors computed for its content
-digest, so an unchanged topic of a changed document is neither embedded nor sent to the LLM
-again. It costs about ``(1 + facts) * dim * 4`` bytes per topic and is dropped by rebuild.
+``cascade_topic_cache`` keeps, per live topic, what was derived for its content digest: its facts
+(and who wrote them) and which embedder made the vectors the index holds for it, so an unchanged
+topic of a changed document is neither embedded nor sent to the LLM again. The vectors themselves
+are read back from the index (``IndexSink.indexed_vectors``), which holds them already: until
+issue #17 this table kept a second copy of every vector, ``(1 + facts) * dim * 4`` bytes a topic
+(at 10,000 topics the SQLite file was 108 MiB with them, 28 MiB without). An entry names an
+embedder only once the index holds its vectors (it is written after the commit); the facts of
+topics derived afresh are written before it, as keyword-only entries, so a failed commit does not
+ask the LLM for them again. Its ``vectors`` column is written empty (step 4 of
+:data:`MIGRATIONS`; a root from before keeps its old blobs until their rows are written again or
+rebuild drops them). Dropped by rebuild.
 
 Plain functions over a ``sqlite3.Connection``, run inside ``Database.read``/``write``; every
 write is an upsert or a delete keyed by id (G8).
@@ -20,7 +28,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from array import array
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -29,6 +36,7 @@ from everos.store._lease import error_text
 
 __all__ = [
     "INDEX_STATUSES",
+    "KEYWORD_ONLY",
     "MIGRATIONS",
     "CachedTopic",
     "IndexState",
@@ -56,6 +64,8 @@ __all__ = [
 ]
 
 INDEX_STATUSES = ("pending", "indexed", "failed")
+KEYWORD_ONLY = "none"
+"""The embedder of a cached topic whose facts are known but whose vectors are not in the index."""
 
 MIGRATIONS = MigrationSet("cascade", (
     """
@@ -92,6 +102,15 @@ MIGRATIONS = MigrationSet("cascade", (
     CREATE INDEX cascade_index_state_vectors_pending ON cascade_index_state (status)
         WHERE vectors_pending IS NOT NULL;
     """,
+    # The vectors are read from the index; ``vectors`` is written empty from here on. An entry of
+    # a document that was not fully indexed may name an embedder whose vectors never reached the
+    # index (the old code cached them before the commit): it keeps its facts and is embedded again.
+    # The column stays: DROP COLUMN rewrites the table, 19 s for 713 MiB (about 50,000 topics),
+    # inside the startup deadline (30 s). Old blobs go as their rows are written again.
+    f"""
+    UPDATE cascade_topic_cache SET embedder = '{KEYWORD_ONLY}', vectors = x'' WHERE doc_id NOT IN
+        (SELECT doc_id FROM cascade_index_state WHERE status = 'indexed' AND vectors_pending IS NULL);
+    """,
 ))
 
 
@@ -111,7 +130,8 @@ class IndexState:
 
 @dataclass(frozen=True)
 class CachedTopic:
-    """What was derived for one topic's content: facts (and where they came from) and vectors."""
+    """What was derived for one topic's content: facts (and where they came from) and vectors
+    (empty as :func:`load_cache` reads it: the vectors live in the index)."""
 
     topic_id: str
     content_sha256: str
@@ -195,12 +215,12 @@ def vectors_pending_count(conn: sqlite3.Connection) -> int:
 
 
 def store_cache(conn: sqlite3.Connection, doc_id: str, entries: Sequence[CachedTopic]) -> None:
-    """Upsert derived entries of a document's topics."""
+    """Upsert derived entries of a document's topics (not their vectors)."""
     conn.executemany(
         "INSERT OR REPLACE INTO cascade_topic_cache (topic_id, doc_id, content_sha256, embedder, facts_source,"
-        " facts, vectors, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        " facts, vectors, created_at) VALUES (?, ?, ?, ?, ?, ?, x'', ?)",
         [(c.topic_id, doc_id, c.content_sha256, c.embedder, c.facts_source, json.dumps(list(c.facts), ensure_ascii=False),
-          _pack(c.vector, c.fact_vectors), c.created_at) for c in entries],
+          c.created_at) for c in entries],
     )
 
 
@@ -296,31 +316,13 @@ def clear_all(conn: sqlite3.Connection) -> None:
 
 
 def load_cache(conn: sqlite3.Connection, doc_id: str) -> dict[str, CachedTopic]:
-    """The cached topics of a document, by topic id."""
+    """The cached topics of a document, by topic id, without vectors (the index has them)."""
     cached = {}
-    for row in conn.execute("SELECT * FROM cascade_topic_cache WHERE doc_id = ?", (doc_id,)):
+    for row in conn.execute("SELECT topic_id, content_sha256, embedder, facts_source, facts, created_at"
+                            " FROM cascade_topic_cache WHERE doc_id = ?", (doc_id,)):
         facts = tuple(json.loads(row["facts"]))
-        vectors = _unpack(row["vectors"], len(facts) + 1)
-        if vectors is None:
-            continue  # unreadable: derive it again
         cached[row["topic_id"]] = CachedTopic(
             topic_id=row["topic_id"], content_sha256=row["content_sha256"], embedder=row["embedder"],
-            facts_source=row["facts_source"], facts=facts, vector=vectors[0], fact_vectors=tuple(vectors[1:]),
+            facts_source=row["facts_source"], facts=facts, vector=(), fact_vectors=tuple(() for _ in facts),
             created_at=row["created_at"])
     return cached
-
-
-def _pack(vector: Sequence[float], fact_vectors: Sequence[Sequence[float]]) -> bytes:
-    packed = array("f", vector)
-    for fact_vector in fact_vectors:
-        packed.extend(fact_vector)
-    return packed.tobytes()
-
-
-def _unpack(blob: bytes, count: int) -> list[tuple[float, ...]] | None:
-    values = array("f")
-    values.frombytes(blob)
-    if count == 0 or len(values) % count:
-        return None
-    dim = len(values) // count
-    return [tuple(values[i * dim:(i + 1) * dim]) for i in range(count)]

@@ -356,6 +356,9 @@ class CascadeSettings:
         "documents.", minimum=1)
     writer_batch_rows: int = setting(5000, "Most rows (topics and facts) in one LanceDB commit.", minimum=1)
     writer_queue_batches: int = setting(16, "Batches waiting for the index writer before workers wait.", minimum=1)
+    release_memory_after_seconds: float = setting(
+        5.0, "Idle seconds after its last write or optimize before the index writer gives the memory freed "
+        "meanwhile back to the system (malloc_trim); 0 never.", minimum=0)
     lag_documents: int = setting(
         300, "Documents waiting for their index (uploaded or edited, not yet searchable) above which the index "
         "lags: uploads are still accepted, but /health's cascade block says lagging, upload answers carry "
@@ -368,6 +371,8 @@ class LimitsSettings:
     lancedb_threads: int = setting(2, "Worker threads for LanceDB calls.", minimum=1)
     file_threads: int = setting(4, "Worker threads for file I/O.", minimum=1)
     cpu_threads: int = setting(2, "Worker threads for parsing, tokenizing and other CPU work.", minimum=1)
+    malloc_arenas: int = setting(2, "glibc malloc arenas at most; each keeps memory its threads freed "
+                                 "(0: glibc's default, 8 per core).", minimum=0)
     loop_lag_probe_interval_seconds: float = setting(
         0.1, "How often the event-loop lag probe wakes up.", positive=True
     )

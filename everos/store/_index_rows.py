@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
-__all__ = ["FactRow", "IndexSink", "TopicRow"]
+__all__ = ["FactRow", "IndexSink", "IndexedVectors", "TopicRow"]
 
 
 @dataclass(frozen=True)
@@ -62,6 +62,16 @@ class FactRow:
     vector: tuple[float, ...] = field(repr=False, default=())
 
 
+@dataclass(frozen=True)
+class IndexedVectors:
+    """What the index holds of one topic's vectors: its ``content_sha256``, its vector and its
+    facts' vectors in ``fact_index`` order (each empty where a row has none)."""
+
+    content_sha256: str
+    vector: tuple[float, ...]
+    fact_vectors: tuple[tuple[float, ...], ...]
+
+
 class IndexSink(Protocol):
     """What the cascade needs from the index. Every method is a checkpoint with a deadline."""
 
@@ -73,3 +83,7 @@ class IndexSink(Protocol):
 
     async def topic_hashes(self, doc_id: str) -> dict[str, str]:
         """``{topic_id: content_sha256}`` of the topics indexed for ``doc_id`` (empty if none)."""
+
+    async def indexed_vectors(self, doc_id: str) -> dict[str, IndexedVectors]:
+        """``{topic_id: IndexedVectors}`` of the topics indexed for ``doc_id`` (empty if none): the
+        cascade reuses the vectors of topics whose content did not change."""

@@ -6,7 +6,10 @@ operation twice is harmless). It optimizes (compacts, folds new rows into the in
 versions) on thresholds: ``optimize_after_commits`` commits (each adds fragments, and a search
 opens every fragment's files: G5b, EverOS 1.1 ran out of file descriptors here) or
 ``optimize_after_rows`` rows written (rows not yet in an index are searched by a scan), and every
-``optimize_interval_seconds`` while old versions may remain.
+``optimize_interval_seconds`` while old versions may remain. Once it has been idle for
+``release_memory_after_seconds`` after a write or an optimize, it gives the memory they freed back
+to the system (:func:`everos.allocator.release_free_memory`, in a thread; issue #17 item 5: after
+10,000 topics glibc held 250 MiB free in its arenas).
 """
 
 from __future__ import annotations
@@ -18,10 +21,11 @@ from typing import Any
 
 import trio
 
+from everos.allocator import release_free_memory
 from everos.config import CascadeSettings
 from everos.errors import ServiceUnavailable, StoreBusy
 from everos.metrics import INDEX_COMMIT_OPERATIONS, INDEX_COMMIT_SECONDS
-from everos.store._index_rows import FactRow, TopicRow
+from everos.store._index_rows import FactRow, IndexedVectors, TopicRow
 from everos.store._lancedb import IndexStore
 from everos.store._lancedb_schema import WriteOp
 
@@ -53,9 +57,12 @@ class IndexWriter:
         self._rows_since_optimize = 0
         self._last_write_at: float | None = None  # trio clock
         self._last_optimize_at: float | None = None  # trio clock
+        self._busy_until: float | None = None  # trio clock: the end of the last write or optimize
+        self._released = True  # nothing freed since memory was last given back
         self._stats: dict[str, Any] = {
             "writes": 0, "operations": 0, "optimizations": 0, "last_optimize_at": None,
             "last_optimize_seconds": None, "last_error": None, "last_error_at": None,
+            "memory_releases": 0, "last_memory_release_mib": None,
         }
 
     # -- the sink ------------------------------------------------------------------------------------
@@ -92,6 +99,10 @@ class IndexWriter:
         """``{topic_id: content_sha256}`` for ``doc_id``: a read, it does not wait for the writer."""
         return await self._store.topic_hashes(doc_id)
 
+    async def indexed_vectors(self, doc_id: str) -> dict[str, IndexedVectors]:
+        """The vectors indexed for ``doc_id``'s topics: a read, it does not wait for the writer."""
+        return await self._store.indexed_vectors(doc_id)
+
     async def _submit(self, op: WriteOp) -> None:
         timeout = self._store.settings.call_timeout_seconds
         with trio.move_on_after(timeout) as sending:
@@ -119,13 +130,15 @@ class IndexWriter:
                     await self._write(batch)
                 if self._optimize_due():
                     await self._optimize()
+                if self._release_due():
+                    await self._release_memory()
         finally:
             self._fail_queued()
 
     async def _next_batch(self) -> list[WriteOp]:
         first, self._carry = self._carry, None
         if first is None:
-            with trio.move_on_at(self._next_periodic_optimize_at()):
+            with trio.move_on_at(min(self._next_periodic_optimize_at(), self._release_at())):
                 first = await self._receive.receive()
             if first is None:
                 return []
@@ -156,7 +169,8 @@ class IndexWriter:
             finally:
                 self._writes_since_optimize += 1
                 self._rows_since_optimize += sum(op.rows for op in batch)
-                self._last_write_at = trio.current_time()
+                self._last_write_at = self._busy_until = trio.current_time()
+                self._released = False
                 self._stats["writes"] += 1
                 self._stats["operations"] += len(batch)
                 INDEX_COMMIT_SECONDS.observe(time.perf_counter() - started)
@@ -189,6 +203,26 @@ class IndexWriter:
         start = last if last is not None else self._last_write_at
         return start + self._settings.optimize_interval_seconds
 
+    def _release_at(self) -> float:
+        """When the memory freed by the last writes and optimize is given back: once the writer has
+        been idle ``release_memory_after_seconds`` (never when that is 0 or nothing was freed)."""
+        after = self._settings.release_memory_after_seconds
+        if self._released or after <= 0 or self._busy_until is None:
+            return math.inf
+        return self._busy_until + after
+
+    def _release_due(self) -> bool:
+        idle = self._carry is None and not self._send.statistics().current_buffer_used
+        return idle and trio.current_time() >= self._release_at()
+
+    async def _release_memory(self) -> None:
+        self._released = True
+        freed = await trio.to_thread.run_sync(release_free_memory)
+        self._stats["memory_releases"] += 1
+        if freed is not None:
+            self._stats["last_memory_release_mib"] = round(freed / 2**20, 1)
+            log.info("gave %.1f MiB of freed memory back to the system", freed / 2**20)
+
     async def _optimize(self) -> None:
         started, started_wall = trio.current_time(), time.time()
         self._writes_since_optimize = self._rows_since_optimize = 0
@@ -202,6 +236,8 @@ class IndexWriter:
         self._stats["optimizations"] += 1
         self._stats["last_optimize_at"] = started_wall
         self._stats["last_optimize_seconds"] = round(trio.current_time() - started, 3)
+        self._busy_until = trio.current_time()
+        self._released = False
 
     def _record_error(self, exc: BaseException) -> None:
         self._stats["last_error"] = f"{type(exc).__name__}: {exc}"[:500]

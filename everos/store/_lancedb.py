@@ -32,6 +32,7 @@ from lancedb.index import IvfFlat
 
 from everos.config import LanceDBSettings
 from everos.errors import ConfigError, StoreBusy
+from everos.store._index_rows import IndexedVectors
 from everos.store._lancedb_schema import (
     FACT_FIELDS, FACT_TABLE, FTS_COLUMNS, FTS_CONFIG, MAX_FACTS_SCANNED, MAX_ROWS_PER_DOCUMENT, RECALL_COLUMNS,
     SCALAR_INDEXES, TOPIC_FIELDS, TOPIC_RESULT_COLUMNS, TOPIC_TABLE, WriteOp, arrow_rows, chunked, fact_schema, in_list, quote,
@@ -286,6 +287,29 @@ class IndexStore:
             .select(["id", "content_sha256"]).limit(MAX_ROWS_PER_DOCUMENT).to_arrow(timeout=self._query_timeout())
         )
         return dict(zip(found.column("id").to_pylist(), found.column("content_sha256").to_pylist()))
+
+    async def indexed_vectors(self, doc_id: str) -> dict[str, IndexedVectors]:
+        """``{topic_id: IndexedVectors}`` of the topics indexed for ``doc_id`` (two indexed reads)."""
+        return await self._call(self._indexed_vectors_sync, doc_id, write=False)
+
+    def _indexed_vectors_sync(self, doc_id: str) -> dict[str, IndexedVectors]:
+        where, timeout = f"doc_id = {quote(doc_id)}", self._query_timeout()
+        topics = (self._table(TOPIC_TABLE).search().where(where).select(["id", "content_sha256", "vector"])
+                  .limit(MAX_ROWS_PER_DOCUMENT).to_arrow(timeout=timeout))
+        facts = (self._table(FACT_TABLE).search().where(where).select(["topic_id", "fact_index", "vector"])
+                 .limit(MAX_ROWS_PER_DOCUMENT).to_arrow(timeout=timeout))
+        fact_vectors: dict[str, dict[int, tuple[float, ...]]] = {}
+        columns = (facts.column(name).to_pylist() for name in ("topic_id", "fact_index", "vector"))
+        for topic_id, index, vector in zip(*columns):
+            fact_vectors.setdefault(topic_id, {})[index] = tuple(vector or ())
+        found = {}
+        columns = (topics.column(name).to_pylist() for name in ("id", "content_sha256", "vector"))
+        for topic_id, digest, vector in zip(*columns):
+            by_index = fact_vectors.get(topic_id, {})
+            if sorted(by_index) == list(range(len(by_index))):  # else a fact is missing: reuse nothing
+                facts_in_order = tuple(by_index[i] for i in sorted(by_index))
+                found[topic_id] = IndexedVectors(digest, tuple(vector or ()), facts_in_order)
+        return found
 
     async def keyword_topics(
         self, query_tokens: Sequence[str], app_id: str, project_id: str, limit: int

@@ -20,7 +20,7 @@ from everos.cascade import CascadeService
 from everos.config import CascadeSettings, Config
 from everos.knowledge import DEFAULT_CATEGORIES, document_dir, extract_structure, new_doc_id, render_document_files
 from everos.status import StatusBoard
-from everos.store._index_rows import FactRow, TopicRow
+from everos.store._index_rows import FactRow, IndexedVectors, TopicRow
 
 DATA = Path(__file__).parent / "data"
 
@@ -33,6 +33,7 @@ class FakeSink:
         self.facts: dict[str, list[FactRow]] = {}
         self.replaced: list[str] = []  # doc ids, one per committed replace_document
         self.deleted: list[str] = []
+        self.vector_reads: list[str] = []  # doc ids, one per indexed_vectors call
         self.fail_replace: int = 0  # the next N replace_document calls raise
         self.hang_replace = False
         self.crash_after_commit: set[str] = set()  # doc ids whose replace commits, then "crashes"
@@ -60,6 +61,15 @@ class FakeSink:
     async def topic_hashes(self, doc_id: str) -> dict[str, str]:
         await trio.lowlevel.checkpoint()
         return {row.id: row.content_sha256 for row in self.topics.get(doc_id, {}).values()}
+
+    async def indexed_vectors(self, doc_id: str) -> dict[str, IndexedVectors]:
+        await trio.lowlevel.checkpoint()
+        self.vector_reads.append(doc_id)
+        facts: dict[str, list[FactRow]] = {}
+        for fact in sorted(self.facts.get(doc_id, []), key=lambda f: f.fact_index):
+            facts.setdefault(fact.topic_id, []).append(fact)
+        return {row.id: IndexedVectors(row.content_sha256, row.vector, tuple(f.vector for f in facts.get(row.id, [])))
+                for row in self.topics.get(doc_id, {}).values()}
 
     def topic_names(self, doc_id: str) -> list[str]:
         return sorted(row.topic_name for row in self.topics.get(doc_id, {}).values())

@@ -519,3 +519,51 @@ def test_200_writes_and_searches_run_within_an_open_file_limit_of_256(tmp_path: 
     assert result["searches"] == 600
     assert result["stats"]["last_error"] is None
     assert result["peak_fds"] < 128
+
+
+async def test_indexed_vectors_give_each_topics_vector_and_its_facts_in_order(writer: IndexWriter) -> None:
+    """What the cascade reuses for unchanged topics: the index's digest and vectors per topic,
+    facts by ``fact_index``; a keyword-only row has empty vectors, a topic missing a fact row is
+    left out (there is nothing whole to reuse)."""
+    topics, facts = document("d_1", topics=3, facts_per_topic=3)
+    topics[1] = dataclasses.replace(topics[1], vector=())
+    facts = [dataclasses.replace(f, vector=()) if f.topic_id == "d_1_1" else f for f in facts]
+    facts = [f for f in reversed(facts) if f.id != "d_1_2_f1"]
+    await writer.replace_document("d_1", topics, facts)
+    await writer.replace_document("d_2", *document("d_2"))
+    found = await writer.indexed_vectors("d_1")
+    assert sorted(found) == ["d_1_0", "d_1_1"]
+    assert found["d_1_0"].content_sha256 == "h0" and found["d_1_0"].vector == pytest.approx(vector(0))
+    assert [list(v) for v in found["d_1_0"].fact_vectors] == [pytest.approx(vector(j)) for j in range(3)]
+    assert found["d_1_1"].vector == () and found["d_1_1"].fact_vectors == ((), (), ())
+    assert await writer.indexed_vectors("d_9") == {}
+
+
+async def test_the_writer_gives_freed_memory_back_once_idle_after_writing(
+    tmp_path: Path, nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """G5b: release_memory_after_seconds after its last write the writer gives the memory it
+    freed back to the system, once per busy spell; with 0 it never does."""
+    releases: list[float] = []
+    monkeypatch.setattr("everos.store._index_writer.release_free_memory", lambda: releases.append(1) or 4 << 20)
+    store = await open_store(tmp_path / "lancedb")
+    quiet = {"optimize_interval_seconds": 3600.0, "optimize_after_commits": 1000}
+    writer = IndexWriter(store, CascadeSettings(release_memory_after_seconds=0.05, **quiet))
+    never = IndexWriter(await open_store(tmp_path / "other"), CascadeSettings(release_memory_after_seconds=0, **quiet))
+    await nursery.start(writer.run)
+    await nursery.start(never.run)
+    await trio.sleep(0.2)
+    assert releases == [] and writer.statistics()["memory_releases"] == 0  # nothing written, nothing freed
+    await writer.replace_document("d_1", *document("d_1"))
+    with trio.fail_after(10):
+        while writer.statistics()["memory_releases"] < 1:
+            await trio.sleep(0.01)
+    await trio.sleep(0.2)
+    assert len(releases) == 1 and writer.statistics()["last_memory_release_mib"] == 4.0
+    await writer.replace_document("d_2", *document("d_2"))
+    with trio.fail_after(10):
+        while writer.statistics()["memory_releases"] < 2:
+            await trio.sleep(0.01)
+    await never.replace_document("d_3", *document("d_3"))
+    await trio.sleep(0.2)
+    assert len(releases) == 2 and never.statistics()["memory_releases"] == 0
