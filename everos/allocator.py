@@ -16,7 +16,7 @@ So :func:`limit_arenas` lets glibc make at most ``[limits] malloc_arenas`` arena
 M_ARENA_MAX``, before the first thread that would make one), :func:`configure` has pyarrow
 allocate from the system allocator too (``ARROW_DEFAULT_MEMORY_POOL=system`` had the same
 effect), and the index writer
-calls :func:`release_free_memory` (``malloc_trim``) once it has been idle for ``[lancedb]
+calls :func:`release_free_memory` (``malloc_trim``) once it has been idle for ``[cascade]
 release_memory_after_seconds``. The same benchmark then: 404 MiB settled, 288 MiB after a restart
 (with the two limits set from the environment instead, and no trim: 431-450 MiB). What is left is
 mostly clean file pages of LanceDB's library that writing touched (``_lancedb.abi3.so``: about 80
