@@ -217,7 +217,8 @@ class IndexWriter:
 
     async def _release_memory(self) -> None:
         self._released = True
-        freed = await trio.to_thread.run_sync(release_free_memory)
+        # Under the lancedb budget (G5): it walks the arenas LanceDB's threads allocate from.
+        freed = await trio.to_thread.run_sync(release_free_memory, limiter=self._store.limiter)
         self._stats["memory_releases"] += 1
         if freed is not None:
             self._stats["last_memory_release_mib"] = round(freed / 2**20, 1)

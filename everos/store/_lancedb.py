@@ -163,6 +163,11 @@ class IndexStore:
 
     # -- calls ---------------------------------------------------------------------------------------
 
+    @property
+    def limiter(self) -> trio.CapacityLimiter:
+        """The ``lancedb`` thread budget every call of this store runs under (G5)."""
+        return self._limiter
+
     async def _call(self, fn: Callable[..., T], *args: Any, write: bool) -> T:
         timeout = self.settings.call_timeout_seconds
         try:
