@@ -20,9 +20,11 @@ MAX_LINES = 450
 # Lowest first. A module may import its own layer and the layers below it, never above.
 LAYERS: list[set[str]] = [
     # foundations: settings, errors, logging, the status board and its metrics, the root lock,
-    # the supervisor, the worker processes for CPU work, and the runtime every service is opened with
+    # the supervisor, the worker processes for CPU work, the runtime every service is opened with,
+    # and the allocator settings (memory given back, issue #17 item 5)
     {"everos", "everos._exports", "everos.errors", "everos.config", "everos.logs", "everos.metrics",
-     "everos.status", "everos.rootlock", "everos.supervisor", "everos.workers", "everos.runtime"},
+     "everos.status", "everos.rootlock", "everos.supervisor", "everos.workers", "everos.runtime",
+     "everos.allocator"},
     # outside the process: the stores, the model providers, the HTTP client of a running server,
     # the root's API key file and the keys' rates and last use (issue #16 items 1 and 2)
     {"everos.store", "everos.providers", "everos.client", "everos.auth", "everos.key_limits"},

@@ -79,7 +79,8 @@ class _Recorder:
         self.jobs: list[dict[str, Any]] = []
 
     # LeasedQueue
-    async def enqueue(self, kind: str, payload: Any, *, key: str, job_id: str, max_pending: int) -> Job:
+    async def enqueue(self, kind: str, payload: Any, *, key: str, job_id: str, max_pending: int,
+                      durable: bool = False) -> Job:
         self.jobs.append(payload)
         now = time.time()
         return Job(id=job_id, kind=kind, key=key, payload=payload, status=JobStatus.QUEUED, attempts=0,

@@ -9,6 +9,7 @@ import pytest
 from everos.cli import main
 from everos.config import Config
 from everos.errors import ExitCode
+from everos.store._files import SYNC_THREADS
 from everos.testing.replay import REPLAY_APP_ID, SCENARIOS, ReplayOptions, free_port, make_corpus, run_scenario
 
 from ..conftest import knowledge_server
@@ -96,13 +97,14 @@ async def test_burst_five_times_keeps_memory_and_threads_flat(tmp_path: Path) ->
     report = check(await run_scenario("burst", options(scale=0.4, rounds=5, root=tmp_path / "replay")))
     rounds = report["server_resources_per_round"]
     assert len(rounds) == 5
-    # Python's threads come from the named limiters (trio's thread cache keeps idle ones ~10 s)
-    # plus a fixed few (main, log writer, watcher, jieba warm-up): a budget from the config, not
-    # a timing. LanceDB's native runtime grows and shrinks its own pool with concurrent I/O
+    # Python's threads come from the named limiters (trio's thread cache keeps idle ones ~10 s),
+    # the pool that fsyncs staged files (SYNC_THREADS, fixed) plus a fixed few (main, log writer,
+    # watcher, jieba warm-up): a budget from the config, not a timing. LanceDB's native runtime grows and shrinks its own pool with concurrent I/O
     # (measured 18-31 threads at this load; it was the cause of the "threads flat" flake), so
     # those are held to a cap that still catches a leak.
     limits = Config().limits
-    python_budget = limits.sqlite_threads + limits.lancedb_threads + limits.file_threads + limits.cpu_threads + 10
+    python_budget = (limits.sqlite_threads + limits.lancedb_threads + limits.file_threads + limits.cpu_threads
+                     + SYNC_THREADS + 10)
     for sample in rounds:
         assert sample["threads"] - sample["native_threads"] <= python_budget, rounds
         assert sample["native_threads"] <= 64, rounds
