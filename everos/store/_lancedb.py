@@ -35,9 +35,9 @@ from everos.errors import ConfigError, StoreBusy
 from everos.store._index_rows import IndexedVectors
 from everos.store._lancedb_schema import (
     FACT_FIELDS, FACT_TABLE, FTS_COLUMNS, FTS_CONFIG, MAX_FACTS_SCANNED, MAX_ROWS_PER_DOCUMENT, RECALL_COLUMNS,
-    SCALAR_INDEXES, TOPIC_FIELDS, TOPIC_RESULT_COLUMNS, TOPIC_TABLE, WriteOp, arrow_rows, chunked, fact_schema, in_list, quote,
-    scope_filter, stale_ids, topic_schema, vector_index_name, vector_index_partitions, vector_nprobes,
-    wanted_vector_partitions,
+    SCALAR_INDEXES, TOPIC_FIELDS, TOPIC_RESULT_COLUMNS, TOPIC_TABLE, WriteOp, arrow_rows, chunked, fact_schema,
+    in_list, quote, scope_filter, stale_ids, topic_schema, vector_index_name, vector_index_partitions,
+    vector_nprobes, wanted_vector_partitions,
 )
 
 __all__ = ["FACT_TABLE", "TOPIC_TABLE", "IndexStore", "fact_schema", "topic_schema"]  # the schema's, re-exported

@@ -124,9 +124,10 @@ async def test_a_root_whose_cache_held_vectors_opens_and_reindexes_correctly(
     root: Path, sink: FakeSink, embedder: FakeEmbedder, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """G8 across the upgrade: a root indexed by the old layout opens (no table rewrite: the blobs
-    stay until their rows are written again; the facts stay); a fully indexed document's unchanged topics take their vectors from the index; a
-    document that was not fully indexed is embedded again (its cached embedder could name vectors
-    that never reached the index), with its cached facts."""
+    stay until their rows are written again; the facts stay); a fully indexed document's unchanged
+    topics take their vectors from the index; a document that was not fully indexed is embedded
+    again (its cached embedder could name vectors that never reached the index), with its cached
+    facts."""
     done_dir = write_document(root, "Trio guide", GUIDE)
     half_dir = write_document(root, "Other guide", GUIDE.replace("Trio guide", "Other guide"))
     done_id, half_id = locate_document(done_dir).doc_id, locate_document(half_dir).doc_id

@@ -99,9 +99,10 @@ async def test_burst_five_times_keeps_memory_and_threads_flat(tmp_path: Path) ->
     assert len(rounds) == 5
     # Python's threads come from the named limiters (trio's thread cache keeps idle ones ~10 s),
     # the pool that fsyncs staged files (SYNC_THREADS, fixed) plus a fixed few (main, log writer,
-    # watcher, jieba warm-up): a budget from the config, not a timing. LanceDB's native runtime grows and shrinks its own pool with concurrent I/O
-    # (measured 18-31 threads at this load; it was the cause of the "threads flat" flake), so
-    # those are held to a cap that still catches a leak.
+    # watcher, jieba warm-up): a budget from the config, not a timing. LanceDB's native runtime
+    # grows and shrinks its own pool with concurrent I/O (measured 18-31 threads at this load; it
+    # was the cause of the "threads flat" flake), so those are held to a cap that still catches a
+    # leak.
     limits = Config().limits
     python_budget = (limits.sqlite_threads + limits.lancedb_threads + limits.file_threads + limits.cpu_threads
                      + SYNC_THREADS + 10)
