@@ -50,7 +50,7 @@ from everos.testing.replay._server import settings_env
 
 API = "/api/v1/knowledge"
 SYNC_CALLS = ("fsync", "fdatasync", "syncfs", "sync_file_range", "msync")
-# "1234 1733580000.123456 fsync(7</root/.index/inbox/x.bin>) = 0" (or "<unfinished ...>")
+# "1234 1733580000.123456 fsync(7<ROOT/.index/inbox/x.bin>) = 0" (or "<unfinished ...>")
 _TRACE_LINE = re.compile(r"^(?:\[pid\s+)?(\d+)\]?\s+(\d+\.\d+)\s+(" + "|".join(SYNC_CALLS) + r")\((\d+)(?:<([^>]*)>)?")
 
 

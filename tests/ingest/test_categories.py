@@ -52,14 +52,7 @@ def _set_mtime(path: Path, mtime_ns: int) -> None:
 
 async def test_the_taxonomy_is_parsed_again_only_when_its_file_changes(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    parses: list[int] = []
-    real_parse = _categories.parse_taxonomy_md
-
-    def counting_parse(text: str) -> Any:
-        parses.append(1)
-        return real_parse(text)
-
-    monkeypatch.setattr(_categories, "parse_taxonomy_md", counting_parse)
+    parses = _count_parses(monkeypatch)
     categories = _categories_at(tmp_path)
     first = await categories.read("app", "proj")  # written with the defaults on first use
     assert len(first) == 20
