@@ -156,7 +156,8 @@ async def open_services(runtime: Runtime, *, mcp_transport: Literal["http", "std
             index = await IndexService.open(runtime, reset=reset_index)
             stack.push_async_callback(index.aclose)
             cascade = CascadeService(sink=index.writer, embedder=providers.embedder, chat=providers.llm,
-                                     search_tokens=search_tokens, split_facts=split_facts, document_lock=locks.hold)
+                                     search_tokens=search_tokens, split_facts=split_facts, document_lock=locks.hold,
+                                     cpu_workers=cpu)
             stack.push_async_callback(cascade.aclose)  # idempotent: also closes a cascade half open
             await cascade.open(runtime)
             ingest = await IngestService.open(runtime, extractor=make_extractor(runtime, providers, cpu), locks=locks,

@@ -53,3 +53,14 @@ def reserve_address_space() -> None:
 def fill(mib: int) -> bytes:
     work = bytearray(mib << 20)
     return bytes(work[: len(work) // 4])
+
+
+def pid_tokens(text: str) -> list[str]:
+    """A tokenizer that says which process ran it."""
+    return [f"pid{os.getpid()}", *text.lower().split()]
+
+
+def spinning_tokens(text: str) -> list[str]:
+    """A tokenizer that never ends (as a native segmenter stuck on hostile text would)."""
+    spin()
+    return []

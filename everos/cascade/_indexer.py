@@ -49,7 +49,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import trio
 
@@ -57,28 +57,30 @@ from everos.cascade import _state as state
 from everos.cascade._facts import FactExtractor
 from everos.cascade._rows import (
     GONE,
-    EMBEDDING_TEXT_VERSION,
     DocumentLocation,
     ParsedDocument,
     TopicParts,
+    chunks,
+    embedder_identity,
     embedding_text,
     fact_rows,
     locate_document,
     parse_document,
     topic_content_sha256,
     topic_row,
+    topic_tokens,
 )
 from everos.cascade._snapshot import find_document_dirs, read_document_dir, sha256_file, stat_document_dir
 from everos.ingest import _repository as repo
 from everos.knowledge._fingerprint import WrittenFiles
 from everos.knowledge._models import KnowledgeTopic
+from everos.knowledge._tokens import joined_tokens
 from everos.providers import Budget, EmbeddingDimensionError, ProviderError, ProviderResponseError
 from everos.store import Database
 from everos.store._index_rows import FactRow, IndexSink, TopicRow
 
 __all__ = ["DEFERRED", "EMBED_CHUNK_TEXTS", "KEYWORD_ONLY", "DocumentIndexer", "IndexOutcome", "IndexerParts", "embedder_identity"]
 
-T = TypeVar("T")
 
 SearchTokens = Callable[[str], list[str]]
 
@@ -118,29 +120,6 @@ async def no_document_lock(doc_id: str) -> AsyncIterator[None]:
     yield
 
 
-def _chunks(items: Sequence[T], size_of: Callable[[T], int], max_size: int) -> list[list[T]]:
-    """Consecutive groups of ``items`` whose sizes add up to at most ``max_size`` (an item
-    larger than that gets a group of its own)."""
-    groups: list[list[T]] = []
-    total = 0
-    for item in items:
-        size = size_of(item)
-        if not groups or total + size > max_size:
-            groups.append([])
-            total = 0
-        groups[-1].append(item)
-        total += size
-    return groups
-
-
-def embedder_identity(embedder: Any) -> str:
-    """Which embedder made a vector, from which texts: cached vectors of another embedder (or
-    prefixes, or :func:`embedding_text` version) are not reused."""
-    prefixes = getattr(embedder, "prefixes", None)
-    extra = f":{prefixes['query']!r}:{prefixes['passage']!r}" if prefixes and any(prefixes.values()) else ""
-    return f"{type(embedder).__name__}:{getattr(embedder, 'model', '')}:{embedder.dim}:t{EMBEDDING_TEXT_VERSION}{extra}"
-
-
 @dataclass(frozen=True)
 class IndexerParts:
     """What indexing a document uses: the ``root`` and its ``db`` (knowledge and cascade tables),
@@ -148,7 +127,12 @@ class IndexerParts:
     budget=...)``, background budget here), the ``facts`` extractor, ``search_tokens(text) ->
     list[str]`` (blocking, run in a cpu thread), the files and cpu limiters, the ``clock``
     (seconds since the epoch), the ``document_lock`` shared with ingest, PATCH and DELETE, and
-    ``embed_timeout_seconds``, the bound of one attempt's embedding phase (None: none of its own)."""
+    ``embed_timeout_seconds``, the bound of one attempt's embedding phase (None: none of its own),
+    and ``vector_pass_seconds``, its bound when only vectors are left to make (an unchanged
+    document, searchable by keyword already; None: ``embed_timeout_seconds``). With
+    ``cpu_workers`` (a :class:`~everos.workers.CpuWorkers`) tokenizing runs in a worker process,
+    under ``cpu_deadline_seconds`` and ``cpu_memory_mb`` (jieba holds the GIL for half a second
+    on a Chinese document); else in a cpu thread."""
 
     root: Path
     db: Database
@@ -161,6 +145,10 @@ class IndexerParts:
     clock: Callable[[], float] = time.time
     document_lock: DocumentLock = no_document_lock
     embed_timeout_seconds: float | None = None
+    vector_pass_seconds: float | None = None
+    cpu_workers: Any = None
+    cpu_deadline_seconds: float = 60.0
+    cpu_memory_mb: int = 2048
 
 
 class DocumentIndexer:
@@ -170,6 +158,7 @@ class DocumentIndexer:
         self.root = parts.root
         self._db = parts.db
         self._embed_timeout_s = math.inf if parts.embed_timeout_seconds is None else parts.embed_timeout_seconds
+        self._vector_pass_s = self._embed_timeout_s if parts.vector_pass_seconds is None else parts.vector_pass_seconds
         self._document_lock = parts.document_lock
         self._sink = parts.sink
         self._embedder = parts.embedder
@@ -177,10 +166,13 @@ class DocumentIndexer:
         # A neural model costs as much per fact as per topic: facts are then ranked by their words.
         self._embeds_facts = getattr(parts.embedder, "embeds_facts", True)
         self._defers = getattr(parts.embedder, "defers_vectors", False)
+        # Texts per embed call: what a phase cut at its deadline loses at most.
+        self._chunk_texts = min(EMBED_CHUNK_TEXTS, getattr(parts.embedder, "texts_per_call", EMBED_CHUNK_TEXTS))
         self._facts = parts.facts
         self._search_tokens = parts.search_tokens
         self._files_limiter = parts.files_limiter
         self._cpu_limiter = parts.cpu_limiter
+        self._parts = parts
         self._clock = parts.clock
 
     async def _files(self, fn: Callable[..., Any], *args: Any) -> Any:
@@ -234,7 +226,11 @@ class DocumentIndexer:
         # A slow embedder (the built-in e5) makes vectors in a second attempt, queued behind the
         # documents waiting for their keyword index: this one writes the rows without them.
         defer = self._defers and vectors_pending is None
-        topics, facts, derived, embedded, missing = await self._derive(parsed, digests, given, defer=defer)
+        # Only vectors left to make: nobody waits for this document's keyword rows, so the
+        # embedder may have most of the row's deadline (a long document costs e5 minutes).
+        vectors_only = vectors_pending is not None and last_signature == parsed.signature
+        topics, facts, derived, embedded, missing = await self._derive(
+            parsed, digests, given, defer=defer, embed_s=self._vector_pass_s if vectors_only else self._embed_timeout_s)
         handed_off()
         await self._sink.replace_document(parsed.doc_id, topics, facts)
 
@@ -298,7 +294,7 @@ class DocumentIndexer:
 
     async def _derive(
         self, parsed: ParsedDocument, digests: dict[str, str], given: dict[str, tuple[str, ...]], *,
-        defer: bool = False,
+        defer: bool = False, embed_s: float,
     ) -> tuple[list[TopicRow], list[FactRow], list[state.CachedTopic], int, str | None]:
         """Rows for every topic, the cache entries made now (to record once the index holds them),
         the texts embedded, and why vectors are missing (None if none are): cached facts where the
@@ -323,8 +319,8 @@ class DocumentIndexer:
         if fresh:  # facts a model may have written: kept even if this attempt goes no further
             await self._db.write(state.store_cache, parsed.doc_id,
                                  self._cache_entries(fresh, facts_of, digests, None))
-        tokens = await self._cpu(self._tokenize, parsed.indexed_topics, facts_of)
-        made, embedded, missing = await self._embed_stale(stale, facts_of, digests, defer=defer)
+        tokens = await topic_tokens(parsed.indexed_topics, facts_of, self._tokenize)
+        made, embedded, missing = await self._embed_stale(stale, facts_of, digests, defer=defer, embed_s=embed_s)
         derived.update((entry.topic_id, entry) for entry in made)
         now = self._clock()
         topic_rows: list[TopicRow] = []
@@ -364,9 +360,9 @@ class DocumentIndexer:
 
     async def _embed_stale(
         self, stale: Sequence[KnowledgeTopic], facts_of: dict[str, tuple[list[str], str]],
-        digests: dict[str, str], *, defer: bool = False,
+        digests: dict[str, str], *, defer: bool = False, embed_s: float,
     ) -> tuple[list[state.CachedTopic], int, str | None]:
-        """Embed ``stale`` topics and their facts in chunks within ``embed_timeout_seconds``.
+        """Embed ``stale`` topics and their facts in chunks within ``embed_s`` seconds.
         Returns their entries, the texts embedded and why vectors are missing: when the phase's
         deadline passes or the embedder fails, the rest are entries without vectors
         (:data:`KEYWORD_ONLY`) and the reason is returned. What was embedded before that goes to
@@ -376,11 +372,11 @@ class DocumentIndexer:
             EmbeddingDimensionError: the embedder answers vectors of another width (a setting
                 to fix, not an outage to wait out).
         """
-        deadline = trio.current_time() + self._embed_timeout_s
+        deadline = trio.current_time() + embed_s
         embedded, missing = 0, DEFERRED if defer and stale else None
         facts_too = self._embeds_facts
         entries: list[state.CachedTopic] = []
-        for chunk in _chunks(stale, lambda t: 1 + facts_too * len(facts_of[t.topic_id][0]), EMBED_CHUNK_TEXTS):
+        for chunk in chunks(stale, lambda t: 1 + facts_too * len(facts_of[t.topic_id][0]), self._chunk_texts):
             texts = [embedding_text(t) for t in chunk]
             if facts_too:
                 texts += [f for t in chunk for f in facts_of[t.topic_id][0]]
@@ -394,7 +390,7 @@ class DocumentIndexer:
                     except ProviderError as exc:
                         missing = f"the embedder failed: {exc.message}"
                 if vectors is None and missing is None:
-                    missing = f"the embedder did not answer within {self._embed_timeout_s:g} s"
+                    missing = f"the embedder did not answer within {embed_s:g} s"
             embedded += len(texts) if vectors is not None else 0
             entries += self._cache_entries(chunk, facts_of, digests, vectors)
         return entries, embedded, missing
@@ -425,16 +421,20 @@ class DocumentIndexer:
             position += len(facts)
         return entries
 
-    def _tokenize(
-        self, topics: Sequence[KnowledgeTopic], facts_of: dict[str, tuple[list[str], str]]
-    ) -> dict[str, tuple[str, str, list[str]]]:
-        """In a cpu thread: ``{topic_id: (summary_tokens, content_tokens, [fact_tokens])}``."""
-        join = lambda text: " ".join(self._search_tokens(text))  # noqa: E731
-        return {
-            t.topic_id: (join(f"{t.topic_name}\n{t.summary}"), join(t.content),
-                         [join(fact) for fact in facts_of[t.topic_id][0]])
-            for t in topics
-        }
+    async def _tokenize(self, texts: list[str]) -> list[str]:
+        """:func:`joined_tokens` of ``texts`` in a worker process, or a cpu thread (see
+        :class:`IndexerParts`).
+
+        Raises:
+            WorkerTimeout, WorkerCrashed, WorkerOutOfMemory: the worker process failed (the
+                attempt fails; its row is retried, then dead with the reason).
+        """
+        parts = self._parts
+        if parts.cpu_workers is None:
+            return await self._cpu(joined_tokens, self._search_tokens, texts)
+        return await parts.cpu_workers.run_cpu(
+            joined_tokens, self._search_tokens, texts, deadline_s=parts.cpu_deadline_seconds,
+            memory_mb=parts.cpu_memory_mb, task=f"tokenizing {len(texts)} texts")
 
     async def _embed(self, texts: list[str]) -> list[list[float]]:
         if not texts:

@@ -15,8 +15,9 @@ EverOS, whose ``knowledge_topic`` table holds topic files only.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from everos.errors import InvalidInput
 from everos.knowledge._fingerprint import document_signature, is_markdown_name
@@ -41,6 +42,8 @@ __all__ = [
     "DocumentLocation",
     "ParsedDocument",
     "TopicParts",
+    "chunks",
+    "embedder_identity",
     "embedding_text",
     "fact_rows",
     "is_document_file",
@@ -48,7 +51,10 @@ __all__ = [
     "parse_document",
     "topic_content_sha256",
     "topic_row",
+    "topic_tokens",
 ]
+
+T = TypeVar("T")
 
 GONE = "gone"
 """The fingerprint of a document directory that does not exist (or has no ``index.md``)."""
@@ -283,3 +289,44 @@ def fact_rows(parsed: ParsedDocument, topic: KnowledgeTopic, parts: TopicParts) 
         for index, (text, tokens, vector) in enumerate(zip(parts.fact_texts, parts.fact_tokens,
                                                           parts.fact_vectors, strict=True))
     ]
+
+
+async def topic_tokens(
+    topics: Sequence[KnowledgeTopic], facts_of: Mapping[str, tuple[list[str], str]],
+    tokenize: Callable[[list[str]], Awaitable[list[str]]],
+) -> dict[str, tuple[str, str, list[str]]]:
+    """``{topic_id: (summary_tokens, content_tokens, [fact_tokens])}`` from one ``tokenize`` call
+    (texts to their space-joined tokens) over every topic's name and summary, content and facts."""
+    texts: list[str] = []
+    for t in topics:
+        texts += [f"{t.topic_name}\n{t.summary}", t.content, *facts_of[t.topic_id][0]]
+    joined = await tokenize(texts)
+    tokens, position = {}, 0
+    for t in topics:
+        count = len(facts_of[t.topic_id][0])
+        tokens[t.topic_id] = (joined[position], joined[position + 1], joined[position + 2:position + 2 + count])
+        position += 2 + count
+    return tokens
+
+
+def chunks(items: Sequence[T], size_of: Callable[[T], int], max_size: int) -> list[list[T]]:
+    """Consecutive groups of ``items`` whose sizes add up to at most ``max_size`` (an item
+    larger than that gets a group of its own)."""
+    groups: list[list[T]] = []
+    total = 0
+    for item in items:
+        size = size_of(item)
+        if not groups or total + size > max_size:
+            groups.append([])
+            total = 0
+        groups[-1].append(item)
+        total += size
+    return groups
+
+
+def embedder_identity(embedder: Any) -> str:
+    """Which embedder made a vector, from which texts: cached vectors of another embedder (or
+    prefixes, or :func:`embedding_text` version) are not reused."""
+    prefixes = getattr(embedder, "prefixes", None)
+    extra = f":{prefixes['query']!r}:{prefixes['passage']!r}" if prefixes and any(prefixes.values()) else ""
+    return f"{type(embedder).__name__}:{getattr(embedder, 'model', '')}:{embedder.dim}:t{EMBEDDING_TEXT_VERSION}{extra}"

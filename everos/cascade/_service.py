@@ -45,7 +45,7 @@ from everos.cascade._rebuild import rebuild
 from everos.cascade._scanner import Scanner
 from everos.cascade._snapshot import stat_document_dir
 from everos.cascade._watcher import Watcher
-from everos.cascade._worker import AttemptResult, IndexWorkers, embed_phase_seconds
+from everos.cascade._worker import AttemptResult, IndexWorkers, embed_phase_seconds, vector_pass_seconds
 from everos.errors import InvalidInput, StoreBusy
 from everos.ingest import _repository as repo
 from everos.knowledge._fingerprint import WrittenFiles
@@ -104,7 +104,10 @@ class CascadeService:
     None (no provider: no LLM facts), asked for facts unless ``[cascade] llm_facts = "off"``. The
     cascade closes none of them: their owners do.
     ``search_tokens(text)`` and ``split_facts(text, max_facts)`` are blocking callables run in
-    cpu threads. ``clock`` (seconds since the epoch) times queue rows and state.
+    cpu threads; with ``cpu_workers`` (:class:`~everos.workers.CpuWorkers`, the server's conversion
+    pool) a document's tokenization runs in a worker process instead, under the conversion
+    deadline and memory limit (``search_tokens`` must then pickle: a module-level function).
+    ``clock`` (seconds since the epoch) times queue rows and state.
     """
 
     def __init__(
@@ -117,8 +120,10 @@ class CascadeService:
         chat: Any | None = None,
         clock: Callable[[], float] = time.time,
         document_lock: DocumentLock = no_document_lock,
+        cpu_workers: Any = None,
     ) -> None:
         self._document_lock = document_lock
+        self._cpu_workers = cpu_workers
         self.sink = sink
         self.embedder = embedder
         self._chat = chat
@@ -151,7 +156,10 @@ class CascadeService:
             root=self.root, db=self.db, sink=self.sink, embedder=self.embedder, facts=facts,
             search_tokens=self._search_tokens, files_limiter=limiters.files, cpu_limiter=limiters.cpu,
             clock=self._clock, document_lock=self._document_lock,
-            embed_timeout_seconds=embed_phase_seconds(self.settings))
+            embed_timeout_seconds=embed_phase_seconds(self.settings),
+            vector_pass_seconds=vector_pass_seconds(self.settings), cpu_workers=self._cpu_workers,
+            cpu_deadline_seconds=runtime.config.ingest.conversion_timeout_seconds,
+            cpu_memory_mb=runtime.config.ingest.conversion_memory_mb)
         self.workers = IndexWorkers(self.ledger, DocumentIndexer(self._indexer_parts), self.settings, clock=self._clock)
         self.scanner = Scanner(root=self.root, ledger=self.ledger, enqueue=self.enqueue_document,
                                files_limiter=limiters.files, interval_seconds=self.settings.scan_interval_seconds,

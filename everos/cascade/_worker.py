@@ -31,7 +31,8 @@ from everos.providers import EmbeddingDimensionError
 from everos.store import Job, JobError
 from everos.store._attempt import run_leased_attempt
 
-__all__ = ["PERMANENT_ERRORS", "QUEUE_KIND", "QUEUE_TABLE", "AttemptResult", "IndexWorkers", "embed_phase_seconds"]
+__all__ = ["PERMANENT_ERRORS", "QUEUE_KIND", "QUEUE_TABLE", "AttemptResult", "IndexWorkers", "embed_phase_seconds",
+           "vector_pass_seconds"]
 
 log = logging.getLogger("everos.cascade")
 
@@ -50,6 +51,17 @@ def embed_phase_seconds(settings: CascadeSettings) -> float:
     """The deadline of one attempt's embedding phase: ``embed_timeout_seconds``, at most
     :data:`EMBED_PHASE_SHARE` of ``row_timeout_seconds``."""
     return min(settings.embed_timeout_seconds, EMBED_PHASE_SHARE * settings.row_timeout_seconds)
+
+
+# A pass that only makes vectors (its document searchable by keyword already) may embed for this
+# share of the row's deadline: the rest is for reading the document and writing the rows.
+VECTOR_PASS_SHARE = 0.75
+
+
+def vector_pass_seconds(settings: CascadeSettings) -> float:
+    """The deadline of the embedding phase of a pass that only makes vectors: at least
+    :func:`embed_phase_seconds`, else :data:`VECTOR_PASS_SHARE` of ``row_timeout_seconds``."""
+    return max(embed_phase_seconds(settings), VECTOR_PASS_SHARE * settings.row_timeout_seconds)
 
 
 @dataclass(frozen=True)
@@ -81,6 +93,9 @@ class IndexWorkers:
         self.attempts_finished = 0
         # Attempts of all workers that are deriving rows or waiting for their commit (the hand-off).
         self._in_flight = trio.Semaphore(settings.attempts_in_flight)
+        # Workers deriving a deferred vector pass at once: all but one, so a slow embedder never
+        # holds every worker while uploads wait for their keyword index.
+        self._vector_passes = trio.Semaphore(max(1, settings.workers - 1))
         self.attempts_failed = 0  # of attempts_finished
 
     # -- the long-lived workers -----------------------------------------------------------------
@@ -112,23 +127,32 @@ class IndexWorkers:
     async def _lease_in_flight(self, owner: str) -> Job | None:
         """One row leased under a slot of ``attempts_in_flight`` (None, the slot given back, when
         no row is available). Keyword work first: a vector pass waits while anything else is
-        available."""
+        available, and is leased only under a free vector-pass slot, which the worker holds until
+        the pass has handed its rows off (:meth:`_start_attempt` gives it back)."""
         await self._in_flight.acquire()
+        may_embed = True
         try:
-            jobs = await self.queue.lease(owner, 1, self.settings.lease_seconds, later_kinds=(VECTORS_KIND,))
+            self._vector_passes.acquire_nowait()
+        except trio.WouldBlock:
+            may_embed = False
+        try:
+            jobs = await self.queue.lease(owner, 1, self.settings.lease_seconds, later_kinds=(VECTORS_KIND,),
+                                          skip_later=not may_embed)
         except BaseException:
-            self._in_flight.release()
+            jobs = []
             raise
-        if not jobs:
-            self._in_flight.release()
-            return None
-        return jobs[0]
+        finally:
+            if may_embed and not (jobs and jobs[0].kind == VECTORS_KIND):
+                self._vector_passes.release()
+            if not jobs:
+                self._in_flight.release()
+        return jobs[0] if jobs else None
 
     async def _start_attempt(self, nursery: trio.Nursery, job: Job, owner: str,
                              results: list[AttemptResult] | None = None) -> None:
         """Run the attempt at ``job`` in ``nursery``; return once it has handed its rows to the
         index writer or ended. It gives its ``attempts_in_flight`` slot back when it ends, and
-        adds how it ended to ``results``."""
+        adds how it ended to ``results``; a vector pass's slot is given back once it returns."""
         handed_off = trio.Event()
 
         async def run() -> None:
@@ -140,8 +164,12 @@ class IndexWorkers:
                 handed_off.set()
                 self._in_flight.release()
 
-        nursery.start_soon(run)
-        await handed_off.wait()
+        try:
+            nursery.start_soon(run)
+            await handed_off.wait()
+        finally:
+            if job.kind == VECTORS_KIND:
+                self._vector_passes.release()
 
     async def reap_forever(self) -> None:
         """Every few seconds (from the start: ``periodic``), return rows with expired leases to

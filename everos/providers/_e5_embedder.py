@@ -116,6 +116,9 @@ class E5Embedder:
     embeds_facts = False
     defers_vectors = True
     """Indexing writes a document's keyword rows first and queues its vectors (a second attempt)."""
+    texts_per_call = TEXTS_PER_CALL
+    """Indexing hands over this many texts at a time, so a pass cut at its deadline keeps every
+    vector made before it (a pass over a long document's hundreds of topics takes minutes)."""
     keyword_weight = 0.3
     """Hybrid search's keyword share with this model (bench/search_fusion.py, dev half)."""
     similarity_range = (0.82, 0.93)

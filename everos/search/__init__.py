@@ -5,7 +5,7 @@ from everos._exports import claim_public_names
 from everos.search._facts import MAX_FACT_CHARS, split_facts
 from everos.search._fusion import rrf
 from everos.search._service import METHODS, HitLookup, Reranker, SearchService
-from everos.search._tokens import STOP_WORDS, search_tokens, warm_up
+from everos.knowledge._tokens import STOP_WORDS, search_tokens, warm_up
 
 __all__ = [
     "HitLookup",

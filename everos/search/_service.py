@@ -33,7 +33,7 @@ from everos.config import KnowledgeSearchSettings, parse_weight
 from everos.errors import InvalidInput
 from everos.providers import Embedder, ProviderError
 from everos.search._fusion import keyword_score, rrf, vector_score, weighted
-from everos.search._tokens import search_tokens
+from everos.knowledge._tokens import search_tokens
 from everos.store.index import IndexStore
 
 __all__ = ["METHODS", "HitLookup", "Reranker", "SearchService"]

@@ -221,10 +221,12 @@ class LeasedQueue:
 
     # -- workers -------------------------------------------------------------------------------------
 
-    async def lease(self, owner: str, limit: int, lease_seconds: float, *, later_kinds: Sequence[str] = ()) -> list[Job]:
+    async def lease(self, owner: str, limit: int, lease_seconds: float, *, later_kinds: Sequence[str] = (),
+                    skip_later: bool = False) -> list[Job]:
         """Lease up to ``limit`` available queued rows to ``owner``, oldest first, but rows of
-        ``later_kinds`` (work that must not hold up the rest: deferred vector passes) last. Each is
-        ``running``, its attempt counted, its lease ending ``lease_seconds`` from now; in order."""
+        ``later_kinds`` (work that must not hold up the rest: deferred vector passes) last, or not
+        at all with ``skip_later``. Each is ``running``, its attempt counted, its lease ending
+        ``lease_seconds`` from now; in order."""
         if limit < 1 or lease_seconds <= 0:
             raise ValueError("lease needs limit >= 1 and lease_seconds > 0")
         now, later = self._clock(), list(later_kinds)
@@ -232,6 +234,8 @@ class LeasedQueue:
         # index: ORDER BY kind IN (...) sorted every queued row at each lease (17 ms at 10,000).
         kinds = ", ".join("?" * len(later))
         parts = [f"AND kind NOT IN ({kinds})", f"AND kind IN ({kinds})"] if later else [""]
+        if later and skip_later:
+            parts = parts[:1]
 
         def lease_in_thread(conn: sqlite3.Connection) -> list[Job]:
             t, ids = self._t, []

@@ -137,9 +137,10 @@ Blocking work runs in worker threads. A thread cannot be cancelled.
 """
 
 
-def make_runtime(root: Path, **cascade: Any) -> SimpleNamespace:
-    """What a service's open() reads from the runtime, with cascade settings overridden."""
+def make_runtime(root: Path, *, ingest: dict[str, Any] | None = None, **cascade: Any) -> SimpleNamespace:
+    """What a service's open() reads from the runtime, with cascade (and ``ingest``) settings overridden."""
     config = dataclasses.replace(Config(), cascade=dataclasses.replace(CascadeSettings(), **cascade))
+    config = dataclasses.replace(config, ingest=dataclasses.replace(config.ingest, **(ingest or {})))
     limiters = SimpleNamespace(sqlite=trio.CapacityLimiter(4), files=trio.CapacityLimiter(4),
                                cpu=trio.CapacityLimiter(2), lancedb=trio.CapacityLimiter(2))
     return SimpleNamespace(loaded=SimpleNamespace(root=root), config=config, limiters=limiters, board=StatusBoard())
@@ -148,14 +149,15 @@ def make_runtime(root: Path, **cascade: Any) -> SimpleNamespace:
 @contextlib.asynccontextmanager
 async def open_cascade(
     root: Path, sink: FakeSink, embedder: FakeEmbedder, *, chat: Any = None,
-    clock: Callable[[], float] | None = None, document_lock: Any = None, **cascade: Any,
+    clock: Callable[[], float] | None = None, document_lock: Any = None, cpu_workers: Any = None,
+    tokenize: Callable[[str], list[str]] = search_tokens, ingest: dict[str, Any] | None = None, **cascade: Any,
 ) -> AsyncIterator[CascadeService]:
     extra = {"clock": clock} if clock else {}
     if document_lock is not None:
         extra["document_lock"] = document_lock
-    service = CascadeService(sink=sink, embedder=embedder, search_tokens=search_tokens, split_facts=split_facts,
-                             chat=chat, **extra)
-    await service.open(make_runtime(root, **cascade))
+    service = CascadeService(sink=sink, embedder=embedder, search_tokens=tokenize, split_facts=split_facts,
+                             chat=chat, cpu_workers=cpu_workers, **extra)
+    await service.open(make_runtime(root, ingest=ingest, **cascade))
     try:
         yield service
     finally:

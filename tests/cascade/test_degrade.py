@@ -218,3 +218,87 @@ async def test_a_slow_embedder_leaves_keyword_rows_first_and_its_vectors_to_a_qu
     for doc_dir in doc_dirs:
         rows = sink.topics[locate_document(doc_dir).doc_id].values()
         assert all(len(row.vector) == embedder.dim for row in rows)
+
+
+class MinutesPerDocumentEmbedder(SlowModelEmbedder):
+    """Like e5 on a slow machine: ``seconds_per_text`` of virtual time per text, calls counted,
+    ``texts_per_call`` handed over at a time."""
+
+    model = "fake-minutes"
+
+    def __init__(self, seconds_per_text: float, texts_per_call: int | None = None) -> None:
+        super().__init__()
+        self.seconds_per_text = seconds_per_text
+        if texts_per_call is not None:
+            self.texts_per_call = texts_per_call
+        self.running = self.most_running = 0
+
+    async def embed(self, texts, *, budget, purpose="passage"):
+        self.running += 1
+        self.most_running = max(self.most_running, self.running)
+        try:
+            await trio.sleep(self.seconds_per_text * len(texts))
+            return await super().embed(texts, budget=budget)
+        finally:
+            self.running -= 1
+
+
+async def test_a_vector_pass_cut_at_its_deadline_keeps_what_it_embedded_and_the_next_pass_finishes(
+    root: Path, sink: FakeSink, mock_clock: trio.testing.MockClock
+) -> None:
+    """#13/G7: e5 needs minutes for a long document. A pass that only makes vectors (the document
+    is searchable by keyword already) may embed for 75 % of the row's deadline (90 s of 120), not
+    the 45 s a keyword attempt gets; texts go to the embedder a few at a time (its
+    ``texts_per_call``), so a pass cut at its deadline keeps every vector made before it and the
+    next pass embeds only the rest. (Handed over all at once, each pass lost everything at its
+    deadline, and a long document never got its vectors.)"""
+    guide = GUIDE + "".join(f"\n## Part {n}\nMore about part {n} of the guide.\n" for n in range(3))
+    doc_dir = write_document(root, "Trio guide", guide)
+    doc_id = locate_document(doc_dir).doc_id
+    embedder = MinutesPerDocumentEmbedder(seconds_per_text=20.0, texts_per_call=1)  # 6 topics: 120 s
+    async with open_cascade(root, sink, embedder, workers=1, row_timeout_seconds=ROW_TIMEOUT_S) as cascade:
+        await cascade.enqueue_document(doc_dir)
+        started = trio.current_time()
+        keyword, first = await cascade.drain()
+        assert keyword.outcome.vectors_pending == DEFERRED
+        assert first.outcome.vectors_pending == "the embedder did not answer within 90 s"
+        assert 90 <= trio.current_time() - started < ROW_TIMEOUT_S
+        assert first.outcome.embedded == 4 and sum(len(row.vector) > 0 for row in sink.topics[doc_id].values()) == 4
+        assert await cascade.reembed() == 1
+        [second] = await cascade.drain()
+        assert second.outcome.vectors_pending is None and second.outcome.embedded == 2
+    assert len(embedder.texts) == 6  # each topic once
+    assert all(len(row.vector) == embedder.dim for row in sink.topics[doc_id].values())
+
+
+async def test_vector_passes_leave_a_worker_to_uploads_waiting_for_their_keyword_index(
+    root: Path, sink: FakeSink, mock_clock: trio.testing.MockClock
+) -> None:
+    """#13/G3: with two index workers and two documents waiting for slow vectors, one worker runs
+    a vector pass and the other stays free: a document uploaded meanwhile is searchable by
+    keyword at once, not after the passes' minutes (both workers used to take a pass each)."""
+    first = [write_document(root, f"Guide {n}", GUIDE) for n in range(2)]
+    embedder = MinutesPerDocumentEmbedder(seconds_per_text=10.0)
+    async with open_cascade(root, sink, embedder, workers=2, row_timeout_seconds=ROW_TIMEOUT_S) as cascade:
+        async with trio.open_nursery() as nursery:
+            for n in range(2):
+                nursery.start_soon(cascade.workers.work, f"worker-{n}")
+            for doc_dir in first:
+                await cascade.enqueue_document(doc_dir)
+            while embedder.running == 0:  # the first vector pass has started
+                await trio.sleep(0.5)
+            await trio.sleep(1)
+            started = trio.current_time()
+            late = write_document(root, "Late guide", GUIDE)
+            late_id = locate_document(late).doc_id
+            await cascade.enqueue_document(late)
+            while (await cascade.index_states([late_id]))[late_id]["index_status"] != "indexed":
+                await trio.sleep(0.5)
+            assert trio.current_time() - started < 10  # well before the running pass's 30 s end
+            assert embedder.running == 1
+            while (await cascade.status())["vectors_pending"] or embedder.running:
+                await trio.sleep(1)
+            nursery.cancel_scope.cancel()
+    assert embedder.most_running == 1
+    assert all(len(row.vector) == embedder.dim for doc_dir in [*first, late]
+               for row in sink.topics[locate_document(doc_dir).doc_id].values())

@@ -77,6 +77,16 @@ async def test_rows_of_later_kinds_are_leased_only_when_nothing_else_is_availabl
     assert [job.payload["name"] for job in await queue.lease("w", 5, 60, later_kinds=("vectors",))] == ["i2"]
 
 
+async def test_skip_later_leases_no_row_of_the_later_kinds(queue: LeasedQueue) -> None:
+    """An index worker without a vector-pass slot takes keyword work only, or nothing (#13)."""
+    await queue.enqueue("vectors", {"name": "v1"})
+    await queue.enqueue("index", {"name": "i1"})
+    leased = await queue.lease("w", 5, 60, later_kinds=("vectors",), skip_later=True)
+    assert [job.payload["name"] for job in leased] == ["i1"]
+    assert await queue.lease("w", 5, 60, later_kinds=("vectors",), skip_later=True) == []
+    assert [job.payload["name"] for job in await queue.lease("w", 5, 60, later_kinds=("vectors",))] == ["v1"]
+
+
 async def test_a_lease_reads_the_queue_in_index_order_and_sorts_nothing(queue: LeasedQueue, monkeypatch) -> None:
     """#17: ORDER BY kind IN (...) sorted every queued row at each lease (17 ms a lease with 10,000
     queued, held under the write lock); each part of the lease now walks the (status,

@@ -17,11 +17,12 @@ from __future__ import annotations
 import logging
 import re
 import unicodedata
+from collections.abc import Callable, Sequence
 from typing import Final
 
 import jieba
 
-__all__ = ["STOP_WORDS", "search_tokens", "warm_up"]
+__all__ = ["STOP_WORDS", "joined_tokens", "search_tokens", "warm_up"]
 
 # jieba logs "Building prefix dict..." to its own stderr handler on first use.
 jieba.setLogLevel(logging.WARNING)
@@ -57,3 +58,10 @@ def search_tokens(text: str) -> list[str]:
             if _CJK_WORD.fullmatch(piece) and piece not in STOP_WORDS:
                 tokens.append(piece)
     return tokens
+
+
+def joined_tokens(tokenize: Callable[[str], list[str]], texts: Sequence[str]) -> list[str]:
+    """Each text's tokens (``tokenize``: :func:`search_tokens` or a stand-in), space-joined as the
+    index stores them. Blocks (CPU): the index runs it in a worker process, where jieba loads its
+    dictionary (about a second, 170 MiB) at the first Chinese or Japanese text only."""
+    return [" ".join(tokenize(text)) for text in texts]
