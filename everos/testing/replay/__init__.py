@@ -3,7 +3,11 @@
 Each scenario generates a corpus, uploads it (sequentially or at a set concurrency) while a
 separate probe hits ``/health`` every 0.25 s with a 1 s timeout, optionally scripts the fake LLM
 (:class:`~everos.testing.FakeLLM`), waits for the queues to drain, and checks what is listed at the
-end. The report is plain JSON; ``breaches`` lists every guarantee that broke:
+end. The drain has two parts: until keyword search finds every document (``keyword_drain_s``,
+within ``drain_timeout_s``), then until the vectors are made too (``drain_s``): a slow built-in
+embedder makes them in the background, so that part may take ``vectors_timeout_s`` as long as the
+documents waiting for vectors get fewer at least every ``vectors_stall_s`` (``drain_failure``
+says which part did not end). The report is plain JSON; ``breaches`` lists every guarantee that broke:
 
 - ``G2``: a health probe failed or took longer than ``health_timeout_s``;
 - ``G1``: an upload got no answer within its deadline;

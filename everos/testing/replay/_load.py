@@ -6,6 +6,7 @@ deleting what the run uploaded.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from collections.abc import Callable
 from typing import Any
@@ -13,7 +14,7 @@ from typing import Any
 import httpx
 import trio
 
-__all__ = ["API", "delete_documents", "drain", "upload_all"]
+__all__ = ["API", "Drained", "delete_documents", "drain", "upload_all"]
 
 API = "/api/v1/knowledge"
 
@@ -63,30 +64,79 @@ async def upload_all(url: str, corpus: list[tuple[str, bytes]], concurrency: int
     return results
 
 
-async def drain(url: str, timeout_s: float) -> float | None:
-    """Seconds until no ingest job, no index row and no document awaiting indexing is left.
+@dataclasses.dataclass
+class Drained:
+    """How a drain ended: seconds until the keyword index had every document (``keyword_s``), and
+    until the vectors were made too (``all_s``); None where that did not happen, with ``why``."""
+
+    keyword_s: float | None = None
+    all_s: float | None = None
+    why: str | None = None
+    vectors_left: int = 0  # documents still waiting for vectors at the end, which kept coming
+
+
+def _backlog(health: dict[str, Any]) -> tuple[int, int, int]:
+    """From one /health answer: work before keyword search finds everything (ingest jobs, index
+    rows, documents awaiting their index, less the rows that only make vectors), the index rows
+    open, and the documents searchable by keyword only (vectors pending)."""
+    cascade = health.get("cascade") or {}
+    rows = cascade.get("pending", 0)
+    vectors = cascade.get("vectors_pending", 0)
+    keyword = health["ingest"]["pending"] + max(0, rows - vectors) + (cascade.get("index_status") or {}).get("pending", 0)
+    return keyword, rows, vectors
+
+
+async def drain(url: str, timeout_s: float, *, wait_for_vectors: bool = True, vectors_timeout_s: float = 600.0,
+                vectors_stall_s: float = 300.0) -> Drained:
+    """Wait until no ingest job, no index row and no document awaiting indexing is left, within
+    ``timeout_s``; then (``wait_for_vectors``) until no document waits for its vectors either, for
+    at most ``vectors_timeout_s`` more, as long as that backlog shrinks at least every
+    ``vectors_stall_s`` (else ``why`` says so). A slow built-in embedder makes vectors in the
+    background while keyword search finds every document (e5 on two busy cores: about a text a
+    second, so twenty 80 KB documents take most of an hour); if they are still coming at the
+    end, ``vectors_left`` counts the documents waiting, and that is no failure.
 
     The /health blocks are refreshed in the background about once a second, so "drained" must
     be seen on two probes more than that apart."""
     started = time.monotonic()
+    result = Drained()
     quiet_since: float | None = None
+    last_vectors, progress_at = 0, started
     async with httpx.AsyncClient(base_url=url, timeout=5) as client:
-        with trio.move_on_after(timeout_s):
+        with trio.move_on_after(timeout_s + (vectors_timeout_s if wait_for_vectors else 0.0)):
             while True:
                 with contextlib.suppress(httpx.HTTPError, KeyError, TypeError):
-                    health = (await client.get("/health")).json()
-                    cascade = health.get("cascade") or {}
-                    pending = (health["ingest"]["pending"] + cascade.get("pending", 0)
-                               + (cascade.get("index_status") or {}).get("pending", 0))
+                    keyword, rows, vectors = _backlog((await client.get("/health")).json())
                     now = time.monotonic()
+                    if result.keyword_s is None and not keyword:
+                        result.keyword_s = round(now - started, 2)
+                        progress_at = now
+                    if result.keyword_s is None and now - started > timeout_s:
+                        result.why = f"the queues did not drain within {timeout_s:g} s"
+                        return result
+                    pending = keyword + rows + (vectors if wait_for_vectors else 0)
                     if pending:
                         quiet_since = None
                     elif quiet_since is None:
                         quiet_since = now
                     elif now - quiet_since >= 1.5:
-                        return round(quiet_since - started, 2)
+                        result.all_s = round(quiet_since - started, 2)
+                        return result
+                    if vectors < last_vectors:
+                        progress_at = now
+                    last_vectors = vectors
+                    if result.keyword_s is not None and now - started - result.keyword_s > vectors_timeout_s:
+                        break
+                    if result.keyword_s is not None and now - progress_at > vectors_stall_s:
+                        result.why = (f"{vectors} documents still wait for their vectors, and none got them "
+                                      f"in the last {vectors_stall_s:g} s")
+                        return result
                 await trio.sleep(0.25)
-    return None
+    if result.keyword_s is None:
+        result.why = f"the queues did not drain within {timeout_s:g} s"
+    elif wait_for_vectors:
+        result.vectors_left = last_vectors
+    return result
 
 
 async def delete_documents(url: str, doc_ids: list[str]) -> int:

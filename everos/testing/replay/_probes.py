@@ -27,9 +27,13 @@ class HealthProbe:
         self.failures = 0
         self.longest_outage_s = 0.0
         self.paused = False
+        # The server's own view: the most event-loop lag its /health reported (over its last minute).
+        self.loop_lag_ms_max = 0.0
+        self._slowest: list[tuple[float, float]] = []  # (latency, seconds since the run started)
 
     async def run(self) -> None:
         outage_started: float | None = None
+        began = time.monotonic()
         async with httpx.AsyncClient(base_url=self.url, timeout=self.timeout_s) as client:
             while True:
                 if not self.paused:
@@ -42,6 +46,7 @@ class HealthProbe:
                     elapsed = time.monotonic() - started
                     if ok and elapsed <= self.timeout_s:
                         self.latencies.append(elapsed)
+                        self._note(response, elapsed, started - began)
                         if outage_started is not None:
                             self.longest_outage_s = max(self.longest_outage_s, started - outage_started)
                             outage_started = None
@@ -50,9 +55,16 @@ class HealthProbe:
                         outage_started = outage_started or started
                 await trio.sleep(self.interval_s)
 
+    def _note(self, response: httpx.Response, elapsed: float, at: float) -> None:
+        with contextlib.suppress(ValueError, TypeError, AttributeError):
+            self.loop_lag_ms_max = max(self.loop_lag_ms_max, float(response.json()["loop_lag_ms"]["max"]))
+        self._slowest = sorted([*self._slowest, (elapsed, at)], reverse=True)[:5]
+
     def report(self) -> dict[str, Any]:
         return {"probes": len(self.latencies) + self.failures, "failures": self.failures,
-                "latency_ms": percentiles(self.latencies), "longest_outage_s": round(self.longest_outage_s, 2)}
+                "latency_ms": percentiles(self.latencies), "longest_outage_s": round(self.longest_outage_s, 2),
+                "server_loop_lag_ms_max": round(self.loop_lag_ms_max, 1),
+                "slowest": [{"ms": round(ms * 1000, 1), "at_s": round(at, 1)} for ms, at in self._slowest]}
 
 
 class SearchWatch:

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 
 from everos.testing.replay._load import API
-from everos.testing.replay._scenarios import ReplayOptions, Scenario, drain_timeout_s
+from everos.testing.replay._scenarios import ReplayOptions, Scenario
 
 __all__ = ["breaches", "percentiles", "verify"]
 
@@ -116,11 +116,13 @@ def breaches(report: dict[str, Any], scenario: Scenario, options: ReplayOptions)
                      "found by a keyword search at the end")
     if end["jobs_running_after_drain"] or end["dead_without_error"]:
         found.append("G7: jobs left running after the drain, or dead without an error")
-    if end["documents_index_pending"] or end["index_rows_open"]:
+    # Vector passes of a slow embedder may still be queued or running at the end when they kept
+    # coming (the drain checked that they do).
+    if end["documents_index_pending"] or (end["index_rows_open"] and not report.get("vectors_pending_after_drain")):
         found.append(f"G7: {end['documents_index_pending']} documents still pending indexing and "
                      f"{end['index_rows_open']} index rows queued or running after the drain")
-    if report["drain_s"] is None:
-        found.append(f"drain: the queues did not drain within {drain_timeout_s(scenario, options):g} s")
+    if report["drain_s"] is None and not report.get("vectors_pending_after_drain"):
+        found.append(f"drain: {report.get('drain_failure') or 'the queues did not drain'}")
     if end["documents_dead"] and not scenario.expect_dead:
         found.append(f"{end['documents_dead']} documents died although the scenario recovers")
     return found

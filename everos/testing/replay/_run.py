@@ -100,7 +100,13 @@ async def run_scenario(name: str, options: ReplayOptions | None = None) -> dict[
         report["upload_s"] = round(time.monotonic() - started, 2)
         if fake is not None and scenario.recover_after_s is not None:
             fake.recover()  # the scenario's outage is over, however quick the uploads were
-        report["drain_s"] = await drain(url, drain_timeout_s(scenario, options))
+        drained = await drain(url, drain_timeout_s(scenario, options), wait_for_vectors=not scenario.vectors_stay_pending,
+                              vectors_timeout_s=options.vectors_timeout_s, vectors_stall_s=options.vectors_stall_s)
+        report["drain_s"], report["keyword_drain_s"] = drained.all_s, drained.keyword_s
+        if drained.why:
+            report["drain_failure"] = drained.why
+        if drained.vectors_left:
+            report["vectors_pending_after_drain"] = drained.vectors_left
         latencies = uploads.pop("latencies")
         acknowledged = uploads.pop("acknowledged")
         report["uploads"] = {**uploads, "latency_ms": percentiles(latencies)}

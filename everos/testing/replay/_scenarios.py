@@ -39,6 +39,7 @@ class Scenario:
     model_speed: ModelSpeed | None = None  # the fake as slow as a local model server (slots, rates)
     drain_timeout_s: float | None = None  # at least this long for the drain (a slow model's backlog)
     expect_dead: bool = False
+    vectors_stay_pending: bool = False  # the embedder never recovers: the drain does not wait for vectors
     settings: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
@@ -84,7 +85,7 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
     # The endpoint never comes back within the run, so the re-embed pass (proved in
     # tests/cascade/test_degrade.py) is kept out of it: its probes would only hold a row each.
     Scenario("embed-stall", "20 x 80 KB; every embedding request from the 7th on is accepted and never answered",
-             count=20, size_bytes=80_000, use_embedding_endpoint=True,
+             count=20, size_bytes=80_000, use_embedding_endpoint=True, vectors_stay_pending=True,
              settings={"embedding__timeout_seconds": 1.0, "embedding__call_deadline_seconds": 3.0,
                        "embedding__retry_backoff_base_seconds": 0.1, "embedding__circuit_cooldown_seconds": 5.0,
                        "cascade__embed_timeout_seconds": 5.0, "cascade__reembed_interval_seconds": 3600.0,
@@ -114,6 +115,10 @@ class ReplayOptions:
     health_timeout_s: float = 1.0
     upload_timeout_s: float = 40.0
     drain_timeout_s: float = 120.0
+    # After the keyword drain, how long to wait for vectors (fewer documents waiting at least every
+    # vectors_stall_s, else a breach); any still coming after it are reported, not a breach.
+    vectors_timeout_s: float = 600.0
+    vectors_stall_s: float = 300.0
     rounds: int = 1
     seed: int = 316
     allow_writes: bool = False  # with url: the target may be written to (a scope of its own, deleted after)
