@@ -192,7 +192,9 @@ class EmbeddingSettings(_ProviderSettings):
         "Changing the model embeds the index again.")
     dim: int = setting(384, "Vector width stored in the index; a longer answer is truncated, a shorter one is an error.",
                        minimum=8)
-    batch_size: int = setting(32, "Inputs sent per embedding request.", minimum=1)
+    batch_size: int = setting(256, "Inputs sent per embedding request at most.", minimum=1)
+    batch_tokens: int = setting(8192, "Estimated tokens (4 characters of ASCII, 1 of other text) per embedding "
+                                "request at most; a longer input goes alone.", minimum=1)
     workers: int = setting(
         1, "Worker processes embedding the index with the built-in multilingual-e5-small (one core each; "
         "searches embed their query in the server process).", minimum=1)

@@ -299,6 +299,7 @@ class EmbeddingClient(_OpenAIEndpoint):
         super().__init__(settings, **kwargs)
         self.dim = settings.dim
         self.batch_size = settings.batch_size
+        self.batch_tokens = settings.batch_tokens
         self.max_input_chars = settings.max_input_chars
         self.prefixes = {"query": settings.query_prefix, "passage": settings.passage_prefix}
 
@@ -308,8 +309,10 @@ class EmbeddingClient(_OpenAIEndpoint):
 
         Each text gets the ``query_prefix`` or ``passage_prefix`` of ``purpose`` and is then cut
         to ``max_input_chars`` (an empty text is sent as one space, which every
-        server accepts) and sent ``batch_size`` at a time, one policy call per batch. Vectors
-        longer than ``dim`` are cut and normalised again.
+        server accepts) and sent in consecutive batches of at most ``batch_size`` texts and
+        ``batch_tokens`` estimated tokens (a local model's time goes by tokens, a request's
+        overhead by requests), one policy call per batch. Vectors longer than ``dim`` are cut and
+        normalised again.
 
         A checkpoint; blocks for at most one call deadline per batch.
 
@@ -324,8 +327,8 @@ class EmbeddingClient(_OpenAIEndpoint):
             return []
         prefix = self.prefixes[purpose]
         vectors: list[list[float]] = []
-        for start in range(0, len(texts), self.batch_size):
-            batch = [(prefix + text)[: self.max_input_chars] or " " for text in texts[start : start + self.batch_size]]
+        prepared = [(prefix + text)[: self.max_input_chars] or " " for text in texts]
+        for batch in _batches(prepared, self.batch_size, self.batch_tokens):
             vectors.extend(await self.policy.call(functools.partial(self._embed_batch, batch), budget=budget))
         return vectors
 
@@ -373,6 +376,27 @@ class RerankClient(_OpenAIEndpoint):
     async def _rerank_batch(self, query: str, batch: list[str]) -> list[tuple[int, float]]:
         body = self._body({"query": query, "documents": batch, "top_n": len(batch)})
         return await self._post("/rerank", body, lambda answer: parse_rerank(answer, document_count=len(batch)))
+
+
+def estimated_tokens(text: str) -> int:
+    """About four characters of ASCII text per token, one per other character; at least 1."""
+    ascii_chars = len(text.encode("ascii", "ignore"))
+    return max(1, -(-ascii_chars // 4) + len(text) - ascii_chars)
+
+
+def _batches(texts: list[str], max_texts: int, max_tokens: int) -> list[list[str]]:
+    """Consecutive groups of ``texts``: at most ``max_texts`` each and ``max_tokens`` estimated
+    tokens (a text over that alone)."""
+    batches: list[list[str]] = []
+    tokens = 0
+    for text in texts:
+        cost = estimated_tokens(text)
+        if not batches or len(batches[-1]) >= max_texts or tokens + cost > max_tokens:
+            batches.append([])
+            tokens = 0
+        batches[-1].append(text)
+        tokens += cost
+    return batches
 
 
 def _request_headers() -> dict[str, str] | None:

@@ -261,6 +261,18 @@ async def test_embed_batches_and_cuts_inputs(autojump_clock):
     assert str(server.requests[0][0].url) == f"{BASE}/embeddings"
 
 
+async def test_embed_batches_by_estimated_tokens_too(autojump_clock):
+    """#11: a local model's time goes by tokens and a request's overhead by requests: batches are
+    as large as ``batch_tokens`` allows (4 ASCII characters or 1 other character a token); a text
+    over it goes alone, and Chinese counts a token a character."""
+    server = Server(vectors_answer(8))
+    client = embedder(server, dim=8, batch_size=100, batch_tokens=10)
+    texts = ["a" * 16, "b" * 20, "c" * 60, "d", "北京大学北京大学北京", "e"]  # 4, 5, 15, 1, 10, 1 tokens
+    assert len(await client.embed(texts, budget="background")) == 6
+    assert [body["input"] for body in server.bodies] == [
+        ["a" * 16, "b" * 20], ["c" * 60], ["d"], ["北京大学北京大学北京"], ["e"]]
+
+
 async def test_embed_keeps_input_order(autojump_clock):
     server = Server(vectors_answer(8))
     vectors = await embedder(server, dim=8).embed(["x", "y"], budget="interactive")
