@@ -100,6 +100,7 @@ async def run_mode(mode: str, corpus: list[tuple[str, bytes]], speedup: float, l
         "upload_wall_seconds": round(upload_s, 2),
         "drained_after_last_upload_seconds": drain_s,
         "model_busy_fraction": metrics["model"]["busy_fraction"],
+        "model_busy_fraction_working": metrics["model"]["busy_fraction_working"],
         "queue_wait_seconds_max": round(metrics["model"]["queue_wait_seconds_max"] * speedup, 2),
     }
 

@@ -97,7 +97,7 @@ class IndexLedger:
         await self.queue.enqueue_many(
             QUEUE_KIND, [(doc_dir, _for_request({"doc_dir": doc_dir, "reason": reason})) for doc_dir in doc_dirs])
 
-    async def enqueue_for_vectors(self, doc_dirs: Iterable[str]) -> None:
+    async def enqueue_for_vectors(self, doc_dirs: Iterable[str], *, available_at: float | None = None) -> None:
         """Queue indexed directories again to embed their pending vectors; they stay ``indexed``
         (searchable by keyword) meanwhile. The rows are of ``VECTORS_KIND``: workers lease them
         after the rest. A row already queued for another change takes this kind too; the attempt
@@ -106,13 +106,14 @@ class IndexLedger:
         A row keeps the writer's receipt its last enqueue carried: while the files carry it the
         vector pass indexes the writer's rows (no read back, no parse, no row write), and the
         watcher's event for those files, which comes after the keyword pass when that pass is
-        quick, finds them handled (:meth:`handled`) instead of queueing the upload once more."""
+        quick, finds them handled (:meth:`handled`) instead of queueing the upload once more.
+        ``available_at``: the rows' turn (see :meth:`LeasedQueue.enqueue`), else now."""
         for doc_dir in doc_dirs:
             payload = _for_request({"doc_dir": doc_dir, "reason": "re-embed"})
             written = await self._receipt(doc_dir)
             if written is not None:
                 payload["written"] = written.as_payload()
-            await self.queue.enqueue(VECTORS_KIND, payload, key=doc_dir)
+            await self.queue.enqueue(VECTORS_KIND, payload, key=doc_dir, available_at=available_at)
 
     async def requeue(self, jobs: Sequence[Job]) -> int:
         """Queue rows again with fresh attempts (``cascade fix --apply``), their documents

@@ -246,6 +246,13 @@ class IndexWorkers:
             elif result.vectors_pending:
                 log.warning("cascade indexed %s for keyword search only; vectors pending: %s", doc_dir,
                             result.vectors_pending)
+                if result.embedded and job.kind == VECTORS_KIND:
+                    # A slow embedder that works (e5 on a long document): the next pass keeps this
+                    # one's turn, so documents get their vectors one after another, not all late.
+                    try:
+                        await self.ledger.enqueue_for_vectors([doc_dir], available_at=job.available_at)
+                    except StoreBusy as exc:
+                        log.warning("%s left for the re-embed pass: %s", doc_dir, exc.message)
             return AttemptResult(job.id, doc_dir, outcome=result)
         if "error" not in outcome:
             return AttemptResult(job.id, doc_dir)  # the lease was lost; its new owner settles it

@@ -93,10 +93,12 @@ class LeasedQueue:
         delay_seconds: float = 0.0,
         max_pending: int | None = None,
         durable: bool = False,
+        available_at: float | None = None,
     ) -> Job:
         """Add work, or merge it into the row holding ``key``; return the row as stored.
         ``durable``: the row is synced to disk before this returns (:meth:`Database.write`), for
-        work whose acceptance was promised (G6).
+        work whose acceptance was promised (G6). ``available_at`` (the queue's clock) replaces
+        now + ``delay_seconds``: a row queued again can keep its earlier turn.
 
         With ``key``: a queued row takes the new payload (and becomes available no later than this
         enqueue asks); a running row keeps its lease and is marked ``rerun`` (it stores the new
@@ -111,7 +113,8 @@ class LeasedQueue:
         now = self._clock()
         args = (
             kind, encode_json(payload), key, job_id or uuid.uuid4().hex, job_id is not None,
-            self._max_attempts if max_attempts is None else max_attempts, now + max(0.0, delay_seconds),
+            self._max_attempts if max_attempts is None else max_attempts,
+            now + max(0.0, delay_seconds) if available_at is None else available_at,
             max_pending, now,
         )
         job = await self._db.write(self._enqueue_in_thread, *args, durable=durable)

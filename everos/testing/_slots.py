@@ -72,6 +72,7 @@ class SlotModel:
         self._tokens_out = 0
         self._routes: dict[str, dict[str, float]] = {}
         self._started_at: float | None = None
+        self._last_end: float | None = None  # when the latest request finished
 
     async def run(self, route: str, prompt_tokens: int, completion_tokens: int, *,
                   emit: Callable[[float], Awaitable[None]] | None = None) -> None:
@@ -107,6 +108,7 @@ class SlotModel:
             per_route["requests"] += 1
             per_route["busy_seconds"] += trio.current_time() - began
             self._busy_seconds[slot] += trio.current_time() - began
+            self._last_end = trio.current_time()
             self._requests[slot] += 1
             self._free.append(slot)
             self._limiter.release()
@@ -114,8 +116,10 @@ class SlotModel:
     def metrics(self) -> dict[str, Any]:
         """Plain data: per slot busy seconds and requests, queue now and waited, tokens in and out
         (in all and per route: requests, tokens, busy seconds), and the busy fraction since the
-        first request."""
+        first request: until now, and until the latest request finished (``busy_fraction_working``:
+        the model's idle share while it had work, when work arrives faster than it serves)."""
         elapsed = 0.0 if self._started_at is None else trio.current_time() - self._started_at
+        working = 0.0 if self._last_end is None or self._started_at is None else self._last_end - self._started_at
         busy = sum(self._busy_seconds)
         return {
             "slots": [{"slot": i, "busy_seconds": round(b, 6), "requests": n}
@@ -129,6 +133,7 @@ class SlotModel:
             "routes": {route: {**counts, "busy_seconds": round(counts["busy_seconds"], 6)}
                        for route, counts in sorted(self._routes.items())},
             "busy_fraction": round(busy / (elapsed * self.speed.slots), 4) if elapsed > 0 else 0.0,
+            "busy_fraction_working": round(busy / (working * self.speed.slots), 4) if working > 0 else 0.0,
             "speed": {"slots": self.speed.slots, "prefill_tokens_per_second": self.speed.prefill_tokens_per_second,
                       "decode_tokens_per_second": self.speed.decode_tokens_per_second,
                       "embed_tokens_per_second": self.speed.embed_tokens_per_second},

@@ -69,6 +69,10 @@ async def test_one_slot_serves_requests_in_arrival_order(autojump_clock: trio.ab
                                           "busy_seconds": pytest.approx(6.0)}}
     assert metrics["queued"] == 0 and metrics["running"] == 0
     assert metrics["busy_fraction"] == pytest.approx(1.0, abs=0.01)
+    assert metrics["busy_fraction_working"] == pytest.approx(1.0, abs=0.01)
+    await trio.sleep(6)  # nothing to do: idle, but not while it had work
+    assert slots.metrics()["busy_fraction"] == pytest.approx(0.5, abs=0.01)
+    assert slots.metrics()["busy_fraction_working"] == pytest.approx(1.0, abs=0.01)
 
 
 async def test_two_slots_run_two_at_once(autojump_clock: trio.abc.Clock) -> None:

@@ -149,6 +149,7 @@ def model_figures(metrics: dict[str, Any], documents: int, report: dict[str, Any
         "chat_completion_tokens_per_document": per_doc(chat.get("tokens_out", 0)),
         "busy_seconds": round(busy, 2),
         "busy_fraction": model["busy_fraction"],
+        "busy_fraction_working": model["busy_fraction_working"],
         "run_over_busy": round(elapsed / busy, 3) if busy else None,
         "queue_wait_seconds_max": model["queue_wait_seconds_max"],
         "routes": routes,
