@@ -135,13 +135,11 @@ class IndexWorkers:
             self._vector_passes.acquire_nowait()
         except trio.WouldBlock:
             may_embed = False
+        jobs: list[Job] = []
         try:
             jobs = await self.queue.lease(owner, 1, self.settings.lease_seconds, later_kinds=(VECTORS_KIND,),
                                           skip_later=not may_embed)
-        except BaseException:
-            jobs = []
-            raise
-        finally:
+        finally:  # the slots a leased row does not hold go back, also when the lease failed
             if may_embed and not (jobs and jobs[0].kind == VECTORS_KIND):
                 self._vector_passes.release()
             if not jobs:

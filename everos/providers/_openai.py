@@ -378,10 +378,12 @@ class RerankClient(_OpenAIEndpoint):
         return await self._post("/rerank", body, lambda answer: parse_rerank(answer, document_count=len(batch)))
 
 
-def estimated_tokens(text: str) -> int:
-    """About four characters of ASCII text per token, one per other character; at least 1."""
-    ascii_chars = len(text.encode("ascii", "ignore"))
-    return max(1, -(-ascii_chars // 4) + len(text) - ascii_chars)
+def estimate_tokens(text: str) -> int:
+    """Tokens in ``text`` as a BPE tokenizer roughly counts them: about four characters of ASCII
+    text per token, and one token per other character (Chinese, Japanese, ...). At least 1. (The
+    fake model server counts its tokens with it too.)"""
+    ascii_chars = sum(1 for ch in text if ch < "\x80")
+    return max(1, round(ascii_chars / 4) + (len(text) - ascii_chars))
 
 
 def _batches(texts: list[str], max_texts: int, max_tokens: int) -> list[list[str]]:
@@ -390,7 +392,7 @@ def _batches(texts: list[str], max_texts: int, max_tokens: int) -> list[list[str
     batches: list[list[str]] = []
     tokens = 0
     for text in texts:
-        cost = estimated_tokens(text)
+        cost = estimate_tokens(text)
         if not batches or len(batches[-1]) >= max_texts or tokens + cost > max_tokens:
             batches.append([])
             tokens = 0

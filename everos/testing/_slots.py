@@ -16,6 +16,8 @@ from typing import Any
 
 import trio
 
+from everos.providers._openai import estimate_tokens  # the client's own estimate, re-exported
+
 __all__ = ["ModelSpeed", "SlotModel", "estimate_tokens"]
 
 
@@ -46,13 +48,6 @@ class ModelSpeed:
         if route == "embeddings":
             return prompt_tokens / self.embed_tokens_per_second, 0.0
         return prompt_tokens / self.prefill_tokens_per_second, completion_tokens / self.decode_tokens_per_second
-
-
-def estimate_tokens(text: str) -> int:
-    """Tokens in ``text`` as a BPE tokenizer roughly counts them: about four characters of ASCII
-    text per token, and one token per other character (Chinese, Japanese, ...). At least 1."""
-    ascii_chars = sum(1 for ch in text if ch < "\x80")
-    return max(1, round(ascii_chars / 4) + (len(text) - ascii_chars))
 
 
 class SlotModel:
