@@ -30,11 +30,12 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
+import gc
 import logging
 import os
 import platform
 
-__all__ = ["configure", "limit_arenas", "release_free_memory", "resident_bytes"]
+__all__ = ["configure", "freeze_startup_heap", "limit_arenas", "release_free_memory", "resident_bytes"]
 
 log = logging.getLogger("everos.allocator")
 
@@ -94,3 +95,19 @@ def release_free_memory() -> int | None:
     pa.default_memory_pool().release_unused()
     after = resident_bytes()
     return None if before is None or after is None else before - after
+
+
+def freeze_startup_heap() -> int:
+    """Collect once, then move every object alive now into the collector's permanent generation
+    (``gc.freeze``), so later full collections no longer walk them. Returns how many were frozen.
+
+    A started server holds objects it keeps for its whole life (its modules, pydantic's schemas,
+    the routes, LanceDB's and pyarrow's Python parts: about 230,000 on a fresh root). Every full
+    collection walked them all while holding the GIL: 120 to 155 ms under load in the
+    ``local-llm`` replay, the longest /health answers of that run; none over 5 ms once frozen. Only for a process that is the
+    server's and stays so (``everos server start``, ``everos mcp``): frozen objects that later
+    become cyclic garbage are never collected, which a test process starting many servers would
+    feel."""
+    gc.collect()
+    gc.freeze()
+    return gc.get_freeze_count()

@@ -112,7 +112,8 @@ def run(root: str | None, url: str | None, log_level: str | None = None) -> int:
     if mode == "local":
         log.info("mcp over stdio: opening the root %s in this process", root_path)
         services = functools.partial(open_services, mcp_transport="stdio")
-        trio.run(functools.partial(serve, loaded, services=services, handle_signals=True, http=False))
+        trio.run(functools.partial(serve, loaded, services=services, handle_signals=True, http=False,
+                                   freeze_heap=True))
         return 0
     trio.run(check_reachable, target, owner)
     log.info("mcp over stdio: proxying to %s", target)

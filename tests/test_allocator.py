@@ -3,10 +3,14 @@ memory figures: those are bench/index_scale.py's."""
 
 from __future__ import annotations
 
+import gc
+from pathlib import Path
+
 import pyarrow as pa
+import pytest
 
 from everos import allocator
-from everos.config import Config
+from everos.config import Config, load_config
 
 
 def test_configure_has_arrow_allocate_from_the_system_allocator() -> None:
@@ -24,3 +28,33 @@ def test_release_free_memory_reports_what_it_took_off() -> None:
     freed = allocator.release_free_memory()
     assert freed is None or isinstance(freed, int)
     assert allocator.resident_bytes() is None or allocator.resident_bytes() > 0
+
+
+def test_freeze_startup_heap_takes_what_lives_out_of_full_collections() -> None:
+    """G2: a started server's long-lived objects are frozen, so a full collection (which holds
+    the GIL for its whole walk) no longer walks them while /health waits."""
+    kept = [{"startup": i} for i in range(1000)]
+    try:
+        frozen = allocator.freeze_startup_heap()
+        assert frozen >= len(kept)
+        assert gc.get_freeze_count() == frozen
+        walked = {id(obj) for generation in range(3) for obj in gc.get_objects(generation=generation)}
+        assert not walked & {id(obj) for obj in kept}
+    finally:
+        gc.unfreeze()  # this is a test process, not a server's: give its objects back
+    assert gc.get_freeze_count() == 0
+
+
+def test_the_server_command_freezes_its_heap_and_a_test_server_does_not(monkeypatch: pytest.MonkeyPatch,
+                                                                          tmp_path: Path) -> None:
+    """Only a process that is the server's freezes (frozen cyclic garbage is never collected, so a
+    test process that starts many servers must not)."""
+    import inspect
+
+    from everos import server
+
+    started: list[dict] = []
+    monkeypatch.setattr(server.trio, "run", lambda fn: started.append(dict(fn.keywords)))
+    server.run(load_config(tmp_path, require_file=False), services=lambda runtime: None)
+    assert started and started[0]["freeze_heap"] is True
+    assert inspect.signature(server.serve).parameters["freeze_heap"].default is False
