@@ -59,15 +59,13 @@ from everos.cascade._rows import (
     GONE,
     DocumentLocation,
     ParsedDocument,
-    TopicParts,
     chunks,
+    document_rows,
     embedder_identity,
     embedding_text,
-    fact_rows,
     locate_document,
     parse_document,
     topic_content_sha256,
-    topic_row,
     topic_tokens,
 )
 from everos.cascade._snapshot import find_document_dirs, read_document_dir, sha256_file, stat_document_dir
@@ -322,17 +320,7 @@ class DocumentIndexer:
         tokens = await topic_tokens(parsed.indexed_topics, facts_of, self._tokenize)
         made, embedded, missing = await self._embed_stale(stale, facts_of, digests, defer=defer, embed_s=embed_s)
         derived.update((entry.topic_id, entry) for entry in made)
-        now = self._clock()
-        topic_rows: list[TopicRow] = []
-        all_facts: list[FactRow] = []
-        for topic in parsed.indexed_topics:
-            cached = derived[topic.topic_id]
-            summary_tokens, content_tokens, fact_tokens = tokens[topic.topic_id]
-            parts = TopicParts(summary_tokens, content_tokens, cached.vector, cached.facts, fact_tokens,
-                               cached.fact_vectors)
-            topic_rows.append(topic_row(parsed, topic, parts, content_sha256=digests[topic.topic_id],
-                                        created_at=cached.created_at, updated_at=now))
-            all_facts.extend(fact_rows(parsed, topic, parts))
+        topic_rows, all_facts = await self._cpu(document_rows, parsed, derived, tokens, digests, self._clock())
         return topic_rows, all_facts, made, embedded, missing
 
     async def _reusable_vectors(

@@ -43,6 +43,7 @@ __all__ = [
     "ParsedDocument",
     "TopicParts",
     "chunks",
+    "document_rows",
     "embedder_identity",
     "embedding_text",
     "fact_rows",
@@ -307,6 +308,27 @@ async def topic_tokens(
         tokens[t.topic_id] = (joined[position], joined[position + 1], joined[position + 2:position + 2 + count])
         position += 2 + count
     return tokens
+
+
+def document_rows(parsed: ParsedDocument, derived: Mapping[str, Any],
+                  tokens: Mapping[str, tuple[str, str, Sequence[str]]], digests: Mapping[str, str],
+                  updated_at: float) -> tuple[list[TopicRow], list[FactRow]]:
+    """Every indexed topic's row and its facts' rows, from what the indexer derived (``derived``:
+    the cache entry of each topic, with its vectors and facts; ``tokens``: summary, content and
+    fact tokens). Blocking: a long document's hundreds of topics and thousands of facts take
+    tens of milliseconds, which the event loop must not spend (G5); the indexer runs it in a
+    thread."""
+    topic_rows: list[TopicRow] = []
+    all_facts: list[FactRow] = []
+    for topic in parsed.indexed_topics:
+        cached = derived[topic.topic_id]
+        summary_tokens, content_tokens, fact_tokens = tokens[topic.topic_id]
+        parts = TopicParts(summary_tokens, content_tokens, cached.vector, cached.facts, fact_tokens,
+                           cached.fact_vectors)
+        topic_rows.append(topic_row(parsed, topic, parts, content_sha256=digests[topic.topic_id],
+                                    created_at=cached.created_at, updated_at=updated_at))
+        all_facts.extend(fact_rows(parsed, topic, parts))
+    return topic_rows, all_facts
 
 
 def chunks(items: Sequence[T], size_of: Callable[[T], int], max_size: int) -> list[list[T]]:

@@ -250,12 +250,18 @@ class LLMExtractor:
             answer = await self._chat.complete_json(messages, budget=Budget.INTERACTIVE)
         except ProviderResponseError as exc:
             return exc.detail, exc.content
-        try:
-            return topics_from_answer(answer, batch.paragraphs, batch.first, self._max_depth, self._max_facts)
-        except InvalidAnswer as exc:
-            return str(exc), json.dumps(answer, ensure_ascii=False)
-        except RecursionError:  # absurdly nested children: a malformed answer, not a crash
-            return "topics are nested far too deeply", ""
+
+        def validate() -> BatchTopics | tuple[str, str]:
+            try:
+                return topics_from_answer(answer, batch.paragraphs, batch.first, self._max_depth, self._max_facts)
+            except InvalidAnswer as exc:
+                return str(exc), json.dumps(answer, ensure_ascii=False)
+            except RecursionError:  # absurdly nested children: a malformed answer, not a crash
+                return "topics are nested far too deeply", ""
+
+        # In a thread (G5): an 80 KB document's answer is hundreds of topics, each cleaned by
+        # regular expressions, tens of milliseconds in all.
+        return await trio.to_thread.run_sync(validate, limiter=self._cpu_limiter, abandon_on_cancel=True)
 
     async def _classify(self, title: str, first: BatchTopics, names: list[str],
                         categories: Sequence[Category]) -> str:
