@@ -104,10 +104,12 @@ def freeze_startup_heap() -> int:
     A started server holds objects it keeps for its whole life (its modules, pydantic's schemas,
     the routes, LanceDB's and pyarrow's Python parts: about 230,000 on a fresh root). Every full
     collection walked them all while holding the GIL: 120 to 155 ms under load in the
-    ``local-llm`` replay, the longest /health answers of that run; none over 5 ms once frozen. Only for a process that is the
-    server's and stays so (``everos server start``, ``everos mcp``): frozen objects that later
-    become cyclic garbage are never collected, which a test process starting many servers would
-    feel."""
+    ``local-llm`` replay, the longest /health answers of that run; none took over 5 ms once they
+    were frozen.
+
+    Only for a process that is the server's and stays so (``everos server start``, ``everos
+    mcp``): frozen objects that later become cyclic garbage are never collected, which a test
+    process starting many servers would feel."""
     gc.collect()
     gc.freeze()
     return gc.get_freeze_count()
