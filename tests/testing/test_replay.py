@@ -36,6 +36,7 @@ def test_corpus_is_deterministic_distinct_and_sized() -> None:
 def check(report: dict) -> dict:
     assert report["breaches"] == [], report
     assert report["health"]["failures"] == 0
+    assert report["health"]["probes"] > 0  # the probing process ran, and its results came back
     assert report["server_exit_code"] == 0
     return report
 

@@ -2,16 +2,18 @@
 interval (G2), :class:`SearchWatch` looks each acknowledged document up by its corpus word until a
 keyword search finds it (G6).
 
-The probe runs in a thread of its own, as a watchdog runs in a process of its own: the harness's
-event loop also serves the fake model and the searches, and a probe on that loop would time the
-harness's own steps as the server's latency (measured: 20 to 56 ms steps of the harness).
+The probe runs in a process of its own, as a watchdog would: the harness's event loop also serves
+the fake model and the searches, and a probe on that loop timed the harness's own steps as the
+server's latency (20 to 56 ms steps); a probe in a thread still waited for the harness's GIL at
+each blocking call (up to a switch interval, 5 ms, each time).
 """
 
 from __future__ import annotations
 
 import contextlib
-import threading
+import multiprocessing
 import time
+from multiprocessing.connection import Connection
 from typing import Any
 
 import httpx
@@ -24,55 +26,91 @@ __all__ = ["HealthProbe", "SearchWatch"]
 
 
 class HealthProbe:
-    """Hits /health every ``interval_s``; a probe fails when it errors or exceeds ``timeout_s``."""
+    """Hits /health every ``interval_s`` from a process of its own (see the module's docstring);
+    a probe fails when it errors or exceeds ``timeout_s``. ``paused`` stops probing (while the
+    run restarts the server) until it is set false again."""
 
     def __init__(self, url: str, interval_s: float, timeout_s: float) -> None:
         self.url, self.interval_s, self.timeout_s = url, interval_s, timeout_s
         self.latencies: list[float] = []
         self.failures = 0
         self.longest_outage_s = 0.0
-        self.paused = False
         # The server's own view: the most event-loop lag its /health reported (over its last minute).
         self.loop_lag_ms_max = 0.0
         self._slowest: list[tuple[float, float]] = []  # (latency, seconds since the run started)
+        self._paused = False
+        self._control: Connection | None = None
+        self._outage_started: float | None = None
+        self._began = time.monotonic()
+        # [from, until] of each pause: a probe the process had started when it heard of one
+        # went to a server that was meant to be down, and is not counted.
+        self._pauses: list[list[float]] = []
 
-    async def run(self) -> None:
-        """Probe until cancelled, from a thread (see the module's docstring)."""
-        stop = threading.Event()
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    @paused.setter
+    def paused(self, value: bool) -> None:
+        self._paused = value
+        if value:
+            self._pauses.append([time.monotonic(), float("inf")])
+        elif self._pauses:
+            self._pauses[-1][1] = time.monotonic()
+        if self._control is not None:
+            with contextlib.suppress(OSError):
+                self._control.send("pause" if value else "resume")
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Probe until cancelled; ``task_status.started()`` once the probing process is up."""
+        context = multiprocessing.get_context("spawn")  # no fork of a process with threads
+        ours, theirs = context.Pipe()
+        process = context.Process(target=_probe_forever, args=(self.url, self.interval_s, self.timeout_s, theirs),
+                                  name="everos-replay-health-probe", daemon=True)
+        process.start()
+        theirs.close()
         try:
-            await trio.to_thread.run_sync(self._probe_until, stop, abandon_on_cancel=True)
+            ready = await trio.to_thread.run_sync(ours.recv, abandon_on_cancel=True)
+            assert ready == "ready", ready
+            self._control = ours
+            if self._paused:
+                ours.send("pause")
+            task_status.started()
+            await trio.to_thread.run_sync(self._collect, ours, abandon_on_cancel=True)
         finally:
-            stop.set()  # the thread ends within one interval (or one timeout)
+            self._control = None
+            with contextlib.suppress(OSError):
+                ours.send("stop")
+            process.join(timeout=self.interval_s + self.timeout_s + 1.0)
+            if process.is_alive():
+                process.kill()
+                process.join()
+            ours.close()
 
-    def _probe_until(self, stop: threading.Event) -> None:
-        outage_started: float | None = None
-        began = time.monotonic()
-        with httpx.Client(base_url=self.url, timeout=self.timeout_s, trust_env=False) as client:
-            while not stop.is_set():
-                if not self.paused:
-                    started = time.monotonic()
-                    try:
-                        response = client.get("/health")
-                        ok = response.status_code == 200
-                    except httpx.HTTPError:
-                        ok = False
-                    elapsed = time.monotonic() - started
-                    if stop.is_set():
-                        return  # the run is over: the server may be gone already
-                    if ok and elapsed <= self.timeout_s:
-                        self.latencies.append(elapsed)
-                        self._note(response, elapsed, started - began)
-                        if outage_started is not None:
-                            self.longest_outage_s = max(self.longest_outage_s, started - outage_started)
-                            outage_started = None
-                    else:
-                        self.failures += 1
-                        outage_started = outage_started or started
-                stop.wait(self.interval_s)
+    def _collect(self, conn: Connection) -> None:
+        """Take in what the probing process measured, until it ends (in a thread)."""
+        while True:
+            try:
+                ok, elapsed, started, lag_ms = conn.recv()
+            except (EOFError, OSError):
+                return
+            if any(since <= started + elapsed and started <= until for since, until in self._pauses):
+                continue
+            at = started - self._began
+            if ok:
+                self.latencies.append(elapsed)
+                self._note(lag_ms, elapsed, at)
+                if self._outage_started is not None:
+                    self.longest_outage_s = max(self.longest_outage_s, at - self._outage_started)
+                    self._outage_started = None
+            else:
+                self.failures += 1
+                if self._outage_started is None:
+                    self._outage_started = at
 
-    def _note(self, response: httpx.Response, elapsed: float, at: float) -> None:
-        with contextlib.suppress(ValueError, TypeError, AttributeError):
-            self.loop_lag_ms_max = max(self.loop_lag_ms_max, float(response.json()["loop_lag_ms"]["max"]))
+    def _note(self, lag_ms: float | None, elapsed: float, at: float) -> None:
+        if lag_ms is not None:
+            self.loop_lag_ms_max = max(self.loop_lag_ms_max, lag_ms)
         self._slowest = sorted([*self._slowest, (elapsed, at)], reverse=True)[:5]
 
     def report(self) -> dict[str, Any]:
@@ -133,3 +171,36 @@ class SearchWatch:
     def report(self) -> dict[str, Any]:
         return {"searchable": len(self.found_after_s), "not_searchable": len(self.missing()),
                 "searchable_after_ms": percentiles(list(self.found_after_s.values()))}
+
+
+def _probe_forever(url: str, interval_s: float, timeout_s: float, conn: Connection) -> None:
+    """The probing process: one GET /health every ``interval_s``, each result sent as ``(ok,
+    seconds, when it started (``time.monotonic``, the same clock in every process), the loop lag
+    the server reported)``; ``"pause"``, ``"resume"`` and ``"stop"`` come the other way."""
+    paused = False
+    with httpx.Client(base_url=url, timeout=timeout_s, trust_env=False) as client:
+        conn.send("ready")
+        while True:
+            if not paused:
+                started = time.monotonic()
+                lag_ms = None
+                try:
+                    response = client.get("/health")
+                    ok = response.status_code == 200
+                    with contextlib.suppress(ValueError, TypeError, KeyError, AttributeError):
+                        lag_ms = float(response.json()["loop_lag_ms"]["max"])
+                except httpx.HTTPError:
+                    ok = False
+                elapsed = time.monotonic() - started
+                try:
+                    conn.send((ok and elapsed <= timeout_s, elapsed, started, lag_ms))
+                except OSError:
+                    return
+            try:
+                if conn.poll(interval_s):
+                    command = conn.recv()
+                    if command == "stop":
+                        return
+                    paused = command == "pause"
+            except (EOFError, OSError):
+                return

@@ -62,7 +62,7 @@ async def run_scenario(name: str, options: ReplayOptions | None = None) -> dict[
             url = server.url
             report["root"] = str(root)
         probe = HealthProbe(url, options.health_interval_s, options.health_timeout_s)
-        nursery.start_soon(probe.run)
+        await nursery.start(probe.run)
         watch = SearchWatch(url, options.scope())
         if options.rounds == 1:
             # With rounds, the per-round resource samples measure ingest alone: the watch then
