@@ -107,9 +107,9 @@ def freeze_startup_heap() -> int:
     ``local-llm`` replay, the longest /health answers of that run; none took over 5 ms once they
     were frozen.
 
-    Only for a process that is the server's and stays so (``everos server start``, ``everos
-    mcp``): frozen objects that later become cyclic garbage are never collected, which a test
-    process starting many servers would feel."""
+    Only for a process that does one thing for its whole life (``everos server start``,
+    ``everos mcp``, the replay's /health probe): frozen objects that later become cyclic garbage
+    are never collected, which a test process starting many servers would feel."""
     gc.collect()
     gc.freeze()
     return gc.get_freeze_count()

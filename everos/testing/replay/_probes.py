@@ -11,7 +11,7 @@ each blocking call (up to a switch interval, 5 ms, each time).
 from __future__ import annotations
 
 import contextlib
-import gc
+import math
 import multiprocessing
 import time
 from multiprocessing.connection import Connection
@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 import trio
 
+from everos.allocator import freeze_startup_heap
 from everos.testing.replay._load import API
 from everos.testing.replay._report import percentiles
 
@@ -39,7 +40,6 @@ class HealthProbe:
         # The server's own view: the most event-loop lag its /health reported (over its last minute).
         self.loop_lag_ms_max = 0.0
         self._slowest: list[tuple[float, float]] = []  # (latency, seconds since the run started)
-        self._paused = False
         self._control: Connection | None = None
         self._outage_started: float | None = None
         self._began = time.monotonic()
@@ -49,14 +49,15 @@ class HealthProbe:
 
     @property
     def paused(self) -> bool:
-        return self._paused
+        return bool(self._pauses) and self._pauses[-1][1] == math.inf
 
     @paused.setter
     def paused(self, value: bool) -> None:
-        self._paused = value
+        if value == self.paused:
+            return
         if value:
-            self._pauses.append([time.monotonic(), float("inf")])
-        elif self._pauses:
+            self._pauses.append([time.monotonic(), math.inf])
+        else:
             self._pauses[-1][1] = time.monotonic()
         if self._control is not None:
             with contextlib.suppress(OSError):
@@ -74,7 +75,7 @@ class HealthProbe:
             ready = await trio.to_thread.run_sync(ours.recv, abandon_on_cancel=True)
             assert ready == "ready", ready
             self._control = ours
-            if self._paused:
+            if self.paused:
                 ours.send("pause")
             task_status.started()
             await trio.to_thread.run_sync(self._collect, ours, abandon_on_cancel=True)
@@ -181,8 +182,7 @@ def _probe_forever(url: str, interval_s: float, timeout_s: float, conn: Connecti
     # What the import of this package left (the fake model, the web stack) is kept for the
     # process's life: frozen, so no full collection walks it between two probes (one of 50 ms,
     # about 300 s in, was a run's slowest probe).
-    gc.collect()
-    gc.freeze()
+    freeze_startup_heap()
     paused = False
     with httpx.Client(base_url=url, timeout=timeout_s, trust_env=False) as client:
         conn.send("ready")
