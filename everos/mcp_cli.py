@@ -113,7 +113,7 @@ def run(root: str | None, url: str | None, log_level: str | None = None) -> int:
         log.info("mcp over stdio: opening the root %s in this process", root_path)
         services = functools.partial(open_services, mcp_transport="stdio")
         trio.run(functools.partial(serve, loaded, services=services, handle_signals=True, http=False,
-                                   freeze_heap=True))
+                                   own_process=True))
         return 0
     trio.run(check_reachable, target, owner)
     log.info("mcp over stdio: proxying to %s", target)

@@ -33,6 +33,7 @@ import math
 import resource
 import signal
 import socket
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -139,7 +140,7 @@ async def serve(
     runtime_ready: Callable[[Runtime], Any] | None = None,
     http: bool = True,
     insecure_no_auth: bool = False,
-    freeze_heap: bool = False,
+    own_process: bool = False,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run the server on ``loaded.config.api.host``/``port`` until stopped.
@@ -148,9 +149,10 @@ async def serve(
     the server answers health, metrics and nothing else. ``task_status.started()`` reports the bound addresses (``http://127.0.0.1:PORT``) once the
     server answers and ``/readyz`` says ready. Returns after an orderly stop. With ``http=False``
     nothing listens (``everos mcp`` over stdio): the services and their workers run until stopped,
-    and ``task_status.started()`` reports ``[]``. ``freeze_heap``: the process is this server's
+    and ``task_status.started()`` reports ``[]``. ``own_process``: the process is this server's
     (the CLI): once started, the objects it keeps are frozen out of the garbage collector's full
-    collections (:func:`everos.allocator.freeze_startup_heap`).
+    collections (:func:`everos.allocator.freeze_startup_heap`), and a thread running Python gives
+    the GIL up after ``[limits] gil_switch_interval_ms`` when another wants it.
 
     API keys (``<root>/.keys.json``, :mod:`everos.auth`): once one exists, every route but the
     health paths needs one. A bind beyond loopback with no key refuses to start unless
@@ -226,9 +228,10 @@ async def serve(
                         board.blocks["http"] = cap.snapshot
                         hconfig = hypercorn_config(config.api, cap)
                         use_prompt_close()
-                        if freeze_heap:  # before the listener opens: the one collection is startup's
+                        if own_process:  # before the listener opens: the one collection is startup's
                             frozen = allocator.freeze_startup_heap()
                             log.debug("froze %d startup objects out of full collections", frozen)
+                            sys.setswitchinterval(config.limits.gil_switch_interval_ms / 1000)
 
                         async def shutdown_trigger() -> None:
                             await runtime.stop.wait()
@@ -289,4 +292,4 @@ async def _flush_key_usage(usage: KeyUsage) -> None:
 def run(loaded: LoadedConfig, *, services: OpenServices, insecure_no_auth: bool = False) -> None:
     """Blocking entry point for the CLI: run until SIGINT/SIGTERM."""
     trio.run(functools.partial(serve, loaded, services=services, handle_signals=True,
-                               insecure_no_auth=insecure_no_auth, freeze_heap=True))
+                               insecure_no_auth=insecure_no_auth, own_process=True))

@@ -3,11 +3,15 @@ memory figures: those are bench/index_scale.py's."""
 
 from __future__ import annotations
 
+import functools
 import gc
+import sys
 from pathlib import Path
 
+import httpx
 import pyarrow as pa
 import pytest
+import trio
 
 from everos import allocator
 from everos.config import Config, load_config
@@ -49,10 +53,11 @@ def test_freeze_startup_heap_takes_what_lives_out_of_full_collections() -> None:
     assert gc.get_freeze_count() == 0
 
 
-def test_the_server_command_freezes_its_heap_and_a_test_server_does_not(monkeypatch: pytest.MonkeyPatch,
+def test_the_server_command_owns_its_process_and_a_test_server_does_not(monkeypatch: pytest.MonkeyPatch,
                                                                           tmp_path: Path) -> None:
-    """Only a process that is the server's freezes (frozen cyclic garbage is never collected, so a
-    test process that starts many servers must not)."""
+    """Only a process that is the server's freezes its heap and sets the GIL's switch interval
+    (frozen cyclic garbage is never collected, so a test process that starts many servers must
+    not)."""
     import inspect
 
     from everos import server
@@ -60,5 +65,27 @@ def test_the_server_command_freezes_its_heap_and_a_test_server_does_not(monkeypa
     started: list[dict] = []
     monkeypatch.setattr(server.trio, "run", lambda fn: started.append(dict(fn.keywords)))
     server.run(load_config(tmp_path, require_file=False), services=lambda runtime: None)
-    assert started and started[0]["freeze_heap"] is True
-    assert inspect.signature(server.serve).parameters["freeze_heap"].default is False
+    assert started and started[0]["own_process"] is True
+    assert inspect.signature(server.serve).parameters["own_process"].default is False
+
+
+async def test_a_server_that_owns_its_process_freezes_its_heap_and_shortens_the_gil_switch(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """G2: a thread computing in Python (rendering, YAML, row building) gives the GIL back to the
+    event loop after ``[limits] gil_switch_interval_ms`` (Python's default: 5 ms, waited after each
+    of the loop's system calls), and startup's objects leave the full collections."""
+    from everos import server
+
+    calls: list[object] = []
+    runtimes: list = []
+    monkeypatch.setattr(allocator, "freeze_startup_heap", lambda: calls.append("freeze") or 0)
+    monkeypatch.setattr(sys, "setswitchinterval", calls.append)
+    loaded = load_config(tmp_path, require_file=False, environ={},
+                         overrides={("api", "port"): 0, ("limits", "gil_switch_interval_ms"): 0.5})
+    async with trio.open_nursery() as nursery:
+        binds = await nursery.start(functools.partial(
+            server.serve, loaded, own_process=True, runtime_ready=runtimes.append))
+        assert calls == ["freeze", 0.0005]  # before the listener answered
+        async with httpx.AsyncClient(base_url=binds[0], timeout=10) as client:
+            assert (await client.get("/livez")).status_code == 200
+        runtimes[0].request_stop()

@@ -375,6 +375,10 @@ class LimitsSettings:
     cpu_threads: int = setting(2, "Worker threads for parsing, tokenizing and other CPU work.", minimum=1)
     malloc_arenas: int = setting(2, "glibc malloc arenas at most; each keeps memory its threads freed "
                                  "(0: glibc's default, 8 per core).", minimum=0)
+    gil_switch_interval_ms: float = setting(
+        1.0, "How long a thread running Python keeps the GIL while another wants it (sys.setswitchinterval; Python's "
+        "default is 5): the event loop waits up to this for the GIL after each of its system calls while a worker "
+        "thread computes. Set by everos server start and everos mcp.", positive=True, maximum=100.0)
     loop_lag_probe_interval_seconds: float = setting(
         0.1, "How often the event-loop lag probe wakes up.", positive=True
     )

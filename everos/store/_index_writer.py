@@ -218,11 +218,13 @@ class IndexWriter:
     async def _release_memory(self) -> None:
         self._released = True
         # Under the lancedb budget (G5): it walks the arenas LanceDB's threads allocate from.
+        started = time.perf_counter()
         freed = await trio.to_thread.run_sync(release_free_memory, limiter=self._store.limiter)
+        took_ms = (time.perf_counter() - started) * 1000
         self._stats["memory_releases"] += 1
         if freed is not None:
             self._stats["last_memory_release_mib"] = round(freed / 2**20, 1)
-            log.info("gave %.1f MiB of freed memory back to the system", freed / 2**20)
+            log.info("gave %.1f MiB of freed memory back to the system in %.1f ms", freed / 2**20, took_ms)
 
     async def _optimize(self) -> None:
         started, started_wall = trio.current_time(), time.time()

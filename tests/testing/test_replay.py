@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -37,6 +38,9 @@ def check(report: dict) -> dict:
     assert report["breaches"] == [], report
     assert report["health"]["failures"] == 0
     assert report["health"]["probes"] > 0  # the probing process ran, and its results came back
+    # Each slow probe says when it started as the server's log writes times, to find it there.
+    assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", slow["at"])
+               for slow in report["health"]["slowest"]), report["health"]["slowest"]
     assert report["server_exit_code"] == 0
     return report
 

@@ -11,6 +11,7 @@ each blocking call (up to a switch interval, 5 ms, each time).
 from __future__ import annotations
 
 import contextlib
+import datetime
 import math
 import multiprocessing
 import time
@@ -43,6 +44,7 @@ class HealthProbe:
         self._control: Connection | None = None
         self._outage_started: float | None = None
         self._began = time.monotonic()
+        self._began_wall = time.time()  # so a slow probe can be found in the server's log
         # [from, until] of each pause: a probe the process had started when it heard of one
         # went to a server that was meant to be down, and is not counted.
         self._pauses: list[list[float]] = []
@@ -119,7 +121,8 @@ class HealthProbe:
         return {"probes": len(self.latencies) + self.failures, "failures": self.failures,
                 "latency_ms": percentiles(self.latencies), "longest_outage_s": round(self.longest_outage_s, 2),
                 "server_loop_lag_ms_max": round(self.loop_lag_ms_max, 1),
-                "slowest": [{"ms": round(ms * 1000, 1), "at_s": round(at, 1)} for ms, at in self._slowest]}
+                "slowest": [{"ms": round(ms * 1000, 1), "at_s": round(at, 1), "at": _utc(self._began_wall + at)}
+                            for ms, at in self._slowest]}
 
 
 class SearchWatch:
@@ -173,6 +176,11 @@ class SearchWatch:
     def report(self) -> dict[str, Any]:
         return {"searchable": len(self.found_after_s), "not_searchable": len(self.missing()),
                 "searchable_after_ms": percentiles(list(self.found_after_s.values()))}
+
+
+def _utc(epoch_s: float) -> str:
+    """``epoch_s`` as the server log writes times (UTC, milliseconds)."""
+    return datetime.datetime.fromtimestamp(epoch_s, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
 def _probe_forever(url: str, interval_s: float, timeout_s: float, conn: Connection) -> None:
