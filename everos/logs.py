@@ -34,7 +34,7 @@ from collections.abc import Iterator
 from typing import Any, TextIO
 
 __all__ = ["carrying_request_id", "configure_logging", "current_request_id", "dropped_records",
-           "format_exception_bounded", "shutdown_logging"]
+           "format_exception_bounded", "shutdown_logging", "utc_stamp"]
 
 MAX_TRACEBACK_FRAMES = 12
 MAX_TRACEBACK_CHARS = 4000
@@ -123,10 +123,14 @@ class _Listener(logging.handlers.QueueListener):
             self._thread = None
 
 
+def utc_stamp(epoch_s: float) -> str:
+    """``epoch_s`` as every log line writes its time: UTC to the millisecond, ``...T12:00:00.123Z``."""
+    return f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(epoch_s))}.{int(epoch_s % 1 * 1000):03d}Z"
+
+
 class _LineFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-        line = f"{stamp}.{int(record.msecs):03d}Z {record.levelname:<7} {record.name}: {record.getMessage()}"
+        line = f"{utc_stamp(record.created)} {record.levelname:<7} {record.name}: {record.getMessage()}"
         fields: dict[str, Any] | None = getattr(record, "fields", None)
         if fields:
             line += " " + " ".join(f"{k}={_field(v)}" for k, v in fields.items())
@@ -140,8 +144,7 @@ class _JsonFormatter(logging.Formatter):
     ``exc`` (the bounded traceback) when there is one. Values that are not JSON become strings."""
 
     def format(self, record: logging.LogRecord) -> str:
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-        entry: dict[str, Any] = {"ts": f"{stamp}.{int(record.msecs):03d}Z", "level": record.levelname,
+        entry: dict[str, Any] = {"ts": utc_stamp(record.created), "level": record.levelname,
                                  "logger": record.name, "msg": record.getMessage()}
         for key, value in (getattr(record, "fields", None) or {}).items():
             entry.setdefault(str(key), value)

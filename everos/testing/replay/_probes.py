@@ -11,7 +11,6 @@ each blocking call (up to a switch interval, 5 ms, each time).
 from __future__ import annotations
 
 import contextlib
-import datetime
 import math
 import multiprocessing
 import time
@@ -22,6 +21,7 @@ import httpx
 import trio
 
 from everos.allocator import freeze_startup_heap
+from everos.logs import utc_stamp
 from everos.testing.replay._load import API
 from everos.testing.replay._report import percentiles
 
@@ -121,7 +121,7 @@ class HealthProbe:
         return {"probes": len(self.latencies) + self.failures, "failures": self.failures,
                 "latency_ms": percentiles(self.latencies), "longest_outage_s": round(self.longest_outage_s, 2),
                 "server_loop_lag_ms_max": round(self.loop_lag_ms_max, 1),
-                "slowest": [{"ms": round(ms * 1000, 1), "at_s": round(at, 1), "at": _utc(self._began_wall + at)}
+                "slowest": [{"ms": round(ms * 1000, 1), "at_s": round(at, 1), "at": utc_stamp(self._began_wall + at)}
                             for ms, at in self._slowest]}
 
 
@@ -176,11 +176,6 @@ class SearchWatch:
     def report(self) -> dict[str, Any]:
         return {"searchable": len(self.found_after_s), "not_searchable": len(self.missing()),
                 "searchable_after_ms": percentiles(list(self.found_after_s.values()))}
-
-
-def _utc(epoch_s: float) -> str:
-    """``epoch_s`` as the server log writes times (UTC, milliseconds)."""
-    return datetime.datetime.fromtimestamp(epoch_s, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
 def _probe_forever(url: str, interval_s: float, timeout_s: float, conn: Connection) -> None:
